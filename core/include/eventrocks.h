@@ -1,0 +1,272 @@
+/*
+ * eventrocks.h -- an embedded event store over RocksDB.
+ *
+ * This header is the manual of the C core.  The core knows bytes, not values:
+ * an event's `data` and `metadata` are opaque byte strings to it (the Lua
+ * binding stores MessagePack there).  Nothing here depends on Lua.
+ *
+ * Conventions
+ *  - Every function that can fail returns an int: ER_OK (0) on success or one
+ *    of the er_code values.  When it fails and `err` is not NULL, `*err` is
+ *    filled with the code and a human readable message; `err` is owned by the
+ *    caller (no allocation, nothing to free).
+ *  - Strings are (pointer, length) pairs and need not be NUL-terminated.
+ *  - Memory handed out by the core says who owns it and how long it lives.
+ *  - An er_store may be used from several threads at once, except er_close,
+ *    which must not run concurrently with any other call on the same store.
+ *    An er_iter belongs to one thread at a time.
+ *
+ * Storage model
+ *  - A store is one directory, owned by one writer process (RocksDB's LOCK).
+ *  - Each append puts one or more events at the end of a stream; stream
+ *    versions start at 1 and are contiguous; global positions start at 1, are
+ *    unique and increase in append order.  One append is one atomic RocksDB
+ *    WriteBatch: all of its events are stored, or none.
+ */
+#ifndef EVENTROCKS_H
+#define EVENTROCKS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ER_VERSION_STRING "0.1.0"
+
+/* On-disk format number written into every store this library creates.  A
+ * store with another number is refused by er_open with ER_INVALID. */
+#define ER_FORMAT 1
+
+#define ER_MAX_STREAM_LEN 1024 /* bytes in a stream id (no NUL allowed) */
+#define ER_MAX_TYPE_LEN 1024   /* bytes in an event type (no NUL allowed) */
+#define ER_DEFAULT_MAX_EVENT_SIZE ((size_t)16 << 20) /* data + metadata */
+
+/* Result codes.  ER_NOT_FOUND also marks the normal end of an iterator. */
+typedef enum er_code {
+  ER_OK = 0,
+  ER_WRONG_EXPECTED_VERSION, /* expected-version check failed; nothing written */
+  ER_DUPLICATE_EVENT,        /* an event id already exists elsewhere */
+  ER_STREAM_DELETED,         /* reserved: the stream was deleted */
+  ER_LOCKED,                 /* the directory is open for writing elsewhere */
+  ER_NOT_FOUND,              /* no such store / event; end of iteration */
+  ER_IO,                     /* the file system or RocksDB failed */
+  ER_CORRUPTION,             /* stored bytes do not decode */
+  ER_INVALID,                /* invalid argument or unusable store */
+  ER_NOMEM                   /* out of memory */
+} er_code;
+
+/* Expected-version sentinels for er_append; any value >= 0 means "the
+ * stream is exactly at this version" (0 = the stream is empty or absent). */
+#define ER_ANY INT64_C(-1)
+#define ER_NO_STREAM INT64_C(-2)
+#define ER_STREAM_EXISTS INT64_C(-3)
+
+/* "No limit" for the count arguments of the readers. */
+#define ER_UNLIMITED UINT64_MAX
+
+/* Filled by a failing call when the caller passes one. */
+typedef struct er_error {
+  int code;          /* an er_code */
+  int64_t expected;  /* ER_WRONG_EXPECTED_VERSION: the expectation given */
+  uint64_t actual;   /* ER_WRONG_EXPECTED_VERSION: the stream's version */
+  uint64_t position; /* ER_CORRUPTION: position of the bad record, 0 if none */
+  char message[512]; /* NUL-terminated, never empty on failure */
+} er_error;
+
+typedef struct er_options {
+  int create;            /* create the directory/store if missing (default 1) */
+  int read_only;         /* open without taking the write lock (default 0) */
+  int sync;              /* fsync the WAL before an append returns (default 0) */
+  size_t max_event_size; /* limit on data + metadata bytes; 0 = default */
+} er_options;
+
+typedef struct er_store er_store;
+typedef struct er_iter er_iter;
+
+/* An event to append.  `id` is in/out: when `has_id` is 0 the store
+ * generates a UUID version 7 and writes it into `id` (and sets `has_id`). */
+typedef struct er_new_event {
+  uint8_t id[16];
+  int has_id;
+  const char *type; /* 1..ER_MAX_TYPE_LEN bytes, no NUL */
+  size_t type_len;
+  const void *data; /* opaque; may be NULL when data_len is 0 */
+  size_t data_len;
+  const void *metadata; /* opaque; may be NULL when metadata_len is 0 */
+  size_t metadata_len;
+} er_new_event;
+
+/* What an append did.  `version`/`position` are those of its last event. */
+typedef struct er_appended {
+  uint64_t first_version, version;
+  uint64_t first_position, position;
+  int replayed; /* 1: an idempotent retry; nothing was written */
+} er_appended;
+
+/* An event read back.  Unless said otherwise its pointers borrow memory of
+ * the iterator (or buffer) it came from. */
+typedef struct er_event {
+  uint8_t id[16];
+  uint64_t position;
+  uint64_t version;
+  int64_t time; /* microseconds since the Unix epoch, set by the store */
+  const char *stream;
+  size_t stream_len;
+  const char *type;
+  size_t type_len;
+  const void *metadata;
+  size_t metadata_len;
+  const void *data;
+  size_t data_len;
+} er_event;
+
+/* Filter of er_read_all.  NULL/0 fields match everything.  The category of
+ * a stream is the text before its first '-' (the whole id when it has none).
+ * The strings are copied: they need to live only during the call. */
+typedef struct er_filter {
+  const char *category;
+  size_t category_len;
+  const char *const *types; /* `ntypes` type names */
+  const size_t *type_lens;
+  size_t ntypes;
+} er_filter;
+
+/* ------------------------------------------------------------------------ */
+/* Library                                                                   */
+
+/* Name of a code, as used by bindings: "wrong_expected_version",
+ * "duplicate_event", "stream_deleted", "locked", "not_found", "io",
+ * "corruption", "invalid", "nomem"; "ok" for ER_OK.  Static storage. */
+const char *er_code_name(int code);
+
+/* Fill `*o` with the defaults (create=1, read_only=0, sync=0,
+ * max_event_size=ER_DEFAULT_MAX_EVENT_SIZE). */
+void er_options_init(er_options *o);
+
+/* Free memory the core handed out (see er_event_at).  NULL is fine. */
+void er_free(void *p);
+
+/* ------------------------------------------------------------------------ */
+/* Event ids                                                                  */
+
+/* Write a new UUID version 7 (48-bit Unix milliseconds, 12 bits of
+ * sub-millisecond time, 62 random bits) into `out`.  Returns ER_OK or ER_IO
+ * when the system's random source fails.  Thread-safe. */
+int er_uuid7(uint8_t out[16]);
+
+/* Format `id` as 36 lowercase characters plus a NUL into `out`. */
+void er_uuid_format(const uint8_t id[16], char out[37]);
+
+/* Parse the 36-character form (8-4-4-4-12 hex digits, either case) into
+ * `out`.  Returns ER_OK, or ER_INVALID when `text` is not a UUID. */
+int er_uuid_parse(const char *text, size_t len, uint8_t out[16]);
+
+/* ------------------------------------------------------------------------ */
+/* Opening and closing                                                        */
+
+/* Open the store in directory `path` (NUL-terminated).  `opts` may be NULL
+ * for the defaults.  On success `*out` is a new handle to release with
+ * er_close.  Errors:
+ *   ER_LOCKED    the directory is already open for writing (this process or
+ *                another one);
+ *   ER_NOT_FOUND no store there and create is 0 or read_only is 1;
+ *   ER_INVALID   not an eventrocks store, or a format number other than
+ *                ER_FORMAT;
+ *   ER_IO        the file system refused (path is a file, permissions...);
+ *   ER_NOMEM.
+ * A read-only handle sees the store as it was when opened; it may coexist
+ * with one writer. */
+int er_open(const char *path, const er_options *opts, er_store **out,
+            er_error *err);
+
+/* Close the store: destroys the RocksDB resources of every iterator still
+ * open (they then report ER_INVALID; er_iter_free stays necessary) and frees
+ * the handle.  NULL is fine. */
+void er_close(er_store *s);
+
+/* The directory the store was opened with (owned by the store). */
+const char *er_path(const er_store *s);
+
+/* 1 when the store was opened read-only. */
+int er_is_read_only(const er_store *s);
+
+/* ------------------------------------------------------------------------ */
+/* Writing                                                                    */
+
+/* Append `n` >= 1 events to `stream` in one atomic write, if the stream's
+ * current version satisfies `expected` (ER_ANY, ER_NO_STREAM,
+ * ER_STREAM_EXISTS or an exact version >= 0).  The check and the write are
+ * atomic with respect to every other append on this handle.  On success
+ * `*res` (may be NULL) describes the append.
+ *
+ * Event ids: events without an id get a new UUID v7 (written back into
+ * events[i].id).  When the given ids were all appended to this stream, in
+ * this order, by one earlier append whose expectation `expected` also meets
+ * (judged against the version before that append), the call is an
+ * idempotent retry: it writes nothing and reports that append (replayed=1).
+ *
+ * Errors (nothing is written):
+ *   ER_WRONG_EXPECTED_VERSION  err->expected, err->actual are set;
+ *   ER_DUPLICATE_EVENT         an id exists outside such a retry, or twice in
+ *                              this call;
+ *   ER_INVALID                 bad stream/type/sizes, n == 0, read-only store;
+ *   ER_IO, ER_CORRUPTION, ER_NOMEM. */
+int er_append(er_store *s, const char *stream, size_t stream_len,
+              int64_t expected, er_new_event *events, size_t n,
+              er_appended *res, er_error *err);
+
+/* ------------------------------------------------------------------------ */
+/* Reading                                                                    */
+
+/* Current version of `stream` into `*version` (0 when it does not exist). */
+int er_version(er_store *s, const char *stream, size_t stream_len,
+               uint64_t *version, er_error *err);
+
+/* Position of the newest event, 0 for an empty store. */
+uint64_t er_last_position(er_store *s);
+
+/* The event at `position`.  On ER_OK `*ev` points into `*mem`, which the
+ * caller releases with er_free.  ER_NOT_FOUND when there is none;
+ * ER_CORRUPTION when its record does not decode. */
+int er_event_at(er_store *s, uint64_t position, er_event *ev, void **mem,
+                er_error *err);
+
+/* An iterator over `stream`, from version `from` (0 = the first, or the
+ * last when `backward`), at most `count` events (ER_UNLIMITED for all),
+ * forward or backward.  The iterator reads a consistent view taken now. */
+int er_read_stream(er_store *s, const char *stream, size_t stream_len,
+                   uint64_t from, uint64_t count, int backward, er_iter **out,
+                   er_error *err);
+
+/* An iterator over the global log in position order, from position `from`
+ * (inclusive; 0 means 1), returning at most `count` events that pass
+ * `filter` (may be NULL). */
+int er_read_all(er_store *s, uint64_t from, uint64_t count,
+                const er_filter *filter, er_iter **out, er_error *err);
+
+/* Next event of a stream or log iterator.  ER_OK with `*ev` filled (valid
+ * until the next call on this iterator or its release), ER_NOT_FOUND at the
+ * end, ER_CORRUPTION (err->position set), ER_IO, or ER_INVALID when the
+ * store was closed or the iterator is a streams iterator. */
+int er_iter_next(er_iter *it, er_event *ev, er_error *err);
+
+/* An iterator over the streams whose id starts with `prefix` (may be empty),
+ * in byte order of the id. */
+int er_list_streams(er_store *s, const char *prefix, size_t prefix_len,
+                    er_iter **out, er_error *err);
+
+/* Next stream of a streams iterator: id (borrowed, valid until the next
+ * call) and current version.  ER_NOT_FOUND at the end. */
+int er_iter_next_stream(er_iter *it, const char **stream, size_t *stream_len,
+                        uint64_t *version, er_error *err);
+
+/* Release an iterator (before or after its store is closed).  NULL is
+ * fine. */
+void er_iter_free(er_iter *it);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,331 @@
+/* append.c -- appending events: validation, the expected-version check,
+ * idempotent retries, and the one WriteBatch that stores an append. */
+#include "internal.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <xxhash.h>
+
+
+/* ---- the stream-head cache (guarded by write_lock) ---------------------- */
+
+static er_head_slot *head_slot(er_store *s, const char *stream, size_t len) {
+  return &s->heads[XXH3_64bits(stream, len) % ER_HEAD_CACHE_SLOTS];
+}
+
+static void head_remember(er_head_slot *slot, const char *stream, size_t len,
+                          uint64_t version) {
+  if (!(slot->stream && slot->len == len &&
+        memcmp(slot->stream, stream, len) == 0)) {
+    char *copy = malloc(len);
+    free(slot->stream);
+    slot->stream = copy; /* on NULL the slot just stays empty */
+    if (!copy) return;
+    memcpy(copy, stream, len);
+    slot->len = len;
+  }
+  slot->version = version;
+}
+
+/* Current version of `stream`; the cache is authoritative because every
+ * write to the heads goes through this handle under write_lock. */
+static int head_lookup(er_store *s, const char *stream, size_t len,
+                       uint64_t *version, er_error *err) {
+  er_head_slot *slot = head_slot(s, stream, len);
+  int rc;
+  if (slot->stream && slot->len == len && memcmp(slot->stream, stream, len) == 0) {
+    *version = slot->version;
+    return ER_OK;
+  }
+  rc = er__head_get(s, stream, len, version, err);
+  if (rc == ER_OK) head_remember(slot, stream, len, *version);
+  return rc;
+}
+
+/* ---- checks -------------------------------------------------------------- */
+
+static int expected_ok(int64_t expected, uint64_t actual) {
+  switch (expected) {
+  case ER_ANY: return 1;
+  case ER_NO_STREAM: return actual == 0;
+  case ER_STREAM_EXISTS: return actual > 0;
+  default: return expected >= 0 && (uint64_t)expected == actual;
+  }
+}
+
+static int wrong_version(er_error *err, const char *stream, size_t len,
+                         int64_t expected, uint64_t actual) {
+  char want[64];
+  if (expected == ER_NO_STREAM) snprintf(want, sizeof want, "no stream");
+  else if (expected == ER_STREAM_EXISTS)
+    snprintf(want, sizeof want, "an existing stream");
+  else snprintf(want, sizeof want, "version %lld", (long long)expected);
+  er__fail(err, ER_WRONG_EXPECTED_VERSION,
+           "wrong expected version for stream '%.*s': expected %s, "
+           "actual version %llu",
+           (int)(len > 200 ? 200 : len), stream, want,
+           (unsigned long long)actual);
+  if (err) {
+    err->expected = expected;
+    err->actual = actual;
+  }
+  return ER_WRONG_EXPECTED_VERSION;
+}
+
+static int validate(er_store *s, const char *stream, size_t stream_len,
+                    int64_t expected, const er_new_event *events, size_t n,
+                    er_error *err) {
+  size_t i;
+  int rc;
+  if (s->read_only)
+    return er__fail(err, ER_INVALID, "%s: the store is open read-only",
+                    s->path);
+  if ((rc = er__check_stream(stream, stream_len, err)) != ER_OK) return rc;
+  if (n == 0) return er__fail(err, ER_INVALID, "no events to append");
+  if (n > UINT32_MAX)
+    return er__fail(err, ER_INVALID, "too many events in one append");
+  if (expected < ER_STREAM_EXISTS)
+    return er__fail(err, ER_INVALID, "invalid expected version %lld",
+                    (long long)expected);
+  for (i = 0; i < n; i++) {
+    const er_new_event *e = &events[i];
+    if (!e->type || e->type_len == 0)
+      return er__fail(err, ER_INVALID, "event %zu: type must not be empty",
+                      i + 1);
+    if (e->type_len > ER_MAX_TYPE_LEN)
+      return er__fail(err, ER_INVALID,
+                      "event %zu: type is %zu bytes long; the limit is %d",
+                      i + 1, e->type_len, ER_MAX_TYPE_LEN);
+    if (memchr(e->type, 0, e->type_len))
+      return er__fail(err, ER_INVALID,
+                      "event %zu: type must not contain NUL bytes", i + 1);
+    if ((e->data_len && !e->data) || (e->metadata_len && !e->metadata))
+      return er__fail(err, ER_INVALID, "event %zu: NULL data", i + 1);
+    if (e->data_len > s->max_event_size ||
+        e->metadata_len > s->max_event_size - e->data_len)
+      return er__fail(err, ER_INVALID,
+                      "event %zu: data and metadata are %zu bytes; the "
+                      "limit is %zu",
+                      i + 1, e->data_len + e->metadata_len, s->max_event_size);
+  }
+  return ER_OK;
+}
+
+static int cmp_id_ptr(const void *a, const void *b) {
+  return memcmp(*(const uint8_t *const *)a, *(const uint8_t *const *)b, 16);
+}
+
+/* ER_DUPLICATE_EVENT when one caller-given id appears twice in `events`. */
+static int check_unique_ids(const er_new_event *events, size_t n,
+                            er_error *err) {
+  const uint8_t **ids;
+  size_t i, k = 0;
+  int rc = ER_OK;
+  for (i = 0; i < n; i++) k += events[i].has_id != 0;
+  if (k < 2) return ER_OK;
+  ids = malloc(k * sizeof *ids);
+  if (!ids) return er__fail(err, ER_NOMEM, "out of memory");
+  for (i = 0, k = 0; i < n; i++)
+    if (events[i].has_id) ids[k++] = events[i].id;
+  qsort(ids, k, sizeof *ids, cmp_id_ptr);
+  for (i = 1; i < k; i++)
+    if (memcmp(ids[i - 1], ids[i], 16) == 0) {
+      char text[37];
+      er_uuid_format(ids[i], text);
+      rc = er__fail(err, ER_DUPLICATE_EVENT,
+                    "event id %s appears twice in one append", text);
+      break;
+    }
+  free(ids);
+  return rc;
+}
+
+/* Position of event id `id` into `*pos` (0 when unknown). */
+static int id_lookup(er_store *s, const uint8_t id[16], uint64_t *pos,
+                     er_error *err) {
+  char *rerr = NULL;
+  size_t len = 0;
+  char *val = rocksdb_get_cf(s->db, s->ropts, s->cf[CF_IDS], (const char *)id,
+                             16, &len, &rerr);
+  if (rerr) return er__rocks_fail(err, "reading the id index", rerr);
+  *pos = 0;
+  if (val) {
+    if (len == 8) *pos = er__get_le64((const uint8_t *)val);
+    rocksdb_free(val);
+    if (*pos == 0) return er__fail(err, ER_CORRUPTION, "damaged id index entry");
+  }
+  return ER_OK;
+}
+
+static int duplicate(er_error *err, const uint8_t id[16], uint64_t pos) {
+  char text[37];
+  er_uuid_format(id, text);
+  return er__fail(err, ER_DUPLICATE_EVENT,
+                  "event id %s already exists (at position %llu)", text,
+                  (unsigned long long)pos);
+}
+
+/* With caller-given ids: decide between a normal append (ER_OK, *replay 0),
+ * an idempotent retry (ER_OK, *replay 1, *res filled) and an error. */
+static int check_retry(er_store *s, const char *stream, size_t stream_len,
+                       int64_t expected, uint64_t current,
+                       const er_new_event *events, size_t n, er_appended *res,
+                       int *replay, er_error *err) {
+  size_t i, found = 0;
+  uint64_t first = 0, pos = 0;
+  int rc;
+  char *rerr = NULL, *val;
+  size_t vlen;
+  uint8_t key[8];
+  er_event ev;
+  er_record_info info;
+
+  *replay = 0;
+  for (i = 0; i < n; i++) {
+    if (!events[i].has_id) continue;
+    if ((rc = id_lookup(s, events[i].id, &pos, err)) != ER_OK) return rc;
+    if (!pos) continue;
+    if (found == 0 && i == 0) first = pos;
+    if (found != i || pos != first + i) return duplicate(err, events[i].id, pos);
+    found++;
+  }
+  if (found == 0) return ER_OK;
+  if (found != n) return duplicate(err, events[0].id, first); /* a prefix */
+  /* All ids exist, consecutive and in order: were they one append to this
+   * stream? */
+  er__put_be64(key, first);
+  val = rocksdb_get_cf(s->db, s->ropts, s->cf[CF_LOG], (const char *)key, 8,
+                       &vlen, &rerr);
+  if (rerr) return er__rocks_fail(err, "reading the log", rerr);
+  if (!val) return er__fail(err, ER_CORRUPTION, "id index points at a missing event");
+  rc = er__record_decode(val, vlen, &ev, &info);
+  if (rc != ER_OK) {
+    rocksdb_free(val);
+    rc = er__fail(err, ER_CORRUPTION, "damaged event record at position %llu",
+                  (unsigned long long)first);
+    if (err) err->position = first;
+    return rc;
+  }
+  if (ev.stream_len != stream_len || memcmp(ev.stream, stream, stream_len) != 0 ||
+      info.batch_index != 0 || info.batch_size != n) {
+    rocksdb_free(val);
+    return duplicate(err, events[0].id, first);
+  }
+  res->first_version = ev.version;
+  rocksdb_free(val);
+  if (!expected_ok(expected, res->first_version - 1))
+    return wrong_version(err, stream, stream_len, expected, current);
+  res->version = res->first_version + n - 1;
+  res->first_position = first;
+  res->position = first + n - 1;
+  res->replayed = 1;
+  *replay = 1;
+  return ER_OK;
+}
+
+static void next_random(er_store *s, uint8_t out[10]) {
+  if (s->random_used + 10 > ER_RANDOM_POOL) {
+    if (er__random(s->random, ER_RANDOM_POOL) != ER_OK) {
+      /* no kernel randomness: fall back on hashing the clock and a counter */
+      uint64_t x = XXH3_64bits(s->random, ER_RANDOM_POOL) ^
+                   (uint64_t)er__now_micros();
+      size_t i;
+      for (i = 0; i < ER_RANDOM_POOL; i += 8) {
+        x = XXH3_64bits(&x, sizeof x);
+        memcpy(s->random + i, &x, 8);
+      }
+    }
+    s->random_used = 0;
+  }
+  memcpy(out, s->random + s->random_used, 10);
+  s->random_used += 10;
+}
+
+/* ---- the append ---------------------------------------------------------- */
+
+int er_append(er_store *s, const char *stream, size_t stream_len,
+              int64_t expected, er_new_event *events, size_t n,
+              er_appended *res, er_error *err) {
+  er_appended local;
+  uint64_t current = 0;
+  int rc, replay = 0, any_id = 0;
+  size_t i, scratch_len = 0;
+  uint8_t *scratch = NULL, *skey = NULL;
+  rocksdb_writebatch_t *wb = NULL;
+
+  if (!res) res = &local;
+  memset(res, 0, sizeof *res);
+  if ((rc = validate(s, stream, stream_len, expected, events, n, err)) != ER_OK)
+    return rc;
+  for (i = 0; i < n; i++) {
+    size_t sz = er__record_size(stream_len, &events[i]);
+    if (sz > scratch_len) scratch_len = sz;
+    any_id |= events[i].has_id != 0;
+  }
+  if (any_id && (rc = check_unique_ids(events, n, err)) != ER_OK) return rc;
+  scratch = malloc(scratch_len);
+  skey = malloc(stream_len + 9);
+  wb = rocksdb_writebatch_create();
+  if (!scratch || !skey || !wb) {
+    rc = er__fail(err, ER_NOMEM, "out of memory");
+    goto out;
+  }
+
+  pthread_mutex_lock(&s->write_lock);
+  rc = head_lookup(s, stream, stream_len, &current, err);
+  if (rc == ER_OK && any_id)
+    rc = check_retry(s, stream, stream_len, expected, current, events, n, res,
+                     &replay, err);
+  if (rc == ER_OK && !replay && !expected_ok(expected, current))
+    rc = wrong_version(err, stream, stream_len, expected, current);
+  if (rc == ER_OK && !replay) {
+    int64_t now = er__now_micros();
+    char *rerr = NULL;
+    uint8_t head[9], pos_key[8], pos_val[8];
+    if (now < s->last_time) now = s->last_time; /* the log's time never goes back */
+    for (i = 0; i < n; i++) {
+      er_new_event *e = &events[i];
+      uint64_t pos = s->last_position + 1 + i, ver = current + 1 + i;
+      size_t sz = er__record_size(stream_len, e);
+      if (!e->has_id) {
+        uint8_t rnd[10];
+        next_random(s, rnd);
+        er__uuid7_from(e->id, now, rnd);
+        e->has_id = 1;
+      }
+      er__record_encode(scratch, stream, stream_len, e, pos, ver, now,
+                        (uint32_t)n, (uint32_t)i);
+      er__put_be64(pos_key, pos);
+      er__put_le64(pos_val, pos);
+      er__stream_key(skey, stream, stream_len, ver);
+      rocksdb_writebatch_put_cf(wb, s->cf[CF_LOG], (const char *)pos_key, 8,
+                                (const char *)scratch, sz);
+      rocksdb_writebatch_put_cf(wb, s->cf[CF_STREAMS], (const char *)skey,
+                                stream_len + 9, (const char *)scratch, sz);
+      rocksdb_writebatch_put_cf(wb, s->cf[CF_IDS], (const char *)e->id, 16,
+                                (const char *)pos_val, 8);
+    }
+    er__put_le64(head, current + n);
+    head[8] = 0; /* flags */
+    rocksdb_writebatch_put_cf(wb, s->cf[CF_HEADS], stream, stream_len,
+                              (const char *)head, sizeof head);
+    rocksdb_write(s->db, s->wopts, wb, &rerr);
+    if (rerr) {
+      rc = er__rocks_fail(err, "writing an append", rerr);
+    } else {
+      res->first_version = current + 1;
+      res->version = current + n;
+      res->first_position = s->last_position + 1;
+      res->position = s->last_position + n;
+      s->last_position += n;
+      s->last_time = now;
+      head_remember(head_slot(s, stream, stream_len), stream, stream_len,
+                    current + n);
+    }
+  }
+  pthread_mutex_unlock(&s->write_lock);
+out:
+  if (wb) rocksdb_writebatch_destroy(wb);
+  free(scratch);
+  free(skey);
+  return rc;
+}

@@ -1,0 +1,173 @@
+/*
+ * internal.h -- shared by the core's source files; not installed.
+ *
+ * Storage layout (all numbers in keys are big-endian so that byte order is
+ * numeric order):
+ *
+ *   column family  key                          value
+ *   default        "format"                     u32 LE format number
+ *   log            position u64                 event record (record.c)
+ *   streams        stream id, 0x00, version u64 the same event record
+ *   heads          stream id                    u64 LE version, u8 flags
+ *   ids            event id (16 bytes)          u64 LE position
+ *
+ * The record is stored twice, under its position and under its stream, so
+ * that both hot paths -- loading an aggregate (one stream) and catching up a
+ * projection (the global log) -- are sequential scans.
+ */
+#ifndef ER_INTERNAL_H
+#define ER_INTERNAL_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* strdup, clock_gettime, getrandom */
+#endif
+
+#include <pthread.h>
+#include <rocksdb/c.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "eventrocks.h"
+
+enum { CF_DEFAULT, CF_LOG, CF_STREAMS, CF_HEADS, CF_IDS, CF_COUNT };
+
+#define ER_HEAD_CACHE_SLOTS 4096 /* direct-mapped cache of stream versions */
+#define ER_RANDOM_POOL 4096      /* bytes of randomness fetched at a time */
+
+typedef struct er_head_slot {
+  char *stream; /* malloc'd, NULL when empty */
+  size_t len;
+  uint64_t version;
+} er_head_slot;
+
+struct er_store {
+  char *path;
+  int read_only, sync;
+  size_t max_event_size;
+
+  rocksdb_t *db;
+  rocksdb_options_t *options;
+  rocksdb_block_based_table_options_t *table_options;
+  rocksdb_cache_t *cache;
+  rocksdb_column_family_handle_t *cf[CF_COUNT];
+  rocksdb_column_family_handle_t **extra_cf; /* families of newer versions */
+  size_t n_extra_cf;
+  rocksdb_readoptions_t *ropts;
+  rocksdb_writeoptions_t *wopts;
+
+  /* Guarded by write_lock: the check-and-write of appends. */
+  pthread_mutex_t write_lock;
+  uint64_t last_position;
+  int64_t last_time;
+  er_head_slot *heads; /* ER_HEAD_CACHE_SLOTS entries */
+  uint8_t random[ER_RANDOM_POOL];
+  size_t random_used;
+
+  /* Guarded by iter_lock: live iterators, destroyed by er_close. */
+  pthread_mutex_t iter_lock;
+  er_iter *iters;
+};
+
+typedef enum { ITER_STREAM, ITER_ALL, ITER_STREAMS } iter_kind;
+
+struct er_iter {
+  er_store *store; /* NULL once the store is closed */
+  er_iter *prev, *next;
+  iter_kind kind;
+  rocksdb_iterator_t *it;
+  rocksdb_readoptions_t *ropts;
+  char *lower, *upper; /* bound copies owned by the iterator */
+  size_t lower_len, upper_len;
+  int started, backward;
+  uint64_t remaining;
+  /* ITER_STREAM: the stream; ITER_STREAMS: the prefix */
+  char *name;
+  size_t name_len;
+  /* ITER_ALL filter copies */
+  char *category;
+  size_t category_len;
+  int has_category;
+  char **types;
+  size_t *type_lens;
+  size_t ntypes;
+};
+
+/* errors.c */
+int er__fail(er_error *err, int code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+int er__rocks_fail(er_error *err, const char *what, char *rocks_msg);
+
+/* uuid.c */
+int er__random(uint8_t *buf, size_t len);
+void er__uuid7_from(uint8_t out[16], int64_t micros, const uint8_t rnd[10]);
+int64_t er__now_micros(void);
+
+/* record.c */
+#define ER_RECORD_HEADER 72
+
+typedef struct er_record_info {
+  uint32_t batch_size;  /* events in the append that wrote this record */
+  uint32_t batch_index; /* index of this record inside that append */
+} er_record_info;
+
+size_t er__record_size(size_t stream_len, const er_new_event *ev);
+void er__record_encode(uint8_t *out, const char *stream, size_t stream_len,
+                       const er_new_event *ev, uint64_t position,
+                       uint64_t version, int64_t time, uint32_t batch_size,
+                       uint32_t batch_index);
+int er__record_decode(const void *buf, size_t len, er_event *ev,
+                      er_record_info *info);
+
+/* keys */
+static inline void er__put_be64(uint8_t *p, uint64_t v) {
+  int i;
+  for (i = 7; i >= 0; i--) { p[i] = (uint8_t)(v & 0xff); v >>= 8; }
+}
+static inline uint64_t er__get_be64(const uint8_t *p) {
+  uint64_t v = 0;
+  int i;
+  for (i = 0; i < 8; i++) v = (v << 8) | p[i];
+  return v;
+}
+static inline void er__put_le64(uint8_t *p, uint64_t v) {
+  int i;
+  for (i = 0; i < 8; i++) { p[i] = (uint8_t)(v & 0xff); v >>= 8; }
+}
+static inline uint64_t er__get_le64(const uint8_t *p) {
+  uint64_t v = 0;
+  int i;
+  for (i = 7; i >= 0; i--) v = (v << 8) | p[i];
+  return v;
+}
+static inline void er__put_le32(uint8_t *p, uint32_t v) {
+  int i;
+  for (i = 0; i < 4; i++) { p[i] = (uint8_t)(v & 0xff); v >>= 8; }
+}
+static inline uint32_t er__get_le32(const uint8_t *p) {
+  uint32_t v = 0;
+  int i;
+  for (i = 3; i >= 0; i--) v = (v << 8) | p[i];
+  return v;
+}
+
+/* Stream index key: stream, 0x00, version (big-endian).  `out` must hold
+ * stream_len + 9 bytes.  Returns the key length. */
+static inline size_t er__stream_key(uint8_t *out, const char *stream,
+                                    size_t stream_len, uint64_t version) {
+  memcpy(out, stream, stream_len);
+  out[stream_len] = 0;
+  er__put_be64(out + stream_len + 1, version);
+  return stream_len + 9;
+}
+
+/* store.c */
+void er__iter_register(er_store *s, er_iter *it);
+int er__check_stream(const char *stream, size_t len, er_error *err);
+int er__head_get(er_store *s, const char *stream, size_t len,
+                 uint64_t *version, er_error *err);
+
+#endif

@@ -1,0 +1,364 @@
+/* store.c -- opening and closing a store, its format marker, the registry
+ * of live iterators and the stream-head lookup. */
+#include "internal.h"
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+
+static const char *const cf_names[CF_COUNT] = {
+  "default", "log", "streams", "heads", "ids"
+};
+
+static const char format_key[] = "format";
+
+const char *er_path(const er_store *s) { return s->path; }
+int er_is_read_only(const er_store *s) { return s->read_only; }
+
+/* Release everything `s` holds; safe on a partly opened store. */
+static void store_free(er_store *s) {
+  size_t i;
+  er_iter *it;
+  if (!s) return;
+  pthread_mutex_lock(&s->iter_lock);
+  for (it = s->iters; it; it = it->next) {
+    if (it->it) rocksdb_iter_destroy(it->it);
+    if (it->ropts) rocksdb_readoptions_destroy(it->ropts);
+    it->it = NULL;
+    it->ropts = NULL;
+    it->store = NULL;
+  }
+  s->iters = NULL;
+  pthread_mutex_unlock(&s->iter_lock);
+  for (i = 0; i < CF_COUNT; i++)
+    if (s->cf[i]) rocksdb_column_family_handle_destroy(s->cf[i]);
+  for (i = 0; i < s->n_extra_cf; i++)
+    rocksdb_column_family_handle_destroy(s->extra_cf[i]);
+  free(s->extra_cf);
+  if (s->db) rocksdb_close(s->db);
+  if (s->ropts) rocksdb_readoptions_destroy(s->ropts);
+  if (s->wopts) rocksdb_writeoptions_destroy(s->wopts);
+  if (s->options) rocksdb_options_destroy(s->options);
+  if (s->table_options) rocksdb_block_based_options_destroy(s->table_options);
+  if (s->cache) rocksdb_cache_destroy(s->cache);
+  if (s->heads) {
+    for (i = 0; i < ER_HEAD_CACHE_SLOTS; i++) free(s->heads[i].stream);
+    free(s->heads);
+  }
+  pthread_mutex_destroy(&s->write_lock);
+  pthread_mutex_destroy(&s->iter_lock);
+  free(s->path);
+  free(s);
+}
+
+void er_close(er_store *s) { store_free(s); }
+
+static void setup_options(er_store *s, int create) {
+  rocksdb_options_t *o = rocksdb_options_create();
+  s->options = o;
+  rocksdb_options_set_create_if_missing(o, create);
+  rocksdb_options_set_create_missing_column_families(o, !s->read_only);
+  rocksdb_options_set_max_background_jobs(o, 2);
+  rocksdb_options_set_write_buffer_size(o, (size_t)16 << 20);
+  rocksdb_options_set_db_write_buffer_size(o, (size_t)48 << 20);
+  rocksdb_options_set_compression(o, rocksdb_lz4_compression);
+  rocksdb_options_set_info_log_level(o, 2); /* warnings and worse */
+  rocksdb_options_set_keep_log_file_num(o, 4);
+  s->cache = rocksdb_cache_create_lru((size_t)32 << 20);
+  s->table_options = rocksdb_block_based_options_create();
+  rocksdb_block_based_options_set_block_cache(s->table_options, s->cache);
+  rocksdb_block_based_options_set_filter_policy(
+      s->table_options, rocksdb_filterpolicy_create_bloom(10));
+  rocksdb_options_set_block_based_table_factory(o, s->table_options);
+}
+
+/* Read the format marker and the newest position; write the marker into a
+ * new store. */
+static int check_format(er_store *s, er_error *err) {
+  char *rerr = NULL;
+  size_t len = 0;
+  char *val = rocksdb_get_cf(s->db, s->ropts, s->cf[CF_DEFAULT], format_key,
+                             sizeof format_key - 1, &len, &rerr);
+  if (rerr) return er__rocks_fail(err, "reading the format marker", rerr);
+  if (val) {
+    uint32_t fmt = len == 4 ? er__get_le32((const uint8_t *)val) : 0;
+    rocksdb_free(val);
+    if (len != 4)
+      return er__fail(err, ER_INVALID, "%s: bad format marker", s->path);
+    if (fmt != ER_FORMAT)
+      return er__fail(err, ER_INVALID,
+                      "%s: store format %u is not supported by eventrocks "
+                      "%s (format %d)%s",
+                      s->path, fmt, ER_VERSION_STRING, ER_FORMAT,
+                      fmt > ER_FORMAT ? "; upgrade eventrocks" : "");
+    return ER_OK;
+  } else {
+    /* No marker: a store we are creating now, or something else. */
+    int empty;
+    rocksdb_iterator_t *it =
+        rocksdb_create_iterator_cf(s->db, s->ropts, s->cf[CF_DEFAULT]);
+    rocksdb_iter_seek_to_first(it);
+    empty = !rocksdb_iter_valid(it);
+    rocksdb_iter_destroy(it);
+    if (!empty || s->read_only)
+      return er__fail(err, ER_INVALID,
+                      "%s: not an eventrocks store (no format marker)",
+                      s->path);
+    {
+      uint8_t buf[4];
+      er__put_le32(buf, ER_FORMAT);
+      rocksdb_put_cf(s->db, s->wopts, s->cf[CF_DEFAULT], format_key,
+                     sizeof format_key - 1, (const char *)buf, 4, &rerr);
+      if (rerr) return er__rocks_fail(err, "writing the format marker", rerr);
+    }
+    return ER_OK;
+  }
+}
+
+static int load_counters(er_store *s, er_error *err) {
+  rocksdb_iterator_t *it =
+      rocksdb_create_iterator_cf(s->db, s->ropts, s->cf[CF_LOG]);
+  int rc = ER_OK;
+  rocksdb_iter_seek_to_last(it);
+  if (rocksdb_iter_valid(it)) {
+    size_t klen, vlen;
+    const char *k = rocksdb_iter_key(it, &klen);
+    const char *v = rocksdb_iter_value(it, &vlen);
+    er_event ev;
+    if (klen != 8 || er__record_decode(v, vlen, &ev, NULL) != ER_OK) {
+      rc = er__fail(err, ER_CORRUPTION, "%s: the newest log record is damaged",
+                    s->path);
+    } else {
+      s->last_position = er__get_be64((const uint8_t *)k);
+      s->last_time = ev.time;
+    }
+  } else {
+    char *rerr = NULL;
+    rocksdb_iter_get_error(it, &rerr);
+    if (rerr) rc = er__rocks_fail(err, "reading the log", rerr);
+  }
+  rocksdb_iter_destroy(it);
+  return rc;
+}
+
+static int file_exists(const char *dir, const char *name) {
+  struct stat st;
+  char buf[4096];
+  if (snprintf(buf, sizeof buf, "%s/%s", dir, name) >= (int)sizeof buf)
+    return 0;
+  return stat(buf, &st) == 0;
+}
+
+/* Open the RocksDB database with our column families and any others it
+ * already has (families added by newer versions must be opened too). */
+static int open_db(er_store *s, er_error *err) {
+  char *rerr = NULL;
+  char **existing = NULL;
+  size_t n_existing = 0, n = CF_COUNT, i, j;
+  const char **names = NULL;
+  const rocksdb_options_t **opts = NULL;
+  rocksdb_column_family_handle_t **handles = NULL;
+  int rc = ER_OK;
+
+  if (file_exists(s->path, "CURRENT")) {
+    existing = rocksdb_list_column_families(s->options, s->path, &n_existing,
+                                            &rerr);
+    if (rerr) return er__rocks_fail(err, s->path, rerr);
+    for (i = 0, j = 0; i < n_existing; i++)
+      if (strcmp(existing[i], cf_names[CF_LOG]) == 0) j = 1;
+    if (!j) {
+      rocksdb_list_column_families_destroy(existing, n_existing);
+      return er__fail(err, ER_INVALID,
+                      "%s: not an eventrocks store (no 'log' column family)",
+                      s->path);
+    }
+  }
+  names = calloc(CF_COUNT + n_existing, sizeof *names);
+  opts = calloc(CF_COUNT + n_existing, sizeof *opts);
+  handles = calloc(CF_COUNT + n_existing, sizeof *handles);
+  if (!names || !opts || !handles) {
+    rc = er__fail(err, ER_NOMEM, "out of memory");
+    goto done;
+  }
+  for (i = 0; i < CF_COUNT; i++) names[i] = cf_names[i];
+  for (i = 0; i < n_existing; i++) {
+    int ours = 0;
+    for (j = 0; j < CF_COUNT; j++)
+      if (strcmp(existing[i], cf_names[j]) == 0) ours = 1;
+    if (!ours) names[n++] = existing[i];
+  }
+  for (i = 0; i < n; i++) opts[i] = s->options;
+  if (s->read_only)
+    s->db = rocksdb_open_for_read_only_column_families(
+        s->options, s->path, (int)n, names, opts, handles, 0, &rerr);
+  else
+    s->db = rocksdb_open_column_families(s->options, s->path, (int)n, names,
+                                         opts, handles, &rerr);
+  if (rerr) {
+    rc = er__rocks_fail(err, s->path, rerr);
+    if (rc == ER_LOCKED)
+      er__fail(err, ER_LOCKED, "%s: the store is already open for writing",
+               s->path);
+    goto done;
+  }
+  for (i = 0; i < CF_COUNT; i++) s->cf[i] = handles[i];
+  if (n > CF_COUNT) {
+    s->extra_cf = malloc((n - CF_COUNT) * sizeof *s->extra_cf);
+    if (!s->extra_cf) {
+      for (i = CF_COUNT; i < n; i++)
+        rocksdb_column_family_handle_destroy(handles[i]);
+      rc = er__fail(err, ER_NOMEM, "out of memory");
+      goto done;
+    }
+    for (i = CF_COUNT; i < n; i++) s->extra_cf[s->n_extra_cf++] = handles[i];
+  }
+done:
+  free(names);
+  free(opts);
+  free(handles);
+  if (existing) rocksdb_list_column_families_destroy(existing, n_existing);
+  return rc;
+}
+
+int er_open(const char *path, const er_options *opts, er_store **out,
+            er_error *err) {
+  er_options defaults;
+  er_store *s;
+  struct stat st;
+  int rc, create;
+
+  *out = NULL;
+  if (!opts) {
+    er_options_init(&defaults);
+    opts = &defaults;
+  }
+  if (!path || !*path) return er__fail(err, ER_INVALID, "empty store path");
+  if (opts->max_event_size > ((size_t)1 << 30))
+    return er__fail(err, ER_INVALID, "max_event_size is limited to 1 GiB");
+  create = opts->create && !opts->read_only;
+  if (stat(path, &st) == 0) {
+    if (!S_ISDIR(st.st_mode))
+      return er__fail(err, ER_IO, "%s: not a directory", path);
+    if (!create && !file_exists(path, "CURRENT"))
+      return er__fail(err, ER_NOT_FOUND, "%s: no store in this directory",
+                      path);
+  } else if (errno == ENOENT) {
+    if (!create)
+      return er__fail(err, ER_NOT_FOUND, "%s: no such store", path);
+  } else {
+    return er__fail(err, ER_IO, "%s: %s", path, strerror(errno));
+  }
+
+  s = calloc(1, sizeof *s);
+  if (!s) return er__fail(err, ER_NOMEM, "out of memory");
+  pthread_mutex_init(&s->write_lock, NULL);
+  pthread_mutex_init(&s->iter_lock, NULL);
+  s->path = strdup(path);
+  s->read_only = opts->read_only != 0;
+  s->sync = opts->sync != 0;
+  s->max_event_size =
+      opts->max_event_size ? opts->max_event_size : ER_DEFAULT_MAX_EVENT_SIZE;
+  s->random_used = ER_RANDOM_POOL;
+  s->heads = calloc(ER_HEAD_CACHE_SLOTS, sizeof *s->heads);
+  if (!s->path || !s->heads) {
+    store_free(s);
+    return er__fail(err, ER_NOMEM, "out of memory");
+  }
+  setup_options(s, create);
+  s->ropts = rocksdb_readoptions_create();
+  s->wopts = rocksdb_writeoptions_create();
+  rocksdb_writeoptions_set_sync(s->wopts, s->sync);
+
+  if ((rc = open_db(s, err)) != ER_OK || (rc = check_format(s, err)) != ER_OK ||
+      (rc = load_counters(s, err)) != ER_OK) {
+    store_free(s);
+    return rc;
+  }
+  *out = s;
+  return ER_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+
+void er__iter_register(er_store *s, er_iter *it) {
+  pthread_mutex_lock(&s->iter_lock);
+  it->store = s;
+  it->prev = NULL;
+  it->next = s->iters;
+  if (s->iters) s->iters->prev = it;
+  s->iters = it;
+  pthread_mutex_unlock(&s->iter_lock);
+}
+
+void er_iter_free(er_iter *it) {
+  size_t i;
+  if (!it) return;
+  if (it->store) {
+    er_store *s = it->store;
+    pthread_mutex_lock(&s->iter_lock);
+    if (it->prev) it->prev->next = it->next;
+    else s->iters = it->next;
+    if (it->next) it->next->prev = it->prev;
+    pthread_mutex_unlock(&s->iter_lock);
+  }
+  if (it->it) rocksdb_iter_destroy(it->it);
+  if (it->ropts) rocksdb_readoptions_destroy(it->ropts);
+  free(it->lower);
+  free(it->upper);
+  free(it->name);
+  free(it->category);
+  for (i = 0; i < it->ntypes; i++) free(it->types[i]);
+  free(it->types);
+  free(it->type_lens);
+  free(it);
+}
+
+int er__check_stream(const char *stream, size_t len, er_error *err) {
+  if (!stream || len == 0)
+    return er__fail(err, ER_INVALID, "stream id must not be empty");
+  if (len > ER_MAX_STREAM_LEN)
+    return er__fail(err, ER_INVALID,
+                    "stream id is %zu bytes long; the limit is %d", len,
+                    ER_MAX_STREAM_LEN);
+  if (memchr(stream, 0, len))
+    return er__fail(err, ER_INVALID, "stream id must not contain NUL bytes");
+  return ER_OK;
+}
+
+/* The stored version of `stream` (0 when absent), straight from RocksDB. */
+int er__head_get(er_store *s, const char *stream, size_t len,
+                 uint64_t *version, er_error *err) {
+  char *rerr = NULL;
+  size_t vlen = 0;
+  char *val =
+      rocksdb_get_cf(s->db, s->ropts, s->cf[CF_HEADS], stream, len, &vlen, &rerr);
+  if (rerr) return er__rocks_fail(err, "reading a stream head", rerr);
+  if (!val) {
+    *version = 0;
+    return ER_OK;
+  }
+  if (vlen < 8) {
+    rocksdb_free(val);
+    return er__fail(err, ER_CORRUPTION, "damaged head of stream '%.*s'",
+                    (int)len, stream);
+  }
+  *version = er__get_le64((const uint8_t *)val);
+  rocksdb_free(val);
+  return ER_OK;
+}
+
+int er_version(er_store *s, const char *stream, size_t stream_len,
+               uint64_t *version, er_error *err) {
+  int rc = er__check_stream(stream, stream_len, err);
+  if (rc != ER_OK) return rc;
+  return er__head_get(s, stream, stream_len, version, err);
+}
+
+uint64_t er_last_position(er_store *s) {
+  uint64_t p;
+  pthread_mutex_lock(&s->write_lock);
+  p = s->last_position;
+  pthread_mutex_unlock(&s->write_lock);
+  return p;
+}

@@ -1,0 +1,82 @@
+/*
+ * test_util.h -- helpers shared by the C tests of the eventrocks core:
+ * fresh temporary directories (mkdtemp under /tmp) and their recursive
+ * removal (nftw).  Include after <cmocka.h>.  Everything here is static
+ * inline so that a test file may leave any of it unused.
+ */
+#ifndef TEST_UTIL_H
+#define TEST_UTIL_H
+
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "eventrocks.h"
+
+/* A new empty directory /tmp/eventrocks-test-XXXXXX; malloc'd path. */
+static inline char *tu_mkdtemp(void) {
+  char *dir = strdup("/tmp/eventrocks-test-XXXXXX");
+  assert_non_null(dir);
+  assert_non_null(mkdtemp(dir));
+  return dir;
+}
+
+/* `dir`/`name` in a malloc'd string. */
+static inline char *tu_join(const char *dir, const char *name) {
+  size_t n = strlen(dir) + strlen(name) + 2;
+  char *p = malloc(n);
+  assert_non_null(p);
+  snprintf(p, n, "%s/%s", dir, name);
+  return p;
+}
+
+static inline int tu_rm_entry(const char *path, const struct stat *sb,
+                              int flag, struct FTW *ftw) {
+  (void)sb;
+  (void)ftw;
+  if (flag == FTW_DP || flag == FTW_D)
+    return rmdir(path) == 0 ? 0 : -1;
+  return unlink(path) == 0 ? 0 : -1;
+}
+
+/* Remove `dir` and everything under it; NULL is fine. */
+static inline void tu_rmtree(const char *dir) {
+  if (dir != NULL)
+    (void)nftw(dir, tu_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Wall clock in microseconds since the Unix epoch. */
+static inline int64_t tu_now_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Open (creating) the store in `dir` with default options; asserts. */
+static inline er_store *tu_open(const char *dir) {
+  er_store *s = NULL;
+  er_error err;
+  memset(&err, 0, sizeof err);
+  int rc = er_open(dir, NULL, &s, &err);
+  if (rc != ER_OK)
+    print_error("er_open(%s): %d %s\n", dir, rc, err.message);
+  assert_int_equal(rc, ER_OK);
+  assert_non_null(s);
+  return s;
+}
+
+/* Fill `e` as an event without id. */
+static inline void tu_event(er_new_event *e, const char *type,
+                            const void *data, size_t data_len) {
+  memset(e, 0, sizeof *e);
+  e->type = type;
+  e->type_len = strlen(type);
+  e->data = data;
+  e->data_len = data_len;
+}
+
+#endif
