@@ -212,8 +212,11 @@ static int check_retry(er_store *s, const char *stream, size_t stream_len,
   }
   res->first_version = ev.version;
   rocksdb_free(val);
-  if (!expected_ok(expected, res->first_version - 1))
+  if (!expected_ok(expected, res->first_version - 1)) {
+    /* not a retry of that append: report what a new append would meet */
+    if (expected_ok(expected, current)) return duplicate(err, events[0].id, first);
     return wrong_version(err, stream, stream_len, expected, current);
+  }
   res->version = res->first_version + n - 1;
   res->first_position = first;
   res->position = first + n - 1;

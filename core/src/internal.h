@@ -79,7 +79,7 @@ struct er_iter {
   rocksdb_readoptions_t *ropts;
   char *lower, *upper; /* bound copies owned by the iterator */
   size_t lower_len, upper_len;
-  int started, backward;
+  int started, backward, done; /* done: at the end, never move again */
   uint64_t remaining;
   /* ITER_STREAM: the stream; ITER_STREAMS: the prefix */
   char *name;

@@ -154,6 +154,7 @@ int er_list_streams(er_store *s, const char *prefix, size_t prefix_len,
 static int iter_step(er_iter *it, er_error *err) {
   if (!it->store || !it->it)
     return er__fail(err, ER_INVALID, "the store of this iterator is closed");
+  if (it->done) return ER_NOT_FOUND;
   if (it->started) {
     if (it->backward) rocksdb_iter_prev(it->it);
     else rocksdb_iter_next(it->it);
@@ -161,6 +162,7 @@ static int iter_step(er_iter *it, er_error *err) {
   it->started = 1;
   if (!rocksdb_iter_valid(it->it)) {
     char *rerr = NULL;
+    it->done = 1;
     rocksdb_iter_get_error(it->it, &rerr);
     if (rerr) return er__rocks_fail(err, "reading", rerr);
     return ER_NOT_FOUND;
@@ -238,8 +240,10 @@ int er_iter_next_stream(er_iter *it, const char **stream, size_t *stream_len,
   if ((rc = iter_step(it, err)) != ER_OK) return rc;
   *stream = rocksdb_iter_key(it->it, stream_len);
   if (*stream_len < it->name_len ||
-      memcmp(*stream, it->name, it->name_len) != 0)
+      memcmp(*stream, it->name, it->name_len) != 0) {
+    it->done = 1;
     return ER_NOT_FOUND; /* past the prefix (only without an upper bound) */
+  }
   v = rocksdb_iter_value(it->it, &vlen);
   if (vlen < 8)
     return er__fail(err, ER_CORRUPTION, "damaged head of stream '%.*s'",

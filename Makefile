@@ -1,0 +1,90 @@
+# eventrocks -- build, test and install.
+#
+#   make            build the C core and the Lua module in place (build/)
+#   make test       C tests + busted specs
+#   make asan       the same tests built with -fsanitize=address,undefined
+#   make valgrind   the C tests under valgrind (leaks are errors)
+#   make examples   run every script in examples/
+#   make install    luarocks make into the default 5.4 tree (TREE=dir to choose)
+#   make clean
+
+CC ?= cc
+LUA ?= lua5.4
+BUSTED ?= busted
+LUAROCKS ?= luarocks --lua-version=5.4
+LUA_CFLAGS ?= $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include/lua5.4)
+
+WARN = -std=c99 -Wall -Wextra -pedantic -Wshadow -Wcast-qual \
+       -Wmissing-prototypes -Wstrict-prototypes
+WERROR ?=
+OPT ?= -O2 -g
+SAN =
+CFLAGS_ALL = $(WARN) $(WERROR) $(OPT) $(SAN) -fPIC -Icore/include
+LIBS = -lrocksdb -lxxhash -lpthread
+TEST_LIBS = $(LIBS) -lcmocka
+
+B ?= build
+CORE_SRC = $(wildcard core/src/*.c)
+CORE_HDR = core/include/eventrocks.h core/src/internal.h
+CORE_OBJ = $(CORE_SRC:core/src/%.c=$(B)/core/%.o)
+BIND_SRC = lua/eventrocks_core.c lua/er_value.c
+BIND_OBJ = $(BIND_SRC:lua/%.c=$(B)/lua/%.o)
+C_TESTS = $(B)/test_core $(B)/test_threads
+
+.PHONY: all test test-c test-lua asan valgrind examples install clean
+
+all: $(B)/eventrocks/core.so $(B)/libeventrocks.a
+
+$(B)/core/%.o: core/src/%.c $(CORE_HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(B)/lua/%.o: lua/%.c lua/er_value.h core/include/eventrocks.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(LUA_CFLAGS) -Ilua -c $< -o $@
+
+$(B)/libeventrocks.a: $(CORE_OBJ)
+	ar rcs $@ $^
+
+$(B)/eventrocks/core.so: $(BIND_OBJ) $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN) -shared -o $@ $^ $(LIBS)
+
+$(B)/test_%: core/test/test_%.c core/test/test_util.h $(B)/libeventrocks.a
+	$(CC) $(CFLAGS_ALL) -D_GNU_SOURCE -o $@ $< $(B)/libeventrocks.a $(TEST_LIBS)
+
+test: test-c test-lua
+
+test-c: $(C_TESTS)
+	@set -e; for t in $(C_TESTS); do echo "== $$t"; $$t; done
+
+test-lua: $(B)/eventrocks/core.so
+	$(BUSTED) --lua=$(LUA) --cpath='$(B)/?.so'
+
+# The sanitizer build lives in build-asan/.  The Lua interpreter is not
+# instrumented, so the runtime is preloaded for the specs.
+ASAN_RT = $(shell $(CC) -print-file-name=libasan.so)
+UBSAN_RT = $(shell $(CC) -print-file-name=libubsan.so)
+asan:
+	$(MAKE) B=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
+	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" test-c
+	$(MAKE) B=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
+	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" build-asan/eventrocks/core.so
+	LD_PRELOAD="$(ASAN_RT) $(UBSAN_RT)" ASAN_OPTIONS=detect_leaks=0 \
+	  $(BUSTED) --lua=$(LUA) --cpath='build-asan/?.so'
+
+valgrind: $(C_TESTS)
+	@set -e; for t in $(C_TESTS); do echo "== valgrind $$t"; \
+	  valgrind -q --leak-check=full --show-leak-kinds=definite,indirect \
+	    --errors-for-leak-kinds=definite,indirect --error-exitcode=1 $$t; done
+
+examples: all
+	@set -e; for f in examples/*.lua; do echo "== $$f"; \
+	  LUA_PATH='lua/?.lua;lua/?/init.lua;;' LUA_CPATH='$(B)/?.so;;' $(LUA) $$f; done
+
+TREE ?=
+install:
+	$(LUAROCKS) make rockspec/eventrocks-scm-1.rockspec $(if $(TREE),--tree=$(TREE))
+
+clean:
+	rm -rf build build-asan

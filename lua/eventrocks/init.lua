@@ -1,0 +1,26 @@
+--- eventrocks: an embedded event store for Lua 5.4 on RocksDB.
+-- The store itself lives in the C module `eventrocks.core`; this module
+-- gives it its public face (see README.md and API.md).
+local core = require "eventrocks.core"
+local pretty = require "eventrocks.pretty"
+
+local M = {
+  _VERSION = "eventrocks " .. core.version,
+  ANY = core.ANY,
+  NO_STREAM = core.NO_STREAM,
+  STREAM_EXISTS = core.STREAM_EXISTS,
+  FORMAT = core.FORMAT,
+  MAX_DEPTH = core.MAX_DEPTH,
+  open = core.open,
+  uuid = core.uuid,
+}
+
+--- A one-line summary of an event, e.g.
+-- `#42 product-1@3 PriceIncreased 2026-11-27T21:41:06.123456Z {delta = 5}`.
+core.event_metatable.__tostring = function(ev)
+  return string.format("#%d %s@%d %s %s %s", ev.position, ev.stream, ev.version,
+    ev.type, pretty.time(ev.time), pretty.compact(ev.data, 160))
+end
+core.event_metatable.__name = "eventrocks.event"
+
+return M

@@ -1,0 +1,716 @@
+/*
+ * eventrocks_core.c -- the Lua binding of the C core: module "eventrocks.core".
+ *
+ * Handles follow Lua's io library: a store userdata is created closed before
+ * anything is opened; close(), __close and __gc share one idempotent
+ * function; every method raises on a closed store.  Iterator factories
+ * return four values (next, iterator, nil, iterator) so that a generic `for`
+ * closes the iterator on break.  Iterators keep their store alive (user
+ * value) and the core destroys live iterators when the store closes.
+ */
+#include <lauxlib.h>
+#include <lua.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "eventrocks.h"
+#include "er_value.h"
+
+#define STORE_MT "eventrocks.store"
+#define ITER_MT "eventrocks.iterator"
+#define EVENT_MT "eventrocks.event"
+#define ERROR_MT "eventrocks.error"
+#define MEM_MT "eventrocks.memory"
+
+#define S_ANY "any"
+#define S_NO_STREAM "no_stream"
+#define S_STREAM_EXISTS "stream_exists"
+
+typedef struct lstore {
+  er_store *s;          /* NULL when closed */
+  er_buf buf;           /* encoded data, metadata of the append in progress */
+  er_new_event *evs;    /* the events of the append in progress */
+  size_t *offs;         /* 4 per event: data off/len, metadata off/len */
+  size_t evs_cap;
+} lstore;
+
+typedef struct liter {
+  er_iter *it; /* NULL once exhausted or closed */
+  int streams; /* 1: yields stream, version */
+} liter;
+
+/* ---- helpers -------------------------------------------------------------- */
+
+static void *lalloc(lua_State *L, void *p, size_t old, size_t size) {
+  void *ud;
+  lua_Alloc f = lua_getallocf(L, &ud);
+  void *np = f(ud, p, old, size);
+  if (!np && size) luaL_error(L, "eventrocks: not enough memory");
+  return np;
+}
+
+static lstore *check_store(lua_State *L, int idx) {
+  lstore *ls = luaL_checkudata(L, idx, STORE_MT);
+  if (!ls->s) luaL_error(L, "attempt to use a closed store");
+  return ls;
+}
+
+/* Push nil, err and return 2.  err = { code, message, ... }. */
+static int push_error(lua_State *L, const er_error *err) {
+  if (err->code == ER_NOMEM) return luaL_error(L, "eventrocks: not enough memory");
+  lua_pushnil(L);
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, er_code_name(err->code));
+  lua_setfield(L, -2, "code");
+  lua_pushstring(L, err->message);
+  lua_setfield(L, -2, "message");
+  if (err->code == ER_CORRUPTION && err->position) {
+    lua_pushinteger(L, (lua_Integer)err->position);
+    lua_setfield(L, -2, "position");
+  }
+  luaL_setmetatable(L, ERROR_MT);
+  return 2;
+}
+
+/* Raise the error object of `err` (for failures inside iterators). */
+static int raise_error(lua_State *L, const er_error *err) {
+  push_error(L, err);
+  return lua_error(L);
+}
+
+static const char *check_stream(lua_State *L, int arg, size_t *len) {
+  const char *s;
+  luaL_checktype(L, arg, LUA_TSTRING); /* no silent number conversion */
+  s = lua_tolstring(L, arg, len);
+  if (*len == 0) luaL_argerror(L, arg, "stream id must not be empty");
+  if (*len > ER_MAX_STREAM_LEN)
+    luaL_argerror(L, arg, lua_pushfstring(L, "stream id longer than %d bytes",
+                                          ER_MAX_STREAM_LEN));
+  if (memchr(s, 0, *len)) luaL_argerror(L, arg, "stream id contains a NUL byte");
+  return s;
+}
+
+static void check_opts(lua_State *L, int arg) {
+  if (!lua_isnoneornil(L, arg)) luaL_checktype(L, arg, LUA_TTABLE);
+}
+
+/* opts[name] as an integer >= min, or `def` when absent. */
+static lua_Integer opt_integer(lua_State *L, int arg, const char *name,
+                               lua_Integer min, lua_Integer def) {
+  lua_Integer v = def;
+  if (lua_isnoneornil(L, arg)) return def;
+  if (lua_getfield(L, arg, name) != LUA_TNIL) {
+    int ok;
+    v = lua_tointegerx(L, -1, &ok);
+    if (!ok || v < min)
+      luaL_argerror(L, arg, lua_pushfstring(L, "%s must be an integer >= %I", name,
+                                            (LUAI_UACINT)min));
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+static int opt_boolean(lua_State *L, int arg, const char *name, int def) {
+  int v = def;
+  if (lua_isnoneornil(L, arg)) return def;
+  if (lua_getfield(L, arg, name) != LUA_TNIL) {
+    if (!lua_isboolean(L, -1))
+      luaL_argerror(L, arg, lua_pushfstring(L, "%s must be a boolean", name));
+    v = lua_toboolean(L, -1);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+/* opts[name] as a string (left on the stack) or NULL (nothing left). */
+static const char *opt_string(lua_State *L, int arg, const char *name,
+                              size_t *len) {
+  if (lua_isnoneornil(L, arg)) return NULL;
+  if (lua_getfield(L, arg, name) == LUA_TNIL) {
+    lua_pop(L, 1);
+    return NULL;
+  }
+  if (lua_type(L, -1) != LUA_TSTRING)
+    luaL_argerror(L, arg, lua_pushfstring(L, "%s must be a string", name));
+  return lua_tolstring(L, -1, len);
+}
+
+static int raise_corrupt(lua_State *L, uint64_t position) {
+  er_error err;
+  err.code = ER_CORRUPTION;
+  err.position = position;
+  snprintf(err.message, sizeof err.message,
+           "the data of the event at position %llu does not decode",
+           (unsigned long long)position);
+  return raise_error(L, &err);
+}
+
+/* Push the event as a table with exactly the fields API.md lists.  Returns
+ * 0 with nothing pushed when its data or metadata do not decode. */
+static int push_event(lua_State *L, const er_event *ev) {
+  char id[37];
+  int top = lua_gettop(L);
+  luaL_checkstack(L, 4, NULL);
+  lua_createtable(L, 0, 8);
+  er_uuid_format(ev->id, id);
+  lua_pushlstring(L, id, 36);
+  lua_setfield(L, -2, "id");
+  lua_pushlstring(L, ev->stream, ev->stream_len);
+  lua_setfield(L, -2, "stream");
+  lua_pushinteger(L, (lua_Integer)ev->version);
+  lua_setfield(L, -2, "version");
+  lua_pushinteger(L, (lua_Integer)ev->position);
+  lua_setfield(L, -2, "position");
+  lua_pushlstring(L, ev->type, ev->type_len);
+  lua_setfield(L, -2, "type");
+  lua_pushinteger(L, (lua_Integer)ev->time);
+  lua_setfield(L, -2, "time");
+  if (ev->data_len) {
+    if (!er_decode(L, ev->data, ev->data_len)) goto corrupt;
+    lua_setfield(L, -2, "data");
+  }
+  if (ev->metadata_len) {
+    if (!er_decode(L, ev->metadata, ev->metadata_len)) goto corrupt;
+    if (!lua_istable(L, -1)) goto corrupt;
+  } else {
+    lua_newtable(L);
+  }
+  lua_setfield(L, -2, "metadata");
+  luaL_setmetatable(L, EVENT_MT);
+  return 1;
+corrupt:
+  lua_settop(L, top);
+  return 0;
+}
+
+/* ---- module functions ----------------------------------------------------- */
+
+static int l_open(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  er_options o;
+  er_error err;
+  lstore *ls;
+  int rc;
+  er_options_init(&o);
+  check_opts(L, 2);
+  o.create = opt_boolean(L, 2, "create", 1);
+  o.sync = opt_boolean(L, 2, "sync", 0);
+  o.read_only = opt_boolean(L, 2, "read_only", 0);
+  o.max_event_size = (size_t)opt_integer(L, 2, "max_event_size", 1,
+                                         (lua_Integer)ER_DEFAULT_MAX_EVENT_SIZE);
+  ls = lua_newuserdatauv(L, sizeof *ls, 1);
+  memset(ls, 0, sizeof *ls);
+  luaL_setmetatable(L, STORE_MT);
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, 1); /* the path, for tostring */
+  rc = er_open(path, &o, &ls->s, &err);
+  if (rc != ER_OK) return push_error(L, &err);
+  return 1;
+}
+
+static int l_uuid(lua_State *L) {
+  uint8_t id[16];
+  char text[37];
+  if (er_uuid7(id) != ER_OK) return luaL_error(L, "eventrocks: no random source");
+  er_uuid_format(id, text);
+  lua_pushlstring(L, text, 36);
+  return 1;
+}
+
+/* ---- store: append -------------------------------------------------------- */
+
+static int64_t check_expected(lua_State *L, int arg) {
+  int64_t e = ER_ANY;
+  if (lua_isnoneornil(L, arg)) return e;
+  switch (lua_getfield(L, arg, "expected")) {
+  case LUA_TNIL:
+    break;
+  case LUA_TSTRING: {
+    const char *s = lua_tostring(L, -1);
+    if (strcmp(s, S_ANY) == 0) e = ER_ANY;
+    else if (strcmp(s, S_NO_STREAM) == 0) e = ER_NO_STREAM;
+    else if (strcmp(s, S_STREAM_EXISTS) == 0) e = ER_STREAM_EXISTS;
+    else goto bad;
+    break;
+  }
+  case LUA_TNUMBER: {
+    int ok;
+    lua_Integer v = lua_tointegerx(L, -1, &ok);
+    if (!ok || v < 0) goto bad;
+    e = (int64_t)v;
+    break;
+  }
+  default:
+    goto bad;
+  }
+  lua_pop(L, 1);
+  return e;
+bad:
+  luaL_argerror(L, arg,
+                "expected must be er.ANY, er.NO_STREAM, er.STREAM_EXISTS or "
+                "an integer >= 0");
+  return 0;
+}
+
+static void reserve_events(lua_State *L, lstore *ls, size_t n) {
+  size_t cap;
+  if (n <= ls->evs_cap) return;
+  cap = ls->evs_cap ? ls->evs_cap : 8;
+  while (cap < n) cap *= 2;
+  /* grow offs first: when evs then fails, both stay consistent with evs_cap
+   * (offs being larger than needed is harmless; its size is recomputed) */
+  ls->offs = lalloc(L, ls->offs, ls->evs_cap * 4 * sizeof *ls->offs,
+                    cap * 4 * sizeof *ls->offs);
+  ls->evs = lalloc(L, ls->evs, ls->evs_cap * sizeof *ls->evs, cap * sizeof *ls->evs);
+  ls->evs_cap = cap;
+}
+
+/* Read event table at stack top into ls->evs[i]; `label` names it in errors. */
+static void collect_event(lua_State *L, lstore *ls, size_t i, const char *label) {
+  int t = lua_gettop(L);
+  er_new_event *e = &ls->evs[i];
+  size_t *off = &ls->offs[4 * i];
+  const char *type;
+  memset(e, 0, sizeof *e);
+  if (!lua_istable(L, t))
+    luaL_argerror(L, 3, lua_pushfstring(L, "%s must be an event table, got %s",
+                                        label, luaL_typename(L, t)));
+  lua_pushliteral(L, "type");
+  if (lua_rawget(L, t) != LUA_TSTRING)
+    luaL_argerror(L, 3, lua_pushfstring(L, "%s.type must be a string, got %s", label,
+                                        luaL_typename(L, -1)));
+  type = lua_tolstring(L, -1, &e->type_len); /* anchored by the event table */
+  if (e->type_len == 0 || e->type_len > ER_MAX_TYPE_LEN || memchr(type, 0, e->type_len))
+    luaL_argerror(L, 3, lua_pushfstring(L, "%s.type must be 1 to %d bytes without NUL",
+                                        label, ER_MAX_TYPE_LEN));
+  e->type = type;
+  lua_pop(L, 1);
+
+  lua_pushliteral(L, "id");
+  switch (lua_rawget(L, t)) {
+  case LUA_TNIL:
+    break;
+  case LUA_TSTRING: {
+    size_t len;
+    const char *id = lua_tolstring(L, -1, &len);
+    if (er_uuid_parse(id, len, e->id) != ER_OK)
+      luaL_argerror(L, 3, lua_pushfstring(L, "%s.id is not a UUID: '%s'", label, id));
+    e->has_id = 1;
+    break;
+  }
+  default:
+    luaL_argerror(L, 3, lua_pushfstring(L, "%s.id must be a UUID string", label));
+  }
+  lua_pop(L, 1);
+
+  lua_pushliteral(L, "data");
+  off[0] = ls->buf.len;
+  if (lua_rawget(L, t) != LUA_TNIL) {
+    int v = lua_gettop(L);
+    er_encode(L, v, &ls->buf, 3, lua_pushfstring(L, "%s.data", label));
+  }
+  off[1] = ls->buf.len - off[0];
+  lua_settop(L, t);
+
+  lua_pushliteral(L, "metadata");
+  off[2] = ls->buf.len;
+  switch (lua_rawget(L, t)) {
+  case LUA_TNIL:
+    break;
+  case LUA_TTABLE: {
+    int v = lua_gettop(L);
+    er_encode(L, v, &ls->buf, 3, lua_pushfstring(L, "%s.metadata", label));
+    break;
+  }
+  default:
+    luaL_argerror(L, 3, lua_pushfstring(L, "%s.metadata must be a table, got %s",
+                                        label, luaL_typename(L, -1)));
+  }
+  off[3] = ls->buf.len - off[2];
+  lua_settop(L, t);
+}
+
+static int store_append(lua_State *L) {
+  lstore *ls = check_store(L, 1);
+  size_t slen, n, i;
+  const char *stream = check_stream(L, 2, &slen);
+  int64_t expected;
+  er_appended res;
+  er_error err;
+  int rc;
+  luaL_checktype(L, 3, LUA_TTABLE);
+  check_opts(L, 4);
+  expected = check_expected(L, 4);
+  ls->buf.len = 0;
+  lua_settop(L, 4);
+  lua_pushliteral(L, "type");
+  if (lua_rawget(L, 3) != LUA_TNIL) { /* one event */
+    lua_pop(L, 1);
+    n = 1;
+    reserve_events(L, ls, 1);
+    lua_pushvalue(L, 3);
+    collect_event(L, ls, 0, "event");
+    lua_settop(L, 4);
+  } else {
+    lua_pop(L, 1);
+    n = (size_t)lua_rawlen(L, 3);
+    if (n == 0) luaL_argerror(L, 3, "no events to append");
+    reserve_events(L, ls, n);
+    for (i = 0; i < n; i++) {
+      char label[40];
+      snprintf(label, sizeof label, "events[%zu]", i + 1);
+      lua_rawgeti(L, 3, (lua_Integer)(i + 1));
+      collect_event(L, ls, i, label);
+      lua_settop(L, 4);
+    }
+  }
+  for (i = 0; i < n; i++) { /* the buffer has stopped moving: point into it */
+    size_t *off = &ls->offs[4 * i];
+    ls->evs[i].data = ls->buf.p + off[0];
+    ls->evs[i].data_len = off[1];
+    ls->evs[i].metadata = ls->buf.p + off[2];
+    ls->evs[i].metadata_len = off[3];
+  }
+  rc = er_append(ls->s, stream, slen, expected, ls->evs, n, &res, &err);
+  if (rc != ER_OK) {
+    push_error(L, &err);
+    if (rc == ER_WRONG_EXPECTED_VERSION) {
+      if (lua_getfield(L, 4, "expected") == LUA_TNIL) {
+        lua_pop(L, 1);
+        lua_pushliteral(L, S_ANY);
+      }
+      lua_setfield(L, -2, "expected");
+      lua_pushinteger(L, (lua_Integer)err.actual);
+      lua_setfield(L, -2, "actual");
+      lua_pushvalue(L, 2);
+      lua_setfield(L, -2, "stream");
+    }
+    return 2;
+  }
+  lua_pushinteger(L, (lua_Integer)res.version);
+  lua_pushinteger(L, (lua_Integer)res.position);
+  return 2;
+}
+
+/* ---- store: reads --------------------------------------------------------- */
+
+static int store_version(lua_State *L) {
+  lstore *ls = check_store(L, 1);
+  size_t len;
+  const char *stream = check_stream(L, 2, &len);
+  uint64_t v;
+  er_error err;
+  if (er_version(ls->s, stream, len, &v, &err) != ER_OK) return push_error(L, &err);
+  lua_pushinteger(L, (lua_Integer)v);
+  return 1;
+}
+
+static int store_last_position(lua_State *L) {
+  lstore *ls = check_store(L, 1);
+  lua_pushinteger(L, (lua_Integer)er_last_position(ls->s));
+  return 1;
+}
+
+static int mem_gc(lua_State *L) {
+  void **box = lua_touserdata(L, 1);
+  er_free(*box);
+  *box = NULL;
+  return 0;
+}
+
+static int store_event(lua_State *L) {
+  lstore *ls = check_store(L, 1);
+  lua_Integer pos = luaL_checkinteger(L, 2);
+  er_event ev;
+  er_error err;
+  void **box;
+  int rc;
+  if (pos < 1) {
+    lua_pushnil(L);
+    return 1;
+  }
+  /* the record's memory lives in a box that the collector frees even when
+   * decoding raises (out of memory) */
+  box = lua_newuserdatauv(L, sizeof *box, 0);
+  *box = NULL;
+  luaL_setmetatable(L, MEM_MT);
+  rc = er_event_at(ls->s, (uint64_t)pos, &ev, box, &err);
+  if (rc == ER_NOT_FOUND) {
+    lua_pushnil(L);
+    return 1;
+  }
+  if (rc != ER_OK) return push_error(L, &err);
+  rc = push_event(L, &ev);
+  er_free(*box);
+  *box = NULL;
+  if (!rc) {
+    err.code = ER_CORRUPTION;
+    err.position = (uint64_t)pos;
+    snprintf(err.message, sizeof err.message,
+             "the data of the event at position %llu does not decode",
+             (unsigned long long)pos);
+    return push_error(L, &err);
+  }
+  return 1;
+}
+
+/* The iterator userdata for `store` (at index 1), closed state. */
+static liter *new_iter(lua_State *L, int streams) {
+  liter *li = lua_newuserdatauv(L, sizeof *li, 1);
+  li->it = NULL;
+  li->streams = streams;
+  luaL_setmetatable(L, ITER_MT);
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, 1);
+  return li;
+}
+
+static int iter_close(lua_State *L) {
+  liter *li = luaL_checkudata(L, 1, ITER_MT);
+  er_iter_free(li->it);
+  li->it = NULL;
+  return 0;
+}
+
+/* The `next` function of the generic for: (iterator) -> values or nil. */
+static int iter_next(lua_State *L) {
+  liter *li = luaL_checkudata(L, 1, ITER_MT);
+  lstore *ls;
+  er_error err;
+  int rc;
+  if (!li->it) return 0;
+  lua_getiuservalue(L, 1, 1);
+  ls = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (!ls || !ls->s) {
+    iter_close(L);
+    return luaL_error(L, "attempt to use a closed store");
+  }
+  if (li->streams) {
+    const char *name;
+    size_t len;
+    uint64_t version;
+    rc = er_iter_next_stream(li->it, &name, &len, &version, &err);
+    if (rc == ER_OK) {
+      lua_pushlstring(L, name, len);
+      lua_pushinteger(L, (lua_Integer)version);
+      return 2;
+    }
+  } else {
+    er_event ev;
+    rc = er_iter_next(li->it, &ev, &err);
+    if (rc == ER_OK) {
+      if (push_event(L, &ev)) return 1;
+      iter_close(L);
+      return raise_corrupt(L, ev.position);
+    }
+  }
+  iter_close(L);
+  if (rc == ER_NOT_FOUND) return 0;
+  return raise_error(L, &err);
+}
+
+static int return_iter(lua_State *L) {
+  lua_pushcfunction(L, iter_next);
+  lua_insert(L, -2);
+  lua_pushnil(L);
+  lua_pushvalue(L, -2);
+  return 4;
+}
+
+static int store_read(lua_State *L) {
+  lstore *ls = check_store(L, 1);
+  size_t len;
+  const char *stream = check_stream(L, 2, &len);
+  lua_Integer from, count;
+  int backward, rc;
+  er_error err;
+  liter *li;
+  check_opts(L, 3);
+  from = opt_integer(L, 3, "from", 1, 0);
+  count = opt_integer(L, 3, "count", 0, -1);
+  backward = opt_boolean(L, 3, "backward", 0);
+  li = new_iter(L, 0);
+  rc = er_read_stream(ls->s, stream, len, (uint64_t)from,
+                      count < 0 ? ER_UNLIMITED : (uint64_t)count, backward,
+                      &li->it, &err);
+  if (rc != ER_OK) return raise_error(L, &err);
+  return return_iter(L);
+}
+
+static int store_all(lua_State *L) {
+  lstore *ls = check_store(L, 1);
+  lua_Integer from, count;
+  er_filter f;
+  const char *types_small[16];
+  size_t lens_small[16];
+  const char **types = types_small;
+  size_t *lens = lens_small;
+  er_error err;
+  liter *li;
+  int rc;
+  memset(&f, 0, sizeof f);
+  check_opts(L, 2);
+  lua_settop(L, 2);
+  from = opt_integer(L, 2, "from", 1, 1);
+  count = opt_integer(L, 2, "count", 0, -1);
+  f.category = opt_string(L, 2, "category", &f.category_len); /* stays at 3 */
+  if (!f.category) lua_pushnil(L);
+  if (!lua_isnoneornil(L, 2) && lua_getfield(L, 2, "types") != LUA_TNIL) { /* 4 */
+    size_t i, n;
+    if (!lua_istable(L, 4)) luaL_argerror(L, 2, "types must be an array of strings");
+    n = (size_t)lua_rawlen(L, 4);
+    if (n == 0) luaL_argerror(L, 2, "types must not be empty");
+    if (n > 16) {
+      types = lua_newuserdatauv(L, n * sizeof *types, 0); /* 5 */
+      lens = lua_newuserdatauv(L, n * sizeof *lens, 0);   /* 6 */
+    }
+    for (i = 0; i < n; i++) {
+      if (lua_rawgeti(L, 4, (lua_Integer)(i + 1)) != LUA_TSTRING)
+        luaL_argerror(L, 2, "types must be an array of strings");
+      types[i] = lua_tolstring(L, -1, &lens[i]); /* anchored by the table */
+      lua_pop(L, 1);
+    }
+    f.types = types;
+    f.type_lens = lens;
+    f.ntypes = n;
+  }
+  li = new_iter(L, 0);
+  rc = er_read_all(ls->s, (uint64_t)from, count < 0 ? ER_UNLIMITED : (uint64_t)count,
+                   &f, &li->it, &err);
+  if (rc != ER_OK) return raise_error(L, &err);
+  return return_iter(L);
+}
+
+static int store_streams(lua_State *L) {
+  lstore *ls = check_store(L, 1);
+  size_t len = 0;
+  const char *prefix;
+  er_error err;
+  liter *li;
+  int rc;
+  check_opts(L, 2);
+  lua_settop(L, 2);
+  prefix = opt_string(L, 2, "prefix", &len);
+  li = new_iter(L, 1);
+  rc = er_list_streams(ls->s, prefix ? prefix : "", len, &li->it, &err);
+  if (rc != ER_OK) return raise_error(L, &err);
+  return return_iter(L);
+}
+
+/* ---- store: life cycle ---------------------------------------------------- */
+
+static int store_close(lua_State *L) {
+  lstore *ls = luaL_checkudata(L, 1, STORE_MT);
+  if (ls->s) er_close(ls->s);
+  ls->s = NULL;
+  er_buf_free(L, &ls->buf);
+  lalloc(L, ls->evs, ls->evs_cap * sizeof *ls->evs, 0);
+  lalloc(L, ls->offs, ls->evs_cap * 4 * sizeof *ls->offs, 0);
+  ls->evs = NULL;
+  ls->offs = NULL;
+  ls->evs_cap = 0;
+  return 0;
+}
+
+static int store_tostring(lua_State *L) {
+  lstore *ls = luaL_checkudata(L, 1, STORE_MT);
+  lua_getiuservalue(L, 1, 1);
+  if (!ls->s) lua_pushfstring(L, STORE_MT " (%s, closed)", lua_tostring(L, -1));
+  else if (er_is_read_only(ls->s))
+    lua_pushfstring(L, STORE_MT " (%s, read-only)", lua_tostring(L, -1));
+  else lua_pushfstring(L, STORE_MT " (%s)", lua_tostring(L, -1));
+  return 1;
+}
+
+static int iter_tostring(lua_State *L) {
+  liter *li = luaL_checkudata(L, 1, ITER_MT);
+  lua_pushfstring(L, ITER_MT " (%s)", li->it ? "open" : "closed");
+  return 1;
+}
+
+static int error_tostring(lua_State *L) {
+  lua_getfield(L, 1, "message");
+  if (!lua_isstring(L, -1)) lua_pushliteral(L, "eventrocks error");
+  return 1;
+}
+
+static const luaL_Reg store_methods[] = {
+  {"append", store_append},
+  {"version", store_version},
+  {"read", store_read},
+  {"all", store_all},
+  {"event", store_event},
+  {"last_position", store_last_position},
+  {"streams", store_streams},
+  {"close", store_close},
+  {NULL, NULL}
+};
+
+static const luaL_Reg store_meta[] = {
+  {"__gc", store_close},
+  {"__close", store_close},
+  {"__tostring", store_tostring},
+  {NULL, NULL}
+};
+
+static const luaL_Reg iter_meta[] = {
+  {"__gc", iter_close},
+  {"__close", iter_close},
+  {"__tostring", iter_tostring},
+  {"close", iter_close},
+  {NULL, NULL}
+};
+
+static const luaL_Reg functions[] = {
+  {"open", l_open},
+  {"uuid", l_uuid},
+  {NULL, NULL}
+};
+
+int luaopen_eventrocks_core(lua_State *L);
+
+int luaopen_eventrocks_core(lua_State *L) {
+  luaL_newlib(L, functions);
+
+  luaL_newmetatable(L, STORE_MT);
+  luaL_setfuncs(L, store_meta, 0);
+  luaL_newlib(L, store_methods);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -3, "__index");
+  lua_setfield(L, -3, "store_methods"); /* so Lua modules can add methods */
+  lua_setfield(L, -2, "store_metatable");
+
+  luaL_newmetatable(L, ITER_MT);
+  luaL_setfuncs(L, iter_meta, 0);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+
+  luaL_newmetatable(L, EVENT_MT);
+  lua_setfield(L, -2, "event_metatable");
+
+  luaL_newmetatable(L, MEM_MT);
+  lua_pushcfunction(L, mem_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
+
+  luaL_newmetatable(L, ERROR_MT);
+  lua_pushcfunction(L, error_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_setfield(L, -2, "error_metatable");
+
+  lua_pushliteral(L, S_ANY);
+  lua_setfield(L, -2, "ANY");
+  lua_pushliteral(L, S_NO_STREAM);
+  lua_setfield(L, -2, "NO_STREAM");
+  lua_pushliteral(L, S_STREAM_EXISTS);
+  lua_setfield(L, -2, "STREAM_EXISTS");
+  lua_pushliteral(L, ER_VERSION_STRING);
+  lua_setfield(L, -2, "version");
+  lua_pushinteger(L, ER_FORMAT);
+  lua_setfield(L, -2, "FORMAT");
+  lua_pushinteger(L, ER_MAX_DEPTH);
+  lua_setfield(L, -2, "MAX_DEPTH");
+  return 1;
+}
