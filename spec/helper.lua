@@ -220,12 +220,12 @@ end
 -- ---------------------------------------------------------------------------
 -- Other processes
 
--- Lua source prefix for a child `lua5.4 -e` that loads the repo's module
--- (the child runs in the current directory, the repository root).
+-- Lua source prefix for a child `lua5.4 -e` that loads the same module as
+-- this process: it gets this process's package.path and package.cpath (set
+-- by busted from .busted or --cpath) and runs in the same directory.
 function H.child_prelude()
-  return 'package.path = "lua/?.lua;lua/?/init.lua;" .. package.path; '
-      .. 'package.cpath = "build/?.so;" .. package.cpath; '
-      .. 'local er = require "eventrocks"; '
+  return string.format("package.path = %q; package.cpath = %q; local er = require 'eventrocks'; ",
+    package.path, package.cpath)
 end
 
 function H.lua_cmd(code)

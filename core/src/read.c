@@ -195,6 +195,8 @@ int er_iter_next(er_iter *it, er_event *ev, er_error *err) {
   int rc;
   if (it->kind == ITER_STREAMS)
     return er__fail(err, ER_INVALID, "not an event iterator");
+  if (!it->store || !it->it)
+    return er__fail(err, ER_INVALID, "the store of this iterator is closed");
   for (;;) {
     size_t klen, vlen;
     const char *k, *v;
@@ -239,8 +241,8 @@ int er_iter_next_stream(er_iter *it, const char **stream, size_t *stream_len,
     return er__fail(err, ER_INVALID, "not a streams iterator");
   if ((rc = iter_step(it, err)) != ER_OK) return rc;
   *stream = rocksdb_iter_key(it->it, stream_len);
-  if (*stream_len < it->name_len ||
-      memcmp(*stream, it->name, it->name_len) != 0) {
+  if (it->name_len && (*stream_len < it->name_len ||
+                       memcmp(*stream, it->name, it->name_len) != 0)) {
     it->done = 1;
     return ER_NOT_FOUND; /* past the prefix (only without an upper bound) */
   }

@@ -18,6 +18,8 @@
 
 #include <rocksdb/c.h>
 
+#include <sys/wait.h>
+
 #include "test_util.h"
 
 /* ------------------------------------------------------------------------ */
@@ -1461,6 +1463,25 @@ static void test_read_stream_prefix_isolation(void **state) {
   assert_int_equal(n, 0);
   n = read_stream(f->s, "aa", 0, ER_UNLIMITED, 1, ev, 16);
   assert_int_equal(n, 0);
+  /* ids that extend "a" by the smallest and largest bytes */
+  ok1(f->s, "a\x01", "T", "low");
+  ok1(f->s, "a\xff", "T", "high");
+  ok1(f->s, "a\xff\xff", "T", "higher");
+  for (int backward = 0; backward < 2; backward++) {
+    n = read_stream(f->s, "a", 0, ER_UNLIMITED, backward, ev, 16);
+    assert_int_equal(n, 4);
+    for (size_t i = 0; i < n; i++)
+      assert_true(ev_stream_is(&ev[i].e, "a"));
+    evc_free(ev, n);
+    n = read_stream(f->s, "a\xff", 0, ER_UNLIMITED, backward, ev, 16);
+    assert_int_equal(n, 1);
+    assert_true(ev_data_is(&ev[0].e, "high"));
+    evc_free(ev, n);
+    n = read_stream(f->s, "a\x01", 0, ER_UNLIMITED, backward, ev, 16);
+    assert_int_equal(n, 1);
+    assert_true(ev_data_is(&ev[0].e, "low"));
+    evc_free(ev, n);
+  }
   assert_int_equal(version_of(f->s, "a-"), 0);
   assert_int_equal(version_of(f->s, "a"), 4);
   assert_int_equal(version_of(f->s, "a-b"), 2);
@@ -1622,12 +1643,14 @@ static void assert_positions(er_store *s, uint64_t from, uint64_t count,
                              size_t npos) {
   evc ev[16];
   size_t n = read_all(s, from, count, flt, ev, 16);
+  int same = n == npos;
+  for (size_t i = 0; same && i < n; i++)
+    same = ev[i].e.position == pos[i];
+  evc_free(ev, n);
   if (n != npos)
     print_error("read_all: %zu events, expected %zu\n", n, npos);
   assert_int_equal(n, npos);
-  for (size_t i = 0; i < n; i++)
-    assert_int_equal(ev[i].e.position, pos[i]);
-  evc_free(ev, n);
+  assert_true(same);
 }
 
 static void test_read_all_category(void **state) {
@@ -1853,6 +1876,22 @@ static void test_list_streams_prefix(void **state) {
   assert_string_equal(got[1], "\xc3\xa9t\xc3\xa9:1");
   n = list_streams(f->s, "\xff", 1, got, 16);
   assert_int_equal(n, 0);
+  ok1(f->s, "\xff", "T", "e");
+  ok1(f->s, "\xff\xff", "T", "e");
+  ok1(f->s, "\xff\xffz", "T", "e");
+  ok1(f->s, "\xfe\xff", "T", "e");
+  n = list_streams(f->s, "\xff", 1, got, 16);
+  assert_int_equal(n, 3);
+  assert_string_equal(got[0], "\xff:1");
+  assert_string_equal(got[1], "\xff\xff:1");
+  assert_string_equal(got[2], "\xff\xffz:1");
+  n = list_streams(f->s, "\xff\xff", 2, got, 16);
+  assert_int_equal(n, 2);
+  assert_string_equal(got[0], "\xff\xff:1");
+  assert_string_equal(got[1], "\xff\xffz:1");
+  n = list_streams(f->s, "\xfe", 1, got, 16);
+  assert_int_equal(n, 1);
+  assert_string_equal(got[0], "\xfe\xff:1");
   /* the length counts, not the NUL */
   n = list_streams(f->s, "abc", 1, got, 16);
   assert_int_equal(n, 3);
@@ -2161,7 +2200,265 @@ static void test_iter_end_repeated(void **state) {
   er_iter_free(it);
 }
 
-int main(void) {
+/* The usual retry: the same array again, ids now filled in by the first call. */
+static void test_idem_generated_ids(void **state) {
+  fx *f = *state;
+  ok1(f->s, "x", "T", "0");
+  er_new_event ev[2];
+  tu_event(&ev[0], "A", "a", 1);
+  tu_event(&ev[1], "B", "b", 1);
+  er_appended r1, r2;
+  er_error err = fresh_err();
+  assert_int_equal(er_append(f->s, "s", 1, ER_NO_STREAM, ev, 2, &r1, &err),
+                   ER_OK);
+  assert_int_equal(ev[0].has_id, 1);
+  assert_int_equal(er_append(f->s, "s", 1, ER_NO_STREAM, ev, 2, &r2, &err),
+                   ER_OK);
+  assert_replayed(&r2, r1.first_version, r1.version, r1.first_position,
+                  r1.position);
+  assert_unchanged(f->s, "s", 2, 3);
+}
+
+/* A filter whose category has length 0 is "no category filter". */
+static void test_read_all_empty_category(void **state) {
+  fx *f = *state;
+  fill_categories(f->s);
+  er_filter flt;
+  memset(&flt, 0, sizeof flt);
+  flt.category = "";
+  flt.category_len = 0;
+  assert_positions(f->s, 1, ER_UNLIMITED, &flt,
+                   (const uint64_t[]){1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, 10);
+}
+
+static void test_sync_option(void **state) {
+  fx *f = *state;
+  er_close(f->s);
+  f->s = NULL;
+  er_options o;
+  er_options_init(&o);
+  o.sync = 1;
+  er_error err = fresh_err();
+  assert_int_equal(er_open(f->dir, &o, &f->s, &err), ER_OK);
+  for (int i = 0; i < 5; i++)
+    ok1(f->s, "s", "T", "synced");
+  er_close(f->s);
+  f->s = tu_open(f->dir);
+  assert_int_equal(version_of(f->s, "s"), 5);
+}
+
+static void test_big_event_roundtrip(void **state) {
+  fx *f = *state;
+  size_t dlen = (size_t)1 << 20, mlen = 70000;
+  unsigned char *data = malloc(dlen), *meta = malloc(mlen);
+  assert_non_null(data);
+  assert_non_null(meta);
+  uint32_t x = 12345;
+  for (size_t i = 0; i < dlen; i++) {
+    x = x * 1103515245u + 12345u;
+    data[i] = (unsigned char)(x >> 16);
+  }
+  for (size_t i = 0; i < mlen; i++)
+    meta[i] = (unsigned char)(i * 7);
+  er_new_event ev[2];
+  tu_event(&ev[0], "Big", data, dlen);
+  ev[0].metadata = meta;
+  ev[0].metadata_len = mlen;
+  tu_event(&ev[1], "Small", "s", 1);
+  er_error err = fresh_err();
+  assert_int_equal(er_append(f->s, "big-1", 5, ER_ANY, ev, 2, NULL, &err),
+                   ER_OK);
+  for (int round = 0; round < 2; round++) {
+    evc out[4];
+    size_t n = read_stream(f->s, "big-1", 0, ER_UNLIMITED, 0, out, 4);
+    assert_int_equal(n, 2);
+    assert_int_equal(out[0].e.data_len, dlen);
+    assert_memory_equal(out[0].e.data, data, dlen);
+    assert_int_equal(out[0].e.metadata_len, mlen);
+    assert_memory_equal(out[0].e.metadata, meta, mlen);
+    assert_true(ev_data_is(&out[1].e, "s"));
+    evc_free(out, n);
+    n = read_all(f->s, 1, ER_UNLIMITED, NULL, out, 4);
+    assert_int_equal(n, 2);
+    assert_memory_equal(out[0].e.data, data, dlen);
+    evc_free(out, n);
+    er_event one;
+    void *mem = NULL;
+    assert_int_equal(er_event_at(f->s, 1, &one, &mem, &err), ER_OK);
+    assert_int_equal(one.data_len, dlen);
+    assert_memory_equal(one.data, data, dlen);
+    assert_memory_equal(one.metadata, meta, mlen);
+    er_free(mem);
+    er_close(f->s);
+    f->s = tu_open(f->dir);
+  }
+  free(data);
+  free(meta);
+}
+
+/* Replace, in every non-default column family, each value that contains
+ * `marker` by `repl`.  Returns how many values were replaced. */
+static int raw_replace_values(const char *dir, const char *marker,
+                              const char *repl, size_t repl_len) {
+  raw r;
+  raw_open(&r, dir);
+  rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+  rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+  int replaced = 0;
+  for (size_t i = 0; i < r.n; i++) {
+    if (r.h[i] == r.def)
+      continue;
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(r.db, ro, r.h[i]);
+    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it);
+         rocksdb_iter_next(it)) {
+      size_t klen, vlen;
+      const char *k = rocksdb_iter_key(it, &klen);
+      const char *v = rocksdb_iter_value(it, &vlen);
+      if (memmem(v, vlen, marker, strlen(marker)) == NULL)
+        continue;
+      char *err = NULL;
+      rocksdb_put_cf(r.db, wo, r.h[i], k, klen, repl, repl_len, &err);
+      assert_null(err);
+      replaced++;
+    }
+    rocksdb_iter_destroy(it);
+  }
+  rocksdb_writeoptions_destroy(wo);
+  rocksdb_readoptions_destroy(ro);
+  raw_close(&r);
+  return replaced;
+}
+
+static void test_corrupt_record(void **state) {
+  fx *f = *state;
+  ok1(f->s, "c-1", "T", "fine");
+  ok1(f->s, "c-1", "T", "CORRUPT-ME-MARKER");
+  ok1(f->s, "c-1", "T", "fine too");
+  er_close(f->s);
+  f->s = NULL;
+  assert_true(raw_replace_values(f->dir, "CORRUPT-ME-MARKER", "zz", 2) >= 1);
+  f->s = tu_open(f->dir);
+
+  er_error err = fresh_err();
+  er_event ev;
+  void *mem = NULL;
+  assert_fails(er_event_at(f->s, 2, &ev, &mem, &err), ER_CORRUPTION, err);
+  assert_int_equal(err.position, 2);
+  assert_int_equal(er_event_at(f->s, 1, &ev, &mem, &err), ER_OK);
+  er_free(mem);
+  assert_int_equal(er_event_at(f->s, 3, &ev, &mem, &err), ER_OK);
+  er_free(mem);
+
+  er_iter *it = NULL;
+  assert_int_equal(er_read_all(f->s, 1, ER_UNLIMITED, NULL, &it, &err), ER_OK);
+  assert_int_equal(er_iter_next(it, &ev, &err), ER_OK);
+  assert_int_equal(ev.position, 1);
+  err = fresh_err();
+  assert_fails(er_iter_next(it, &ev, &err), ER_CORRUPTION, err);
+  assert_int_equal(err.position, 2);
+  er_iter_free(it);
+
+  assert_int_equal(
+      er_read_stream(f->s, "c-1", 3, 0, ER_UNLIMITED, 0, &it, &err), ER_OK);
+  assert_int_equal(er_iter_next(it, &ev, &err), ER_OK);
+  assert_int_equal(ev.version, 1);
+  err = fresh_err();
+  assert_fails(er_iter_next(it, &ev, &err), ER_CORRUPTION, err);
+  er_iter_free(it);
+}
+
+/* An iterator whose count is used up still reports the closed store. */
+static void test_iter_count_used_after_close(void **state) {
+  fx *f = *state;
+  fill_prefix_streams(f->s);
+  er_iter *a = NULL, *b = NULL;
+  er_error err = fresh_err();
+  er_event ev;
+  assert_int_equal(er_read_stream(f->s, "a", 1, 0, 1, 0, &a, &err), ER_OK);
+  assert_int_equal(er_iter_next(a, &ev, &err), ER_OK);
+  assert_int_equal(er_read_all(f->s, 1, 0, NULL, &b, &err), ER_OK);
+  er_close(f->s);
+  f->s = NULL;
+  er_error err_a = fresh_err(), err_b = fresh_err();
+  int rc_a = er_iter_next(a, &ev, &err_a);
+  int rc_b = er_iter_next(b, &ev, &err_b);
+  er_iter_free(a);
+  er_iter_free(b);
+  assert_fails(rc_a, ER_INVALID, err_a);
+  assert_fails(rc_b, ER_INVALID, err_b);
+}
+
+/* ---- a writer in another process ----------------------------------------- */
+
+static const char *self_exe = "/proc/self/exe"; /* argv[0] when it has a '/' */
+
+/* Child mode: open `dir`, print "ready", wait for EOF on stdin, close. */
+static int hold_lock(const char *dir) {
+  er_store *s = NULL;
+  er_error err;
+  if (er_open(dir, NULL, &s, &err) != ER_OK) {
+    fprintf(stderr, "child: %s\n", err.message);
+    return 1;
+  }
+  printf("ready\n");
+  fflush(stdout);
+  char buf[16];
+  while (fread(buf, 1, sizeof buf, stdin) > 0) {
+  }
+  er_close(s);
+  return 0;
+}
+
+static void test_open_locked_other_process(void **state) {
+  fx *f = *state;
+  er_close(f->s);
+  f->s = NULL;
+  int to_child[2], from_child[2];
+  assert_int_equal(pipe(to_child), 0);
+  assert_int_equal(pipe(from_child), 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    dup2(to_child[0], 0);
+    dup2(from_child[1], 1);
+    close(to_child[1]);
+    close(from_child[0]);
+    execl(self_exe, "test_core", "--hold-lock", f->dir, (char *)NULL);
+    _exit(127);
+  }
+  close(to_child[0]);
+  close(from_child[1]);
+  char line[16] = {0};
+  ssize_t got = read(from_child[0], line, sizeof line - 1);
+  int ready = got >= 5 && memcmp(line, "ready", 5) == 0;
+
+  er_store *s = NULL;
+  er_error err = fresh_err(), err_ro = fresh_err();
+  int rc = ready ? er_open(f->dir, NULL, &s, &err) : -1;
+  if (rc == ER_OK)
+    er_close(s);
+  er_options o;
+  er_options_init(&o);
+  o.read_only = 1;
+  int rc_ro = ready ? er_open(f->dir, &o, &s, &err_ro) : -1;
+  if (rc_ro == ER_OK)
+    er_close(s);
+
+  /* let the child close and exit before asserting anything */
+  close(to_child[1]);
+  int status = 0;
+  pid_t waited = waitpid(pid, &status, 0);
+  close(from_child[0]);
+  assert_true(ready);
+  assert_fails(rc, ER_LOCKED, err);
+  assert_int_equal(rc_ro, ER_OK);
+  assert_int_equal(waited, pid);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+  f->s = tu_open(f->dir);
+}
+
+int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_code_names),
       cmocka_unit_test(test_options_init),
@@ -2266,9 +2563,27 @@ int main(void) {
                                       fx_teardown),
       cmocka_unit_test_setup_teardown(test_iter_outlives_close, fx_setup,
                                       fx_teardown),
+      cmocka_unit_test_setup_teardown(test_idem_generated_ids, fx_setup,
+                                      fx_teardown),
+      cmocka_unit_test_setup_teardown(test_read_all_empty_category, fx_setup,
+                                      fx_teardown),
+      cmocka_unit_test_setup_teardown(test_sync_option, fx_setup,
+                                      fx_teardown),
+      cmocka_unit_test_setup_teardown(test_big_event_roundtrip, fx_setup,
+                                      fx_teardown),
+      cmocka_unit_test_setup_teardown(test_corrupt_record, fx_setup,
+                                      fx_teardown),
+      cmocka_unit_test_setup_teardown(test_iter_count_used_after_close,
+                                      fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_open_locked_other_process,
+                                      fx_setup, fx_teardown),
       /* last: an implementation bug here may abort the process */
       cmocka_unit_test_setup_teardown(test_iter_end_repeated, fx_setup,
                                       fx_teardown),
   };
+  if (argc == 3 && strcmp(argv[1], "--hold-lock") == 0)
+    return hold_lock(argv[2]);
+  if (argc >= 1 && strchr(argv[0], '/'))
+    self_exe = argv[0];
   return cmocka_run_group_tests_name("eventrocks core", tests, NULL, NULL);
 }

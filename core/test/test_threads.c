@@ -22,6 +22,7 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <sched.h>
 
 #include "test_util.h"
 
@@ -92,6 +93,8 @@ static void *race_main(void *arg) {
     }
     if (v >= RACE_TARGET)
       break;
+    if (counter % 2)
+      sched_yield(); /* widen the window between the read and the append */
     unsigned char data[8];
     put_u32(data, w->tid);
     put_u32(data + 4, counter++);

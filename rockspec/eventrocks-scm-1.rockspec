@@ -1,0 +1,50 @@
+-- eventrocks: an embedded event store for Lua 5.4 with a C core on RocksDB.
+-- Build from a checkout:  luarocks --lua-version=5.4 make rockspec/eventrocks-scm-1.rockspec
+-- System packages (Debian): liblua5.4-dev librocksdb-dev libmsgpuck-dev libxxhash-dev
+rockspec_format = "3.0"
+package = "eventrocks"
+version = "scm-1"
+source = {
+  url = "git+https://github.com/eventrocks/eventrocks.git",
+}
+description = {
+  summary = "Embedded event store for Lua 5.4 on RocksDB",
+  detailed = [[
+Streams of events appended atomically with optimistic concurrency,
+a global log in append order, idempotent retries with UUIDv7 event ids,
+and Lua values stored losslessly as MessagePack.
+]],
+  license = "MIT",
+  labels = { "database", "event-sourcing", "rocksdb" },
+}
+dependencies = {
+  "lua >= 5.4, < 5.5",
+}
+external_dependencies = {
+  ROCKSDB = { header = "rocksdb/c.h", library = "rocksdb" },
+  XXHASH = { header = "xxhash.h", library = "xxhash" },
+  MSGPUCK = { header = "msgpuck.h" },
+}
+build = {
+  type = "builtin",
+  modules = {
+    ["eventrocks"] = "lua/eventrocks/init.lua",
+    ["eventrocks.pretty"] = "lua/eventrocks/pretty.lua",
+    ["eventrocks.core"] = {
+      sources = {
+        "lua/eventrocks_core.c",
+        "lua/er_value.c",
+        "core/src/append.c",
+        "core/src/errors.c",
+        "core/src/read.c",
+        "core/src/record.c",
+        "core/src/store.c",
+        "core/src/uuid.c",
+      },
+      incdirs = { "core/include", "lua", "$(ROCKSDB_INCDIR)", "$(XXHASH_INCDIR)",
+                  "$(MSGPUCK_INCDIR)" },
+      libdirs = { "$(ROCKSDB_LIBDIR)", "$(XXHASH_LIBDIR)" },
+      libraries = { "rocksdb", "xxhash", "pthread" },
+    },
+  },
+}

@@ -1,0 +1,17 @@
+#!/bin/sh
+# Install the Debian packages eventrocks needs to build, test and run.
+# Installs only what is missing; uses sudo when not run as root.
+set -eu
+PKGS="make gcc libc6-dev pkg-config lua5.4 liblua5.4-dev librocksdb-dev
+libmsgpuck-dev libxxhash-dev libcmocka-dev lua-busted luarocks valgrind"
+missing=""
+for p in $PKGS; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
+    missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "installing:$missing" >&2
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
