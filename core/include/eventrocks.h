@@ -122,8 +122,10 @@ typedef struct er_event {
   size_t data_len;
 } er_event;
 
-/* Filter of er_read_all.  NULL/0 fields match everything.  The category of
- * a stream is the text before its first '-' (the whole id when it has none).
+/* Filter of er_read_all.  A NULL category and ntypes 0 match everything; a
+ * non-NULL category, even an empty one, matches the streams of exactly that
+ * category.  The category of a stream is the text before its first '-' (the
+ * whole id when it has none; "" for "-1").
  * The strings are copied: they need to live only during the call. */
 typedef struct er_filter {
   const char *category;

@@ -2225,8 +2225,11 @@ static void test_read_all_empty_category(void **state) {
   fill_categories(f->s);
   er_filter flt;
   memset(&flt, 0, sizeof flt);
+  /* a non-NULL empty category is the category of "-1", not "no filter" */
   flt.category = "";
   flt.category_len = 0;
+  assert_positions(f->s, 1, ER_UNLIMITED, &flt, (const uint64_t[]){9}, 1);
+  flt.category = NULL;
   assert_positions(f->s, 1, ER_UNLIMITED, &flt,
                    (const uint64_t[]){1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, 10);
 }
