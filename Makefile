@@ -29,7 +29,7 @@ CORE_HDR = core/include/eventrocks.h core/src/internal.h
 CORE_OBJ = $(CORE_SRC:core/src/%.c=$(B)/core/%.o)
 BIND_SRC = lua/eventrocks_core.c lua/er_value.c
 BIND_OBJ = $(BIND_SRC:lua/%.c=$(B)/lua/%.o)
-C_TESTS = $(B)/test_core $(B)/test_threads
+C_TESTS = $(patsubst core/test/%.c,$(B)/%,$(wildcard core/test/test_*.c))
 
 .PHONY: all test test-c test-lua asan valgrind examples install clean
 

@@ -39,6 +39,7 @@ build = {
         "core/src/read.c",
         "core/src/record.c",
         "core/src/store.c",
+        "core/src/txn.c",
         "core/src/uuid.c",
       },
       incdirs = { "core/include", "lua", "$(ROCKSDB_INCDIR)", "$(XXHASH_INCDIR)",

@@ -75,6 +75,18 @@ describe("read-back events", function()
     assert.is_truthy(s:find("order-42", 1, true), s)
   end)
 
+  it("have a one-line tostring even when data holds newlines", function()
+    t.store:append("order-43", H.ev("Noted", { text = "line 1\nline 2\r\n", list = { "a\nb" } }))
+    t.store:append("order-43", H.ev("Noted", "x\ny"))
+    t.store:append("order-43", H.ev("Empty"))
+    for ev in t.store:read("order-43") do
+      local s = tostring(ev)
+      assert.is_nil(s:find("[\r\n]"), s)
+      assert.is_truthy(s:find(ev.type, 1, true), s)
+      assert.is_truthy(s:find("order-43", 1, true), s)
+    end
+  end)
+
   it("are fresh tables on every read", function()
     t.store:append("s-1", H.ev("A", { n = 1 }, { m = 1 }))
     local a = t.store:event(1)
@@ -130,6 +142,12 @@ describe("store:read", function()
     assert.same({ 2, 3 }, versions(t.store:read("s-1", { from = 2, count = 2 })))
     assert.same({}, versions(t.store:read("s-1", { count = 0 })))
     assert.same({ 1, 2, 3, 4, 5 }, versions(t.store:read("s-1", { count = 100 })))
+  end)
+
+  it("accepts the largest from and count", function()
+    assert.same({ 1, 2, 3, 4, 5 }, versions(t.store:read("s-1", { count = math.maxinteger })))
+    assert.same({}, versions(t.store:read("s-1", { from = math.maxinteger })))
+    assert.same({ 5, 4, 3, 2, 1 }, versions(t.store:read("s-1", { backward = true, count = math.maxinteger })))
   end)
 
   it("goes backward from the last version", function()
@@ -211,6 +229,12 @@ describe("store:all", function()
     assert.same({ 1, 2, 3, 4, 5, 6, 7 }, data(t.store:all({})))
   end)
 
+  it("accepts the largest from and count", function()
+    assert.same({ 1, 2, 3, 4, 5, 6, 7 }, data(t.store:all({ count = math.maxinteger })))
+    assert.same({}, data(t.store:all({ from = math.maxinteger })))
+    assert.is_nil(t.store:event(math.maxinteger))
+  end)
+
   it("filters by category: the text before the first '-', or the whole id", function()
     assert.same({ 1, 2, 5, 6, 7 }, data(t.store:all({ category = "product" })))
     assert.same({ 3 }, data(t.store:all({ category = "order" })))
@@ -286,6 +310,31 @@ describe("iterators", function()
         assert.is_truthy(tostring(t.store):find("closed", 1, true))
         local s2, err = H.open(t, t.dir)
         assert.is_truthy(s2, err and err.message)
+      end)
+
+      it("can be left with break right after closing the store in the loop", function()
+        local n = 0
+        for _ in make(t.store) do
+          n = n + 1
+          t.store:close()
+          break
+        end
+        assert.equal(1, n)
+        collectgarbage()
+        local s2, err = H.open(t, t.dir)
+        assert.is_truthy(s2, err and err.message)
+      end)
+
+      it("is closed when the loop body raises, and the store still closes", function()
+        local ok, err = pcall(function()
+          for _ in make(t.store) do error("boom") end
+        end)
+        assert.is_false(ok)
+        assert.is_truthy(tostring(err):find("boom", 1, true))
+        assert.equal(7, t.store:last_position())
+        t.store:close()
+        local s2, err2 = H.open(t, t.dir)
+        assert.is_truthy(s2, err2 and err2.message)
       end)
 
       it("raises when used after store:close()", function()

@@ -150,6 +150,22 @@ describe("values", function()
     assert.equal(200, depth(d))
   end)
 
+  it("allow one table as data and metadata of one event", function()
+    local v = { 1, { "x" } }
+    t.store:append("v-1", { type = "V", data = v, metadata = v })
+    local ev = t.store:event(1)
+    H.assert_same(v, ev.data)
+    H.assert_same(v, ev.metadata)
+  end)
+
+  it("allow one table as data of several events of a batch", function()
+    local v = { k = { 1.0 } }
+    t.store:append("v-1", { H.ev("A", v), H.ev("B", v), H.ev("C", { v, v }) })
+    H.assert_same(v, t.store:event(1).data)
+    H.assert_same(v, t.store:event(2).data)
+    H.assert_same({ v, v }, t.store:event(3).data)
+  end)
+
   it("give metadata {} when none is given", function()
     t.store:append("v-1", { type = "V", data = { 1 } })
     t.store:append("v-1", { type = "V", data = { 1 }, metadata = {} })

@@ -72,6 +72,7 @@ typedef struct er_error {
   int64_t expected;  /* ER_WRONG_EXPECTED_VERSION: the expectation given */
   uint64_t actual;   /* ER_WRONG_EXPECTED_VERSION: the stream's version */
   uint64_t position; /* ER_CORRUPTION: position of the bad record, 0 if none */
+  size_t append_index; /* er_txn_commit: index of the append that failed */
   char message[512]; /* NUL-terminated, never empty on failure */
 } er_error;
 
@@ -220,6 +221,71 @@ int er_is_read_only(const er_store *s);
 int er_append(er_store *s, const char *stream, size_t stream_len,
               int64_t expected, er_new_event *events, size_t n,
               er_appended *res, er_error *err);
+
+/* ------------------------------------------------------------------------ */
+/* Transactions: several appends and key-value writes in one atomic write     */
+
+/* Key-value spaces stored beside the log, written only through transactions
+ * so that they change atomically with the events they derive from. */
+typedef enum er_space {
+  ER_SNAPSHOTS,   /* aggregate snapshots: stream id -> snapshot */
+  ER_CHECKPOINTS, /* projection checkpoints: name -> position */
+  ER_VIEWS        /* projection read models: name, 0x00, key -> value */
+} er_space;
+#define ER_SPACE_COUNT 3
+
+typedef struct er_txn er_txn;
+
+/* Start a transaction on a writable store.  Nothing is written before
+ * er_txn_commit; release it with er_txn_free whatever happens. */
+int er_txn_begin(er_store *s, er_txn **out, er_error *err);
+
+/* Queue an append (same rules as er_append).  The events are validated now
+ * (ER_INVALID) and copied: the caller's memory may go once this returns.
+ * Appends to the same stream in one transaction see each other: a second
+ * append's `expected` is checked against the version the first one leaves. */
+int er_txn_append(er_txn *t, const char *stream, size_t stream_len,
+                  int64_t expected, const er_new_event *events, size_t n,
+                  er_error *err);
+
+/* Queue a put or a delete in a key-value space (copied; ER_INVALID on an
+ * empty key or a bad space). */
+int er_txn_put(er_txn *t, er_space space, const void *key, size_t key_len,
+               const void *val, size_t val_len, er_error *err);
+int er_txn_delete(er_txn *t, er_space space, const void *key, size_t key_len,
+                  er_error *err);
+/* Queue the deletion of every key of `space` that starts with `prefix`
+ * (non-empty). */
+int er_txn_delete_prefix(er_txn *t, er_space space, const void *prefix,
+                         size_t prefix_len, er_error *err);
+
+/* Check every queued append's expectation and write everything in one
+ * RocksDB WriteBatch, or nothing.  Errors are those of er_append;
+ * err->append_index names the failing append.  A transaction commits at
+ * most once: later calls return ER_INVALID. */
+int er_txn_commit(er_txn *t, er_error *err);
+
+/* Number of queued appends, and the result of append `i` after a successful
+ * commit (NULL when `i` is out of range or the commit did not succeed). */
+size_t er_txn_appends(const er_txn *t);
+const er_appended *er_txn_result(const er_txn *t, size_t i);
+
+void er_txn_free(er_txn *t);
+
+/* The value of `key` in `space`: on ER_OK `*val` (release with er_free) and
+ * `*val_len`; ER_NOT_FOUND when absent. */
+int er_get(er_store *s, er_space space, const void *key, size_t key_len,
+           void **val, size_t *val_len, er_error *err);
+
+/* An iterator over the keys of `space` that start with `prefix` (may be
+ * empty), in byte order; read it with er_iter_next_kv. */
+int er_scan(er_store *s, er_space space, const void *prefix,
+            size_t prefix_len, er_iter **out, er_error *err);
+
+/* Next key and value of a scan (borrowed until the next call).
+ * ER_NOT_FOUND at the end. */
+int er_iter_next_kv(er_iter *it, const void **key, size_t *key_len,
+                    const void **val, size_t *val_len, er_error *err);
 
 /* ------------------------------------------------------------------------ */
 /* Reading                                                                    */

@@ -71,9 +71,9 @@ static int wrong_version(er_error *err, const char *stream, size_t len,
   return ER_WRONG_EXPECTED_VERSION;
 }
 
-static int validate(er_store *s, const char *stream, size_t stream_len,
-                    int64_t expected, const er_new_event *events, size_t n,
-                    er_error *err) {
+int er__validate_append(er_store *s, const char *stream, size_t stream_len,
+                        int64_t expected, const er_new_event *events, size_t n,
+                        er_error *err) {
   size_t i;
   int rc;
   if (s->read_only)
@@ -114,18 +114,20 @@ static int cmp_id_ptr(const void *a, const void *b) {
   return memcmp(*(const uint8_t *const *)a, *(const uint8_t *const *)b, 16);
 }
 
-/* ER_DUPLICATE_EVENT when one caller-given id appears twice in `events`. */
-static int check_unique_ids(const er_new_event *events, size_t n,
-                            er_error *err) {
+/* ER_DUPLICATE_EVENT when one caller-given id appears twice among the
+ * transaction's events. */
+static int check_unique_ids(const er_txn *t, er_error *err) {
   const uint8_t **ids;
-  size_t i, k = 0;
+  size_t a, i, k = 0;
   int rc = ER_OK;
-  for (i = 0; i < n; i++) k += events[i].has_id != 0;
+  for (a = 0; a < t->n_appends; a++)
+    for (i = 0; i < t->appends[a].n; i++) k += t->appends[a].events[i].has_id != 0;
   if (k < 2) return ER_OK;
   ids = malloc(k * sizeof *ids);
   if (!ids) return er__fail(err, ER_NOMEM, "out of memory");
-  for (i = 0, k = 0; i < n; i++)
-    if (events[i].has_id) ids[k++] = events[i].id;
+  for (a = 0, k = 0; a < t->n_appends; a++)
+    for (i = 0; i < t->appends[a].n; i++)
+      if (t->appends[a].events[i].has_id) ids[k++] = t->appends[a].events[i].id;
   qsort(ids, k, sizeof *ids, cmp_id_ptr);
   for (i = 1; i < k; i++)
     if (memcmp(ids[i - 1], ids[i], 16) == 0) {
@@ -243,92 +245,158 @@ static void next_random(er_store *s, uint8_t out[10]) {
   s->random_used += 10;
 }
 
-/* ---- the append ---------------------------------------------------------- */
+/* ---- committing appends ------------------------------------------------- */
 
-int er_append(er_store *s, const char *stream, size_t stream_len,
-              int64_t expected, er_new_event *events, size_t n,
-              er_appended *res, er_error *err) {
-  er_appended local;
-  uint64_t current = 0;
-  int rc, replay = 0, any_id = 0;
-  size_t i, scratch_len = 0;
-  uint8_t *scratch = NULL, *skey = NULL;
-  rocksdb_writebatch_t *wb = NULL;
-
-  if (!res) res = &local;
-  memset(res, 0, sizeof *res);
-  if ((rc = validate(s, stream, stream_len, expected, events, n, err)) != ER_OK)
-    return rc;
-  for (i = 0; i < n; i++) {
-    size_t sz = er__record_size(stream_len, &events[i]);
-    if (sz > scratch_len) scratch_len = sz;
-    any_id |= events[i].has_id != 0;
+/* The version of `a`'s stream before it: the result of the latest earlier
+ * append to the same stream in this transaction, else the stored head. */
+static int version_before(er_txn *t, size_t a, uint64_t *current,
+                          er_error *err) {
+  const er__pending *x = &t->appends[a];
+  size_t i = a;
+  while (i-- > 0) {
+    const er__pending *y = &t->appends[i];
+    if (y->stream_len == x->stream_len &&
+        memcmp(y->stream, x->stream, x->stream_len) == 0 && !y->result.replayed) {
+      *current = y->result.version;
+      return ER_OK;
+    }
   }
-  if (any_id && (rc = check_unique_ids(events, n, err)) != ER_OK) return rc;
-  scratch = malloc(scratch_len);
-  skey = malloc(stream_len + 9);
-  wb = rocksdb_writebatch_create();
-  if (!scratch || !skey || !wb) {
-    rc = er__fail(err, ER_NOMEM, "out of memory");
-    goto out;
+  return head_lookup(t->store, x->stream, x->stream_len, current, err);
+}
+
+/* Check and write every append of `t` (plus its queued key-value writes) in
+ * one WriteBatch.  See er_txn_commit. */
+int er__commit(er_txn *t, er_error *err) {
+  er_store *s = t->store;
+  size_t a, i, scratch_len = 0, skey_len = 0;
+  uint8_t *scratch = NULL, *skey = NULL;
+  uint64_t pos;
+  int64_t now;
+  int rc = ER_OK, any_id = 0, wrote = 0;
+  char *rerr = NULL;
+
+  if (t->state != 0)
+    return er__fail(err, ER_INVALID, "the transaction was already committed");
+  t->state = 2;
+  for (a = 0; a < t->n_appends; a++) {
+    const er__pending *x = &t->appends[a];
+    if (x->stream_len + 9 > skey_len) skey_len = x->stream_len + 9;
+    for (i = 0; i < x->n; i++) {
+      size_t sz = er__record_size(x->stream_len, &x->events[i]);
+      if (sz > scratch_len) scratch_len = sz;
+      any_id |= x->events[i].has_id != 0;
+    }
+  }
+  if (any_id && (rc = check_unique_ids(t, err)) != ER_OK) return rc;
+  if (t->n_appends) {
+    scratch = malloc(scratch_len);
+    skey = malloc(skey_len);
+    if (!scratch || !skey) {
+      rc = er__fail(err, ER_NOMEM, "out of memory");
+      goto out;
+    }
   }
 
   pthread_mutex_lock(&s->write_lock);
-  rc = head_lookup(s, stream, stream_len, &current, err);
-  if (rc == ER_OK && any_id)
-    rc = check_retry(s, stream, stream_len, expected, current, events, n, res,
-                     &replay, err);
-  if (rc == ER_OK && !replay && !expected_ok(expected, current))
-    rc = wrong_version(err, stream, stream_len, expected, current);
-  if (rc == ER_OK && !replay) {
-    int64_t now = er__now_micros();
-    char *rerr = NULL;
+  pos = s->last_position;
+  now = er__now_micros();
+  if (now < s->last_time) now = s->last_time; /* the log's time never goes back */
+  for (a = 0; a < t->n_appends && rc == ER_OK; a++) {
+    er__pending *x = &t->appends[a];
+    uint64_t current = 0;
+    int replay = 0;
     uint8_t head[9], pos_key[8], pos_val[8];
-    if (now < s->last_time) now = s->last_time; /* the log's time never goes back */
-    for (i = 0; i < n; i++) {
-      er_new_event *e = &events[i];
-      uint64_t pos = s->last_position + 1 + i, ver = current + 1 + i;
-      size_t sz = er__record_size(stream_len, e);
+    memset(&x->result, 0, sizeof x->result);
+    rc = version_before(t, a, &current, err);
+    if (rc == ER_OK) {
+      for (i = 0; i < x->n && !x->events[i].has_id; i++) {}
+      if (i < x->n)
+        rc = check_retry(s, x->stream, x->stream_len, x->expected, current,
+                         x->events, x->n, &x->result, &replay, err);
+    }
+    if (rc == ER_OK && !replay && !expected_ok(x->expected, current))
+      rc = wrong_version(err, x->stream, x->stream_len, x->expected, current);
+    if (rc != ER_OK) {
+      if (err) err->append_index = a;
+      break;
+    }
+    if (replay) continue;
+    for (i = 0; i < x->n; i++) {
+      er_new_event *e = &x->events[i];
+      uint64_t p = pos + 1 + i, ver = current + 1 + i;
+      size_t sz = er__record_size(x->stream_len, e);
       if (!e->has_id) {
         uint8_t rnd[10];
         next_random(s, rnd);
         er__uuid7_from(e->id, now, rnd);
         e->has_id = 1;
       }
-      er__record_encode(scratch, stream, stream_len, e, pos, ver, now,
-                        (uint32_t)n, (uint32_t)i);
-      er__put_be64(pos_key, pos);
-      er__put_le64(pos_val, pos);
-      er__stream_key(skey, stream, stream_len, ver);
-      rocksdb_writebatch_put_cf(wb, s->cf[CF_LOG], (const char *)pos_key, 8,
+      er__record_encode(scratch, x->stream, x->stream_len, e, p, ver, now,
+                        (uint32_t)x->n, (uint32_t)i);
+      er__put_be64(pos_key, p);
+      er__put_le64(pos_val, p);
+      er__stream_key(skey, x->stream, x->stream_len, ver);
+      rocksdb_writebatch_put_cf(t->wb, s->cf[CF_LOG], (const char *)pos_key, 8,
                                 (const char *)scratch, sz);
-      rocksdb_writebatch_put_cf(wb, s->cf[CF_STREAMS], (const char *)skey,
-                                stream_len + 9, (const char *)scratch, sz);
-      rocksdb_writebatch_put_cf(wb, s->cf[CF_IDS], (const char *)e->id, 16,
+      rocksdb_writebatch_put_cf(t->wb, s->cf[CF_STREAMS], (const char *)skey,
+                                x->stream_len + 9, (const char *)scratch, sz);
+      rocksdb_writebatch_put_cf(t->wb, s->cf[CF_IDS], (const char *)e->id, 16,
                                 (const char *)pos_val, 8);
     }
-    er__put_le64(head, current + n);
+    er__put_le64(head, current + x->n);
     head[8] = 0; /* flags */
-    rocksdb_writebatch_put_cf(wb, s->cf[CF_HEADS], stream, stream_len,
+    rocksdb_writebatch_put_cf(t->wb, s->cf[CF_HEADS], x->stream, x->stream_len,
                               (const char *)head, sizeof head);
-    rocksdb_write(s->db, s->wopts, wb, &rerr);
-    if (rerr) {
-      rc = er__rocks_fail(err, "writing an append", rerr);
-    } else {
-      res->first_version = current + 1;
-      res->version = current + n;
-      res->first_position = s->last_position + 1;
-      res->position = s->last_position + n;
-      s->last_position += n;
+    x->result.first_version = current + 1;
+    x->result.version = current + x->n;
+    x->result.first_position = pos + 1;
+    x->result.position = pos + x->n;
+    pos += x->n;
+    wrote = 1;
+  }
+  if (rc == ER_OK && rocksdb_writebatch_count(t->wb) > 0) {
+    rocksdb_write(s->db, s->wopts, t->wb, &rerr);
+    if (rerr) rc = er__rocks_fail(err, "writing an append", rerr);
+  }
+  if (rc == ER_OK) {
+    t->state = 1;
+    if (wrote) {
+      s->last_position = pos;
       s->last_time = now;
-      head_remember(head_slot(s, stream, stream_len), stream, stream_len,
-                    current + n);
+    }
+    for (a = 0; a < t->n_appends; a++) {
+      const er__pending *x = &t->appends[a];
+      if (!x->result.replayed)
+        head_remember(head_slot(s, x->stream, x->stream_len), x->stream,
+                      x->stream_len, x->result.version);
     }
   }
   pthread_mutex_unlock(&s->write_lock);
 out:
-  if (wb) rocksdb_writebatch_destroy(wb);
   free(scratch);
   free(skey);
+  return rc;
+}
+
+int er_append(er_store *s, const char *stream, size_t stream_len,
+              int64_t expected, er_new_event *events, size_t n,
+              er_appended *res, er_error *err) {
+  er_txn t;
+  int rc = er__validate_append(s, stream, stream_len, expected, events, n, err);
+  if (res) memset(res, 0, sizeof *res);
+  if (rc != ER_OK) return rc;
+  memset(&t, 0, sizeof t);
+  t.store = s;
+  t.one.stream = stream;
+  t.one.stream_len = stream_len;
+  t.one.expected = expected;
+  t.one.events = events; /* borrowed: generated ids land in the caller's */
+  t.one.n = n;
+  t.appends = &t.one;
+  t.n_appends = 1;
+  t.wb = rocksdb_writebatch_create();
+  rc = er__commit(&t, err);
+  if (rc == ER_OK && res) *res = t.one.result;
+  rocksdb_writebatch_destroy(t.wb);
   return rc;
 }

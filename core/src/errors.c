@@ -33,6 +33,7 @@ int er__fail(er_error *err, int code, const char *fmt, ...) {
     err->expected = 0;
     err->actual = 0;
     err->position = 0;
+    err->append_index = 0;
     va_start(ap, fmt);
     vsnprintf(err->message, sizeof err->message, fmt, ap);
     va_end(ap);

@@ -10,6 +10,9 @@
  *   streams        stream id, 0x00, version u64 the same event record
  *   heads          stream id                    u64 LE version, u8 flags
  *   ids            event id (16 bytes)          u64 LE position
+ *   snapshots      stream id                    snapshot (opaque to the core)
+ *   checkpoints    projection name              checkpoint (opaque)
+ *   views          name, 0x00, key              read-model value (opaque)
  *
  * The record is stored twice, under its position and under its stream, so
  * that both hot paths -- loading an aggregate (one stream) and catching up a
@@ -30,7 +33,12 @@
 
 #include "eventrocks.h"
 
-enum { CF_DEFAULT, CF_LOG, CF_STREAMS, CF_HEADS, CF_IDS, CF_COUNT };
+enum {
+  CF_DEFAULT, CF_LOG, CF_STREAMS, CF_HEADS, CF_IDS,
+  CF_SNAPSHOTS, CF_CHECKPOINTS, CF_VIEWS, /* the er_space families, in order */
+  CF_COUNT
+};
+#define CF_OF_SPACE(space) (CF_SNAPSHOTS + (int)(space))
 
 #define ER_HEAD_CACHE_SLOTS 4096 /* direct-mapped cache of stream versions */
 #define ER_RANDOM_POOL 4096      /* bytes of randomness fetched at a time */
@@ -69,7 +77,7 @@ struct er_store {
   er_iter *iters;
 };
 
-typedef enum { ITER_STREAM, ITER_ALL, ITER_STREAMS } iter_kind;
+typedef enum { ITER_STREAM, ITER_ALL, ITER_STREAMS, ITER_KV } iter_kind;
 
 struct er_iter {
   er_store *store; /* NULL once the store is closed */
@@ -163,6 +171,31 @@ static inline size_t er__stream_key(uint8_t *out, const char *stream,
   er__put_be64(out + stream_len + 1, version);
   return stream_len + 9;
 }
+
+/* append.c: the pieces of an append, used by txn.c */
+typedef struct er__pending {
+  const char *stream;
+  size_t stream_len;
+  int64_t expected;
+  er_new_event *events;
+  size_t n;
+  void *owned; /* the block holding copies of stream and events, or NULL */
+  er_appended result;
+} er__pending;
+
+struct er_txn {
+  er_store *store;
+  rocksdb_writebatch_t *wb; /* key-value writes queued so far */
+  er__pending *appends;
+  size_t n_appends, cap;
+  er__pending one; /* storage for er_append's single borrowed append */
+  int state;         /* 0 open, 1 committed, 2 failed */
+};
+
+int er__validate_append(er_store *s, const char *stream, size_t stream_len,
+                        int64_t expected, const er_new_event *events, size_t n,
+                        er_error *err);
+int er__commit(er_txn *t, er_error *err);
 
 /* store.c */
 void er__iter_register(er_store *s, er_iter *it);

@@ -120,8 +120,9 @@ nomem:
   return er__fail(err, ER_NOMEM, "out of memory");
 }
 
-int er_list_streams(er_store *s, const char *prefix, size_t prefix_len,
-                    er_iter **out, er_error *err) {
+/* An iterator over the keys of `cf` that start with `prefix`. */
+static int prefix_iter(er_store *s, iter_kind kind, int cf, const char *prefix,
+                       size_t prefix_len, er_iter **out, er_error *err) {
   er_iter *it;
   char *upper = NULL;
   size_t upper_len = prefix_len;
@@ -135,8 +136,8 @@ int er_list_streams(er_store *s, const char *prefix, size_t prefix_len,
       upper_len--;
     if (upper_len > 0) upper[upper_len - 1]++;
   }
-  rc = iter_new(s, ITER_STREAMS, CF_HEADS, prefix_len ? prefix : NULL,
-                prefix_len, upper_len ? upper : NULL, upper_len, &it, err);
+  rc = iter_new(s, kind, cf, prefix_len ? prefix : NULL, prefix_len,
+                upper_len ? upper : NULL, upper_len, &it, err);
   free(upper);
   if (rc != ER_OK) return rc;
   if (prefix_len && !(it->name = dup_bytes(prefix, prefix_len))) {
@@ -147,6 +148,20 @@ int er_list_streams(er_store *s, const char *prefix, size_t prefix_len,
   rocksdb_iter_seek_to_first(it->it);
   *out = it;
   return ER_OK;
+}
+
+int er_list_streams(er_store *s, const char *prefix, size_t prefix_len,
+                    er_iter **out, er_error *err) {
+  return prefix_iter(s, ITER_STREAMS, CF_HEADS, prefix, prefix_len, out, err);
+}
+
+int er_scan(er_store *s, er_space space, const void *prefix,
+            size_t prefix_len, er_iter **out, er_error *err) {
+  *out = NULL;
+  if ((int)space < 0 || (int)space >= ER_SPACE_COUNT)
+    return er__fail(err, ER_INVALID, "no key-value space %d", (int)space);
+  return prefix_iter(s, ITER_KV, CF_OF_SPACE(space), prefix, prefix_len, out,
+                     err);
 }
 
 /* Common preamble of the next functions: closed store, exhausted iterator,
@@ -193,7 +208,7 @@ static int corrupt(er_error *err, uint64_t position, const char *where) {
 
 int er_iter_next(er_iter *it, er_event *ev, er_error *err) {
   int rc;
-  if (it->kind == ITER_STREAMS)
+  if (it->kind != ITER_STREAM && it->kind != ITER_ALL)
     return er__fail(err, ER_INVALID, "not an event iterator");
   if (!it->store || !it->it)
     return er__fail(err, ER_INVALID, "the store of this iterator is closed");
@@ -232,6 +247,20 @@ int er_iter_next(er_iter *it, er_event *ev, er_error *err) {
   }
 }
 
+/* Move a prefix iterator (streams or kv) to its next entry. */
+static int prefix_step(er_iter *it, const char **key, size_t *key_len,
+                       er_error *err) {
+  int rc;
+  if ((rc = iter_step(it, err)) != ER_OK) return rc;
+  *key = rocksdb_iter_key(it->it, key_len);
+  if (it->name_len && (*key_len < it->name_len ||
+                       memcmp(*key, it->name, it->name_len) != 0)) {
+    it->done = 1;
+    return ER_NOT_FOUND; /* past the prefix (only without an upper bound) */
+  }
+  return ER_OK;
+}
+
 int er_iter_next_stream(er_iter *it, const char **stream, size_t *stream_len,
                         uint64_t *version, er_error *err) {
   size_t vlen;
@@ -239,18 +268,23 @@ int er_iter_next_stream(er_iter *it, const char **stream, size_t *stream_len,
   int rc;
   if (it->kind != ITER_STREAMS)
     return er__fail(err, ER_INVALID, "not a streams iterator");
-  if ((rc = iter_step(it, err)) != ER_OK) return rc;
-  *stream = rocksdb_iter_key(it->it, stream_len);
-  if (it->name_len && (*stream_len < it->name_len ||
-                       memcmp(*stream, it->name, it->name_len) != 0)) {
-    it->done = 1;
-    return ER_NOT_FOUND; /* past the prefix (only without an upper bound) */
-  }
+  if ((rc = prefix_step(it, stream, stream_len, err)) != ER_OK) return rc;
   v = rocksdb_iter_value(it->it, &vlen);
   if (vlen < 8)
     return er__fail(err, ER_CORRUPTION, "damaged head of stream '%.*s'",
                     (int)(*stream_len > 200 ? 200 : *stream_len), *stream);
   *version = er__get_le64((const uint8_t *)v);
+  return ER_OK;
+}
+
+int er_iter_next_kv(er_iter *it, const void **key, size_t *key_len,
+                    const void **val, size_t *val_len, er_error *err) {
+  const char *k;
+  int rc;
+  if (it->kind != ITER_KV) return er__fail(err, ER_INVALID, "not a scan iterator");
+  if ((rc = prefix_step(it, &k, key_len, err)) != ER_OK) return rc;
+  *key = k;
+  *val = rocksdb_iter_value(it->it, val_len);
   return ER_OK;
 }
 

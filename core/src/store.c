@@ -8,7 +8,8 @@
 
 
 static const char *const cf_names[CF_COUNT] = {
-  "default", "log", "streams", "heads", "ids"
+  "default", "log", "streams", "heads", "ids", "snapshots", "checkpoints",
+  "views"
 };
 
 static const char format_key[] = "format";
@@ -172,6 +173,18 @@ static int open_db(er_store *s, er_error *err) {
       return er__fail(err, ER_INVALID,
                       "%s: not an eventrocks store (no 'log' column family)",
                       s->path);
+    }
+    /* a read-only open cannot create the families a newer version adds */
+    for (i = 0; s->read_only && i < CF_COUNT; i++) {
+      for (j = 0; j < n_existing; j++)
+        if (strcmp(existing[j], cf_names[i]) == 0) break;
+      if (j == n_existing) {
+        rocksdb_list_column_families_destroy(existing, n_existing);
+        return er__fail(err, ER_INVALID,
+                        "%s: the store lacks the '%s' column family; open it "
+                        "once for writing to upgrade it",
+                        s->path, cf_names[i]);
+      }
     }
   }
   names = calloc(CF_COUNT + n_existing, sizeof *names);

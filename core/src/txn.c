@@ -1,0 +1,183 @@
+/* txn.c -- transactions (several appends and key-value writes committed in
+ * one WriteBatch) and reads of the key-value spaces. */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+static int check_space(er_space space, er_error *err) {
+  if ((int)space < 0 || (int)space >= ER_SPACE_COUNT)
+    return er__fail(err, ER_INVALID, "no key-value space %d", (int)space);
+  return ER_OK;
+}
+
+static int check_open_txn(er_txn *t, er_error *err) {
+  if (t->state != 0)
+    return er__fail(err, ER_INVALID, "the transaction was already committed");
+  return ER_OK;
+}
+
+int er_txn_begin(er_store *s, er_txn **out, er_error *err) {
+  er_txn *t;
+  *out = NULL;
+  if (s->read_only)
+    return er__fail(err, ER_INVALID, "%s: the store is open read-only", s->path);
+  t = calloc(1, sizeof *t);
+  if (!t) return er__fail(err, ER_NOMEM, "out of memory");
+  t->store = s;
+  t->wb = rocksdb_writebatch_create();
+  *out = t;
+  return ER_OK;
+}
+
+int er_txn_append(er_txn *t, const char *stream, size_t stream_len,
+                  int64_t expected, const er_new_event *events, size_t n,
+                  er_error *err) {
+  size_t i, bytes = stream_len;
+  char *block, *p;
+  er_new_event *copies;
+  er__pending *x;
+  int rc;
+  if ((rc = check_open_txn(t, err)) != ER_OK) return rc;
+  rc = er__validate_append(t->store, stream, stream_len, expected, events, n, err);
+  if (rc != ER_OK) return rc;
+  if (t->n_appends == t->cap) {
+    size_t cap = t->cap ? t->cap * 2 : 4;
+    er__pending *na = realloc(t->appends, cap * sizeof *na);
+    if (!na) return er__fail(err, ER_NOMEM, "out of memory");
+    t->appends = na;
+    t->cap = cap;
+  }
+  /* one block: the event structs, then the stream id and every payload */
+  for (i = 0; i < n; i++)
+    bytes += events[i].type_len + events[i].data_len + events[i].metadata_len;
+  if (n > ((size_t)-1 - bytes) / sizeof *copies)
+    return er__fail(err, ER_NOMEM, "out of memory");
+  block = malloc(n * sizeof *copies + bytes);
+  if (!block) return er__fail(err, ER_NOMEM, "out of memory");
+  copies = (er_new_event *)(void *)block;
+  p = block + n * sizeof *copies;
+  x = &t->appends[t->n_appends];
+  memset(x, 0, sizeof *x);
+  memcpy(p, stream, stream_len);
+  x->stream = p;
+  x->stream_len = stream_len;
+  p += stream_len;
+  for (i = 0; i < n; i++) {
+    er_new_event *c = &copies[i];
+    *c = events[i];
+    memcpy(p, events[i].type, events[i].type_len);
+    c->type = p;
+    p += events[i].type_len;
+    if (events[i].data_len) memcpy(p, events[i].data, events[i].data_len);
+    c->data = p;
+    p += events[i].data_len;
+    if (events[i].metadata_len)
+      memcpy(p, events[i].metadata, events[i].metadata_len);
+    c->metadata = p;
+    p += events[i].metadata_len;
+  }
+  x->expected = expected;
+  x->events = copies;
+  x->n = n;
+  x->owned = block;
+  t->n_appends++;
+  return ER_OK;
+}
+
+static int check_key(er_txn *t, er_space space, size_t key_len, er_error *err) {
+  int rc;
+  if ((rc = check_open_txn(t, err)) != ER_OK) return rc;
+  if ((rc = check_space(space, err)) != ER_OK) return rc;
+  if (key_len == 0) return er__fail(err, ER_INVALID, "empty key");
+  return ER_OK;
+}
+
+int er_txn_put(er_txn *t, er_space space, const void *key, size_t key_len,
+               const void *val, size_t val_len, er_error *err) {
+  int rc = check_key(t, space, key_len, err);
+  if (rc != ER_OK) return rc;
+  rocksdb_writebatch_put_cf(t->wb, t->store->cf[CF_OF_SPACE(space)], key,
+                            key_len, val_len ? val : "", val_len);
+  return ER_OK;
+}
+
+int er_txn_delete(er_txn *t, er_space space, const void *key, size_t key_len,
+                  er_error *err) {
+  int rc = check_key(t, space, key_len, err);
+  if (rc != ER_OK) return rc;
+  rocksdb_writebatch_delete_cf(t->wb, t->store->cf[CF_OF_SPACE(space)], key,
+                               key_len);
+  return ER_OK;
+}
+
+int er_txn_delete_prefix(er_txn *t, er_space space, const void *prefix,
+                         size_t prefix_len, er_error *err) {
+  rocksdb_column_family_handle_t *cf;
+  char *end;
+  size_t end_len = prefix_len;
+  int rc = check_key(t, space, prefix_len, err);
+  if (rc != ER_OK) return rc;
+  cf = t->store->cf[CF_OF_SPACE(space)];
+  end = malloc(prefix_len);
+  if (!end) return er__fail(err, ER_NOMEM, "out of memory");
+  memcpy(end, prefix, prefix_len);
+  while (end_len > 0 && (unsigned char)end[end_len - 1] == 0xff) end_len--;
+  if (end_len > 0) {
+    end[end_len - 1]++;
+    rocksdb_writebatch_delete_range_cf(t->wb, cf, prefix, prefix_len, end, end_len);
+  } else {
+    /* no key follows every key with this prefix: delete them one by one */
+    er_iter *it;
+    const void *k, *v;
+    size_t klen, vlen;
+    rc = er_scan(t->store, space, prefix, prefix_len, &it, err);
+    while (rc == ER_OK && (rc = er_iter_next_kv(it, &k, &klen, &v, &vlen, err)) == ER_OK)
+      rocksdb_writebatch_delete_cf(t->wb, cf, k, klen);
+    if (rc == ER_NOT_FOUND) rc = ER_OK;
+    er_iter_free(it);
+  }
+  free(end);
+  return rc;
+}
+
+int er_txn_commit(er_txn *t, er_error *err) { return er__commit(t, err); }
+
+size_t er_txn_appends(const er_txn *t) { return t->n_appends; }
+
+const er_appended *er_txn_result(const er_txn *t, size_t i) {
+  if (t->state != 1 || i >= t->n_appends) return NULL;
+  return &t->appends[i].result;
+}
+
+void er_txn_free(er_txn *t) {
+  size_t i;
+  if (!t) return;
+  for (i = 0; i < t->n_appends; i++) free(t->appends[i].owned);
+  free(t->appends);
+  if (t->wb) rocksdb_writebatch_destroy(t->wb);
+  free(t);
+}
+
+/* ---- key-value reads ------------------------------------------------------- */
+
+int er_get(er_store *s, er_space space, const void *key, size_t key_len,
+           void **val, size_t *val_len, er_error *err) {
+  char *rerr = NULL, *v, *copy;
+  size_t len = 0;
+  int rc;
+  *val = NULL;
+  *val_len = 0;
+  if ((rc = check_space(space, err)) != ER_OK) return rc;
+  v = rocksdb_get_cf(s->db, s->ropts, s->cf[CF_OF_SPACE(space)], key, key_len,
+                     &len, &rerr);
+  if (rerr) return er__rocks_fail(err, "reading", rerr);
+  if (!v) return er__fail(err, ER_NOT_FOUND, "no such key");
+  copy = malloc(len ? len : 1); /* memory the caller frees with er_free */
+  if (copy && len) memcpy(copy, v, len);
+  rocksdb_free(v);
+  if (!copy) return er__fail(err, ER_NOMEM, "out of memory");
+  *val = copy;
+  *val_len = len;
+  return ER_OK;
+}
