@@ -21,6 +21,7 @@
 #define EVENT_MT "eventrocks.event"
 #define ERROR_MT "eventrocks.error"
 #define MEM_MT "eventrocks.memory"
+#define TXN_MT "eventrocks.txn"
 
 #define S_ANY "any"
 #define S_NO_STREAM "no_stream"
@@ -34,12 +35,17 @@ typedef struct lstore {
   size_t evs_cap;
 } lstore;
 
+enum { LI_EVENTS, LI_STREAMS, LI_KV };
+
 typedef struct liter {
   er_iter *it; /* NULL once exhausted or closed */
-  int streams; /* 1: yields stream, version */
+  int kind;    /* LI_EVENTS, LI_STREAMS (stream, version), LI_KV (key, value) */
 } liter;
 
 /* ---- helpers -------------------------------------------------------------- */
+
+static liter *new_iter(lua_State *L, int kind);
+static int return_iter(lua_State *L);
 
 static void *lalloc(lua_State *L, void *p, size_t old, size_t size) {
   void *ud;
@@ -330,17 +336,12 @@ static void collect_event(lua_State *L, lstore *ls, size_t i, const char *label)
   lua_settop(L, t);
 }
 
-static int store_append(lua_State *L) {
-  lstore *ls = check_store(L, 1);
-  size_t slen, n, i;
-  const char *stream = check_stream(L, 2, &slen);
-  int64_t expected;
-  er_appended res;
-  er_error err;
-  int rc;
+/* Validate and encode the arguments (stream, events, opts) at 2, 3, 4 into
+ * ls->evs; returns the number of events.  Raises on bad input. */
+static size_t collect_events(lua_State *L, lstore *ls) {
+  size_t n, i;
   luaL_checktype(L, 3, LUA_TTABLE);
   check_opts(L, 4);
-  expected = check_expected(L, 4);
   ls->buf.len = 0;
   lua_settop(L, 4);
   lua_pushliteral(L, "type");
@@ -371,25 +372,229 @@ static int store_append(lua_State *L) {
     ls->evs[i].metadata = ls->buf.p + off[2];
     ls->evs[i].metadata_len = off[3];
   }
-  rc = er_append(ls->s, stream, slen, expected, ls->evs, n, &res, &err);
-  if (rc != ER_OK) {
-    push_error(L, &err);
-    if (rc == ER_WRONG_EXPECTED_VERSION) {
-      if (lua_getfield(L, 4, "expected") == LUA_TNIL) {
-        lua_pop(L, 1);
-        lua_pushliteral(L, S_ANY);
-      }
-      lua_setfield(L, -2, "expected");
-      lua_pushinteger(L, (lua_Integer)err.actual);
-      lua_setfield(L, -2, "actual");
-      lua_pushvalue(L, 2);
-      lua_setfield(L, -2, "stream");
-    }
-    return 2;
+  return n;
+}
+
+static void push_expected(lua_State *L, int64_t e) {
+  switch (e) {
+  case ER_ANY: lua_pushliteral(L, S_ANY); break;
+  case ER_NO_STREAM: lua_pushliteral(L, S_NO_STREAM); break;
+  case ER_STREAM_EXISTS: lua_pushliteral(L, S_STREAM_EXISTS); break;
+  default: lua_pushinteger(L, (lua_Integer)e);
+  }
+}
+
+/* nil, err for a failed append of `stream` (pushed by the caller at top). */
+static int push_append_error(lua_State *L, const er_error *err) {
+  int stream = lua_gettop(L);
+  push_error(L, err);
+  if (err->code == ER_WRONG_EXPECTED_VERSION) {
+    push_expected(L, err->expected);
+    lua_setfield(L, -2, "expected");
+    lua_pushinteger(L, (lua_Integer)err->actual);
+    lua_setfield(L, -2, "actual");
+    lua_pushvalue(L, stream);
+    lua_setfield(L, -2, "stream");
+  }
+  return 2;
+}
+
+static int store_append(lua_State *L) {
+  lstore *ls = check_store(L, 1);
+  size_t slen, n;
+  const char *stream = check_stream(L, 2, &slen);
+  int64_t expected;
+  er_appended res;
+  er_error err;
+  check_opts(L, 4);
+  expected = check_expected(L, 4);
+  n = collect_events(L, ls);
+  if (er_append(ls->s, stream, slen, expected, ls->evs, n, &res, &err) != ER_OK) {
+    lua_pushvalue(L, 2);
+    return push_append_error(L, &err);
   }
   lua_pushinteger(L, (lua_Integer)res.version);
   lua_pushinteger(L, (lua_Integer)res.position);
   return 2;
+}
+
+/* ---- transactions and key-value spaces (for the Lua modules) --------------
+ * core.txn(store) -> txn; txn:append(stream, events [, opts]) -> true or
+ * nil, err; txn:put(space, key, value); txn:delete(space, key);
+ * txn:delete_prefix(space, prefix); txn:commit() -> results or nil, err,
+ * where results[i] = { version =, position =, replayed = } for the i-th
+ * append.  core.get(store, space, key) -> value or nil;
+ * core.scan(store, space [, prefix]) -> iterator of key, value.  Values are
+ * Lua values stored as MessagePack like event data. */
+
+typedef struct ltxn {
+  er_txn *t; /* NULL once freed */
+} ltxn;
+
+static const char *const space_names[] = {"snapshots", "checkpoints", "views", NULL};
+
+static lstore *txn_store(lua_State *L, ltxn **out) {
+  ltxn *lt = luaL_checkudata(L, 1, TXN_MT);
+  lstore *ls;
+  if (!lt->t) luaL_error(L, "attempt to use a finished transaction");
+  lua_getiuservalue(L, 1, 1);
+  ls = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (!ls || !ls->s) luaL_error(L, "attempt to use a closed store");
+  *out = lt;
+  return ls;
+}
+
+static int l_txn(lua_State *L) {
+  lstore *ls = check_store(L, 1);
+  ltxn *lt = lua_newuserdatauv(L, sizeof *lt, 1);
+  er_error err;
+  lt->t = NULL;
+  luaL_setmetatable(L, TXN_MT);
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, 1);
+  if (er_txn_begin(ls->s, &lt->t, &err) != ER_OK) return push_error(L, &err);
+  return 1;
+}
+
+static int txn_free(lua_State *L) {
+  ltxn *lt = luaL_checkudata(L, 1, TXN_MT);
+  er_txn_free(lt->t); /* does not touch the store: safe after it closed */
+  lt->t = NULL;
+  return 0;
+}
+
+static int txn_append(lua_State *L) {
+  ltxn *lt;
+  lstore *ls = txn_store(L, &lt);
+  size_t slen, n;
+  const char *stream = check_stream(L, 2, &slen);
+  int64_t expected;
+  er_error err;
+  check_opts(L, 4);
+  expected = check_expected(L, 4);
+  n = collect_events(L, ls);
+  if (er_txn_append(lt->t, stream, slen, expected, ls->evs, n, &err) != ER_OK) {
+    lua_pushvalue(L, 2);
+    return push_append_error(L, &err);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int txn_put(lua_State *L) {
+  ltxn *lt;
+  lstore *ls = txn_store(L, &lt);
+  er_space space = (er_space)luaL_checkoption(L, 2, NULL, space_names);
+  size_t klen;
+  const char *key = luaL_checklstring(L, 3, &klen);
+  er_error err;
+  luaL_argcheck(L, klen > 0, 3, "empty key");
+  luaL_checkany(L, 4);
+  ls->buf.len = 0;
+  er_encode(L, 4, &ls->buf, 4, "value");
+  if (er_txn_put(lt->t, space, key, klen, ls->buf.p, ls->buf.len, &err) != ER_OK)
+    return push_error(L, &err);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int txn_delete_kind(lua_State *L, int prefix) {
+  ltxn *lt;
+  er_space space;
+  size_t klen;
+  const char *key;
+  er_error err;
+  int rc;
+  txn_store(L, &lt);
+  space = (er_space)luaL_checkoption(L, 2, NULL, space_names);
+  key = luaL_checklstring(L, 3, &klen);
+  luaL_argcheck(L, klen > 0, 3, "empty key");
+  rc = prefix ? er_txn_delete_prefix(lt->t, space, key, klen, &err)
+              : er_txn_delete(lt->t, space, key, klen, &err);
+  if (rc != ER_OK) return push_error(L, &err);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int txn_delete(lua_State *L) { return txn_delete_kind(L, 0); }
+static int txn_delete_prefix(lua_State *L) { return txn_delete_kind(L, 1); }
+
+static int txn_commit(lua_State *L) {
+  ltxn *lt;
+  size_t i, n;
+  er_error err;
+  txn_store(L, &lt);
+  if (er_txn_commit(lt->t, &err) != ER_OK) {
+    push_error(L, &err);
+    lua_pushinteger(L, (lua_Integer)err.append_index + 1);
+    lua_setfield(L, -2, "index");
+    if (err.code == ER_WRONG_EXPECTED_VERSION) {
+      push_expected(L, err.expected);
+      lua_setfield(L, -2, "expected");
+      lua_pushinteger(L, (lua_Integer)err.actual);
+      lua_setfield(L, -2, "actual");
+    }
+    return 2;
+  }
+  n = er_txn_appends(lt->t);
+  lua_createtable(L, (int)n, 0);
+  for (i = 0; i < n; i++) {
+    const er_appended *r = er_txn_result(lt->t, i);
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, (lua_Integer)r->version);
+    lua_setfield(L, -2, "version");
+    lua_pushinteger(L, (lua_Integer)r->position);
+    lua_setfield(L, -2, "position");
+    lua_pushboolean(L, r->replayed);
+    lua_setfield(L, -2, "replayed");
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  return 1;
+}
+
+static int l_get(lua_State *L) {
+  lstore *ls = check_store(L, 1);
+  er_space space = (er_space)luaL_checkoption(L, 2, NULL, space_names);
+  size_t klen, vlen;
+  const char *key = luaL_checklstring(L, 3, &klen);
+  void **box;
+  er_error err;
+  int rc;
+  box = lua_newuserdatauv(L, sizeof *box, 0);
+  *box = NULL;
+  luaL_setmetatable(L, MEM_MT);
+  rc = er_get(ls->s, space, key, klen, box, &vlen, &err);
+  if (rc == ER_NOT_FOUND) {
+    lua_pushnil(L);
+    return 1;
+  }
+  if (rc != ER_OK) return push_error(L, &err);
+  rc = er_decode(L, *box, vlen);
+  er_free(*box);
+  *box = NULL;
+  if (!rc) {
+    err.code = ER_CORRUPTION;
+    err.position = 0;
+    snprintf(err.message, sizeof err.message, "stored %s value does not decode",
+             space_names[space]);
+    return push_error(L, &err);
+  }
+  return 1;
+}
+
+static int l_scan(lua_State *L) {
+  lstore *ls = check_store(L, 1);
+  er_space space = (er_space)luaL_checkoption(L, 2, NULL, space_names);
+  size_t plen = 0;
+  const char *prefix = luaL_optlstring(L, 3, "", &plen);
+  er_error err;
+  liter *li;
+  lua_settop(L, 1); /* new_iter anchors the store at index 1 */
+  li = new_iter(L, LI_KV);
+  if (er_scan(ls->s, space, prefix, plen, &li->it, &err) != ER_OK)
+    return raise_error(L, &err);
+  return return_iter(L);
 }
 
 /* ---- store: reads --------------------------------------------------------- */
@@ -455,10 +660,10 @@ static int store_event(lua_State *L) {
 }
 
 /* The iterator userdata for `store` (at index 1), closed state. */
-static liter *new_iter(lua_State *L, int streams) {
+static liter *new_iter(lua_State *L, int kind) {
   liter *li = lua_newuserdatauv(L, sizeof *li, 1);
   li->it = NULL;
-  li->streams = streams;
+  li->kind = kind;
   luaL_setmetatable(L, ITER_MT);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);
@@ -486,7 +691,20 @@ static int iter_next(lua_State *L) {
     iter_close(L);
     return luaL_error(L, "attempt to use a closed store");
   }
-  if (li->streams) {
+  if (li->kind == LI_KV) {
+    const void *k, *v;
+    size_t klen, vlen;
+    rc = er_iter_next_kv(li->it, &k, &klen, &v, &vlen, &err);
+    if (rc == ER_OK) {
+      lua_pushlstring(L, k, klen);
+      if (er_decode(L, v, vlen)) return 2;
+      iter_close(L);
+      err.code = ER_CORRUPTION;
+      err.position = 0;
+      snprintf(err.message, sizeof err.message, "a stored value does not decode");
+      return raise_error(L, &err);
+    }
+  } else if (li->kind == LI_STREAMS) {
     const char *name;
     size_t len;
     uint64_t version;
@@ -530,7 +748,7 @@ static int store_read(lua_State *L) {
   from = opt_integer(L, 3, "from", 1, 0);
   count = opt_integer(L, 3, "count", 0, -1);
   backward = opt_boolean(L, 3, "backward", 0);
-  li = new_iter(L, 0);
+  li = new_iter(L, LI_EVENTS);
   rc = er_read_stream(ls->s, stream, len, (uint64_t)from,
                       count < 0 ? ER_UNLIMITED : (uint64_t)count, backward,
                       &li->it, &err);
@@ -575,7 +793,7 @@ static int store_all(lua_State *L) {
     f.type_lens = lens;
     f.ntypes = n;
   }
-  li = new_iter(L, 0);
+  li = new_iter(L, LI_EVENTS);
   rc = er_read_all(ls->s, (uint64_t)from, count < 0 ? ER_UNLIMITED : (uint64_t)count,
                    &f, &li->it, &err);
   if (rc != ER_OK) return raise_error(L, &err);
@@ -592,7 +810,7 @@ static int store_streams(lua_State *L) {
   check_opts(L, 2);
   lua_settop(L, 2);
   prefix = opt_string(L, 2, "prefix", &len);
-  li = new_iter(L, 1);
+  li = new_iter(L, LI_STREAMS);
   rc = er_list_streams(ls->s, prefix ? prefix : "", len, &li->it, &err);
   if (rc != ER_OK) return raise_error(L, &err);
   return return_iter(L);
@@ -662,9 +880,24 @@ static const luaL_Reg iter_meta[] = {
   {NULL, NULL}
 };
 
+static const luaL_Reg txn_meta[] = {
+  {"__gc", txn_free},
+  {"__close", txn_free},
+  {"append", txn_append},
+  {"put", txn_put},
+  {"delete", txn_delete},
+  {"delete_prefix", txn_delete_prefix},
+  {"commit", txn_commit},
+  {"free", txn_free},
+  {NULL, NULL}
+};
+
 static const luaL_Reg functions[] = {
   {"open", l_open},
   {"uuid", l_uuid},
+  {"txn", l_txn},
+  {"get", l_get},
+  {"scan", l_scan},
   {NULL, NULL}
 };
 
@@ -683,6 +916,12 @@ int luaopen_eventrocks_core(lua_State *L) {
 
   luaL_newmetatable(L, ITER_MT);
   luaL_setfuncs(L, iter_meta, 0);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+
+  luaL_newmetatable(L, TXN_MT);
+  luaL_setfuncs(L, txn_meta, 0);
   lua_pushvalue(L, -1);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
