@@ -30,6 +30,7 @@ build = {
   modules = {
     ["eventrocks"] = "lua/eventrocks/init.lua",
     ["eventrocks.pretty"] = "lua/eventrocks/pretty.lua",
+    ["eventrocks.aggregate"] = "lua/eventrocks/aggregate.lua",
     ["eventrocks.core"] = {
       sources = {
         "lua/eventrocks_core.c",

@@ -3,6 +3,7 @@
 -- gives it its public face (see README.md and API.md).
 local core = require "eventrocks.core"
 local pretty = require "eventrocks.pretty"
+local aggregate = require "eventrocks.aggregate"
 
 local M = {
   _VERSION = "eventrocks " .. core.version,
@@ -13,7 +14,11 @@ local M = {
   MAX_DEPTH = core.MAX_DEPTH,
   open = core.open,
   uuid = core.uuid,
+  aggregate = aggregate.aggregate,
 }
+
+-- store methods written in Lua
+core.store_methods.repository = aggregate.repository
 
 --- A one-line summary of an event, e.g.
 -- `#42 product-1@3 PriceIncreased 2026-11-27T21:41:06.123456Z {delta = 5}`.

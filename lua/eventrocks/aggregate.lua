@@ -1,0 +1,355 @@
+--- eventrocks.aggregate: aggregates, repositories, snapshots, time travel
+-- and upcasting, in Lua over the store.
+--
+--   local Product = er.aggregate("product", { init = ..., apply = { ... } })
+--   function Product:increase_price(delta) ... self:raise("PriceIncreased", ...) end
+--   local repo = store:repository(Product)
+--   local p = repo:load("42"); p:increase_price(5); assert(repo:save(p))
+local core = require "eventrocks.core"
+local pretty = require "eventrocks.pretty"
+
+local M = {}
+
+local type, pairs, error, pcall = type, pairs, error, pcall
+local mtype = math.type
+local pack, unpack = table.pack, table.unpack
+
+local specs = setmetatable({}, { __mode = "k" })   -- class -> checked spec
+local private = setmetatable({}, { __mode = "k" }) -- instance -> { class, queue, base, depth, saved }
+
+-- A deep copy that keeps shared references and cycles as they are.
+local function deepcopy(v, memo)
+  if type(v) ~= "table" then return v end
+  memo = memo or {}
+  if memo[v] then return memo[v] end
+  local c = {}
+  memo[v] = c
+  for k, x in pairs(v) do c[deepcopy(k, memo)] = deepcopy(x, memo) end
+  return setmetatable(c, getmetatable(v))
+end
+
+-- ---------------------------------------------------------------------------
+-- Instances
+
+local Base = {} -- methods every aggregate instance has
+
+local function restore(self, p)
+  local saved = p.saved
+  self.state, self.version = saved.state, saved.version
+  for i = #p.queue, saved.qlen + 1, -1 do p.queue[i] = nil end
+  p.saved = nil
+end
+
+--- Apply an event to `self.state` at once and queue it for `save`.
+function Base:raise(etype, data, metadata)
+  local p = private[self]
+  if not p then error("raise: not an aggregate instance", 2) end
+  local spec = specs[p.class]
+  if type(etype) ~= "string" or etype == "" then
+    error("bad argument #1 to 'raise' (event type must be a non-empty string)", 2)
+  end
+  if metadata ~= nil and type(metadata) ~= "table" then
+    error("bad argument #3 to 'raise' (metadata must be a table or nil)", 2)
+  end
+  local handler = spec.apply[etype]
+  if not handler then
+    error(("%s: no apply handler for event type '%s'"):format(spec.name, etype), 2)
+  end
+  local outer = p.depth == 0
+  if not p.saved then -- the state before this command, to put back on error
+    p.saved = { state = deepcopy(self.state), version = self.version, qlen = #p.queue }
+  end
+  local ev = {
+    id = core.uuid(), stream = self.stream, version = self.version + 1,
+    type = etype, data = data, metadata = metadata or {},
+  }
+  local ok, res = pcall(handler, self.state, data, ev)
+  if not ok then
+    if outer then restore(self, p) end -- inside a command its wrapper restores
+    error(res, 0)
+  end
+  if res ~= nil then self.state = res end
+  self.version = ev.version
+  p.queue[#p.queue + 1] = { id = ev.id, type = etype, data = data, metadata = ev.metadata }
+  if outer then p.saved = nil end
+end
+
+--- The queued events, oldest first: { id, type, data, metadata } each.
+function Base:pending()
+  local p = private[self]
+  if not p then error("pending: not an aggregate instance", 2) end
+  local out = {}
+  for i, ev in ipairs(p.queue) do
+    out[i] = { id = ev.id, type = ev.type, data = ev.data, metadata = ev.metadata }
+  end
+  return out
+end
+
+-- Commands are plain methods; each runs as a unit: when it raises an error,
+-- the state, version and queue go back to what they were before it.
+local function command(fn)
+  return function(self, ...)
+    local p = private[self]
+    if not p then return fn(self, ...) end
+    p.depth = p.depth + 1
+    local r = pack(pcall(fn, self, ...))
+    p.depth = p.depth - 1
+    if p.depth == 0 then
+      if not r[1] and p.saved then restore(self, p) end
+      p.saved = nil
+    end
+    if not r[1] then error(r[2], 0) end
+    return unpack(r, 2, r.n)
+  end
+end
+
+local function new_instance(class, id, state, version)
+  local spec = specs[class]
+  local self = setmetatable({
+    id = id, stream = spec.name .. "-" .. id, version = version, state = state,
+  }, spec.instance_mt)
+  private[self] = { class = class, queue = {}, base = version, depth = 0 }
+  return self
+end
+
+-- ---------------------------------------------------------------------------
+-- Definitions
+
+local function check_spec(name, spec)
+  if type(name) ~= "string" or name == "" then
+    error("bad argument #1 to 'aggregate' (name must be a non-empty string)", 3)
+  end
+  if name:find("-", 1, true) or name:find("\0", 1, true) then
+    error("bad argument #1 to 'aggregate' (name must not contain '-' or NUL: it is the stream category)", 3)
+  end
+  if type(spec) ~= "table" then
+    error("bad argument #2 to 'aggregate' (spec must be a table)", 3)
+  end
+  if type(spec.apply) ~= "table" then
+    error(("aggregate '%s': spec.apply must be a table of event type -> function"):format(name), 3)
+  end
+  for k, f in pairs(spec.apply) do
+    if type(k) ~= "string" or type(f) ~= "function" then
+      error(("aggregate '%s': apply[%s] must be a function, got %s"):format(name, pretty.compact(k), type(f)), 3)
+    end
+  end
+  if spec.init ~= nil and type(spec.init) ~= "function" then
+    error(("aggregate '%s': spec.init must be a function"):format(name), 3)
+  end
+  local every = spec.snapshot_every
+  if every ~= nil and (mtype(every) ~= "integer" or every < 1) then
+    error(("aggregate '%s': snapshot_every must be an integer >= 1"):format(name), 3)
+  end
+  if spec.schema ~= nil and type(spec.schema) ~= "number" and type(spec.schema) ~= "string" then
+    error(("aggregate '%s': schema must be a number or a string"):format(name), 3)
+  end
+  if spec.upcast ~= nil then
+    if type(spec.upcast) ~= "table" then
+      error(("aggregate '%s': spec.upcast must be a table of event type -> function"):format(name), 3)
+    end
+    for k, f in pairs(spec.upcast) do
+      if type(k) ~= "string" or type(f) ~= "function" then
+        error(("aggregate '%s': upcast[%s] must be a function"):format(name, pretty.compact(k)), 3)
+      end
+    end
+  end
+  local apply, upcast = {}, {}
+  for k, f in pairs(spec.apply) do apply[k] = f end
+  for k, f in pairs(spec.upcast or {}) do upcast[k] = f end
+  return {
+    name = name, apply = apply, upcast = next(upcast) and upcast or nil,
+    init = spec.init or function() return {} end,
+    snapshot_every = every, schema = spec.schema or 1,
+  }
+end
+
+--- Define an aggregate type.  Returns its class: define commands on it as
+-- methods (`function Class:command(...)`).
+function M.aggregate(name, spec)
+  local checked = check_spec(name, spec)
+  local class = setmetatable({}, {
+    __index = Base,
+    __newindex = function(t, k, v)
+      if type(v) == "function" then v = command(v) end
+      rawset(t, k, v)
+    end,
+    __tostring = function() return "aggregate " .. name end,
+  })
+  checked.instance_mt = {
+    __index = class,
+    __name = "eventrocks.aggregate",
+    __tostring = function(self)
+      local p = private[self]
+      return ("%s %s (version %d, %d pending)"):format(name, tostring(self.id), self.version,
+        p and #p.queue or 0)
+    end,
+  }
+  specs[class] = checked
+  return class
+end
+
+--- The name of an aggregate class or instance (nil for other values).
+function M.name_of(x)
+  local p = private[x]
+  local spec = specs[p and p.class or x]
+  return spec and spec.name
+end
+
+-- ---------------------------------------------------------------------------
+-- Repositories
+
+local Repo = {}
+Repo.__index = Repo
+Repo.__name = "eventrocks.repository"
+function Repo:__tostring() return "repository of " .. self.spec.name end
+
+local function check_id(id, fname)
+  local t = type(id)
+  if not ((t == "string" and id ~= "") or t == "number") then
+    error(("bad argument #1 to '%s' (id must be a non-empty string or a number)"):format(fname), 3)
+  end
+  return tostring(id)
+end
+
+-- Apply one stored event to the instance being loaded.
+local function replay(spec, self, ev)
+  local upcast = spec.upcast
+  if upcast then
+    local steps = 0
+    local up = upcast[ev.type]
+    while up do
+      steps = steps + 1
+      if steps > 100 then
+        error(("%s@%d: upcasting '%s' does not terminate"):format(ev.stream, ev.version, ev.type), 0)
+      end
+      local ntype, ndata = up(ev.data, ev)
+      if type(ntype) ~= "string" then
+        error(("%s@%d: upcast of '%s' must return a type and data"):format(ev.stream, ev.version, ev.type), 0)
+      end
+      if ntype == ev.type then ev.data = ndata break end
+      ev.type, ev.data = ntype, ndata
+      up = upcast[ntype]
+    end
+  end
+  local handler = spec.apply[ev.type]
+  if not handler then
+    error(("%s: no apply handler for event type '%s' (version %d)"):format(
+      ev.stream, ev.type, ev.version), 0)
+  end
+  local res = handler(self.state, ev.data, ev)
+  if res ~= nil then self.state = res end
+  self.version = ev.version
+end
+
+local function usable_snapshot(snap, spec, max_version)
+  return type(snap) == "table" and snap.schema == spec.schema
+    and mtype(snap.version) == "integer" and snap.version >= 1
+    and (max_version == nil or snap.version <= max_version)
+end
+
+--- Load the aggregate `id`: the newest usable snapshot plus the events after
+-- it.  opts.version = n: the state as of version n (time travel);
+-- opts.time = t: the state as of time t (microseconds; snapshots unused).
+function Repo:load(id, opts)
+  id = check_id(id, "load")
+  local spec = self.spec
+  local max_version, max_time
+  if opts ~= nil then
+    if type(opts) ~= "table" then error("bad argument #2 to 'load' (opts must be a table)", 2) end
+    max_version, max_time = opts.version, opts.time
+    if max_version ~= nil and (mtype(max_version) ~= "integer" or max_version < 0) then
+      error("bad argument #2 to 'load' (version must be an integer >= 0)", 2)
+    end
+    if max_time ~= nil and mtype(max_time) ~= "integer" then
+      error("bad argument #2 to 'load' (time must be integer microseconds)", 2)
+    end
+  end
+  local stream = spec.name .. "-" .. id
+  local agg = new_instance(self.class, id, spec.init(id), 0)
+  if max_time == nil and max_version ~= 0 then
+    local snap = core.get(self.store, "snapshots", stream)
+    if usable_snapshot(snap, spec, max_version) then
+      agg.state, agg.version = snap.state, snap.version
+    end
+  end
+  if max_version == nil or agg.version < max_version then
+    local read_opts = { from = agg.version + 1 }
+    if max_version then read_opts.count = max_version - agg.version end
+    for ev in self.store:read(stream, read_opts) do
+      if max_time and ev.time > max_time then break end
+      replay(spec, agg, ev)
+    end
+  end
+  private[agg].base = agg.version
+  return agg
+end
+
+--- Append the queued events with expected = the loaded version, plus a
+-- snapshot in the same atomic write when a multiple of snapshot_every is
+-- reached or crossed.  Returns the new version, or nil, err (the queue is
+-- kept).
+function Repo:save(agg)
+  local p = private[agg]
+  if not p or p.class ~= self.class then
+    error("bad argument #1 to 'save' (not an aggregate of this repository)", 2)
+  end
+  local queue = p.queue
+  if #queue == 0 then return agg.version end
+  local spec = self.spec
+  local txn, err = core.txn(self.store)
+  if not txn then return nil, err end
+  local ok
+  ok, err = txn:append(agg.stream, queue, { expected = p.base })
+  if not ok then txn:free() return nil, err end
+  local new_version = p.base + #queue
+  local every = spec.snapshot_every
+  if every and new_version // every > p.base // every then
+    txn:put("snapshots", agg.stream, { version = new_version, schema = spec.schema, state = agg.state })
+  end
+  local res
+  res, err = txn:commit()
+  txn:free()
+  if not res then
+    err.index = nil
+    return nil, err
+  end
+  p.queue, p.base = {}, res[1].version
+  return res[1].version
+end
+
+--- Load, run fn(agg), save; on a conflict start again from freshly loaded
+-- state, up to opts.retries more times (default 3).  Returns the saved
+-- aggregate, or nil, err.
+function Repo:update(id, fn, opts)
+  check_id(id, "update")
+  if type(fn) ~= "function" then error("bad argument #2 to 'update' (function expected)", 2) end
+  local retries = 3
+  if opts ~= nil then
+    if type(opts) ~= "table" then error("bad argument #3 to 'update' (opts must be a table)", 2) end
+    if opts.retries ~= nil then
+      retries = opts.retries
+      if mtype(retries) ~= "integer" or retries < 0 then
+        error("bad argument #3 to 'update' (retries must be an integer >= 0)", 2)
+      end
+    end
+  end
+  local err
+  for _ = 0, retries do
+    local agg = self:load(id)
+    fn(agg)
+    local v
+    v, err = self:save(agg)
+    if v then return agg end
+    if err.code ~= "wrong_expected_version" then return nil, err end
+  end
+  return nil, err
+end
+
+--- store:repository(Aggregate)
+function M.repository(store, class)
+  local spec = specs[class]
+  if not spec then error("bad argument #1 to 'repository' (an aggregate from er.aggregate expected)", 2) end
+  return setmetatable({ store = store, class = class, spec = spec }, Repo)
+end
+
+return M
