@@ -272,6 +272,20 @@ const er_appended *er_txn_result(const er_txn *t, size_t i);
 
 void er_txn_free(er_txn *t);
 
+/* A commit hook runs inside every commit of the store (er_append included)
+ * that writes events, after the expected-version checks passed and the
+ * events got their positions, versions, ids and time, and before anything
+ * is written.  `events` are the events about to be stored (valid during the
+ * call).  The hook may queue key-value writes on `t` (er_txn_put, er_txn_delete,
+ * er_txn_delete_prefix), which are then written in the same WriteBatch; it
+ * must not append or commit.  Returning anything but ER_OK (with `err`
+ * filled) aborts the commit: nothing is written.  The hook runs with the
+ * store's write lock held: it must not call er_append, er_txn_commit or
+ * er_close on this store.  One hook per store; NULL removes it. */
+typedef int (*er_commit_hook)(void *ud, er_txn *t, const er_event *events,
+                              size_t n, er_error *err);
+void er_set_commit_hook(er_store *s, er_commit_hook hook, void *ud);
+
 /* The value of `key` in `space`: on ER_OK `*val` (release with er_free) and
  * `*val_len`; ER_NOT_FOUND when absent. */
 int er_get(er_store *s, er_space space, const void *key, size_t key_len,
@@ -294,7 +308,8 @@ int er_iter_next_kv(er_iter *it, const void **key, size_t *key_len,
 int er_version(er_store *s, const char *stream, size_t stream_len,
                uint64_t *version, er_error *err);
 
-/* Position of the newest event, 0 for an empty store. */
+/* Position of the newest event, 0 for an empty store.  Lock-free: may be
+ * called from a commit hook. */
 uint64_t er_last_position(er_store *s);
 
 /* The event at `position`.  On ER_OK `*ev` points into `*mem`, which the

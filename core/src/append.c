@@ -268,11 +268,13 @@ static int version_before(er_txn *t, size_t a, uint64_t *current,
  * one WriteBatch.  See er_txn_commit. */
 int er__commit(er_txn *t, er_error *err) {
   er_store *s = t->store;
-  size_t a, i, scratch_len = 0, skey_len = 0;
-  uint8_t *scratch = NULL, *skey = NULL;
+  size_t a, i, total = 0, skey_len = 0, nevents = 0, off;
+  uint8_t *records = NULL, *skey = NULL;
+  er_event *written = NULL;
+  size_t nwritten = 0;
   uint64_t pos;
   int64_t now;
-  int rc = ER_OK, any_id = 0, wrote = 0;
+  int rc = ER_OK, any_id = 0;
   char *rerr = NULL;
 
   if (t->state != 0)
@@ -282,16 +284,18 @@ int er__commit(er_txn *t, er_error *err) {
     const er__pending *x = &t->appends[a];
     if (x->stream_len + 9 > skey_len) skey_len = x->stream_len + 9;
     for (i = 0; i < x->n; i++) {
-      size_t sz = er__record_size(x->stream_len, &x->events[i]);
-      if (sz > scratch_len) scratch_len = sz;
+      total += er__record_size(x->stream_len, &x->events[i]);
       any_id |= x->events[i].has_id != 0;
     }
+    nevents += x->n;
   }
   if (any_id && (rc = check_unique_ids(t, err)) != ER_OK) return rc;
-  if (t->n_appends) {
-    scratch = malloc(scratch_len);
+  if (nevents) {
+    /* every record of the commit, kept whole for the commit hook */
+    records = malloc(total);
     skey = malloc(skey_len);
-    if (!scratch || !skey) {
+    written = malloc(nevents * sizeof *written);
+    if (!records || !skey || !written) {
       rc = er__fail(err, ER_NOMEM, "out of memory");
       goto out;
     }
@@ -301,6 +305,7 @@ int er__commit(er_txn *t, er_error *err) {
   pos = s->last_position;
   now = er__now_micros();
   if (now < s->last_time) now = s->last_time; /* the log's time never goes back */
+  off = 0;
   for (a = 0; a < t->n_appends && rc == ER_OK; a++) {
     er__pending *x = &t->appends[a];
     uint64_t current = 0;
@@ -325,21 +330,24 @@ int er__commit(er_txn *t, er_error *err) {
       er_new_event *e = &x->events[i];
       uint64_t p = pos + 1 + i, ver = current + 1 + i;
       size_t sz = er__record_size(x->stream_len, e);
+      uint8_t *rec = records + off;
       if (!e->has_id) {
         uint8_t rnd[10];
         next_random(s, rnd);
         er__uuid7_from(e->id, now, rnd);
         e->has_id = 1;
       }
-      er__record_encode(scratch, x->stream, x->stream_len, e, p, ver, now,
+      er__record_encode(rec, x->stream, x->stream_len, e, p, ver, now,
                         (uint32_t)x->n, (uint32_t)i);
+      er__record_decode(rec, sz, &written[nwritten++], NULL);
+      off += sz;
       er__put_be64(pos_key, p);
       er__put_le64(pos_val, p);
       er__stream_key(skey, x->stream, x->stream_len, ver);
       rocksdb_writebatch_put_cf(t->wb, s->cf[CF_LOG], (const char *)pos_key, 8,
-                                (const char *)scratch, sz);
+                                (const char *)rec, sz);
       rocksdb_writebatch_put_cf(t->wb, s->cf[CF_STREAMS], (const char *)skey,
-                                x->stream_len + 9, (const char *)scratch, sz);
+                                x->stream_len + 9, (const char *)rec, sz);
       rocksdb_writebatch_put_cf(t->wb, s->cf[CF_IDS], (const char *)e->id, 16,
                                 (const char *)pos_val, 8);
     }
@@ -352,7 +360,14 @@ int er__commit(er_txn *t, er_error *err) {
     x->result.first_position = pos + 1;
     x->result.position = pos + x->n;
     pos += x->n;
-    wrote = 1;
+  }
+  if (rc == ER_OK && nwritten && s->hook) {
+    t->in_hook = 1;
+    if (err) err->message[0] = 0;
+    rc = s->hook(s->hook_ud, t, written, nwritten, err);
+    t->in_hook = 0;
+    if (rc != ER_OK && err && err->message[0] == 0)
+      er__fail(err, rc, "the commit hook refused the commit");
   }
   if (rc == ER_OK && rocksdb_writebatch_count(t->wb) > 0) {
     rocksdb_write(s->db, s->wopts, t->wb, &rerr);
@@ -360,8 +375,8 @@ int er__commit(er_txn *t, er_error *err) {
   }
   if (rc == ER_OK) {
     t->state = 1;
-    if (wrote) {
-      s->last_position = pos;
+    if (nwritten) {
+      __atomic_store_n(&s->last_position, pos, __ATOMIC_RELEASE);
       s->last_time = now;
     }
     for (a = 0; a < t->n_appends; a++) {
@@ -373,8 +388,9 @@ int er__commit(er_txn *t, er_error *err) {
   }
   pthread_mutex_unlock(&s->write_lock);
 out:
-  free(scratch);
+  free(records);
   free(skey);
+  free(written);
   return rc;
 }
 

@@ -72,6 +72,9 @@ struct er_store {
   uint8_t random[ER_RANDOM_POOL];
   size_t random_used;
 
+  er_commit_hook hook; /* set before use; called under write_lock */
+  void *hook_ud;
+
   /* Guarded by iter_lock: live iterators, destroyed by er_close. */
   pthread_mutex_t iter_lock;
   er_iter *iters;
@@ -190,6 +193,7 @@ struct er_txn {
   size_t n_appends, cap;
   er__pending one; /* storage for er_append's single borrowed append */
   int state;         /* 0 open, 1 committed, 2 failed */
+  int in_hook;       /* the commit hook may queue key-value writes */
 };
 
 int er__validate_append(er_store *s, const char *stream, size_t stream_len,

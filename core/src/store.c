@@ -369,9 +369,12 @@ int er_version(er_store *s, const char *stream, size_t stream_len,
 }
 
 uint64_t er_last_position(er_store *s) {
-  uint64_t p;
+  return __atomic_load_n(&s->last_position, __ATOMIC_ACQUIRE);
+}
+
+void er_set_commit_hook(er_store *s, er_commit_hook hook, void *ud) {
   pthread_mutex_lock(&s->write_lock);
-  p = s->last_position;
+  s->hook = hook;
+  s->hook_ud = ud;
   pthread_mutex_unlock(&s->write_lock);
-  return p;
 }

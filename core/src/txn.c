@@ -12,7 +12,7 @@ static int check_space(er_space space, er_error *err) {
 }
 
 static int check_open_txn(er_txn *t, er_error *err) {
-  if (t->state != 0)
+  if (t->state != 0 && !t->in_hook)
     return er__fail(err, ER_INVALID, "the transaction was already committed");
   return ER_OK;
 }
@@ -38,6 +38,8 @@ int er_txn_append(er_txn *t, const char *stream, size_t stream_len,
   er_new_event *copies;
   er__pending *x;
   int rc;
+  if (t->in_hook)
+    return er__fail(err, ER_INVALID, "a commit hook cannot append");
   if ((rc = check_open_txn(t, err)) != ER_OK) return rc;
   rc = er__validate_append(t->store, stream, stream_len, expected, events, n, err);
   if (rc != ER_OK) return rc;
