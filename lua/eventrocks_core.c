@@ -8,8 +8,11 @@
  * closes the iterator on break.  Iterators keep their store alive (user
  * value) and the core destroys live iterators when the store closes.
  */
+#define _POSIX_C_SOURCE 200809L /* nanosleep */
+#include <errno.h>
 #include <lauxlib.h>
 #include <lua.h>
+#include <time.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -33,7 +36,18 @@ typedef struct lstore {
   er_new_event *evs;    /* the events of the append in progress */
   size_t *offs;         /* 4 per event: data off/len, metadata off/len */
   size_t evs_cap;
+  er_buf kvbuf;         /* encoded key-value value (txn:put) */
+  lua_State *L;         /* the thread running the current commit, for the hook */
+  int hook_ref;         /* registry ref of the commit hook function, or LUA_NOREF */
+  int hook_err_ref;     /* registry ref of the error the hook raised, or LUA_NOREF */
+  int in_hook;          /* 1 while the hook runs: no appends, commits, close */
 } lstore;
+
+typedef struct ltxn {
+  er_txn *t;     /* NULL once freed */
+  int borrowed;  /* 1: the commit hook's transaction, not ours to free */
+  lstore *owner; /* borrowed: the store whose commit is running */
+} ltxn;
 
 enum { LI_EVENTS, LI_STREAMS, LI_KV };
 
@@ -206,12 +220,24 @@ static int l_open(lua_State *L) {
                                          (lua_Integer)ER_DEFAULT_MAX_EVENT_SIZE);
   ls = lua_newuserdatauv(L, sizeof *ls, 1);
   memset(ls, 0, sizeof *ls);
+  ls->hook_ref = ls->hook_err_ref = LUA_NOREF;
   luaL_setmetatable(L, STORE_MT);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1); /* the path, for tostring */
   rc = er_open(path, &o, &ls->s, &err);
   if (rc != ER_OK) return push_error(L, &err);
   return 1;
+}
+
+/* core.sleep(ms): pause the calling thread (follow mode of projections). */
+static int l_sleep(lua_State *L) {
+  lua_Number ms = luaL_checknumber(L, 1);
+  struct timespec ts;
+  luaL_argcheck(L, ms >= 0 && ms < 1e9, 1, "milliseconds out of range");
+  ts.tv_sec = (time_t)(ms / 1000);
+  ts.tv_nsec = (long)((ms - (lua_Number)ts.tv_sec * 1000) * 1e6);
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+  return 0;
 }
 
 static int l_uuid(lua_State *L) {
@@ -399,6 +425,92 @@ static int push_append_error(lua_State *L, const er_error *err) {
   return 2;
 }
 
+/* ---- the commit hook (inline projections) --------------------------------- */
+
+/* Runs inside every commit of the store: calls the Lua hook function with
+ * (txn, events) under lua_pcall, so no error crosses the core's lock. */
+static int lua_commit_hook(void *ud, er_txn *t, const er_event *evs, size_t n,
+                           er_error *err) {
+  lstore *ls = ud;
+  lua_State *L = ls->L;
+  int top, rc = ER_OK;
+  size_t i;
+  ltxn *lt;
+  if (!L || ls->hook_ref == LUA_NOREF) return ER_OK;
+  top = lua_gettop(L);
+  if (!lua_checkstack(L, 8)) {
+    snprintf(err->message, sizeof err->message, "Lua stack overflow in the commit hook");
+    err->code = ER_NOMEM;
+    return ER_NOMEM;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ls->hook_ref);
+  lt = lua_newuserdatauv(L, sizeof *lt, 0);
+  memset(lt, 0, sizeof *lt);
+  lt->t = t;
+  lt->borrowed = 1;
+  lt->owner = ls;
+  luaL_setmetatable(L, TXN_MT);
+  lua_createtable(L, (int)(n > 1u << 20 ? 1u << 20 : n), 0);
+  for (i = 0; i < n; i++) {
+    if (!push_event(L, &evs[i])) {
+      lt->t = NULL;
+      lua_settop(L, top);
+      err->code = ER_CORRUPTION;
+      err->position = evs[i].position;
+      snprintf(err->message, sizeof err->message, "an event to commit does not decode");
+      return ER_CORRUPTION;
+    }
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  ls->in_hook = 1;
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    /* keep the error value: the binding raises it once the commit is over */
+    luaL_unref(L, LUA_REGISTRYINDEX, ls->hook_err_ref);
+    ls->hook_err_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    err->code = rc = ER_INVALID;
+    snprintf(err->message, sizeof err->message, "the commit hook raised an error");
+  }
+  ls->in_hook = 0;
+  lt->t = NULL; /* the borrowed transaction is gone after the hook */
+  lua_settop(L, top);
+  return rc;
+}
+
+/* Before a commit: remember the running thread; refuse nested commits. */
+static void before_commit(lua_State *L, lstore *ls) {
+  if (ls->in_hook)
+    luaL_error(L, "cannot append inside an inline projection handler (its commit is in progress)");
+  ls->L = L;
+}
+
+/* After a commit: raise the error of a failed hook, if any. */
+static void after_commit(lua_State *L, lstore *ls) {
+  ls->L = NULL;
+  if (ls->hook_err_ref != LUA_NOREF) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ls->hook_err_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, ls->hook_err_ref);
+    ls->hook_err_ref = LUA_NOREF;
+    lua_error(L);
+  }
+}
+
+/* core.set_hook(store, fn or nil) */
+static int l_set_hook(lua_State *L) {
+  lstore *ls = check_store(L, 1);
+  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (ls->in_hook) return luaL_error(L, "cannot change the hook inside the hook");
+  luaL_unref(L, LUA_REGISTRYINDEX, ls->hook_ref);
+  ls->hook_ref = LUA_NOREF;
+  if (lua_isnoneornil(L, 2)) {
+    er_set_commit_hook(ls->s, NULL, NULL);
+  } else {
+    lua_pushvalue(L, 2);
+    ls->hook_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    er_set_commit_hook(ls->s, lua_commit_hook, ls);
+  }
+  return 0;
+}
+
 static int store_append(lua_State *L) {
   lstore *ls = check_store(L, 1);
   size_t slen, n;
@@ -406,10 +518,14 @@ static int store_append(lua_State *L) {
   int64_t expected;
   er_appended res;
   er_error err;
+  int rc;
   check_opts(L, 4);
   expected = check_expected(L, 4);
   n = collect_events(L, ls);
-  if (er_append(ls->s, stream, slen, expected, ls->evs, n, &res, &err) != ER_OK) {
+  before_commit(L, ls);
+  rc = er_append(ls->s, stream, slen, expected, ls->evs, n, &res, &err);
+  after_commit(L, ls);
+  if (rc != ER_OK) {
     lua_pushvalue(L, 2);
     return push_append_error(L, &err);
   }
@@ -427,21 +543,19 @@ static int store_append(lua_State *L) {
  * core.scan(store, space [, prefix]) -> iterator of key, value.  Values are
  * Lua values stored as MessagePack like event data. */
 
-typedef struct ltxn {
-  er_txn *t; /* NULL once freed */
-} ltxn;
 
 static const char *const space_names[] = {"snapshots", "checkpoints", "views", NULL};
 
 static lstore *txn_store(lua_State *L, ltxn **out) {
   ltxn *lt = luaL_checkudata(L, 1, TXN_MT);
-  lstore *ls;
+  lstore *ls = NULL;
   if (!lt->t) luaL_error(L, "attempt to use a finished transaction");
+  *out = lt;
+  if (lt->borrowed) return lt->owner;
   lua_getiuservalue(L, 1, 1);
   ls = lua_touserdata(L, -1);
   lua_pop(L, 1);
   if (!ls || !ls->s) luaL_error(L, "attempt to use a closed store");
-  *out = lt;
   return ls;
 }
 
@@ -449,7 +563,7 @@ static int l_txn(lua_State *L) {
   lstore *ls = check_store(L, 1);
   ltxn *lt = lua_newuserdatauv(L, sizeof *lt, 1);
   er_error err;
-  lt->t = NULL;
+  memset(lt, 0, sizeof *lt);
   luaL_setmetatable(L, TXN_MT);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);
@@ -457,9 +571,9 @@ static int l_txn(lua_State *L) {
   return 1;
 }
 
-static int txn_free(lua_State *L) {
+static int txn_gc(lua_State *L) {
   ltxn *lt = luaL_checkudata(L, 1, TXN_MT);
-  er_txn_free(lt->t); /* does not touch the store: safe after it closed */
+  if (!lt->borrowed) er_txn_free(lt->t); /* does not touch the store */
   lt->t = NULL;
   return 0;
 }
@@ -469,6 +583,7 @@ static int txn_append(lua_State *L) {
   lstore *ls = txn_store(L, &lt);
   size_t slen, n;
   const char *stream = check_stream(L, 2, &slen);
+  if (lt->borrowed) return luaL_error(L, "cannot append inside a commit hook");
   int64_t expected;
   er_error err;
   check_opts(L, 4);
@@ -490,10 +605,12 @@ static int txn_put(lua_State *L) {
   const char *key = luaL_checklstring(L, 3, &klen);
   er_error err;
   luaL_argcheck(L, klen > 0, 3, "empty key");
+  er_buf *b;
   luaL_checkany(L, 4);
-  ls->buf.len = 0;
-  er_encode(L, 4, &ls->buf, 4, "value");
-  if (er_txn_put(lt->t, space, key, klen, ls->buf.p, ls->buf.len, &err) != ER_OK)
+  b = &ls->kvbuf;
+  b->len = 0;
+  er_encode(L, 4, b, 4, "value");
+  if (er_txn_put(lt->t, space, key, klen, b->p, b->len, &err) != ER_OK)
     return push_error(L, &err);
   lua_pushboolean(L, 1);
   return 1;
@@ -524,8 +641,13 @@ static int txn_commit(lua_State *L) {
   ltxn *lt;
   size_t i, n;
   er_error err;
-  txn_store(L, &lt);
-  if (er_txn_commit(lt->t, &err) != ER_OK) {
+  lstore *ls = txn_store(L, &lt);
+  int rc;
+  if (lt->borrowed) return luaL_error(L, "cannot commit inside a commit hook");
+  before_commit(L, ls);
+  rc = er_txn_commit(lt->t, &err);
+  after_commit(L, ls);
+  if (rc != ER_OK) {
     push_error(L, &err);
     lua_pushinteger(L, (lua_Integer)err.append_index + 1);
     lua_setfield(L, -2, "index");
@@ -820,8 +942,13 @@ static int store_streams(lua_State *L) {
 
 static int store_close(lua_State *L) {
   lstore *ls = luaL_checkudata(L, 1, STORE_MT);
+  if (ls->in_hook) return luaL_error(L, "cannot close a store inside its commit hook");
   if (ls->s) er_close(ls->s);
   ls->s = NULL;
+  luaL_unref(L, LUA_REGISTRYINDEX, ls->hook_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, ls->hook_err_ref);
+  ls->hook_ref = ls->hook_err_ref = LUA_NOREF;
+  er_buf_free(L, &ls->kvbuf);
   er_buf_free(L, &ls->buf);
   lalloc(L, ls->evs, ls->evs_cap * sizeof *ls->evs, 0);
   lalloc(L, ls->offs, ls->evs_cap * 4 * sizeof *ls->offs, 0);
@@ -881,14 +1008,14 @@ static const luaL_Reg iter_meta[] = {
 };
 
 static const luaL_Reg txn_meta[] = {
-  {"__gc", txn_free},
-  {"__close", txn_free},
+  {"__gc", txn_gc},
+  {"__close", txn_gc},
   {"append", txn_append},
   {"put", txn_put},
   {"delete", txn_delete},
   {"delete_prefix", txn_delete_prefix},
   {"commit", txn_commit},
-  {"free", txn_free},
+  {"free", txn_gc},
   {NULL, NULL}
 };
 
@@ -896,6 +1023,8 @@ static const luaL_Reg functions[] = {
   {"open", l_open},
   {"uuid", l_uuid},
   {"txn", l_txn},
+  {"set_hook", l_set_hook},
+  {"sleep", l_sleep},
   {"get", l_get},
   {"scan", l_scan},
   {NULL, NULL}

@@ -31,6 +31,7 @@ build = {
     ["eventrocks"] = "lua/eventrocks/init.lua",
     ["eventrocks.pretty"] = "lua/eventrocks/pretty.lua",
     ["eventrocks.aggregate"] = "lua/eventrocks/aggregate.lua",
+    ["eventrocks.projection"] = "lua/eventrocks/projection.lua",
     ["eventrocks.core"] = {
       sources = {
         "lua/eventrocks_core.c",

@@ -4,6 +4,7 @@
 local core = require "eventrocks.core"
 local pretty = require "eventrocks.pretty"
 local aggregate = require "eventrocks.aggregate"
+local projection = require "eventrocks.projection"
 
 local M = {
   _VERSION = "eventrocks " .. core.version,
@@ -19,6 +20,7 @@ local M = {
 
 -- store methods written in Lua
 core.store_methods.repository = aggregate.repository
+core.store_methods.projection = projection.projection
 
 --- A one-line summary of an event, e.g.
 -- `#42 product-1@3 PriceIncreased 2026-11-27T21:41:06.123456Z {delta = 5}`.

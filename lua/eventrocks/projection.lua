@@ -1,0 +1,338 @@
+--- eventrocks.projection: catch-up projections, inline projections and
+-- reactors, with their read-model writes, their emitted events and their
+-- checkpoint committed in one atomic write.
+--
+--   local prices = store:projection("prices", { category = "product", handlers = { ... } })
+--   prices:run()           -- catch up from the checkpoint
+--   prices:get(key)        -- read-model value
+local core = require "eventrocks.core"
+
+local M = {}
+
+local type, pairs, ipairs, error, pcall, tostring = type, pairs, ipairs, error, pcall, tostring
+local mtype = math.type
+local fmt = string.format
+
+local DEFAULT_BATCH = 500
+local DEFAULT_INTERVAL = 100 -- ms between polls in follow mode
+
+local registry = setmetatable({}, { __mode = "k" }) -- store -> { by_name = {}, inline = {} }
+
+local DELETED = setmetatable({}, { __name = "deleted" })
+
+-- ---------------------------------------------------------------------------
+-- The view handed to handlers: read-your-own-writes over one batch
+
+local View = {}
+View.__index = View
+View.__name = "eventrocks.view"
+
+local function check_key(key, fname)
+  if type(key) ~= "string" or key == "" then
+    error(fmt("bad argument #1 to '%s' (key must be a non-empty string)", fname), 3)
+  end
+end
+
+--- The read-model value of `key`, including this batch's own writes.
+function View:get(key)
+  check_key(key, "get")
+  local v = self._buf[key]
+  if v ~= nil then
+    if v == DELETED then return nil end
+    return v
+  end
+  return core.get(self._store, "views", self._prefix .. key)
+end
+
+--- Write `value` (any storable value; nil deletes) under `key`.
+function View:put(key, value)
+  check_key(key, "put")
+  if value == nil then return self:delete(key) end
+  self._txn:put("views", self._prefix .. key, value) -- raises on a value it cannot store
+  self._buf[key] = value
+end
+
+function View:delete(key)
+  check_key(key, "delete")
+  self._txn:delete("views", self._prefix .. key)
+  self._buf[key] = DELETED
+end
+
+--- Queue an append to `stream`, committed with this batch (reactors).  The
+-- event's metadata gets causation_id (the source event's id) and
+-- correlation_id (the source's correlation_id, else its id).
+function View:emit(stream, event, opts)
+  if self._inline then
+    error("emit is not available in inline projections (their commit is already under way)", 2)
+  end
+  if type(event) ~= "table" or type(event.type) ~= "string" then
+    error("bad argument #2 to 'emit' (an event table with a type expected)", 2)
+  end
+  local src = self._event
+  local meta = {}
+  if event.metadata ~= nil then
+    if type(event.metadata) ~= "table" then
+      error("bad argument #2 to 'emit' (metadata must be a table)", 2)
+    end
+    for k, v in pairs(event.metadata) do meta[k] = v end
+  end
+  meta.causation_id = src.id
+  meta.correlation_id = src.metadata.correlation_id or src.id
+  local ok, err = self._txn:append(stream, {
+    type = event.type, data = event.data, metadata = meta, id = event.id,
+  }, opts)
+  if not ok then error(err, 2) end
+end
+
+local function new_view(proj, txn, inline)
+  return setmetatable({
+    _store = proj.store, _prefix = proj.prefix, _txn = txn, _buf = {}, _inline = inline,
+  }, View)
+end
+
+-- ---------------------------------------------------------------------------
+-- Projections
+
+local Proj = {}
+Proj.__index = Proj
+Proj.__name = "eventrocks.projection"
+
+function Proj:__tostring()
+  return fmt("projection %s%s (position %d)", self.name, self.inline and " (inline)" or "",
+    self:position())
+end
+
+--- The checkpoint: the last global position this projection has processed.
+function Proj:position()
+  return core.get(self.store, "checkpoints", self.name) or 0
+end
+
+--- A read-model value, or nil.
+function Proj:get(key)
+  check_key(key, "get")
+  return core.get(self.store, "views", self.prefix .. key)
+end
+
+--- Iterate the read model: `for key, value in proj:each([prefix]) do`.
+function Proj:each(prefix)
+  if prefix ~= nil and type(prefix) ~= "string" then
+    error("bad argument #1 to 'each' (prefix must be a string)", 2)
+  end
+  local nextkv, state, _, closer = core.scan(self.store, "views", self.prefix .. (prefix or ""))
+  local skip = #self.prefix + 1
+  return function(st)
+    local k, v = nextkv(st)
+    if k == nil then return nil end
+    return k:sub(skip), v
+  end, state, nil, closer
+end
+
+local function handler_failed(proj, ev, err)
+  return fmt("projection '%s': handler for '%s' failed at position %d (stream %s): %s",
+    proj.name, ev.type, ev.position, ev.stream, tostring(err))
+end
+
+-- One batch from the checkpoint: returns events processed, the new
+-- checkpoint and whether the batch was full; or nil, err when the commit
+-- failed.  A handler error raises, and nothing of the batch is kept.
+local function run_batch(proj, batch)
+  local store = proj.store
+  local cp = proj:position()
+  local last = store:last_position()
+  if last <= cp then return 0, cp, false end
+  local txn = core.txn(store)
+  local view = new_view(proj, txn, false)
+  local handlers = proj.handlers
+  local n, pos = 0, cp
+  for ev in store:all({ from = cp + 1, count = batch, category = proj.category, types = proj.types }) do
+    local h = handlers[ev.type]
+    if h then
+      view._event = ev
+      local ok, err = pcall(h, view, ev)
+      if not ok then
+        txn:free()
+        error(handler_failed(proj, ev, err), 0)
+      end
+    end
+    n, pos = n + 1, ev.position
+  end
+  local full = n == batch
+  -- a short batch read everything up to the iterator's view, which holds at
+  -- least the events up to `last`
+  if not full and last > pos then pos = last end
+  txn:put("checkpoints", proj.name, pos)
+  local res, err = txn:commit()
+  txn:free()
+  if not res then return nil, err end
+  return n, pos, full
+end
+
+--- Catch up from the checkpoint, one atomic write per batch.  Returns the
+-- number of events processed and the new position, or nil, err.
+-- opts: batch (events per write, default 500); follow = true keeps polling
+-- every `interval` ms (default 100) until stop() returns true.
+function Proj:run(opts)
+  local batch, follow, interval, stop = DEFAULT_BATCH, false, DEFAULT_INTERVAL, nil
+  if opts ~= nil then
+    if type(opts) ~= "table" then error("bad argument #1 to 'run' (opts must be a table)", 2) end
+    if opts.batch ~= nil then
+      batch = opts.batch
+      if mtype(batch) ~= "integer" or batch < 1 then
+        error("bad argument #1 to 'run' (batch must be an integer >= 1)", 2)
+      end
+    end
+    follow = opts.follow and true or false
+    if opts.interval ~= nil then
+      interval = opts.interval
+      if type(interval) ~= "number" or interval < 0 then
+        error("bad argument #1 to 'run' (interval must be a number of milliseconds >= 0)", 2)
+      end
+    end
+    stop = opts.stop
+    if stop ~= nil and type(stop) ~= "function" then
+      error("bad argument #1 to 'run' (stop must be a function)", 2)
+    end
+  end
+  local total = 0
+  while true do
+    local n, pos, full = run_batch(self, batch)
+    if not n then return nil, pos end
+    total = total + n
+    if not full then
+      if not follow or (stop and stop()) then return total, pos end
+      core.sleep(interval)
+    elseif follow and stop and stop() then
+      return total, pos
+    end
+  end
+end
+
+--- Drop the read model and the checkpoint; the next run rebuilds it (an
+-- inline projection is rebuilt at once).
+function Proj:reset()
+  local txn = core.txn(self.store)
+  txn:delete_prefix("views", self.prefix)
+  txn:delete("checkpoints", self.name)
+  local res, err = txn:commit()
+  txn:free()
+  if not res then return nil, err end
+  if self.inline then return self:run() end
+  return true
+end
+
+-- ---------------------------------------------------------------------------
+-- Inline projections: applied inside every commit, in its WriteBatch
+
+local function category_of(stream)
+  return stream:match("^[^-]*")
+end
+
+local function inline_hook(reg)
+  return function(txn, events)
+    for _, proj in ipairs(reg.inline) do
+      local view = new_view(proj, txn, true)
+      local handlers, category, wanted = proj.handlers, proj.category, proj.wanted
+      local last
+      for _, ev in ipairs(events) do
+        local h = handlers[ev.type]
+        if h and (wanted == nil or wanted[ev.type]) and (category == nil or category_of(ev.stream) == category) then
+          local ok, err = pcall(h, view, ev)
+          if not ok then error(handler_failed(proj, ev, err), 0) end
+        end
+        last = ev.position
+      end
+      txn:put("checkpoints", proj.name, last)
+    end
+  end
+end
+
+-- ---------------------------------------------------------------------------
+-- Definitions
+
+local function same_spec(a, b)
+  if a.category ~= b.category or a.inline ~= b.inline then return false end
+  for k, f in pairs(a.handlers) do if b.handlers[k] ~= f then return false end end
+  for k in pairs(b.handlers) do if a.handlers[k] == nil then return false end end
+  if (a.types == nil) ~= (b.types == nil) then return false end
+  if a.types then
+    if #a.types ~= #b.types then return false end
+    for i, t in ipairs(a.types) do if b.types[i] ~= t then return false end end
+  end
+  return true
+end
+
+local function check_spec(name, spec)
+  if type(name) ~= "string" or name == "" or name:find("\0", 1, true) then
+    error("bad argument #1 to 'projection' (name must be a non-empty string without NUL)", 3)
+  end
+  if type(spec) ~= "table" then error("bad argument #2 to 'projection' (spec must be a table)", 3) end
+  if type(spec.handlers) ~= "table" then
+    error(fmt("projection '%s': spec.handlers must be a table of event type -> function", name), 3)
+  end
+  local handlers = {}
+  for k, f in pairs(spec.handlers) do
+    if type(k) ~= "string" or type(f) ~= "function" then
+      error(fmt("projection '%s': handlers[%s] must be a function, got %s", name, tostring(k), type(f)), 3)
+    end
+    handlers[k] = f
+  end
+  if spec.category ~= nil and type(spec.category) ~= "string" then
+    error(fmt("projection '%s': category must be a string", name), 3)
+  end
+  local types
+  if spec.types ~= nil then
+    if type(spec.types) ~= "table" or #spec.types == 0 then
+      error(fmt("projection '%s': types must be a non-empty array of type names", name), 3)
+    end
+    types = {}
+    for i, t in ipairs(spec.types) do
+      if type(t) ~= "string" then error(fmt("projection '%s': types[%d] must be a string", name, i), 3) end
+      types[i] = t
+    end
+  end
+  return { handlers = handlers, category = spec.category, types = types, inline = spec.inline and true or false }
+end
+
+--- store:projection(name, spec)
+function M.projection(store, name, spec)
+  local checked = check_spec(name, spec)
+  local reg = registry[store]
+  if not reg then
+    reg = { by_name = {}, inline = {} }
+    registry[store] = reg
+  end
+  local existing = reg.by_name[name]
+  if existing then
+    if same_spec(existing.spec, checked) then return existing end
+    error(fmt("projection '%s' is already defined with another spec", name), 2)
+  end
+  -- Only the events some handler wants are read: the type filter defaults
+  -- to the handlers' types.
+  local types = checked.types
+  if not types then
+    types = {}
+    for k in pairs(checked.handlers) do types[#types + 1] = k end
+    table.sort(types)
+  end
+  local wanted = {}
+  for _, t in ipairs(types) do wanted[t] = true end
+  local proj = setmetatable({
+    store = store, name = name, prefix = name .. "\0", spec = checked,
+    handlers = checked.handlers, category = checked.category, inline = checked.inline,
+    types = #types > 0 and types or nil, wanted = wanted,
+  }, Proj)
+  if #types == 0 then
+    -- no handlers: nothing to read, but `all` refuses an empty type list
+    proj.types = { "\0" }
+  end
+  if proj.inline then
+    local n, err = proj:run() -- catch up with the events already stored
+    if not n then error(fmt("projection '%s': catching up failed: %s", name, tostring(err)), 2) end
+    reg.inline[#reg.inline + 1] = proj
+    core.set_hook(store, inline_hook(reg))
+  end
+  reg.by_name[name] = proj
+  return proj
+end
+
+return M
