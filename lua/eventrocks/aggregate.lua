@@ -33,11 +33,15 @@ end
 
 local Base = {} -- methods every aggregate instance has
 
-local function restore(self, p)
-  local saved = p.saved
+-- The state, version and queue length before a command, to put back when
+-- it fails.
+local function save_point(self, p)
+  return { state = deepcopy(self.state), version = self.version, qlen = #p.queue }
+end
+
+local function restore(self, p, saved)
   self.state, self.version = saved.state, saved.version
   for i = #p.queue, saved.qlen + 1, -1 do p.queue[i] = nil end
-  p.saved = nil
 end
 
 --- Apply an event to `self.state` at once and queue it for `save`.
@@ -55,23 +59,20 @@ function Base:raise(etype, data, metadata)
   if not handler then
     error(("%s: no apply handler for event type '%s'"):format(spec.name, etype), 2)
   end
-  local outer = p.depth == 0
-  if not p.saved then -- the state before this command, to put back on error
-    p.saved = { state = deepcopy(self.state), version = self.version, qlen = #p.queue }
-  end
+  -- outside a command, a raise is its own unit
+  local saved = p.depth == 0 and save_point(self, p) or nil
   local ev = {
     id = core.uuid(), stream = self.stream, version = self.version + 1,
     type = etype, data = data, metadata = metadata or {},
   }
   local ok, res = pcall(handler, self.state, data, ev)
   if not ok then
-    if outer then restore(self, p) end -- inside a command its wrapper restores
+    if saved then restore(self, p, saved) end -- inside a command its wrapper restores
     error(res, 0)
   end
   if res ~= nil then self.state = res end
   self.version = ev.version
   p.queue[#p.queue + 1] = { id = ev.id, type = etype, data = data, metadata = ev.metadata }
-  if outer then p.saved = nil end
 end
 
 --- The queued events, oldest first: { id, type, data, metadata } each.
@@ -79,26 +80,25 @@ function Base:pending()
   local p = private[self]
   if not p then error("pending: not an aggregate instance", 2) end
   local out = {}
-  for i, ev in ipairs(p.queue) do
-    out[i] = { id = ev.id, type = ev.type, data = ev.data, metadata = ev.metadata }
-  end
+  for i, ev in ipairs(p.queue) do out[i] = deepcopy(ev) end
   return out
 end
 
 -- Commands are plain methods; each runs as a unit: when it raises an error,
--- the state, version and queue go back to what they were before it.
+-- the state, version and queue go back to what they were before it, also
+-- for a command called by another command that catches the error.
 local function command(fn)
   return function(self, ...)
     local p = private[self]
     if not p then return fn(self, ...) end
+    local saved = save_point(self, p)
     p.depth = p.depth + 1
     local r = pack(pcall(fn, self, ...))
     p.depth = p.depth - 1
-    if p.depth == 0 then
-      if not r[1] and p.saved then restore(self, p) end
-      p.saved = nil
+    if not r[1] then
+      restore(self, p, saved)
+      error(r[2], 0)
     end
-    if not r[1] then error(r[2], 0) end
     return unpack(r, 2, r.n)
   end
 end
@@ -167,11 +167,18 @@ end
 -- methods (`function Class:command(...)`).
 function M.aggregate(name, spec)
   local checked = check_spec(name, spec)
+  -- The class table stays empty so that every assignment, a redefinition
+  -- included, goes through __newindex and gets wrapped.
+  local methods = {}
   local class = setmetatable({}, {
-    __index = Base,
-    __newindex = function(t, k, v)
+    __index = function(_, k)
+      local m = methods[k]
+      if m == nil then m = Base[k] end
+      return m
+    end,
+    __newindex = function(_, k, v)
       if type(v) == "function" then v = command(v) end
-      rawset(t, k, v)
+      methods[k] = v
     end,
     __tostring = function() return "aggregate " .. name end,
   })
