@@ -712,7 +712,6 @@ static int l_scan(lua_State *L) {
   const char *prefix = luaL_optlstring(L, 3, "", &plen);
   er_error err;
   liter *li;
-  lua_settop(L, 1); /* new_iter anchors the store at index 1 */
   li = new_iter(L, LI_KV);
   if (er_scan(ls->s, space, prefix, plen, &li->it, &err) != ER_OK)
     return raise_error(L, &err);
