@@ -42,6 +42,7 @@ extern "C" {
 #define ER_MAX_STREAM_LEN 1024 /* bytes in a stream id (no NUL allowed) */
 #define ER_MAX_TYPE_LEN 1024   /* bytes in an event type (no NUL allowed) */
 #define ER_DEFAULT_MAX_EVENT_SIZE ((size_t)16 << 20) /* data + metadata */
+#define ER_MAX_KEY_LEN 8192 /* bytes in a key of a key-value space */
 
 /* Result codes.  ER_NOT_FOUND also marks the normal end of an iterator. */
 typedef enum er_code {
@@ -248,8 +249,17 @@ int er_txn_append(er_txn *t, const char *stream, size_t stream_len,
                   int64_t expected, const er_new_event *events, size_t n,
                   er_error *err);
 
-/* Queue a put or a delete in a key-value space (copied; ER_INVALID on an
- * empty key or a bad space). */
+/* er_txn_append with the events' time given instead of taken from the
+ * clock (integer microseconds since the epoch; 0 means now).  For imports,
+ * which keep the time of the exported events: such times may be older than
+ * events already stored, so the log's time is non-decreasing only for
+ * events the store timed itself. */
+int er_txn_append_at(er_txn *t, const char *stream, size_t stream_len,
+                     int64_t expected, const er_new_event *events, size_t n,
+                     int64_t time, er_error *err);
+
+/* Queue a put or a delete in a key-value space (copied; ER_INVALID on a
+ * bad space or a key that is empty or longer than ER_MAX_KEY_LEN). */
 int er_txn_put(er_txn *t, er_space space, const void *key, size_t key_len,
                const void *val, size_t val_len, er_error *err);
 int er_txn_delete(er_txn *t, er_space space, const void *key, size_t key_len,

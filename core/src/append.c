@@ -110,14 +110,22 @@ int er__validate_append(er_store *s, const char *stream, size_t stream_len,
   return ER_OK;
 }
 
-static int cmp_id_ptr(const void *a, const void *b) {
-  return memcmp(*(const uint8_t *const *)a, *(const uint8_t *const *)b, 16);
+typedef struct id_ref {
+  const uint8_t *id;
+  size_t append; /* index of its append in the transaction */
+} id_ref;
+
+static int cmp_id_ref(const void *a, const void *b) {
+  const id_ref *x = a, *y = b;
+  int c = memcmp(x->id, y->id, 16);
+  if (c) return c;
+  return x->append < y->append ? -1 : x->append > y->append;
 }
 
 /* ER_DUPLICATE_EVENT when one caller-given id appears twice among the
- * transaction's events. */
+ * transaction's events; err->append_index names the later append. */
 static int check_unique_ids(const er_txn *t, er_error *err) {
-  const uint8_t **ids;
+  id_ref *ids;
   size_t a, i, k = 0;
   int rc = ER_OK;
   for (a = 0; a < t->n_appends; a++)
@@ -127,14 +135,19 @@ static int check_unique_ids(const er_txn *t, er_error *err) {
   if (!ids) return er__fail(err, ER_NOMEM, "out of memory");
   for (a = 0, k = 0; a < t->n_appends; a++)
     for (i = 0; i < t->appends[a].n; i++)
-      if (t->appends[a].events[i].has_id) ids[k++] = t->appends[a].events[i].id;
-  qsort(ids, k, sizeof *ids, cmp_id_ptr);
+      if (t->appends[a].events[i].has_id) {
+        ids[k].id = t->appends[a].events[i].id;
+        ids[k++].append = a;
+      }
+  qsort(ids, k, sizeof *ids, cmp_id_ref);
   for (i = 1; i < k; i++)
-    if (memcmp(ids[i - 1], ids[i], 16) == 0) {
+    if (memcmp(ids[i - 1].id, ids[i].id, 16) == 0) {
       char text[37];
-      er_uuid_format(ids[i], text);
+      er_uuid_format(ids[i].id, text);
       rc = er__fail(err, ER_DUPLICATE_EVENT,
-                    "event id %s appears twice in one append", text);
+                    "event id %s appears twice in one %s", text,
+                    t->n_appends > 1 ? "transaction" : "append");
+      if (err) err->append_index = ids[i].append;
       break;
     }
   free(ids);
@@ -273,7 +286,7 @@ int er__commit(er_txn *t, er_error *err) {
   er_event *written = NULL;
   size_t nwritten = 0;
   uint64_t pos;
-  int64_t now;
+  int64_t now, latest;
   int rc = ER_OK, any_id = 0;
   char *rerr = NULL;
 
@@ -305,11 +318,13 @@ int er__commit(er_txn *t, er_error *err) {
   pos = s->last_position;
   now = er__now_micros();
   if (now < s->last_time) now = s->last_time; /* the log's time never goes back */
+  latest = s->last_time;
   off = 0;
   for (a = 0; a < t->n_appends && rc == ER_OK; a++) {
     er__pending *x = &t->appends[a];
     uint64_t current = 0;
     int replay = 0;
+    int64_t at;
     uint8_t head[9], pos_key[8], pos_val[8];
     memset(&x->result, 0, sizeof x->result);
     rc = version_before(t, a, &current, err);
@@ -326,6 +341,8 @@ int er__commit(er_txn *t, er_error *err) {
       break;
     }
     if (replay) continue;
+    at = x->time ? x->time : now;
+    if (at > latest) latest = at;
     for (i = 0; i < x->n; i++) {
       er_new_event *e = &x->events[i];
       uint64_t p = pos + 1 + i, ver = current + 1 + i;
@@ -337,7 +354,7 @@ int er__commit(er_txn *t, er_error *err) {
         er__uuid7_from(e->id, now, rnd);
         e->has_id = 1;
       }
-      er__record_encode(rec, x->stream, x->stream_len, e, p, ver, now,
+      er__record_encode(rec, x->stream, x->stream_len, e, p, ver, at,
                         (uint32_t)x->n, (uint32_t)i);
       er__record_decode(rec, sz, &written[nwritten++], NULL);
       off += sz;
@@ -377,7 +394,7 @@ int er__commit(er_txn *t, er_error *err) {
     t->state = 1;
     if (nwritten) {
       __atomic_store_n(&s->last_position, pos, __ATOMIC_RELEASE);
-      s->last_time = now;
+      s->last_time = latest;
     }
     for (a = 0; a < t->n_appends; a++) {
       const er__pending *x = &t->appends[a];

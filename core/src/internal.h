@@ -183,6 +183,7 @@ typedef struct er__pending {
   er_new_event *events;
   size_t n;
   void *owned; /* the block holding copies of stream and events, or NULL */
+  int64_t time; /* the events' time, 0 = now */
   er_appended result;
 } er__pending;
 

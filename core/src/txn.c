@@ -33,6 +33,12 @@ int er_txn_begin(er_store *s, er_txn **out, er_error *err) {
 int er_txn_append(er_txn *t, const char *stream, size_t stream_len,
                   int64_t expected, const er_new_event *events, size_t n,
                   er_error *err) {
+  return er_txn_append_at(t, stream, stream_len, expected, events, n, 0, err);
+}
+
+int er_txn_append_at(er_txn *t, const char *stream, size_t stream_len,
+                     int64_t expected, const er_new_event *events, size_t n,
+                     int64_t time, er_error *err) {
   size_t i, bytes = stream_len;
   char *block, *p;
   er_new_event *copies;
@@ -80,6 +86,7 @@ int er_txn_append(er_txn *t, const char *stream, size_t stream_len,
     p += events[i].metadata_len;
   }
   x->expected = expected;
+  x->time = time;
   x->events = copies;
   x->n = n;
   x->owned = block;
@@ -92,6 +99,9 @@ static int check_key(er_txn *t, er_space space, size_t key_len, er_error *err) {
   if ((rc = check_open_txn(t, err)) != ER_OK) return rc;
   if ((rc = check_space(space, err)) != ER_OK) return rc;
   if (key_len == 0) return er__fail(err, ER_INVALID, "empty key");
+  if (key_len > ER_MAX_KEY_LEN)
+    return er__fail(err, ER_INVALID, "key of %zu bytes; the limit is %d", key_len,
+                    ER_MAX_KEY_LEN);
   return ER_OK;
 }
 
@@ -115,32 +125,31 @@ int er_txn_delete(er_txn *t, er_space space, const void *key, size_t key_len,
 
 int er_txn_delete_prefix(er_txn *t, er_space space, const void *prefix,
                          size_t prefix_len, er_error *err) {
-  rocksdb_column_family_handle_t *cf;
   char *end;
   size_t end_len = prefix_len;
   int rc = check_key(t, space, prefix_len, err);
   if (rc != ER_OK) return rc;
-  cf = t->store->cf[CF_OF_SPACE(space)];
-  end = malloc(prefix_len);
-  if (!end) return er__fail(err, ER_NOMEM, "out of memory");
-  memcpy(end, prefix, prefix_len);
-  while (end_len > 0 && (unsigned char)end[end_len - 1] == 0xff) end_len--;
+  /* The keys that start with the prefix are [prefix, successor), the
+   * successor being the prefix with its last non-0xff byte incremented.  A
+   * prefix of 0xff bytes only has none; its keys are all keys >= it, and as
+   * keys are at most ER_MAX_KEY_LEN bytes, ER_MAX_KEY_LEN + 1 bytes of 0xff
+   * bound them. */
+  while (end_len > 0 && ((const unsigned char *)prefix)[end_len - 1] == 0xff) end_len--;
   if (end_len > 0) {
+    end = malloc(end_len);
+    if (!end) return er__fail(err, ER_NOMEM, "out of memory");
+    memcpy(end, prefix, end_len);
     end[end_len - 1]++;
-    rocksdb_writebatch_delete_range_cf(t->wb, cf, prefix, prefix_len, end, end_len);
   } else {
-    /* no key follows every key with this prefix: delete them one by one */
-    er_iter *it;
-    const void *k, *v;
-    size_t klen, vlen;
-    rc = er_scan(t->store, space, prefix, prefix_len, &it, err);
-    while (rc == ER_OK && (rc = er_iter_next_kv(it, &k, &klen, &v, &vlen, err)) == ER_OK)
-      rocksdb_writebatch_delete_cf(t->wb, cf, k, klen);
-    if (rc == ER_NOT_FOUND) rc = ER_OK;
-    er_iter_free(it);
+    end_len = ER_MAX_KEY_LEN + 1;
+    end = malloc(end_len);
+    if (!end) return er__fail(err, ER_NOMEM, "out of memory");
+    memset(end, 0xff, end_len);
   }
+  rocksdb_writebatch_delete_range_cf(t->wb, t->store->cf[CF_OF_SPACE(space)],
+                                     prefix, prefix_len, end, end_len);
   free(end);
-  return rc;
+  return ER_OK;
 }
 
 int er_txn_commit(er_txn *t, er_error *err) { return er__commit(t, err); }

@@ -48,13 +48,15 @@ end
 function View:put(key, value)
   check_key(key, "put")
   if value == nil then return self:delete(key) end
-  self._txn:put("views", self._prefix .. key, value) -- raises on a value it cannot store
+  local ok, err = self._txn:put("views", self._prefix .. key, value) -- raises on a value it cannot store
+  if not ok then error(err, 2) end
   self._buf[key] = value
 end
 
 function View:delete(key)
   check_key(key, "delete")
-  self._txn:delete("views", self._prefix .. key)
+  local ok, err = self._txn:delete("views", self._prefix .. key)
+  if not ok then error(err, 2) end
   self._buf[key] = DELETED
 end
 
