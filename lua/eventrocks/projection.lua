@@ -142,7 +142,8 @@ local function run_batch(proj, batch)
   local cp = proj:position()
   local last = store:last_position()
   if last <= cp then return 0, cp, false end
-  local txn = core.txn(store)
+  local txn, terr = core.txn(store)
+  if not txn then return nil, terr end
   local view = new_view(proj, txn, false)
   local handlers = proj.handlers
   local n, pos = 0, cp
@@ -212,7 +213,8 @@ end
 --- Drop the read model and the checkpoint; the next run rebuilds it (an
 -- inline projection is rebuilt at once).
 function Proj:reset()
-  local txn = core.txn(self.store)
+  local txn, terr = core.txn(self.store)
+  if not txn then return nil, terr end
   txn:delete_prefix("views", self.prefix)
   txn:delete("checkpoints", self.name)
   local res, err = txn:commit()
