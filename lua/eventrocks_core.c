@@ -1006,6 +1006,77 @@ static const luaL_Reg iter_meta[] = {
   {NULL, NULL}
 };
 
+/* ---- checking and raw keys (the eventrocks command, tests) ---------------- */
+
+#define CHECK_MAX_MESSAGES 1000
+
+typedef struct check_ctx {
+  lua_State *L;
+  int messages; /* stack index of the messages table */
+  int progress; /* stack index of the progress function, or 0 */
+  lua_Integer n;
+} check_ctx;
+
+static void check_report(void *ud, const char *problem) {
+  check_ctx *c = ud;
+  if (c->n >= CHECK_MAX_MESSAGES) return;
+  lua_pushstring(c->L, problem);
+  lua_rawseti(c->L, c->messages, ++c->n);
+}
+
+static void check_progress(void *ud, uint64_t done, uint64_t total) {
+  check_ctx *c = ud;
+  if (!c->progress) return;
+  lua_pushvalue(c->L, c->progress);
+  lua_pushinteger(c->L, (lua_Integer)done);
+  lua_pushinteger(c->L, (lua_Integer)total);
+  if (lua_pcall(c->L, 2, 0, 0) != LUA_OK) lua_pop(c->L, 1); /* progress is advisory */
+}
+
+/* core.check(store [, progress]) -> problems (count), messages (at most
+ * 1000), or nil, err */
+static int l_check(lua_State *L) {
+  lstore *ls = check_store(L, 1);
+  check_ctx c;
+  uint64_t problems = 0;
+  er_error err;
+  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_settop(L, 2);
+  lua_newtable(L);
+  c.L = L;
+  c.messages = 3;
+  c.progress = lua_isnil(L, 2) ? 0 : 2;
+  c.n = 0;
+  if (er_check(ls->s, check_report, check_progress, &c, &problems, &err) != ER_OK)
+    return push_error(L, &err);
+  lua_pushinteger(L, (lua_Integer)problems);
+  lua_insert(L, 3);
+  return 2;
+}
+
+static int l_debug_put(lua_State *L) {
+  lstore *ls = check_store(L, 1);
+  const char *fam = luaL_checkstring(L, 2);
+  size_t klen, vlen;
+  const char *key = luaL_checklstring(L, 3, &klen);
+  const char *val = luaL_checklstring(L, 4, &vlen);
+  er_error err;
+  if (er_debug_put(ls->s, fam, key, klen, val, vlen, &err) != ER_OK) return push_error(L, &err);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_debug_delete(lua_State *L) {
+  lstore *ls = check_store(L, 1);
+  const char *fam = luaL_checkstring(L, 2);
+  size_t klen;
+  const char *key = luaL_checklstring(L, 3, &klen);
+  er_error err;
+  if (er_debug_delete(ls->s, fam, key, klen, &err) != ER_OK) return push_error(L, &err);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 static const luaL_Reg txn_meta[] = {
   {"__gc", txn_gc},
   {"__close", txn_gc},
@@ -1024,6 +1095,9 @@ static const luaL_Reg functions[] = {
   {"txn", l_txn},
   {"set_hook", l_set_hook},
   {"sleep", l_sleep},
+  {"check", l_check},
+  {"debug_put", l_debug_put},
+  {"debug_delete", l_debug_delete},
   {"get", l_get},
   {"scan", l_scan},
   {NULL, NULL}

@@ -37,6 +37,7 @@ build = {
         "lua/eventrocks_core.c",
         "lua/er_value.c",
         "core/src/append.c",
+        "core/src/check.c",
         "core/src/errors.c",
         "core/src/read.c",
         "core/src/record.c",

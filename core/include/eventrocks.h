@@ -361,6 +361,36 @@ int er_iter_next_stream(er_iter *it, const char **stream, size_t *stream_len,
  * fine. */
 void er_iter_free(er_iter *it);
 
+/* ------------------------------------------------------------------------ */
+/* Checking and repair tools                                                  */
+
+typedef void (*er_report_fn)(void *ud, const char *problem);
+typedef void (*er_progress_fn)(void *ud, uint64_t done, uint64_t total);
+
+/* Verify the store's invariants: positions 1..last contiguous; every record
+ * decodes and its checksum holds; every log record has its stream index
+ * entry (same bytes) and its id entry, and every stream index entry points
+ * at its log record; versions contiguous from 1 in every stream; every head
+ * equals its stream's last version and every stream has a head; every id
+ * entry points at an event with that id.  `report` (may be NULL) gets one
+ * message per problem (valid during the call), `progress` (may be NULL)
+ * gets the work done so far out of `total` now and then.  On ER_OK
+ * `*problems` holds the number of problems found (0: healthy); an error
+ * means the scan itself could not run to the end. */
+int er_check(er_store *s, er_report_fn report, er_progress_fn progress,
+             void *ud, uint64_t *problems, er_error *err);
+
+/* For tests and repair tools only: put or delete a raw key of the column
+ * family `family` ("default", "log", "streams", "heads", "ids", "snapshots",
+ * "checkpoints", "views"), bypassing every rule of the store.  Clears the
+ * cache of stream versions.  ER_INVALID on an unknown family or a read-only
+ * store. */
+int er_debug_put(er_store *s, const char *family, const void *key,
+                 size_t key_len, const void *val, size_t val_len,
+                 er_error *err);
+int er_debug_delete(er_store *s, const char *family, const void *key,
+                    size_t key_len, er_error *err);
+
 #ifdef __cplusplus
 }
 #endif

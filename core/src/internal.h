@@ -203,6 +203,7 @@ int er__validate_append(er_store *s, const char *stream, size_t stream_len,
 int er__commit(er_txn *t, er_error *err);
 
 /* store.c */
+extern const char *const er__cf_names[CF_COUNT];
 void er__iter_register(er_store *s, er_iter *it);
 int er__check_stream(const char *stream, size_t len, er_error *err);
 int er__head_get(er_store *s, const char *stream, size_t len,

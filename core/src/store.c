@@ -7,7 +7,7 @@
 #include <sys/stat.h>
 
 
-static const char *const cf_names[CF_COUNT] = {
+const char *const er__cf_names[CF_COUNT] = {
   "default", "log", "streams", "heads", "ids", "snapshots", "checkpoints",
   "views"
 };
@@ -167,7 +167,7 @@ static int open_db(er_store *s, er_error *err) {
                                             &rerr);
     if (rerr) return er__rocks_fail(err, s->path, rerr);
     for (i = 0, j = 0; i < n_existing; i++)
-      if (strcmp(existing[i], cf_names[CF_LOG]) == 0) j = 1;
+      if (strcmp(existing[i], er__cf_names[CF_LOG]) == 0) j = 1;
     if (!j) {
       rocksdb_list_column_families_destroy(existing, n_existing);
       return er__fail(err, ER_INVALID,
@@ -177,13 +177,13 @@ static int open_db(er_store *s, er_error *err) {
     /* a read-only open cannot create the families a newer version adds */
     for (i = 0; s->read_only && i < CF_COUNT; i++) {
       for (j = 0; j < n_existing; j++)
-        if (strcmp(existing[j], cf_names[i]) == 0) break;
+        if (strcmp(existing[j], er__cf_names[i]) == 0) break;
       if (j == n_existing) {
         rocksdb_list_column_families_destroy(existing, n_existing);
         return er__fail(err, ER_INVALID,
                         "%s: the store lacks the '%s' column family; open it "
                         "once for writing to upgrade it",
-                        s->path, cf_names[i]);
+                        s->path, er__cf_names[i]);
       }
     }
   }
@@ -194,11 +194,11 @@ static int open_db(er_store *s, er_error *err) {
     rc = er__fail(err, ER_NOMEM, "out of memory");
     goto done;
   }
-  for (i = 0; i < CF_COUNT; i++) names[i] = cf_names[i];
+  for (i = 0; i < CF_COUNT; i++) names[i] = er__cf_names[i];
   for (i = 0; i < n_existing; i++) {
     int ours = 0;
     for (j = 0; j < CF_COUNT; j++)
-      if (strcmp(existing[i], cf_names[j]) == 0) ours = 1;
+      if (strcmp(existing[i], er__cf_names[j]) == 0) ours = 1;
     if (!ours) names[n++] = existing[i];
   }
   for (i = 0; i < n; i++) opts[i] = s->options;

@@ -1,0 +1,314 @@
+/* check.c -- verifying a store's invariants, and the raw-key tools for
+ * tests and repairs. */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+typedef struct checker {
+  er_store *s;
+  er_report_fn report;
+  er_progress_fn progress;
+  void *ud;
+  uint64_t problems, done, total;
+} checker;
+
+static void problem(checker *c, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+static void problem(checker *c, const char *fmt, ...) {
+  char msg[600];
+  va_list ap;
+  c->problems++;
+  if (!c->report) return;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  c->report(c->ud, msg);
+}
+
+static void tick(checker *c) {
+  c->done++;
+  if (c->progress && (c->done & 0x3ff) == 0) c->progress(c->ud, c->done, c->total);
+}
+
+/* The value of `key` in family `cf` (malloc'd by RocksDB) or NULL. */
+static char *get(checker *c, int cf, const void *key, size_t klen, size_t *vlen,
+                 int *rc, er_error *err) {
+  char *rerr = NULL;
+  char *v = rocksdb_get_cf(c->s->db, c->s->ropts, c->s->cf[cf], key, klen, vlen, &rerr);
+  if (rerr) *rc = er__rocks_fail(err, "checking", rerr);
+  return v;
+}
+
+static int iter_error(rocksdb_iterator_t *it, er_error *err) {
+  char *rerr = NULL;
+  rocksdb_iter_get_error(it, &rerr);
+  return rerr ? er__rocks_fail(err, "checking", rerr) : ER_OK;
+}
+
+#define SHOWN(len) (int)((len) > 80 ? 80 : (len))
+
+/* The log: positions contiguous, records whole, index and id entries. */
+static int check_log(checker *c, er_error *err) {
+  er_store *s = c->s;
+  rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ropts, s->cf[CF_LOG]);
+  uint64_t expect = 1;
+  uint8_t *skey = malloc(ER_MAX_STREAM_LEN + 9);
+  int rc = ER_OK;
+  if (!skey) {
+    rocksdb_iter_destroy(it);
+    return er__fail(err, ER_NOMEM, "out of memory");
+  }
+  for (rocksdb_iter_seek_to_first(it); rc == ER_OK && rocksdb_iter_valid(it);
+       rocksdb_iter_next(it)) {
+    size_t klen, vlen, ilen = 0, xlen = 0;
+    const char *k = rocksdb_iter_key(it, &klen), *v = rocksdb_iter_value(it, &vlen);
+    uint64_t pos = klen == 8 ? er__get_be64((const uint8_t *)k) : 0;
+    er_event ev;
+    char *idx, *id;
+    tick(c);
+    if (klen != 8) {
+      problem(c, "log: a key of %zu bytes is not a position", klen);
+      continue;
+    }
+    if (pos != expect)
+      problem(c, "log: position %llu follows %llu (expected %llu)",
+              (unsigned long long)pos, (unsigned long long)(expect - 1),
+              (unsigned long long)expect);
+    expect = pos + 1;
+    if (er__record_decode(v, vlen, &ev, NULL) != ER_OK || ev.position != pos) {
+      problem(c, "log: the record at position %llu is damaged", (unsigned long long)pos);
+      continue;
+    }
+    if (ev.stream_len == 0 || ev.stream_len > ER_MAX_STREAM_LEN) {
+      problem(c, "log: the record at position %llu has a bad stream id", (unsigned long long)pos);
+      continue;
+    }
+    er__stream_key(skey, ev.stream, ev.stream_len, ev.version);
+    idx = get(c, CF_STREAMS, skey, ev.stream_len + 9, &ilen, &rc, err);
+    if (rc != ER_OK) break;
+    if (!idx)
+      problem(c, "streams: no index entry for %.*s@%llu (position %llu)",
+              SHOWN(ev.stream_len), ev.stream, (unsigned long long)ev.version,
+              (unsigned long long)pos);
+    else if (ilen != vlen || memcmp(idx, v, vlen) != 0)
+      problem(c, "streams: the index entry of %.*s@%llu differs from the log record at position %llu",
+              SHOWN(ev.stream_len), ev.stream, (unsigned long long)ev.version,
+              (unsigned long long)pos);
+    rocksdb_free(idx);
+    id = get(c, CF_IDS, ev.id, 16, &xlen, &rc, err);
+    if (rc != ER_OK) break;
+    if (!id || xlen != 8 || er__get_le64((const uint8_t *)id) != pos) {
+      char text[37];
+      er_uuid_format(ev.id, text);
+      problem(c, "ids: event id %s does not point at position %llu", text,
+              (unsigned long long)pos);
+    }
+    rocksdb_free(id);
+  }
+  if (rc == ER_OK) rc = iter_error(it, err);
+  if (rc == ER_OK && expect - 1 != s->last_position)
+    problem(c, "log: ends at position %llu but the store counts %llu",
+            (unsigned long long)(expect - 1), (unsigned long long)s->last_position);
+  rocksdb_iter_destroy(it);
+  free(skey);
+  return rc;
+}
+
+/* The head of a stream must equal its last version. */
+static int check_head(checker *c, const char *stream, size_t len, uint64_t last,
+                      er_error *err) {
+  size_t hlen = 0;
+  int rc = ER_OK;
+  char *h = get(c, CF_HEADS, stream, len, &hlen, &rc, err);
+  if (rc != ER_OK) return rc;
+  if (!h || hlen < 8)
+    problem(c, "heads: stream %.*s has events but no head", SHOWN(len), stream);
+  else if (er__get_le64((const uint8_t *)h) != last)
+    problem(c, "heads: stream %.*s is at version %llu but its head says %llu", SHOWN(len),
+            stream, (unsigned long long)last,
+            (unsigned long long)er__get_le64((const uint8_t *)h));
+  rocksdb_free(h);
+  return ER_OK;
+}
+
+/* The stream index: contiguous versions, entries pointing at the log. */
+static int check_streams(checker *c, uint64_t *nstreams, er_error *err) {
+  er_store *s = c->s;
+  rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ropts, s->cf[CF_STREAMS]);
+  char *cur = malloc(ER_MAX_STREAM_LEN + 1);
+  size_t cur_len = 0;
+  uint64_t last = 0;
+  int rc = ER_OK, have = 0;
+  *nstreams = 0;
+  if (!cur) {
+    rocksdb_iter_destroy(it);
+    return er__fail(err, ER_NOMEM, "out of memory");
+  }
+  for (rocksdb_iter_seek_to_first(it); rc == ER_OK && rocksdb_iter_valid(it);
+       rocksdb_iter_next(it)) {
+    size_t klen, vlen, llen = 0, slen;
+    const char *k = rocksdb_iter_key(it, &klen), *v = rocksdb_iter_value(it, &vlen);
+    const char *nul = klen > 9 ? memchr(k, 0, klen - 8) : NULL;
+    uint64_t ver;
+    er_event ev;
+    uint8_t pkey[8];
+    char *rec;
+    tick(c);
+    if (!nul || (size_t)(nul - k) != klen - 9 || klen - 9 > ER_MAX_STREAM_LEN) {
+      problem(c, "streams: a key of %zu bytes is not a stream id and a version", klen);
+      continue;
+    }
+    slen = klen - 9;
+    ver = er__get_be64((const uint8_t *)k + slen + 1);
+    if (!have || slen != cur_len || memcmp(k, cur, slen) != 0) {
+      if (have && (rc = check_head(c, cur, cur_len, last, err)) != ER_OK) break;
+      memcpy(cur, k, slen);
+      cur_len = slen;
+      last = 0;
+      have = 1;
+      (*nstreams)++;
+    }
+    if (ver != last + 1)
+      problem(c, "streams: %.*s has version %llu after %llu", SHOWN(slen), k,
+              (unsigned long long)ver, (unsigned long long)last);
+    last = ver;
+    if (er__record_decode(v, vlen, &ev, NULL) != ER_OK || ev.version != ver ||
+        ev.stream_len != slen || memcmp(ev.stream, k, slen) != 0) {
+      problem(c, "streams: the record of %.*s@%llu is damaged", SHOWN(slen), k,
+              (unsigned long long)ver);
+      continue;
+    }
+    er__put_be64(pkey, ev.position);
+    rec = get(c, CF_LOG, pkey, 8, &llen, &rc, err);
+    if (rc != ER_OK) break;
+    if (!rec)
+      problem(c, "log: %.*s@%llu points at position %llu, which holds no event", SHOWN(slen),
+              k, (unsigned long long)ver, (unsigned long long)ev.position);
+    else if (llen != vlen || memcmp(rec, v, vlen) != 0)
+      problem(c, "log: the record at position %llu differs from the index entry of %.*s@%llu",
+              (unsigned long long)ev.position, SHOWN(slen), k, (unsigned long long)ver);
+    rocksdb_free(rec);
+  }
+  if (rc == ER_OK) rc = iter_error(it, err);
+  if (rc == ER_OK && have) rc = check_head(c, cur, cur_len, last, err);
+  rocksdb_iter_destroy(it);
+  free(cur);
+  return rc;
+}
+
+/* Heads without events; ids pointing elsewhere. */
+static int check_heads_ids(checker *c, uint64_t nstreams, er_error *err) {
+  er_store *s = c->s;
+  rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ropts, s->cf[CF_HEADS]);
+  uint64_t nheads = 0, nids = 0;
+  int rc = ER_OK;
+  for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+    size_t klen, vlen;
+    const char *k = rocksdb_iter_key(it, &klen);
+    rocksdb_iter_value(it, &vlen);
+    nheads++;
+    if (vlen < 8) problem(c, "heads: the head of %.*s is damaged", SHOWN(klen), k);
+  }
+  rc = iter_error(it, err);
+  rocksdb_iter_destroy(it);
+  if (rc != ER_OK) return rc;
+  if (nheads != nstreams)
+    problem(c, "heads: %llu heads for %llu streams with events", (unsigned long long)nheads,
+            (unsigned long long)nstreams);
+
+  it = rocksdb_create_iterator_cf(s->db, s->ropts, s->cf[CF_IDS]);
+  for (rocksdb_iter_seek_to_first(it); rc == ER_OK && rocksdb_iter_valid(it);
+       rocksdb_iter_next(it)) {
+    size_t klen, vlen, llen = 0;
+    const char *k = rocksdb_iter_key(it, &klen), *v = rocksdb_iter_value(it, &vlen);
+    uint8_t pkey[8];
+    char *rec;
+    er_event ev;
+    tick(c);
+    nids++;
+    if (klen != 16 || vlen != 8) {
+      problem(c, "ids: a damaged entry (%zu-byte key, %zu-byte value)", klen, vlen);
+      continue;
+    }
+    er__put_be64(pkey, er__get_le64((const uint8_t *)v));
+    rec = get(c, CF_LOG, pkey, 8, &llen, &rc, err);
+    if (rc != ER_OK) break;
+    if (!rec || er__record_decode(rec, llen, &ev, NULL) != ER_OK || memcmp(ev.id, k, 16) != 0) {
+      char text[37];
+      er_uuid_format((const uint8_t *)k, text);
+      problem(c, "ids: event id %s points at position %llu, which holds another event", text,
+              (unsigned long long)er__get_le64((const uint8_t *)v));
+    }
+    rocksdb_free(rec);
+  }
+  if (rc == ER_OK) rc = iter_error(it, err);
+  rocksdb_iter_destroy(it);
+  return rc;
+}
+
+int er_check(er_store *s, er_report_fn report, er_progress_fn progress,
+             void *ud, uint64_t *problems, er_error *err) {
+  checker c;
+  uint64_t nstreams = 0;
+  int rc;
+  memset(&c, 0, sizeof c);
+  c.s = s;
+  c.report = report;
+  c.progress = progress;
+  c.ud = ud;
+  c.total = 3 * er_last_position(s);
+  *problems = 0;
+  if ((rc = check_log(&c, err)) == ER_OK && (rc = check_streams(&c, &nstreams, err)) == ER_OK)
+    rc = check_heads_ids(&c, nstreams, err);
+  if (progress) progress(ud, c.total > c.done ? c.total : c.done, c.total > c.done ? c.total : c.done);
+  *problems = c.problems;
+  return rc;
+}
+
+/* ---- raw keys ---------------------------------------------------------------- */
+
+static int family(er_store *s, const char *name, er_error *err) {
+  int i;
+  if (s->read_only) return er__fail(err, ER_INVALID, "%s: the store is open read-only", s->path);
+  for (i = 0; i < CF_COUNT; i++)
+    if (name && strcmp(name, er__cf_names[i]) == 0) return i;
+  er__fail(err, ER_INVALID, "no column family '%s'", name ? name : "(null)");
+  return -1;
+}
+
+static void forget_heads(er_store *s) {
+  size_t i;
+  for (i = 0; i < ER_HEAD_CACHE_SLOTS; i++) {
+    free(s->heads[i].stream);
+    s->heads[i].stream = NULL;
+  }
+}
+
+int er_debug_put(er_store *s, const char *fam, const void *key, size_t key_len,
+                 const void *val, size_t val_len, er_error *err) {
+  int cf = family(s, fam, err);
+  char *rerr = NULL;
+  if (cf < 0) return ER_INVALID;
+  pthread_mutex_lock(&s->write_lock);
+  rocksdb_put_cf(s->db, s->wopts, s->cf[cf], key, key_len, val_len ? val : "", val_len, &rerr);
+  forget_heads(s);
+  pthread_mutex_unlock(&s->write_lock);
+  return rerr ? er__rocks_fail(err, "writing", rerr) : ER_OK;
+}
+
+int er_debug_delete(er_store *s, const char *fam, const void *key, size_t key_len,
+                    er_error *err) {
+  int cf = family(s, fam, err);
+  char *rerr = NULL;
+  if (cf < 0) return ER_INVALID;
+  pthread_mutex_lock(&s->write_lock);
+  rocksdb_delete_cf(s->db, s->wopts, s->cf[cf], key, key_len, &rerr);
+  forget_heads(s);
+  pthread_mutex_unlock(&s->write_lock);
+  return rerr ? er__rocks_fail(err, "deleting", rerr) : ER_OK;
+}
