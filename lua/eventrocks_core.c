@@ -8,8 +8,11 @@
  * closes the iterator on break.  Iterators keep their store alive (user
  * value) and the core destroys live iterators when the store closes.
  */
-#define _POSIX_C_SOURCE 200809L /* nanosleep */
+#define _POSIX_C_SOURCE 200809L /* nanosleep, isatty */
+#include <dirent.h>
 #include <errno.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <time.h>
@@ -238,6 +241,34 @@ static int l_sleep(lua_State *L) {
   ts.tv_nsec = (long)((ms - (lua_Number)ts.tv_sec * 1000) * 1e6);
   while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
   return 0;
+}
+
+/* core.isatty(fd) -> boolean */
+static int l_isatty(lua_State *L) {
+  lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+  return 1;
+}
+
+/* core.disk_size(dir) -> bytes of the regular files in `dir`, or nil, msg */
+static int l_disk_size(lua_State *L) {
+  const char *dir = luaL_checkstring(L, 1);
+  DIR *d = opendir(dir);
+  struct dirent *e;
+  lua_Integer total = 0;
+  if (!d) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", dir, strerror(errno));
+    return 2;
+  }
+  while ((e = readdir(d)) != NULL) {
+    struct stat st;
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= (int)sizeof path) continue;
+    if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) total += (lua_Integer)st.st_size;
+  }
+  closedir(d);
+  lua_pushinteger(L, total);
+  return 1;
 }
 
 static int l_uuid(lua_State *L) {
@@ -583,13 +614,16 @@ static int txn_append(lua_State *L) {
   lstore *ls = txn_store(L, &lt);
   size_t slen, n;
   const char *stream = check_stream(L, 2, &slen);
-  if (lt->borrowed) return luaL_error(L, "cannot append inside a commit hook");
   int64_t expected;
+  lua_Integer time_at;
   er_error err;
+  if (lt->borrowed) return luaL_error(L, "cannot append inside a commit hook");
   check_opts(L, 4);
   expected = check_expected(L, 4);
+  time_at = opt_integer(L, 4, "time", 0, 0); /* imports keep their times */
   n = collect_events(L, ls);
-  if (er_txn_append(lt->t, stream, slen, expected, ls->evs, n, &err) != ER_OK) {
+  if (er_txn_append_at(lt->t, stream, slen, expected, ls->evs, n, (int64_t)time_at,
+                       &err) != ER_OK) {
     lua_pushvalue(L, 2);
     return push_append_error(L, &err);
   }
@@ -1095,6 +1129,8 @@ static const luaL_Reg functions[] = {
   {"txn", l_txn},
   {"set_hook", l_set_hook},
   {"sleep", l_sleep},
+  {"isatty", l_isatty},
+  {"disk_size", l_disk_size},
   {"check", l_check},
   {"debug_put", l_debug_put},
   {"debug_delete", l_debug_delete},

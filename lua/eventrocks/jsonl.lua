@@ -1,0 +1,228 @@
+--- eventrocks.jsonl: events as JSON lines, lossless for every value the
+-- store accepts, over dkjson (Debian lua-dkjson).
+--
+-- JSON has one number type, no NaN or infinities, Unicode-only strings and
+-- string-only object keys; Lua values have more.  The mapping keeps plain
+-- JSON wherever it is exact and tags the rest:
+--
+--   Lua                                  JSON
+--   nil                                  null
+--   true, false                          true, false
+--   integer                              number without "." or exponent (exact)
+--   float, when its shortest form        number with "." or an exponent
+--     round-trips (1.5, 0.25, -0.0)
+--   other floats, NaN, inf, -inf         {"$float": "0.30000000000000004"}, {"$float": "nan"}, ...
+--   string that is valid UTF-8           string
+--   other string                         {"$base64": "..."}
+--   table with keys exactly 1..n         array
+--   table with string keys only,         object
+--     none starting with "$"
+--   any other table                      {"$map": [[key, value], ...]}  (keys mapped too)
+local json = require "dkjson"
+
+local M = {}
+
+local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
+local mtype, fmt, byte, char, concat = math.type, string.format, string.byte, string.char, table.concat
+
+local OBJECT = { __jsontype = "object" }
+local ARRAY = { __jsontype = "array" }
+
+-- ---------------------------------------------------------------------------
+-- base64 (RFC 4648); Debian packages no base64 module for Lua 5.4
+
+local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+local b64enc, b64dec = {}, {}
+for i = 1, 64 do
+  b64enc[i - 1] = B64:sub(i, i)
+  b64dec[B64:byte(i)] = i - 1
+end
+
+local function to_base64(s)
+  local out = {}
+  for i = 1, #s, 3 do
+    local a, b, c = byte(s, i, i + 2)
+    local n = a * 65536 + (b or 0) * 256 + (c or 0)
+    out[#out + 1] = b64enc[n >> 18] .. b64enc[(n >> 12) & 63]
+      .. (b and b64enc[(n >> 6) & 63] or "=") .. (c and b64enc[n & 63] or "=")
+  end
+  return concat(out)
+end
+
+local function from_base64(s)
+  if #s % 4 ~= 0 or s:find("[^%w%+/=]") or s:find("=[^=]") then return nil end
+  local out = {}
+  for i = 1, #s, 4 do
+    local a, b, c, d = byte(s, i, i + 3)
+    local n = (b64dec[a] << 18) | (b64dec[b] << 12) | ((b64dec[c] or 0) << 6) | (b64dec[d] or 0)
+    if c == 61 then out[#out + 1] = char(n >> 16)
+    elseif d == 61 then out[#out + 1] = char(n >> 16, (n >> 8) & 255)
+    else out[#out + 1] = char(n >> 16, (n >> 8) & 255, n & 255) end
+  end
+  return concat(out)
+end
+
+-- ---------------------------------------------------------------------------
+-- Lua value -> JSON-ready tree
+
+local function key_order(a, b)
+  local ta, tb = type(a), type(b)
+  if ta ~= tb then return ta < tb end
+  if ta == "boolean" then return (not a) and b end
+  if a ~= a then return false end
+  return a < b
+end
+
+local function float_tag(x)
+  local s
+  if x ~= x then s = "nan"
+  elseif x == math.huge then s = "inf"
+  elseif x == -math.huge then s = "-inf"
+  else
+    s = fmt("%.17g", x)
+    if not s:find("[%.eEn]") then s = s .. ".0" end
+  end
+  return setmetatable({ ["$float"] = s }, OBJECT)
+end
+
+local function to_tree(v)
+  local t = type(v)
+  if t == "string" then
+    if utf8.len(v) then return v end
+    return setmetatable({ ["$base64"] = to_base64(v) }, OBJECT)
+  elseif t == "number" then
+    if mtype(v) == "integer" then return v end
+    local s = tostring(v)
+    if v == v and v ~= math.huge and v ~= -math.huge and tonumber(s) == v and s:find("[%.eE]")
+      and (v ~= 0 or 1 / v == 1 / tonumber(s)) then
+      return v
+    end
+    return float_tag(v)
+  elseif t == "table" then
+    local n, count, strings = #v, 0, true
+    for k in pairs(v) do
+      count = count + 1
+      if type(k) ~= "string" or byte(k, 1) == 36 then strings = false end -- 36: "$"
+    end
+    if n > 0 and count == n then
+      local arr = setmetatable({}, ARRAY)
+      for i = 1, n do arr[i] = to_tree(v[i]) end
+      return arr
+    end
+    if strings then
+      local obj = setmetatable({}, OBJECT)
+      for k, x in pairs(v) do obj[k] = to_tree(x) end
+      return obj
+    end
+    local keys = {}
+    for k in pairs(v) do keys[#keys + 1] = k end
+    table.sort(keys, key_order)
+    local pairs_ = setmetatable({}, ARRAY)
+    for i, k in ipairs(keys) do pairs_[i] = setmetatable({ to_tree(k), to_tree(v[k]) }, ARRAY) end
+    return setmetatable({ ["$map"] = pairs_ }, OBJECT)
+  elseif t == "nil" then
+    return json.null
+  else
+    return v -- booleans
+  end
+end
+
+-- ---------------------------------------------------------------------------
+-- JSON tree -> Lua value; raises on shapes the mapping never produces
+
+local function from_tree(v, where)
+  local t = type(v)
+  if v == json.null then return nil end
+  if t == "number" then return v end -- dkjson: "1" is an integer, "1.5" a float
+  if t ~= "table" then return v end
+  local tag, tagged = next(v)
+  if type(tag) == "string" and byte(tag, 1) == 36 and next(v, tag) == nil then
+    if tag == "$float" then
+      if type(tagged) ~= "string" then error(where .. ": $float needs a string", 0) end
+      local x = tagged == "nan" and 0 / 0 or tagged == "inf" and math.huge
+        or tagged == "-inf" and -math.huge or tonumber(tagged)
+      if not x then error(where .. ": bad $float " .. tagged, 0) end
+      return x + 0.0
+    elseif tag == "$base64" then
+      local s = type(tagged) == "string" and from_base64(tagged)
+      if not s then error(where .. ": bad $base64", 0) end
+      return s
+    elseif tag == "$map" then
+      if type(tagged) ~= "table" then error(where .. ": $map needs an array of pairs", 0) end
+      local out = {}
+      for i, kv in ipairs(tagged) do
+        if type(kv) ~= "table" or #kv ~= 2 then error(where .. ": $map entry " .. i .. " is not a pair", 0) end
+        local k = from_tree(kv[1], where)
+        if k == nil or k ~= k then error(where .. ": $map entry " .. i .. " has a nil or NaN key", 0) end
+        out[k] = from_tree(kv[2], where)
+      end
+      return out
+    else
+      error(where .. ": unknown tag " .. tag, 0)
+    end
+  end
+  local out = {}
+  for k, x in pairs(v) do out[k] = from_tree(x, where) end
+  return out
+end
+
+--- The JSON form of any storable value (a string of JSON).
+function M.encode_value(v)
+  return json.encode(to_tree(v))
+end
+
+--- The value of a JSON text made by encode_value.
+function M.decode_value(s)
+  local v, _, err = json.decode(s, 1, json.null)
+  if err then error(err, 0) end
+  return from_tree(v, "value")
+end
+
+--- One event as a JSON line (no newline).
+function M.encode_event(ev)
+  return json.encode(setmetatable({
+    position = ev.position, id = ev.id, stream = ev.stream, version = ev.version,
+    type = ev.type, time = ev.time, data = to_tree(ev.data), metadata = to_tree(ev.metadata),
+  }, OBJECT), { keyorder = { "position", "stream", "version", "type", "time", "id", "data", "metadata" } })
+end
+
+local function field(t, name, kind, line)
+  local v = t[name]
+  if kind == "integer" then
+    if mtype(v) ~= "integer" then error(fmt("line %d: %s must be an integer", line, name), 0) end
+  elseif type(v) ~= kind then
+    error(fmt("line %d: %s must be a %s", line, name, kind), 0)
+  end
+  return v
+end
+
+--- Parse a JSON line made by encode_event into an event table; raises
+-- "line N: ..." when it is malformed.
+function M.decode_event(s, line)
+  local t, _, err = json.decode(s, 1, json.null)
+  if err then error(fmt("line %d: %s", line, err), 0) end
+  if type(t) ~= "table" then error(fmt("line %d: not a JSON object", line), 0) end
+  local ev = {
+    id = field(t, "id", "string", line),
+    stream = field(t, "stream", "string", line),
+    version = field(t, "version", "integer", line),
+    type = field(t, "type", "string", line),
+    time = field(t, "time", "integer", line),
+  }
+  if mtype(t.position) == "integer" then ev.position = t.position end
+  local ok, v = pcall(from_tree, t.data, fmt("line %d: data", line))
+  if not ok then error(v, 0) end
+  ev.data = v
+  if t.metadata ~= nil and t.metadata ~= json.null then
+    ok, v = pcall(from_tree, t.metadata, fmt("line %d: metadata", line))
+    if not ok then error(v, 0) end
+    if type(v) ~= "table" then error(fmt("line %d: metadata must be an object", line), 0) end
+    ev.metadata = v
+  end
+  if ev.version < 1 then error(fmt("line %d: version must be >= 1", line), 0) end
+  return ev
+end
+
+M.to_base64, M.from_base64 = to_base64, from_base64
+
+return M
