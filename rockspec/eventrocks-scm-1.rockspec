@@ -1,6 +1,7 @@
 -- eventrocks: an embedded event store for Lua 5.4 with a C core on RocksDB.
 -- Build from a checkout:  luarocks --lua-version=5.4 make rockspec/eventrocks-scm-1.rockspec
--- System packages (Debian): liblua5.4-dev librocksdb-dev libmsgpuck-dev libxxhash-dev
+-- System packages (Debian): liblua5.4-dev librocksdb-dev libmsgpuck-dev libxxhash-dev,
+-- and for the eventrocks command lua-argparse lua-dkjson lua-readline (tools/deps.sh).
 rockspec_format = "3.0"
 package = "eventrocks"
 version = "scm-1"
@@ -32,6 +33,9 @@ build = {
     ["eventrocks.pretty"] = "lua/eventrocks/pretty.lua",
     ["eventrocks.aggregate"] = "lua/eventrocks/aggregate.lua",
     ["eventrocks.projection"] = "lua/eventrocks/projection.lua",
+    ["eventrocks.jsonl"] = "lua/eventrocks/jsonl.lua",
+    ["eventrocks.cli"] = "lua/eventrocks/cli.lua",
+    ["eventrocks.repl"] = "lua/eventrocks/repl.lua",
     ["eventrocks.core"] = {
       sources = {
         "lua/eventrocks_core.c",
@@ -50,5 +54,8 @@ build = {
       libdirs = { "$(ROCKSDB_LIBDIR)", "$(XXHASH_LIBDIR)" },
       libraries = { "rocksdb", "xxhash", "pthread" },
     },
+  },
+  install = {
+    bin = { eventrocks = "bin/eventrocks" },
   },
 }

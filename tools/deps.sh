@@ -3,7 +3,8 @@
 # Installs only what is missing; uses sudo when not run as root.
 set -eu
 PKGS="make gcc libc6-dev pkg-config lua5.4 liblua5.4-dev librocksdb-dev
-libmsgpuck-dev libxxhash-dev libcmocka-dev lua-busted luarocks valgrind"
+libmsgpuck-dev libxxhash-dev libcmocka-dev lua-busted luarocks valgrind
+lua-argparse lua-dkjson lua-readline"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||

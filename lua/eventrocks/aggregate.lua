@@ -291,6 +291,24 @@ function Repo:load(id, opts)
   return agg
 end
 
+--- The aggregate's history: one row per event, { version, type, time,
+-- data, metadata, state }, where state is a copy of the state right after
+-- that event (upcasting applied, snapshots not used).
+function Repo:history(id)
+  id = check_id(id, "history")
+  local spec = self.spec
+  local agg = new_instance(self.class, id, spec.init(id), 0)
+  local rows = {}
+  for ev in self.store:read(agg.stream) do
+    replay(spec, agg, ev)
+    rows[#rows + 1] = {
+      version = ev.version, type = ev.type, time = ev.time, data = ev.data,
+      metadata = ev.metadata, state = deepcopy(agg.state),
+    }
+  end
+  return rows
+end
+
 --- Append the queued events with expected = the loaded version, plus a
 -- snapshot in the same atomic write when a multiple of snapshot_every is
 -- reached or crossed.  Returns the new version, or nil, err (the queue is

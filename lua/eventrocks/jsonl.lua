@@ -110,9 +110,14 @@ local function to_tree(v)
       return arr
     end
     if strings then
-      local obj = setmetatable({}, OBJECT)
-      for k, x in pairs(v) do obj[k] = to_tree(x) end
-      return obj
+      -- keys in byte order, so that exports of equal values are equal text
+      local obj, order = {}, {}
+      for k, x in pairs(v) do
+        obj[k] = to_tree(x)
+        order[#order + 1] = k
+      end
+      table.sort(order)
+      return setmetatable(obj, { __jsontype = "object", __jsonorder = order })
     end
     local keys = {}
     for k in pairs(v) do keys[#keys + 1] = k end

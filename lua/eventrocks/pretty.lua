@@ -24,7 +24,11 @@ local function number(n)
 end
 
 local function str(s)
-  return (format("%q", s):gsub("\\\n", "\\n"):gsub("\r", "\\r"))
+  local q = format("%q", s):gsub("\\\n", "\\n"):gsub("\r", "\\r")
+  if not utf8.len(q) then -- binary: show the bytes that are not text
+    q = q:gsub("[\128-\255]", function(c) return format("\\x%02x", c:byte()) end)
+  end
+  return q
 end
 
 local function key_order(a, b)

@@ -1,0 +1,419 @@
+--- eventrocks.cli: the `eventrocks` command.
+--
+--   eventrocks [--store DIR] <command> [options]
+--
+-- The store directory is --store DIR, else $EVENTROCKS_STORE, else
+-- ./eventrocks-data.  Commands that only read open the store read-only, so
+-- they work beside a running writer.
+local argparse = require "argparse"
+local er = require "eventrocks"
+local core = require "eventrocks.core"
+local pretty = require "eventrocks.pretty"
+local jsonl = require "eventrocks.jsonl"
+
+local M = {}
+
+local fmt = string.format
+local stdout, stderr = io.stdout, io.stderr
+
+-- ---------------------------------------------------------------------------
+-- Output helpers
+
+local function use_colour()
+  return core.isatty(1) and (os.getenv("NO_COLOR") or "") == "" and os.getenv("TERM") ~= "dumb"
+end
+
+local paint = {}
+local function setup_colour(on)
+  local function c(code) return on and function(s) return "\27[" .. code .. "m" .. s .. "\27[0m" end
+    or function(s) return s end end
+  paint.dim, paint.bold, paint.type, paint.red, paint.green = c("2"), c("1"), c("36"), c("31"), c("32")
+end
+
+local function event_line(ev)
+  return fmt("%s %s %s %s %s", paint.dim(fmt("%8d", ev.position)),
+    paint.bold(ev.stream .. "@" .. ev.version), paint.type(ev.type),
+    paint.dim(pretty.time(ev.time)), pretty.compact(ev.data, 2000))
+end
+
+local function print_event(ev, as_json)
+  if as_json then stdout:write(jsonl.encode_event(ev), "\n")
+  else stdout:write(event_line(ev), "\n") end
+end
+
+-- A progress bar on stderr, only when stderr is a terminal.
+local function progress(label, total)
+  if not core.isatty(2) then return { step = function() end, done = function() end } end
+  local last_draw = -1
+  local clock = os.clock
+  local t0 = clock()
+  local function draw(n)
+    local now = clock()
+    if now - last_draw < 0.1 and n < (total or math.huge) then return end
+    last_draw = now
+    local elapsed = now - t0
+    local rate = elapsed > 0 and n / elapsed or 0
+    local line
+    if total and total > 0 then
+      local frac = math.min(1, n / total)
+      local width = 30
+      local filled = math.floor(frac * width)
+      local eta = rate > 0 and (total - n) / rate or 0
+      line = fmt("\r%s [%s%s] %3d%% %d/%d %.0f/s ETA %ds ", label, ("#"):rep(filled),
+        ("."):rep(width - filled), math.floor(frac * 100), n, total, rate, math.ceil(eta))
+    else
+      line = fmt("\r%s %d %.0f/s ", label, n, rate)
+    end
+    stderr:write(line)
+  end
+  return {
+    step = draw,
+    done = function(n) last_draw = -1; draw(n); stderr:write("\n") end,
+  }
+end
+
+-- ---------------------------------------------------------------------------
+-- Opening the store
+
+local function store_dir(args)
+  return args.store or os.getenv("EVENTROCKS_STORE") or "./eventrocks-data"
+end
+
+local function open_store(args, writable)
+  local dir = store_dir(args)
+  local opts = writable and { create = true } or { read_only = true, create = false }
+  local store, err = er.open(dir, opts)
+  if not store then error({ exit = 1, message = tostring(err) }, 0) end
+  return store, dir
+end
+
+local function fail(msg, code)
+  error({ exit = code or 1, message = msg }, 0)
+end
+
+-- ---------------------------------------------------------------------------
+-- Commands
+
+local commands = {}
+
+function commands.streams(args)
+  local store <close> = open_store(args)
+  for stream, version in store:streams({ prefix = args.prefix }) do
+    if args.json then
+      stdout:write(jsonl.encode_value({ stream = stream, version = version }), "\n")
+    else
+      stdout:write(paint.bold(stream), " ", version, "\n")
+    end
+  end
+end
+
+function commands.read(args)
+  local store <close> = open_store(args)
+  for ev in store:read(args.stream, { from = args.from, count = args.count, backward = args.backward }) do
+    print_event(ev, args.json)
+  end
+end
+
+local function log_opts(args, from)
+  return { from = from, count = args.count, category = args.category,
+    types = args.type and #args.type > 0 and args.type or nil }
+end
+
+function commands.tail(args)
+  local from = args.from or 1
+  if not args.follow then
+    local store <close> = open_store(args)
+    for ev in store:all(log_opts(args, from)) do print_event(ev, args.json) end
+    return
+  end
+  -- Follow: a read-only handle sees the store as it was when opened, so
+  -- reopen it at every poll to see what the writer appended since.
+  local interval = args.interval or 200
+  while true do
+    local store <close> = open_store(args)
+    for ev in store:all({ from = from, category = args.category,
+      types = args.type and #args.type > 0 and args.type or nil }) do
+      print_event(ev, args.json)
+      from = ev.position + 1
+    end
+    local last = store:last_position()
+    if last >= from then from = last + 1 end
+    store:close()
+    stdout:flush()
+    core.sleep(interval)
+  end
+end
+
+function commands.stats(args)
+  local store <close>, dir = open_store(args)
+  local categories, types, streams = {}, {}, 0
+  for _ in store:streams() do streams = streams + 1 end
+  local total = store:last_position()
+  local bar = progress("scanning", total)
+  local n = 0
+  for ev in store:all() do
+    n = n + 1
+    local cat = ev.stream:match("^[^-]*")
+    categories[cat] = (categories[cat] or 0) + 1
+    types[ev.type] = (types[ev.type] or 0) + 1
+    if n % 4096 == 0 then bar.step(n) end
+  end
+  if n > 0 then bar.done(n) end
+  local size = core.disk_size(dir)
+  local function sorted(t)
+    local rows = {}
+    for k, v in pairs(t) do rows[#rows + 1] = { name = k, count = v } end
+    table.sort(rows, function(a, b)
+      if a.count ~= b.count then return a.count > b.count end
+      return a.name < b.name
+    end)
+    return rows
+  end
+  local cats, typs = sorted(categories), sorted(types)
+  if args.json then
+    stdout:write(jsonl.encode_value({ events = n, streams = streams, last_position = total,
+      size_on_disk = size, categories = categories, types = types }), "\n")
+    return
+  end
+  stdout:write(fmt("store          %s\n", dir))
+  stdout:write(fmt("events         %d\n", n))
+  stdout:write(fmt("streams        %d\n", streams))
+  stdout:write(fmt("last position  %d\n", total))
+  stdout:write(fmt("size on disk   %s\n", size and fmt("%d bytes (%.1f MiB)", size, size / 1048576) or "?"))
+  stdout:write(fmt("categories     %d\n", #cats))
+  for _, r in ipairs(cats) do stdout:write(fmt("  %-28s %d\n", r.name, r.count)) end
+  stdout:write(fmt("event types    %d\n", #typs))
+  for _, r in ipairs(typs) do stdout:write(fmt("  %-28s %d\n", r.name, r.count)) end
+end
+
+function commands.export(args)
+  local store <close> = open_store(args)
+  local out = stdout
+  if args.file and args.file ~= "-" then
+    local f, err = io.open(args.file, "w")
+    if not f then fail(err) end
+    out = f
+  end
+  local total = store:last_position()
+  local bar = progress("exporting", total)
+  local n = 0
+  for ev in store:all({ from = args.from }) do
+    out:write(jsonl.encode_event(ev), "\n")
+    n = n + 1
+    if n % 1024 == 0 then bar.step(n) end
+  end
+  if n > 0 then bar.done(n) end
+  if out ~= stdout then
+    local ok, err = out:close()
+    if not ok then fail(err) end
+  else
+    out:flush()
+  end
+  if args.file and args.file ~= "-" then stderr:write(fmt("exported %d events to %s\n", n, args.file)) end
+end
+
+-- Import: consecutive lines of one stream with one time were one append;
+-- they are appended together again, with expected = the version before
+-- them and their ids and time kept, so a second import of the same file is
+-- an idempotent retry of every append and writes nothing.
+local MAX_GROUP = 1000
+
+function commands.import(args)
+  local f, ferr = io.open(args.file, "r")
+  if not f then fail(ferr) end
+  local size = f:seek("end")
+  f:seek("set", 0)
+  local store <close> = open_store(args, true)
+  local bar = progress("importing", size)
+  local group, appended, replayed, written = {}, 0, 0, 0
+  local function flush(line_no)
+    if #group == 0 then return end
+    local first = group[1]
+    local txn = assert(core.txn(store))
+    local events = {}
+    for i, ev in ipairs(group) do
+      events[i] = { id = ev.id, type = ev.type, data = ev.data, metadata = ev.metadata }
+    end
+    local ok, err = txn:append(first.stream, events, { expected = first.version - 1, time = first.time })
+    local res
+    if ok then res, err = txn:commit() end
+    txn:free()
+    if not res then
+      fail(fmt("line %d: %s", line_no - #group, tostring(err)))
+    end
+    if res[1].replayed then replayed = replayed + #group else written = written + #group end
+    appended = appended + 1
+    group = {}
+  end
+  local line_no = 0
+  for line in f:lines() do
+    line_no = line_no + 1
+    if line:find("%S") then
+      local ok, ev = pcall(jsonl.decode_event, line, line_no)
+      if not ok then
+        -- nothing of this line's append is written
+        f:close()
+        fail(tostring(ev) .. fmt(" (imported %d events before it)", written))
+      end
+      local last = group[#group]
+      if last and (last.stream ~= ev.stream or last.time ~= ev.time
+        or ev.version ~= last.version + 1 or #group >= MAX_GROUP) then
+        flush(line_no)
+      end
+      group[#group + 1] = ev
+      if line_no % 1024 == 0 then bar.step(f:seek()) end
+    end
+  end
+  flush(line_no + 1)
+  f:close()
+  if size > 0 then bar.done(size) end
+  stderr:write(fmt("imported %d events (%d appends); %d events were already there\n",
+    written, appended, replayed))
+end
+
+function commands.check(args)
+  local store <close> = open_store(args)
+  local last = store:last_position()
+  local bar = progress("checking", 3 * last)
+  local problems, messages = core.check(store, function(done) bar.step(done) end)
+  if not problems then fail(tostring(messages)) end
+  if last > 0 then bar.done(3 * last) end
+  local streams = 0
+  for _ in store:streams() do streams = streams + 1 end
+  -- snapshots and checkpoints belong to the Lua layer: check them here
+  local snapshots, checkpoints = 0, 0
+  for stream, snap in core.scan(store, "snapshots") do
+    snapshots = snapshots + 1
+    local v = store:version(stream)
+    if type(snap) ~= "table" or math.type(snap.version) ~= "integer" then
+      problems = problems + 1
+      messages[#messages + 1] = fmt("snapshots: the snapshot of %s is damaged", stream)
+    elseif snap.version > v then
+      problems = problems + 1
+      messages[#messages + 1] = fmt("snapshots: the snapshot of %s is at version %d, ahead of the stream (%d)",
+        stream, snap.version, v)
+    end
+  end
+  for name, pos in core.scan(store, "checkpoints") do
+    checkpoints = checkpoints + 1
+    if math.type(pos) ~= "integer" or pos > last then
+      problems = problems + 1
+      messages[#messages + 1] = fmt("checkpoints: projection %s is at position %s, ahead of the log (%d)",
+        name, tostring(pos), last)
+    end
+  end
+  stdout:write(fmt("checked %d events, %d streams, their index, heads and ids, %d snapshots, %d checkpoints\n",
+    last, streams, snapshots, checkpoints))
+  for _, m in ipairs(messages) do stdout:write(paint.red("problem: "), m, "\n") end
+  if #messages < problems then stdout:write(fmt("... and %d more\n", problems - #messages)) end
+  if problems > 0 then
+    stdout:write(paint.red(fmt("%d problem%s found\n", problems, problems == 1 and "" or "s")))
+    return 1
+  end
+  stdout:write(paint.green("ok"), ": no problems found\n")
+end
+
+function commands.repl(args)
+  local dir = store_dir(args)
+  local store, err = er.open(dir, { read_only = args.read_only or false })
+  if not store and err.code == "locked" then
+    stderr:write(fmt("%s is open for writing elsewhere: opening it read-only\n", dir))
+    store, err = er.open(dir, { read_only = true, create = false })
+  end
+  if not store then fail(tostring(err)) end
+  local repl = require "eventrocks.repl"
+  local ok, rerr = pcall(repl.run, { store = store, dir = dir })
+  store:close()
+  if not ok then error(rerr, 0) end
+end
+
+-- ---------------------------------------------------------------------------
+-- Arguments
+
+local function parser()
+  local p = argparse("eventrocks", "Explore and manage an eventrocks event store.")
+    :epilog("The store is --store DIR, else $EVENTROCKS_STORE, else ./eventrocks-data.\n"
+      .. "Run 'eventrocks <command> --help' for the options of a command.")
+  p:option("-s --store", "Store directory."):argname("DIR")
+  p:flag("-v --version", "Print the version and exit."):action(function()
+    stdout:write(er._VERSION, "\n")
+    os.exit(0)
+  end)
+  p:command_target("command")
+  p:require_command(false)
+
+  local function natural(name)
+    return function(s)
+      local n = math.tointeger(tonumber(s))
+      if not n or n < (name == "count" and 0 or 1) then
+        return nil, fmt("%s must be an integer >= %d", name, name == "count" and 0 or 1)
+      end
+      return n
+    end
+  end
+
+  local c = p:command("streams", "List the streams, one 'id version' a line, in byte order.")
+  c:argument("prefix", "Only streams whose id starts with PREFIX."):args("?")
+  c:flag("--json", "JSON lines.")
+
+  c = p:command("read", "Print the events of one stream.")
+  c:argument("stream", "The stream id.")
+  c:option("--from", "First version (default 1, or the last with --backward)."):convert(natural("from"))
+  c:option("--count", "At most N events."):convert(natural("count"))
+  c:flag("--backward", "Newest first.")
+  c:flag("--json", "JSON lines.")
+
+  c = p:command("tail", "Print the global log in position order.")
+  c:option("--from", "First position (default 1)."):argname("POS"):convert(natural("from"))
+  c:option("--count", "At most N events."):convert(natural("count"))
+  c:option("--category", "Only streams of this category.")
+  c:option("--type", "Only events of this type (repeatable)."):count("*")
+  c:flag("-f --follow", "Keep waiting for new events (Ctrl-C to stop).")
+  c:option("--interval", "Milliseconds between polls with --follow (default 200)."):convert(natural("interval"))
+  c:flag("--json", "JSON lines.")
+
+  c = p:command("stats", "Events, streams, categories and event types with counts, size on disk.")
+  c:flag("--json", "One JSON object.")
+
+  c = p:command("export", "Write every event as JSON lines (lossless; see README).")
+  c:argument("file", "Output file (default: standard output)."):args("?")
+  c:option("--from", "First position (default 1)."):argname("POS"):convert(natural("from"))
+
+  c = p:command("import", "Append the events of a JSON lines export, keeping ids, versions and times.")
+  c:argument("file", "The file to import.")
+
+  p:command("check", "Verify the store's invariants; exit status 1 and a report when one fails.")
+
+  c = p:command("repl", "A Lua 5.4 prompt with `er` loaded and `store` open.")
+  c:flag("--read-only", "Open the store read-only.")
+  return p
+end
+
+--- Run the command line `argv` (an array of strings); returns the exit status.
+function M.main(argv)
+  setup_colour(use_colour())
+  local p = parser()
+  local ok, args = p:pparse(argv)
+  if not ok then
+    stderr:write(p:get_usage(), "\n\neventrocks: ", args, "\n")
+    return 2
+  end
+  if not args.command then
+    stdout:write(p:get_help(), "\n")
+    return 0
+  end
+  if not core.isatty(1) then stdout:setvbuf("full") end
+  local run_ok, res = pcall(commands[args.command], args)
+  stdout:flush()
+  if run_ok then return res or 0 end
+  if type(res) == "table" and res.exit then
+    stderr:write("eventrocks: ", res.message, "\n")
+    return res.exit
+  end
+  local msg = tostring(res)
+  if msg:find("interrupted!", 1, true) then return 130 end
+  stderr:write("eventrocks: ", msg, "\n")
+  return 1
+end
+
+return M
