@@ -1152,12 +1152,29 @@ static void test_txn_bad_space_and_key(void **state) {
   err = fresh_err();
   assert_fails(er_txn_delete_prefix(t, ER_VIEWS, NULL, 0, &err), ER_INVALID,
                err);
+  /* keys up to ER_MAX_KEY_LEN bytes */
+  char *longk = malloc(ER_MAX_KEY_LEN + 1);
+  assert_non_null(longk);
+  memset(longk, 'z', ER_MAX_KEY_LEN + 1);
+  err = fresh_err();
+  assert_fails(er_txn_put(t, ER_VIEWS, longk, ER_MAX_KEY_LEN + 1, L("v"), &err),
+               ER_INVALID, err);
+  err = fresh_err();
+  assert_fails(er_txn_delete(t, ER_VIEWS, longk, ER_MAX_KEY_LEN + 1, &err),
+               ER_INVALID, err);
+  err = fresh_err();
+  assert_fails(er_txn_delete_prefix(t, ER_VIEWS, longk, ER_MAX_KEY_LEN + 1,
+                                    &err),
+               ER_INVALID, err);
+  put_ok(t, ER_SNAPSHOTS, longk, ER_MAX_KEY_LEN, L("longest"));
   /* the transaction is still usable, and the refused calls queued nothing */
   put_ok(t, ER_VIEWS, L("k2"), L("v2"));
   commit_ok(t);
   er_txn_free(t);
   assert_scan(s, ER_VIEWS, NULL, 0,
               (const kv[]){KV("k", "v"), KV("k2", "v2")}, 2);
+  get_is(s, ER_SNAPSHOTS, longk, ER_MAX_KEY_LEN, L("longest"));
+  free(longk);
 }
 
 static void test_txn_invalid_appends(void **state) {
