@@ -356,7 +356,8 @@ int er__commit(er_txn *t, er_error *err) {
       }
       er__record_encode(rec, x->stream, x->stream_len, e, p, ver, at,
                         (uint32_t)x->n, (uint32_t)i);
-      er__record_decode(rec, sz, &written[nwritten++], NULL);
+      if (s->hook) er__record_decode(rec, sz, &written[nwritten], NULL);
+      nwritten++;
       off += sz;
       er__put_be64(pos_key, p);
       er__put_le64(pos_val, p);
