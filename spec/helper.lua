@@ -240,4 +240,13 @@ function H.run_child(code)
   return out
 end
 
+-- Like run_child, but also returns the child's exit status (the number given
+-- to os.exit; 0 on a normal end) and how it ended ("exit" or "signal").
+function H.run_child_status(code)
+  local p = assert(io.popen(H.lua_cmd(code), "r"))
+  local out = p:read("a")
+  local _, how, status = p:close()
+  return out, status, how
+end
+
 return H

@@ -20,6 +20,15 @@ local registry = setmetatable({}, { __mode = "k" }) -- store -> { by_name = {}, 
 
 local DELETED = setmetatable({}, { __name = "deleted" })
 
+-- The batch buffer keeps its own copies, so that what a handler sees is
+-- what was written, whatever the caller does to its tables afterwards.
+local function copy(v)
+  if type(v) ~= "table" then return v end
+  local c = {}
+  for k, x in pairs(v) do c[k] = copy(x) end
+  return c
+end
+
 -- ---------------------------------------------------------------------------
 -- The view handed to handlers: read-your-own-writes over one batch
 
@@ -39,7 +48,7 @@ function View:get(key)
   local v = self._buf[key]
   if v ~= nil then
     if v == DELETED then return nil end
-    return v
+    return copy(v)
   end
   return core.get(self._store, "views", self._prefix .. key)
 end
@@ -50,7 +59,7 @@ function View:put(key, value)
   if value == nil then return self:delete(key) end
   local ok, err = self._txn:put("views", self._prefix .. key, value) -- raises on a value it cannot store
   if not ok then error(err, 2) end
-  self._buf[key] = value
+  self._buf[key] = copy(value) -- storable values have no cycles
 end
 
 function View:delete(key)
