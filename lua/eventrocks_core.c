@@ -765,6 +765,15 @@ static int store_version(lua_State *L) {
   return 1;
 }
 
+/* store:refresh(): a read-only handle catches up with the writer. */
+static int store_refresh(lua_State *L) {
+  lstore *ls = check_store(L, 1);
+  er_error err;
+  if (er_refresh(ls->s, &err) != ER_OK) return push_error(L, &err);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 static int store_last_position(lua_State *L) {
   lstore *ls = check_store(L, 1);
   lua_pushinteger(L, (lua_Integer)er_last_position(ls->s));
@@ -1020,6 +1029,7 @@ static const luaL_Reg store_methods[] = {
   {"all", store_all},
   {"event", store_event},
   {"last_position", store_last_position},
+  {"refresh", store_refresh},
   {"streams", store_streams},
   {"close", store_close},
   {NULL, NULL}

@@ -180,8 +180,10 @@ int er_uuid_parse(const char *text, size_t len, uint8_t out[16]);
  *                ER_FORMAT;
  *   ER_IO        the file system refused (path is a file, permissions...);
  *   ER_NOMEM.
- * A read-only handle sees the store as it was when opened; it may coexist
- * with one writer. */
+ * A read-only handle sees the store as it was when opened (or last
+ * refreshed with er_refresh); it may coexist with one writer.  It is a
+ * RocksDB secondary instance, with its own log files in a temporary
+ * directory ($TMPDIR or /tmp) removed by er_close. */
 int er_open(const char *path, const er_options *opts, er_store **out,
             er_error *err);
 
@@ -189,6 +191,12 @@ int er_open(const char *path, const er_options *opts, er_store **out,
  * open (they then report ER_INVALID; er_iter_free stays necessary) and frees
  * the handle.  NULL is fine. */
 void er_close(er_store *s);
+
+/* A read-only handle: catch up with what a writer (in another process)
+ * has written since the handle was opened or last refreshed.  New
+ * iterators see the new state; iterators already open keep theirs.  A
+ * writable handle always sees everything: ER_OK, nothing to do. */
+int er_refresh(er_store *s, er_error *err);
 
 /* The directory the store was opened with (owned by the store). */
 const char *er_path(const er_store *s);

@@ -2,9 +2,11 @@
  * of live iterators and the stream-head lookup. */
 #include "internal.h"
 #include <errno.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 
 const char *const er__cf_names[CF_COUNT] = {
@@ -16,6 +18,20 @@ static const char format_key[] = "format";
 
 const char *er_path(const er_store *s) { return s->path; }
 int er_is_read_only(const er_store *s) { return s->read_only; }
+
+static int remove_entry(const char *path, const struct stat *st, int flag,
+                        struct FTW *ftw) {
+  (void)st;
+  (void)flag;
+  (void)ftw;
+  remove(path);
+  return 0;
+}
+
+/* rm -r of the secondary instance's directory (only files RocksDB made). */
+static void remove_tree(const char *dir) {
+  nftw(dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
 
 /* Release everything `s` holds; safe on a partly opened store. */
 static void store_free(er_store *s) {
@@ -49,6 +65,10 @@ static void store_free(er_store *s) {
   }
   pthread_mutex_destroy(&s->write_lock);
   pthread_mutex_destroy(&s->iter_lock);
+  if (s->secondary) {
+    remove_tree(s->secondary);
+    free(s->secondary);
+  }
   free(s->path);
   free(s);
 }
@@ -102,7 +122,14 @@ static int check_format(er_store *s, er_error *err) {
     rocksdb_iter_seek_to_first(it);
     empty = !rocksdb_iter_valid(it);
     rocksdb_iter_destroy(it);
-    if (!empty || s->read_only)
+    if (s->read_only)
+      /* it has our families, so it was made by eventrocks: a read-only open
+       * racing a writer that is opening or closing the store sees this */
+      return er__fail(err, ER_IO,
+                      "%s: could not read the format marker (a writer may be "
+                      "opening or closing the store; try again)",
+                      s->path);
+    if (!empty)
       return er__fail(err, ER_INVALID,
                       "%s: not an eventrocks store (no format marker)",
                       s->path);
@@ -202,9 +229,32 @@ static int open_db(er_store *s, er_error *err) {
     if (!ours) names[n++] = existing[i];
   }
   for (i = 0; i < n; i++) opts[i] = s->options;
-  if (s->read_only)
-    s->db = rocksdb_open_for_read_only_column_families(
-        s->options, s->path, (int)n, names, opts, handles, 0, &rerr);
+  if (s->read_only) {
+    /* A secondary instance, not RocksDB's read-only mode: it reads a
+     * consistent state even while a writer in another process flushes and
+     * deletes files, and can catch up with it later (er_refresh).  Its own
+     * log files go to a private temporary directory. */
+    const char *tmp = getenv("TMPDIR");
+    char tmpl[4096];
+    snprintf(tmpl, sizeof tmpl, "%s/eventrocks-reader-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(tmpl)) {
+      rc = er__fail(err, ER_IO, "%s: %s", tmpl, strerror(errno));
+      goto done;
+    }
+    if (!(s->secondary = strdup(tmpl))) {
+      remove_tree(tmpl);
+      rc = er__fail(err, ER_NOMEM, "out of memory");
+      goto done;
+    }
+    rocksdb_options_set_max_open_files(s->options, -1);
+    s->db = rocksdb_open_as_secondary_column_families(
+        s->options, s->path, s->secondary, (int)n, names, opts, handles, &rerr);
+    /* Only its info log lives there, open and never rotated: unlink it now,
+     * so that no directory is left behind by a reader that gets killed. */
+    remove_tree(s->secondary);
+    free(s->secondary);
+    s->secondary = NULL;
+  }
   else
     s->db = rocksdb_open_column_families(s->options, s->path, (int)n, names,
                                          opts, handles, &rerr);
@@ -370,6 +420,18 @@ int er_version(er_store *s, const char *stream, size_t stream_len,
 
 uint64_t er_last_position(er_store *s) {
   return __atomic_load_n(&s->last_position, __ATOMIC_ACQUIRE);
+}
+
+int er_refresh(er_store *s, er_error *err) {
+  char *rerr = NULL;
+  int rc;
+  if (!s->read_only) return ER_OK;
+  rocksdb_try_catch_up_with_primary(s->db, &rerr);
+  if (rerr) return er__rocks_fail(err, "catching up with the writer", rerr);
+  pthread_mutex_lock(&s->write_lock);
+  rc = load_counters(s, err);
+  pthread_mutex_unlock(&s->write_lock);
+  return rc;
 }
 
 void er_set_commit_hook(er_store *s, er_commit_hook hook, void *ud) {

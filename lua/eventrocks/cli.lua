@@ -79,10 +79,23 @@ local function store_dir(args)
   return args.store or os.getenv("EVENTROCKS_STORE") or "./eventrocks-data"
 end
 
+-- A read-only open reads files a writer in another process may be
+-- replacing at that moment (flushes, compactions, its own open and close);
+-- such failures pass, so they are retried a few times.
+local function try_open(dir, writable)
+  local opts = writable and { create = true } or { read_only = true, create = false }
+  local store, err
+  for attempt = 1, writable and 1 or 5 do
+    store, err = er.open(dir, opts)
+    if store or (err.code ~= "io" and err.code ~= "corruption") then break end
+    core.sleep(20 * attempt)
+  end
+  return store, err
+end
+
 local function open_store(args, writable)
   local dir = store_dir(args)
-  local opts = writable and { create = true } or { read_only = true, create = false }
-  local store, err = er.open(dir, opts)
+  local store, err = try_open(dir, writable)
   if not store then error({ exit = 1, message = tostring(err) }, 0) end
   return store, dir
 end
@@ -126,21 +139,35 @@ function commands.tail(args)
     for ev in store:all(log_opts(args, from)) do print_event(ev, args.json) end
     return
   end
-  -- Follow: a read-only handle sees the store as it was when opened, so
-  -- reopen it at every poll to see what the writer appended since.
+  -- Follow: the read-only handle catches up with the writer at every poll
+  -- (store:refresh).  While the writer flushes, a view can briefly lack an
+  -- event that a later one has: so positions are taken strictly in order,
+  -- and a poll that meets a gap stops there and tries again at the next.
   local interval = args.interval or 200
+  local types
+  if args.type and #args.type > 0 then
+    types = {}
+    for _, t in ipairs(args.type) do types[t] = true end
+  end
+  local store <close> = open_store(args)
   while true do
-    local store <close> = open_store(args)
-    for ev in store:all({ from = from, category = args.category,
-      types = args.type and #args.type > 0 and args.type or nil }) do
-      print_event(ev, args.json)
-      from = ev.position + 1
+    local ok, err = pcall(function()
+      for ev in store:all({ from = from }) do
+        if ev.position ~= from then break end
+        from = from + 1
+        if (not args.category or ev.stream:match("^[^-]*") == args.category)
+          and (not types or types[ev.type]) then
+          print_event(ev, args.json)
+        end
+      end
+    end)
+    if not ok and not tostring(err):find("corruption", 1, true)
+      and not tostring(err):find("IO error", 1, true) then
+      error(err, 0)
     end
-    local last = store:last_position()
-    if last >= from then from = last + 1 end
-    store:close()
     stdout:flush()
     core.sleep(interval)
+    store:refresh() -- a failure here is retried at the next poll
   end
 end
 
@@ -216,8 +243,6 @@ end
 -- they are appended together again, with expected = the version before
 -- them and their ids and time kept, so a second import of the same file is
 -- an idempotent retry of every append and writes nothing.
-local MAX_GROUP = 1000
-
 function commands.import(args)
   local f, ferr = io.open(args.file, "r")
   if not f then fail(ferr) end
@@ -251,13 +276,20 @@ function commands.import(args)
     if line:find("%S") then
       local ok, ev = pcall(jsonl.decode_event, line, line_no)
       if not ok then
-        -- nothing of this line's append is written
+        -- Nothing of this line's append is written.  The append waiting to
+        -- be written is another one when the line, read as far as it goes,
+        -- names another stream or time or does not continue its versions.
+        local last, head = group[#group], jsonl.peek_event(line)
+        if last and head and (head.stream ~= last.stream or head.time ~= last.time
+          or head.version ~= last.version + 1) then
+          flush(line_no)
+        end
         f:close()
         fail(tostring(ev) .. fmt(" (imported %d events before it)", written))
       end
       local last = group[#group]
       if last and (last.stream ~= ev.stream or last.time ~= ev.time
-        or ev.version ~= last.version + 1 or #group >= MAX_GROUP) then
+        or ev.version ~= last.version + 1) then
         flush(line_no)
       end
       group[#group + 1] = ev

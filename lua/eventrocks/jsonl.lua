@@ -18,6 +18,7 @@
 --   table with string keys only,         object
 --     none starting with "$"
 --   any other table                      {"$map": [[key, value], ...]}  (keys mapped too)
+--     (also {n = <number>}, which dkjson would write as an array)
 local json = require "dkjson"
 
 local M = {}
@@ -109,7 +110,9 @@ local function to_tree(v)
       for i = 1, n do arr[i] = to_tree(v[i]) end
       return arr
     end
-    if strings then
+    -- dkjson takes a table whose only key is a numeric `n` for an array
+    -- (table.pack's convention): send that one through $map
+    if strings and not (count == 1 and type(v.n) == "number") then
       -- keys in byte order, so that exports of equal values are equal text
       local obj, order = {}, {}
       for k, x in pairs(v) do
@@ -226,6 +229,14 @@ function M.decode_event(s, line)
   end
   if ev.version < 1 then error(fmt("line %d: version must be >= 1", line), 0) end
   return ev
+end
+
+--- The stream, version and time of a line that may not be a valid event,
+-- as far as they can be read; nil when it is not a JSON object.
+function M.peek_event(s)
+  local ok, t = pcall(json.decode, s, 1, json.null)
+  if not ok or type(t) ~= "table" then return nil end
+  return { stream = t.stream, version = t.version, time = t.time }
 end
 
 M.to_base64, M.from_base64 = to_base64, from_base64

@@ -87,6 +87,8 @@ function M.format(x)
     render(x.state, "  ", {}, out)
     return concat(out)
   end
+  local mt = getmetatable(x)
+  if type(x) == "table" and type(mt) == "table" and mt.__tostring then return tostring(x) end
   local out = {}
   render(x, "", {}, out)
   return concat(out)
@@ -97,7 +99,8 @@ function M.show(...)
   for i = 1, n do io.write(M.format((select(i, ...))), "\n") end
 end
 
---- The state after each event of an aggregate, as a printed table.
+--- Print the state after each event of an aggregate as a table a person
+-- can read; returns the rows of repo:history(id).
 function M.history(repo, id)
   if type(repo) ~= "table" or type(repo.history) ~= "function" then
     error("bad argument #1 to 'history' (a repository expected: store:repository(Aggregate))", 2)
@@ -110,7 +113,10 @@ function M.history(repo, id)
   end
   if #rows == 0 then lines[#lines + 1] = "(no events)" end
   io.write(concat(lines, "\n"), "\n")
-  return rows
+  -- the rows stay data; at the prompt they show as a one-line summary, the
+  -- table having been printed already
+  local summary = ("<history: %d event%s>"):format(#rows, #rows == 1 and "" or "s")
+  return setmetatable(rows, { __tostring = function() return summary end })
 end
 
 local HELP = [[
