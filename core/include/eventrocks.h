@@ -182,8 +182,8 @@ int er_uuid_parse(const char *text, size_t len, uint8_t out[16]);
  *   ER_NOMEM.
  * A read-only handle sees the store as it was when opened (or last
  * refreshed with er_refresh); it may coexist with one writer.  It is a
- * RocksDB secondary instance, with its own log files in a temporary
- * directory ($TMPDIR or /tmp) removed by er_close. */
+ * RocksDB secondary instance; its info log goes to a temporary directory
+ * ($TMPDIR or /tmp) that is unlinked as soon as the store is open. */
 int er_open(const char *path, const er_options *opts, er_store **out,
             er_error *err);
 

@@ -51,7 +51,6 @@ typedef struct er_head_slot {
 
 struct er_store {
   char *path;
-  char *secondary; /* read-only handles: the secondary instance's own directory */
   int read_only, sync;
   size_t max_event_size;
 

@@ -65,10 +65,6 @@ static void store_free(er_store *s) {
   }
   pthread_mutex_destroy(&s->write_lock);
   pthread_mutex_destroy(&s->iter_lock);
-  if (s->secondary) {
-    remove_tree(s->secondary);
-    free(s->secondary);
-  }
   free(s->path);
   free(s);
 }
@@ -241,19 +237,12 @@ static int open_db(er_store *s, er_error *err) {
       rc = er__fail(err, ER_IO, "%s: %s", tmpl, strerror(errno));
       goto done;
     }
-    if (!(s->secondary = strdup(tmpl))) {
-      remove_tree(tmpl);
-      rc = er__fail(err, ER_NOMEM, "out of memory");
-      goto done;
-    }
     rocksdb_options_set_max_open_files(s->options, -1);
     s->db = rocksdb_open_as_secondary_column_families(
-        s->options, s->path, s->secondary, (int)n, names, opts, handles, &rerr);
+        s->options, s->path, tmpl, (int)n, names, opts, handles, &rerr);
     /* Only its info log lives there, open and never rotated: unlink it now,
      * so that no directory is left behind by a reader that gets killed. */
-    remove_tree(s->secondary);
-    free(s->secondary);
-    s->secondary = NULL;
+    remove_tree(tmpl);
   }
   else
     s->db = rocksdb_open_column_families(s->options, s->path, (int)n, names,
