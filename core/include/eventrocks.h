@@ -297,9 +297,11 @@ void er_txn_free(er_txn *t);
  * call).  The hook may queue key-value writes on `t` (er_txn_put, er_txn_delete,
  * er_txn_delete_prefix), which are then written in the same WriteBatch; it
  * must not append or commit.  Returning anything but ER_OK (with `err`
- * filled) aborts the commit: nothing is written.  The hook runs with the
- * store's write lock held: it must not call er_append, er_txn_commit or
- * er_close on this store.  One hook per store; NULL removes it. */
+ * filled; `err` is never NULL) aborts the commit: nothing is written.  The
+ * hook runs with the store's write lock held: it must not call er_append,
+ * er_txn_commit, er_set_commit_hook, er_debug_put, er_debug_delete or
+ * er_close on this store (reads are fine).  One hook per store; NULL
+ * removes it. */
 typedef int (*er_commit_hook)(void *ud, er_txn *t, const er_event *events,
                               size_t n, er_error *err);
 void er_set_commit_hook(er_store *s, er_commit_hook hook, void *ud);

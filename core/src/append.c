@@ -286,7 +286,7 @@ int er__commit(er_txn *t, er_error *err) {
   er_event *written = NULL;
   size_t nwritten = 0;
   uint64_t pos;
-  int64_t now, latest;
+  int64_t now, latest, last_at = 0;
   int rc = ER_OK, any_id = 0;
   char *rerr = NULL;
 
@@ -343,6 +343,7 @@ int er__commit(er_txn *t, er_error *err) {
     if (replay) continue;
     at = x->time ? x->time : now;
     if (at > latest) latest = at;
+    last_at = at;
     for (i = 0; i < x->n; i++) {
       er_new_event *e = &x->events[i];
       uint64_t p = pos + 1 + i, ver = current + 1 + i;
@@ -379,13 +380,22 @@ int er__commit(er_txn *t, er_error *err) {
     x->result.position = pos + x->n;
     pos += x->n;
   }
+  if (rc == ER_OK && nwritten && last_at < latest) {
+    /* the log now ends with a time older than one handed out before (an
+     * import): remember the high-water mark for the next open */
+    uint8_t clock[8];
+    er__put_le64(clock, (uint64_t)latest);
+    rocksdb_writebatch_put_cf(t->wb, s->cf[CF_DEFAULT], er__clock_key,
+                              sizeof er__clock_key - 1, (const char *)clock, 8);
+  }
   if (rc == ER_OK && nwritten && s->hook) {
+    er_error local, *herr = err ? err : &local; /* hooks always get one */
     t->in_hook = 1;
-    if (err) err->message[0] = 0;
-    rc = s->hook(s->hook_ud, t, written, nwritten, err);
+    herr->message[0] = 0;
+    rc = s->hook(s->hook_ud, t, written, nwritten, herr);
     t->in_hook = 0;
-    if (rc != ER_OK && err && err->message[0] == 0)
-      er__fail(err, rc, "the commit hook refused the commit");
+    if (rc != ER_OK && herr->message[0] == 0)
+      er__fail(herr, rc, "the commit hook refused the commit");
   }
   if (rc == ER_OK && rocksdb_writebatch_count(t->wb) > 0) {
     rocksdb_write(s->db, s->wopts, t->wb, &rerr);

@@ -205,21 +205,46 @@ static int check_streams(checker *c, uint64_t *nstreams, er_error *err) {
 static int check_heads_ids(checker *c, uint64_t nstreams, er_error *err) {
   er_store *s = c->s;
   rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ropts, s->cf[CF_HEADS]);
-  uint64_t nheads = 0, nids = 0;
+  uint64_t nids = 0;
   int rc = ER_OK;
-  for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
-    size_t klen, vlen;
-    const char *k = rocksdb_iter_key(it, &klen);
-    rocksdb_iter_value(it, &vlen);
-    nheads++;
-    if (vlen < 8) problem(c, "heads: the head of %.*s is damaged", SHOWN(klen), k);
+  uint8_t *skey = malloc(ER_MAX_STREAM_LEN + 9);
+  (void)nstreams;
+  if (!skey) {
+    rocksdb_iter_destroy(it);
+    return er__fail(err, ER_NOMEM, "out of memory");
   }
-  rc = iter_error(it, err);
+  /* every head names a stream whose last version it is (the other way
+   * round, streams without a head, is check_streams' part) */
+  for (rocksdb_iter_seek_to_first(it); rc == ER_OK && rocksdb_iter_valid(it);
+       rocksdb_iter_next(it)) {
+    size_t klen, vlen, len = 0;
+    const char *k = rocksdb_iter_key(it, &klen), *v = rocksdb_iter_value(it, &vlen);
+    uint64_t head;
+    char *e;
+    if (vlen < 8 || klen == 0 || klen > ER_MAX_STREAM_LEN) {
+      problem(c, "heads: the head of %.*s is damaged", SHOWN(klen), k);
+      continue;
+    }
+    head = er__get_le64((const uint8_t *)v);
+    er__stream_key(skey, k, klen, head);
+    e = head ? get(c, CF_STREAMS, skey, klen + 9, &len, &rc, err) : NULL;
+    if (rc != ER_OK) break;
+    if (head && !e)
+      problem(c, "heads: the head of %.*s says version %llu, which the stream does not have",
+              SHOWN(klen), k, (unsigned long long)head);
+    rocksdb_free(e);
+    er__stream_key(skey, k, klen, head + 1);
+    e = get(c, CF_STREAMS, skey, klen + 9, &len, &rc, err);
+    if (rc != ER_OK) break;
+    if (e)
+      problem(c, "heads: the head of %.*s says version %llu, but the stream goes on",
+              SHOWN(klen), k, (unsigned long long)head);
+    rocksdb_free(e);
+  }
+  free(skey);
+  if (rc == ER_OK) rc = iter_error(it, err);
   rocksdb_iter_destroy(it);
   if (rc != ER_OK) return rc;
-  if (nheads != nstreams)
-    problem(c, "heads: %llu heads for %llu streams with events", (unsigned long long)nheads,
-            (unsigned long long)nstreams);
 
   it = rocksdb_create_iterator_cf(s->db, s->ropts, s->cf[CF_IDS]);
   for (rocksdb_iter_seek_to_first(it); rc == ER_OK && rocksdb_iter_valid(it);
@@ -274,7 +299,10 @@ int er_check(er_store *s, er_report_fn report, er_progress_fn progress,
 
 static int family(er_store *s, const char *name, er_error *err) {
   int i;
-  if (s->read_only) return er__fail(err, ER_INVALID, "%s: the store is open read-only", s->path);
+  if (s->read_only) {
+    er__fail(err, ER_INVALID, "%s: the store is open read-only", s->path);
+    return -1;
+  }
   for (i = 0; i < CF_COUNT; i++)
     if (name && strcmp(name, er__cf_names[i]) == 0) return i;
   er__fail(err, ER_INVALID, "no column family '%s'", name ? name : "(null)");

@@ -6,6 +6,8 @@
  *
  *   column family  key                          value
  *   default        "format"                     u32 LE format number
+ *                  "clock"                      i64 LE newest time handed out,
+ *                                               when the log ends older
  *   log            position u64                 event record (record.c)
  *   streams        stream id, 0x00, version u64 the same event record
  *   heads          stream id                    u64 LE version, u8 flags
@@ -204,6 +206,7 @@ int er__commit(er_txn *t, er_error *err);
 
 /* store.c */
 extern const char *const er__cf_names[CF_COUNT];
+extern const char er__clock_key[6];
 void er__iter_register(er_store *s, er_iter *it);
 int er__check_stream(const char *stream, size_t len, er_error *err);
 int er__head_get(er_store *s, const char *stream, size_t len,

@@ -15,6 +15,7 @@ const char *const er__cf_names[CF_COUNT] = {
 };
 
 static const char format_key[] = "format";
+const char er__clock_key[] = "clock"; /* see er__commit: the time high-water mark */
 
 const char *er_path(const er_store *s) { return s->path; }
 int er_is_read_only(const er_store *s) { return s->read_only; }
@@ -143,6 +144,8 @@ static int check_format(er_store *s, er_error *err) {
 static int load_counters(er_store *s, er_error *err) {
   rocksdb_iterator_t *it =
       rocksdb_create_iterator_cf(s->db, s->ropts, s->cf[CF_LOG]);
+  char *rerr = NULL, *val;
+  size_t len = 0;
   int rc = ER_OK;
   rocksdb_iter_seek_to_last(it);
   if (rocksdb_iter_valid(it)) {
@@ -158,12 +161,20 @@ static int load_counters(er_store *s, er_error *err) {
       s->last_time = ev.time;
     }
   } else {
-    char *rerr = NULL;
     rocksdb_iter_get_error(it, &rerr);
     if (rerr) rc = er__rocks_fail(err, "reading the log", rerr);
   }
   rocksdb_iter_destroy(it);
-  return rc;
+  if (rc != ER_OK) return rc;
+  /* imports may have left older times at the end of the log: the clock
+   * key then holds the newest time the store had handed out */
+  val = rocksdb_get_cf(s->db, s->ropts, s->cf[CF_DEFAULT], er__clock_key,
+                       sizeof er__clock_key - 1, &len, &rerr);
+  if (rerr) return er__rocks_fail(err, "reading the clock", rerr);
+  if (val && len == 8 && (int64_t)er__get_le64((const uint8_t *)val) > s->last_time)
+    s->last_time = (int64_t)er__get_le64((const uint8_t *)val);
+  rocksdb_free(val);
+  return ER_OK;
 }
 
 static int file_exists(const char *dir, const char *name) {
