@@ -243,6 +243,14 @@ static int l_sleep(lua_State *L) {
   return 0;
 }
 
+/* core.monotonic() -> seconds (float) of a clock that never jumps */
+static int l_monotonic(lua_State *L) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+  return 1;
+}
+
 /* core.isatty(fd) -> boolean */
 static int l_isatty(lua_State *L) {
   lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
@@ -1121,8 +1129,15 @@ static int l_debug_delete(lua_State *L) {
   return 1;
 }
 
+static int txn_tostring(lua_State *L) {
+  ltxn *lt = luaL_checkudata(L, 1, TXN_MT);
+  lua_pushfstring(L, TXN_MT " (%s)", lt->t ? "open" : "finished");
+  return 1;
+}
+
 static const luaL_Reg txn_meta[] = {
   {"__gc", txn_gc},
+  {"__tostring", txn_tostring},
   {"__close", txn_gc},
   {"append", txn_append},
   {"put", txn_put},
@@ -1140,6 +1155,7 @@ static const luaL_Reg functions[] = {
   {"set_hook", l_set_hook},
   {"sleep", l_sleep},
   {"isatty", l_isatty},
+  {"monotonic", l_monotonic},
   {"disk_size", l_disk_size},
   {"check", l_check},
   {"debug_put", l_debug_put},

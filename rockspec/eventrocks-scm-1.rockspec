@@ -34,6 +34,7 @@ build = {
     ["eventrocks.aggregate"] = "lua/eventrocks/aggregate.lua",
     ["eventrocks.projection"] = "lua/eventrocks/projection.lua",
     ["eventrocks.jsonl"] = "lua/eventrocks/jsonl.lua",
+    ["eventrocks.progress"] = "lua/eventrocks/progress.lua",
     ["eventrocks.cli"] = "lua/eventrocks/cli.lua",
     ["eventrocks.repl"] = "lua/eventrocks/repl.lua",
     ["eventrocks.core"] = {

@@ -41,36 +41,7 @@ local function print_event(ev, as_json)
   else stdout:write(event_line(ev), "\n") end
 end
 
--- A progress bar on stderr, only when stderr is a terminal.
-local function progress(label, total)
-  if not core.isatty(2) then return { step = function() end, done = function() end } end
-  local last_draw = -1
-  local clock = os.clock
-  local t0 = clock()
-  local function draw(n)
-    local now = clock()
-    if now - last_draw < 0.1 and n < (total or math.huge) then return end
-    last_draw = now
-    local elapsed = now - t0
-    local rate = elapsed > 0 and n / elapsed or 0
-    local line
-    if total and total > 0 then
-      local frac = math.min(1, n / total)
-      local width = 30
-      local filled = math.floor(frac * width)
-      local eta = rate > 0 and (total - n) / rate or 0
-      line = fmt("\r%s [%s%s] %3d%% %d/%d %.0f/s ETA %ds ", label, ("#"):rep(filled),
-        ("."):rep(width - filled), math.floor(frac * 100), n, total, rate, math.ceil(eta))
-    else
-      line = fmt("\r%s %d %.0f/s ", label, n, rate)
-    end
-    stderr:write(line)
-  end
-  return {
-    step = draw,
-    done = function(n) last_draw = -1; draw(n); stderr:write("\n") end,
-  }
-end
+local progress = require("eventrocks.progress").new
 
 -- ---------------------------------------------------------------------------
 -- Opening the store

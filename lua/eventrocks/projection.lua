@@ -182,7 +182,9 @@ end
 --- Catch up from the checkpoint, one atomic write per batch.  Returns the
 -- number of events processed and the new position, or nil, err.
 -- opts: batch (events per write, default 500); follow = true keeps polling
--- every `interval` ms (default 100) until stop() returns true.
+-- every `interval` ms (default 100) until stop() returns true; progress =
+-- true draws a progress bar on stderr when it is a terminal, or a function
+-- gets (position, last_position) after every batch.
 function Proj:run(opts)
   local batch, follow, interval, stop = DEFAULT_BATCH, false, DEFAULT_INTERVAL, nil
   if opts ~= nil then
@@ -205,11 +207,24 @@ function Proj:run(opts)
       error("bad argument #1 to 'run' (stop must be a function)", 2)
     end
   end
+  local bar
+  if opts and opts.progress then
+    local p = opts.progress
+    if type(p) == "function" then bar = { step = p, done = p }
+    else
+      local first, last = self:position(), self.store:last_position()
+      local b = require("eventrocks.progress").new("projection " .. self.name, last - first)
+      bar = { step = function(pos) b.step(pos - first) end, done = function(pos) b.done(pos - first) end }
+    end
+  end
   local total = 0
   while true do
     local n, pos, full = run_batch(self, batch)
     if not n then return nil, pos end
     total = total + n
+    if bar then
+      if full or follow then bar.step(pos, self.store:last_position()) else bar.done(pos, self.store:last_position()) end
+    end
     if not full then
       if not follow or (stop and stop()) then return total, pos end
       core.sleep(interval)
