@@ -70,7 +70,8 @@ asan:
 	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" test-c
 	$(MAKE) B=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
 	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" build-asan/eventrocks/core.so
-	LD_PRELOAD="$(ASAN_RT) $(UBSAN_RT)" ASAN_OPTIONS=detect_leaks=0 \
+	LD_PRELOAD="$(ASAN_RT) $(UBSAN_RT)" ASAN_OPTIONS=detect_leaks=1 \
+	  LSAN_OPTIONS=suppressions=$(CURDIR)/spec/lsan.supp,print_suppressions=0 \
 	  $(BUSTED) --lua=$(LUA) --cpath='build-asan/?.so'
 
 valgrind: $(C_TESTS)
