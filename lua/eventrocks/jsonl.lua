@@ -66,13 +66,7 @@ end
 -- ---------------------------------------------------------------------------
 -- Lua value -> JSON-ready tree
 
-local function key_order(a, b)
-  local ta, tb = type(a), type(b)
-  if ta ~= tb then return ta < tb end
-  if ta == "boolean" then return (not a) and b end
-  if a ~= a then return false end
-  return a < b
-end
+local key_order = require("eventrocks.pretty").key_order -- keys are never NaN
 
 local function float_tag(x)
   local s

@@ -31,12 +31,15 @@ local function str(s)
   return q
 end
 
+--- The order in which table keys are shown and exported: by type, then by
+-- value (false before true).  Usable with table.sort.
 local function key_order(a, b)
   local ta, tb = type(a), type(b)
   if ta ~= tb then return ta < tb end
   if ta == "boolean" then return (not a) and b end
   return a < b
 end
+M.key_order = key_order
 
 local function is_name(k)
   return type(k) == "string" and k:match("^[%a_][%w_]*$") ~= nil

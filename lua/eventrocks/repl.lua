@@ -39,12 +39,7 @@ local function render(v, indent, seen, out)
   for k in pairs(v) do
     if not (math.type(k) == "integer" and k >= 1 and k <= n) then keys[#keys + 1] = k end
   end
-  table.sort(keys, function(a, b)
-    local ta, tb = type(a), type(b)
-    if ta ~= tb then return ta < tb end
-    if ta == "boolean" then return (not a) and b end
-    return a < b
-  end)
+  table.sort(keys, pretty.key_order)
   local inner = indent .. "  "
   out[#out + 1] = "{\n"
   for i = 1, n do
