@@ -67,7 +67,10 @@ static int cmp_u64(const void *a, const void *b) {
 /* ------------------------------------------------------------------------ */
 /* Exact expected version: one winner per version                            */
 
-enum { RACE_THREADS = 4, RACE_TARGET = 2000 };
+enum { RACE_THREADS = 4 };
+/* Events to race for; ER_TEST_RACE_TARGET lowers it where threads are slow
+ * (make valgrind, which runs one thread at a time). */
+static uint64_t RACE_TARGET = 2000;
 
 typedef struct racer {
   er_store *s;
@@ -421,6 +424,8 @@ static void test_mixed_any(void **state) {
 }
 
 int main(void) {
+  const char *target = getenv("ER_TEST_RACE_TARGET");
+  if (target && atoi(target) > 0) RACE_TARGET = (uint64_t)atoi(target);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_race_exact_expected, fx_setup,
                                       fx_teardown),
