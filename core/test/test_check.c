@@ -23,33 +23,12 @@
 #include <sys/wait.h>
 #include <xxhash.h>
 
+#define TU_STORE_FIXTURE /* fx, fx_setup, fx_teardown */
 #include "test_util.h"
 
 /* ------------------------------------------------------------------------ */
 /* Fixtures and helpers                                                      */
 
-typedef struct fx {
-  char *dir;
-  er_store *s;
-} fx;
-
-static int fx_setup(void **state) {
-  fx *f = calloc(1, sizeof *f);
-  assert_non_null(f);
-  f->dir = tu_mkdtemp();
-  f->s = tu_open(f->dir);
-  *state = f;
-  return 0;
-}
-
-static int fx_teardown(void **state) {
-  fx *f = *state;
-  er_close(f->s);
-  tu_rmtree(f->dir);
-  free(f->dir);
-  free(f);
-  return 0;
-}
 
 /* Close and reopen the fixture's store. */
 static void reopen(fx *f) {

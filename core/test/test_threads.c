@@ -24,30 +24,9 @@
 #include <pthread.h>
 #include <sched.h>
 
+#define TU_STORE_FIXTURE /* fx, fx_setup, fx_teardown */
 #include "test_util.h"
 
-typedef struct fx {
-  char *dir;
-  er_store *s;
-} fx;
-
-static int fx_setup(void **state) {
-  fx *f = calloc(1, sizeof *f);
-  assert_non_null(f);
-  f->dir = tu_mkdtemp();
-  f->s = tu_open(f->dir);
-  *state = f;
-  return 0;
-}
-
-static int fx_teardown(void **state) {
-  fx *f = *state;
-  er_close(f->s);
-  tu_rmtree(f->dir);
-  free(f->dir);
-  free(f);
-  return 0;
-}
 
 static void put_u32(unsigned char *p, uint32_t v) {
   for (int i = 0; i < 4; i++)

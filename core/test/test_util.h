@@ -79,4 +79,30 @@ static inline void tu_event(er_new_event *e, const char *type,
   e->data_len = data_len;
 }
 
+#ifdef TU_STORE_FIXTURE
+/* A cmocka fixture: a fresh store in a fresh directory, removed after. */
+typedef struct fx {
+  char *dir;
+  er_store *s;
+} fx;
+
+static int fx_setup(void **state) {
+  fx *f = calloc(1, sizeof *f);
+  assert_non_null(f);
+  f->dir = tu_mkdtemp();
+  f->s = tu_open(f->dir);
+  *state = f;
+  return 0;
+}
+
+static int fx_teardown(void **state) {
+  fx *f = *state;
+  er_close(f->s);
+  tu_rmtree(f->dir);
+  free(f->dir);
+  free(f);
+  return 0;
+}
+#endif
+
 #endif
