@@ -137,14 +137,13 @@ static int check_head(checker *c, const char *stream, size_t len, uint64_t last,
 }
 
 /* The stream index: contiguous versions, entries pointing at the log. */
-static int check_streams(checker *c, uint64_t *nstreams, er_error *err) {
+static int check_streams(checker *c, er_error *err) {
   er_store *s = c->s;
   rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ropts, s->cf[CF_STREAMS]);
   char *cur = malloc(ER_MAX_STREAM_LEN + 1);
   size_t cur_len = 0;
   uint64_t last = 0;
   int rc = ER_OK, have = 0;
-  *nstreams = 0;
   if (!cur) {
     rocksdb_iter_destroy(it);
     return er__fail(err, ER_NOMEM, "out of memory");
@@ -171,7 +170,6 @@ static int check_streams(checker *c, uint64_t *nstreams, er_error *err) {
       cur_len = slen;
       last = 0;
       have = 1;
-      (*nstreams)++;
     }
     if (ver != last + 1)
       problem(c, "streams: %.*s has version %llu after %llu", SHOWN(slen), k,
@@ -202,13 +200,12 @@ static int check_streams(checker *c, uint64_t *nstreams, er_error *err) {
 }
 
 /* Heads without events; ids pointing elsewhere. */
-static int check_heads_ids(checker *c, uint64_t nstreams, er_error *err) {
+static int check_heads_ids(checker *c, er_error *err) {
   er_store *s = c->s;
   rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ropts, s->cf[CF_HEADS]);
   uint64_t nids = 0;
   int rc = ER_OK;
   uint8_t *skey = malloc(ER_MAX_STREAM_LEN + 9);
-  (void)nstreams;
   if (!skey) {
     rocksdb_iter_destroy(it);
     return er__fail(err, ER_NOMEM, "out of memory");
@@ -279,7 +276,6 @@ static int check_heads_ids(checker *c, uint64_t nstreams, er_error *err) {
 int er_check(er_store *s, er_report_fn report, er_progress_fn progress,
              void *ud, uint64_t *problems, er_error *err) {
   checker c;
-  uint64_t nstreams = 0;
   int rc;
   memset(&c, 0, sizeof c);
   c.s = s;
@@ -288,8 +284,8 @@ int er_check(er_store *s, er_report_fn report, er_progress_fn progress,
   c.ud = ud;
   c.total = 3 * er_last_position(s);
   *problems = 0;
-  if ((rc = check_log(&c, err)) == ER_OK && (rc = check_streams(&c, &nstreams, err)) == ER_OK)
-    rc = check_heads_ids(&c, nstreams, err);
+  if ((rc = check_log(&c, err)) == ER_OK && (rc = check_streams(&c, err)) == ER_OK)
+    rc = check_heads_ids(&c, err);
   if (progress) progress(ud, c.total > c.done ? c.total : c.done, c.total > c.done ? c.total : c.done);
   *problems = c.problems;
   return rc;
