@@ -54,22 +54,6 @@ static int fx_teardown(void **state) {
   return 0;
 }
 
-/* A failing call returned `code` and filled `err` accordingly. */
-#define assert_fails(rc, code_, err)                                         \
-  do {                                                                       \
-    assert_int_equal((rc), (code_));                                         \
-    assert_int_equal((err).code, (code_));                                   \
-    assert_true((err).message[0] != '\0');                                   \
-    assert_non_null(memchr((err).message, '\0', sizeof (err).message));      \
-  } while (0)
-
-static er_error fresh_err(void) {
-  er_error e;
-  memset(&e, 0, sizeof e);
-  e.code = -12345;
-  return e;
-}
-
 /* Append one event of `type` with string `data` to `stream`. */
 static int append1(er_store *s, const char *stream, int64_t expected,
                    const char *type, const char *data, er_appended *res,

@@ -25,45 +25,6 @@
 /* Fixtures and helpers                                                      */
 
 
-/* A string literal as (pointer, length), embedded NULs included. */
-#define L(lit) (lit), (sizeof(lit) - 1)
-
-/* A failing call returned `code` and filled `err` accordingly. */
-#define assert_fails(rc, code_, err)                                         \
-  do {                                                                       \
-    assert_int_equal((rc), (code_));                                         \
-    assert_int_equal((err).code, (code_));                                   \
-    assert_true((err).message[0] != '\0');                                   \
-    assert_non_null(memchr((err).message, '\0', sizeof (err).message));      \
-  } while (0)
-
-static er_error fresh_err(void) {
-  er_error e;
-  memset(&e, 0, sizeof e);
-  e.code = -12345;
-  e.append_index = 12345;
-  return e;
-}
-
-static er_txn *begin(er_store *s) {
-  er_txn *t = NULL;
-  er_error err = fresh_err();
-  int rc = er_txn_begin(s, &t, &err);
-  if (rc != ER_OK)
-    print_error("er_txn_begin: %d %s\n", rc, err.message);
-  assert_int_equal(rc, ER_OK);
-  assert_non_null(t);
-  return t;
-}
-
-static void commit_ok(er_txn *t) {
-  er_error err = fresh_err();
-  int rc = er_txn_commit(t, &err);
-  if (rc != ER_OK)
-    print_error("er_txn_commit: %d %s\n", rc, err.message);
-  assert_int_equal(rc, ER_OK);
-}
-
 /* Queue one event of `type` with string `data` to `stream`. */
 static int tappend(er_txn *t, const char *stream, int64_t expected,
                    const char *type, const char *data, er_error *err) {

@@ -79,6 +79,46 @@ static inline void tu_event(er_new_event *e, const char *type,
   e->data_len = data_len;
 }
 
+/* A string literal as (pointer, length), embedded NULs included. */
+#define L(lit) (lit), (sizeof(lit) - 1)
+
+/* A failing call returned `code` and filled `err` accordingly. */
+#define assert_fails(rc, code_, err)                                         \
+  do {                                                                       \
+    assert_int_equal((rc), (code_));                                         \
+    assert_int_equal((err).code, (code_));                                   \
+    assert_true((err).message[0] != '\0');                                   \
+    assert_non_null(memchr((err).message, '\0', sizeof (err).message));      \
+  } while (0)
+
+/* An error record a failing call must overwrite: code and index are bogus. */
+static inline er_error fresh_err(void) {
+  er_error e;
+  memset(&e, 0, sizeof e);
+  e.code = -12345;
+  e.append_index = 12345;
+  return e;
+}
+
+static inline er_txn *begin(er_store *s) {
+  er_txn *t = NULL;
+  er_error err = fresh_err();
+  int rc = er_txn_begin(s, &t, &err);
+  if (rc != ER_OK)
+    print_error("er_txn_begin: %d %s\n", rc, err.message);
+  assert_int_equal(rc, ER_OK);
+  assert_non_null(t);
+  return t;
+}
+
+static inline void commit_ok(er_txn *t) {
+  er_error err = fresh_err();
+  int rc = er_txn_commit(t, &err);
+  if (rc != ER_OK)
+    print_error("er_txn_commit: %d %s\n", rc, err.message);
+  assert_int_equal(rc, ER_OK);
+}
+
 #ifdef TU_STORE_FIXTURE
 /* A cmocka fixture: a fresh store in a fresh directory, removed after. */
 typedef struct fx {
