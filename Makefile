@@ -90,4 +90,7 @@ install:
 	$(LUAROCKS) make rockspec/eventrocks-scm-1.rockspec $(if $(TREE),--tree=$(TREE))
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
+
+# Further targets (bench, fuzz, crash tests) live in their own fragments.
+include $(wildcard mk/*.mk)
