@@ -1,10 +1,20 @@
 #!/bin/sh
 # Install the Debian packages eventrocks needs to build, test and run.
 # Installs only what is missing; uses sudo when not run as root.
+#
+#   tools/deps.sh              build, test and run
+#   tools/deps.sh bench fuzz   also what `make bench` / `make fuzz` need
 set -eu
 PKGS="make gcc libc6-dev pkg-config lua5.4 liblua5.4-dev librocksdb-dev
 libmsgpuck-dev libxxhash-dev libcmocka-dev lua-busted luarocks valgrind
 lua-argparse lua-dkjson lua-readline"
+for group in "$@"; do
+  case $group in
+  bench) PKGS="$PKGS lua-sql-sqlite3 lua-sql-postgres lua-cjson postgresql" ;;
+  fuzz) PKGS="$PKGS clang libclang-rt-14-dev" ;;
+  *) echo "tools/deps.sh: unknown group '$group' (bench, fuzz)" >&2; exit 2 ;;
+  esac
+done
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
