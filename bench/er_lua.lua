@@ -1,0 +1,205 @@
+-- bench/er_lua.lua -- eventrocks from Lua: what users get.  See bench/README.md for the contract.
+-- Workloads: append1, append100, read, catchup, snapshot, latency, rss
+-- (rss fills the store, then measures a child process that only streams it).
+local er = require "eventrocks"
+local C = require "common"
+
+local workload, N, dir, durable = C.args()
+local payload, now, result = C.payload, C.now, C.result
+
+local function open(sync)
+  return assert(er.open(dir, { sync = sync }))
+end
+
+local function event(i)
+  return { type = "ItemAdded", data = payload(i) }
+end
+
+-- Events 1..n as appends of `per` events, append j to order-(j % 1000) with
+-- its expected version.  Returns the seconds it took.
+local function fill_orders(store, n, per, first)
+  first = first or 0
+  local ver, names = {}, {}
+  for s = 0, 999 do
+    names[s] = "order-" .. s
+    ver[s] = store:version(names[s])
+  end
+  local calls = n // per
+  local t0 = now()
+  if per == 1 then
+    for j = 1, calls do
+      local s = j % 1000
+      local v = assert(store:append(names[s], event(first + j), { expected = ver[s] }))
+      ver[s] = v
+    end
+  else
+    for j = 0, calls - 1 do
+      local s = j % 1000
+      local evs = {}
+      for i = 1, per do evs[i] = event(first + j * per + i) end
+      ver[s] = assert(store:append(names[s], evs, { expected = ver[s] }))
+    end
+  end
+  return now() - t0, calls * per
+end
+
+local function median(xs)
+  table.sort(xs)
+  return xs[(#xs + 1) // 2]
+end
+
+local function percentile(xs, p)
+  table.sort(xs)
+  return xs[math.max(1, math.ceil(#xs * p))]
+end
+
+if workload == "append1" or workload == "append100" then
+  local store = open(durable)
+  local t, n = fill_orders(store, N, workload == "append1" and 1 or 100)
+  assert(store:last_position() == n)
+  result(workload .. ".eps", n / t)
+  store:close()
+
+elseif workload == "read" then
+  local store = open(false)
+  local batch, bigs = {}, 0
+  -- set-up: every 2nd event to big, the others round-robin over 1000 streams
+  for i = 1, N do
+    local stream = i % 2 == 0 and "big" or "other-" .. i % 1000
+    bigs = bigs + (i % 2 == 0 and 1 or 0)
+    assert(store:append(stream, event(i)))
+  end
+  local t = now()
+  local count, qty = 0, 0
+  for ev in store:read("big") do
+    count = count + 1
+    qty = qty + ev.data.qty
+  end
+  t = now() - t
+  assert(count == bigs and qty > 0, "folded the wrong events")
+  result("load.eps", count / t)
+  t = now()
+  count = 0
+  for ev in store:all() do
+    count = count + 1
+    if ev.data.qty == 0 then qty = qty + 1 end
+  end
+  t = now() - t
+  assert(count == N, "scanned the wrong number of events")
+  result("scan.eps", count / t)
+  store:close()
+
+elseif workload == "catchup" then
+  local store = open(false)
+  local _, n = fill_orders(store, N, 100)
+  local counts = store:projection("counts", {
+    handlers = {
+      ItemAdded = function(view, ev)
+        view:put(ev.stream, (view:get(ev.stream) or 0) + 1)
+      end,
+    },
+  })
+  local t = now()
+  local done = counts:run({ batch = 500 })
+  t = now() - t
+  assert(done == n and counts:position() == n, "caught up the wrong number of events")
+  local sum = 0
+  for s = 0, 999 do sum = sum + (counts:get("order-" .. s) or 0) end
+  assert(sum == n, "the read model does not add up")
+  result("catchup.eps", n / t)
+  store:close()
+
+elseif workload == "snapshot" then
+  -- A stream of N events whose newest snapshot is at N - 100: a load reads
+  -- the snapshot and replays the 100 events after it, the most that
+  -- snapshot_every = 100 leaves behind.
+  assert(N >= 200 and N % 100 == 0, "snapshot: N must be a multiple of 100")
+  local store = open(false)
+  local Counter = er.aggregate("counter", {
+    init = function() return { n = 0, qty = 0 } end,
+    apply = {
+      ItemAdded = function(state, data) state.n = state.n + 1; state.qty = state.qty + data.qty end,
+    },
+    snapshot_every = 100,
+  })
+  function Counter:add(i) self:raise("ItemAdded", payload(i)) end
+  local repo = store:repository(Counter)
+  local stream, v = "counter-1", 0
+  local function fill_to(target)
+    while v < target do
+      local evs = {}
+      for i = 1, math.min(1000, target - v) do evs[i] = event(v + i) end
+      v = assert(store:append(stream, evs, { expected = v }))
+    end
+  end
+  fill_to(N - 101)
+  local agg = repo:load("1") -- untimed: replays everything once
+  agg:add(N - 100)
+  assert(repo:save(agg) == N - 100)
+  v = N - 100
+  fill_to(N)
+  local times = {}
+  for r = 1, 21 do
+    local t = now()
+    agg = repo:load("1")
+    times[r] = now() - t
+  end
+  assert(agg.version == N and agg.state.n == N, "loaded the wrong state")
+  result("snapshot.ms", median(times) * 1000)
+  store:close()
+
+elseif workload == "latency" then
+  -- Grow the store in 100-event appends (untimed) and, at 10k, N/100 and N
+  -- events stored, time 10,000 single appends one by one.
+  local store = open(durable)
+  local sizes = { 10000, N // 100, N }
+  table.sort(sizes)
+  local names, ver = {}, {}
+  for s = 0, 999 do names[s] = "order-" .. s; ver[s] = 0 end
+  local filled, extra = 0, 0
+  for _, size in ipairs(sizes) do
+    local need = size - store:last_position()
+    if need > 0 then fill_orders(store, need - need % 100, 100, filled) end
+    filled = store:last_position()
+    for s = 0, 999 do ver[s] = store:version(names[s]) end
+    local lat = {}
+    for j = 1, 10000 do
+      local s = j % 1000
+      local t = now()
+      ver[s] = assert(store:append(names[s], event(j), { expected = ver[s] }))
+      lat[j] = now() - t
+    end
+    extra = extra + 10000
+    local label = size >= 1000000 and (size // 1000000) .. "M" or (size // 1000) .. "k"
+    result(("latency.%s.p50_us"):format(label), percentile(lat, 0.50) * 1e6)
+    result(("latency.%s.p99_us"):format(label), percentile(lat, 0.99) * 1e6)
+  end
+  store:close()
+
+elseif workload == "rss" then
+  local store = open(false)
+  fill_orders(store, N, 1000)
+  store:close()
+  -- a fresh process streams the store: its peak RSS is what reading costs
+  local cmd = ("%q -e %q"):format(arg[-1] or "lua5.4", ([[
+    local er = require "eventrocks"
+    local store = assert(er.open(DIR, { read_only = true }))
+    local n, q = 0, 0
+    for ev in store:all() do n = n + 1; q = q + ev.data.qty end
+    local hwm
+    for line in io.lines("/proc/self/status") do
+      hwm = hwm or tonumber(line:match("^VmHWM:%s*(%d+)%s*kB"))
+    end
+    print(n, hwm)
+  ]]):gsub("DIR", function() return ("%q"):format(dir) end))
+  local p = assert(io.popen(cmd))
+  local out = p:read("a")
+  assert(p:close(), "the reader failed")
+  local n, kib = out:match("(%d+)%s+(%d+)")
+  assert(tonumber(n) == N // 1000 * 1000, "streamed the wrong number of events")
+  result("rss.mib", tonumber(kib) / 1024)
+
+else
+  io.stderr:write("eventrocks.lua: unknown workload '", workload, "'\n")
+  os.exit(2)
+end

@@ -1,0 +1,313 @@
+-- bench/run.lua -- runs every contender on every workload, prints one table
+-- and writes it (with the machine and the date) to bench/results.md.
+--
+--   lua5.4 bench/run.lua [quick]        (make bench / make bench-quick)
+--
+-- Environment: BENCH_BIN (where the C contenders are built, default
+-- build/bench), BENCH_TMP (scratch directory, default build/bench-tmp: on
+-- the same disk as a real store, not a tmpfs), BENCH_OUT (results file,
+-- default bench/results.md), BENCH_RUNS (runs per figure, default 3, 1 in
+-- quick mode), BENCH_ONLY (comma-separated contender keys to run).
+local quick = arg[1] == "quick"
+local BIN = os.getenv("BENCH_BIN") or "build/bench"
+local TMP = os.getenv("BENCH_TMP") or "build/bench-tmp"
+local OUT = os.getenv("BENCH_OUT") or "bench/results.md"
+local RUNS = tonumber(os.getenv("BENCH_RUNS") or (quick and 1 or 3))
+local ONLY = os.getenv("BENCH_ONLY")
+local LUA = os.getenv("LUA") or "lua5.4"
+
+local function sh(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+local function run(cmd)
+  local p = assert(io.popen(cmd, "r"))
+  local out = p:read("a")
+  local ok, how, code = p:close()
+  return out, ok, how, code
+end
+
+-- ---------------------------------------------------------------------------
+-- Contenders
+
+local contenders = {
+  { key = "raw", name = "raw RocksDB (C)", cmd = sh(BIN .. "/raw_rocksdb") },
+  { key = "core", name = "eventrocks core (C)", cmd = sh(BIN .. "/core_bench") },
+  { key = "lua", name = "eventrocks (Lua)", cmd = LUA .. " bench/er_lua.lua" },
+  { key = "sqlite", name = "SQLite (Lua)", cmd = LUA .. " bench/sqlite.lua" },
+  { key = "pg", name = "PostgreSQL (Lua)", cmd = LUA .. " bench/postgres.lua", server = true },
+}
+if ONLY then
+  local keep = {}
+  for _, c in ipairs(contenders) do
+    if ("," .. ONLY .. ","):find("," .. c.key .. ",", 1, true) then keep[#keep + 1] = c end
+  end
+  contenders = keep
+end
+
+-- ---------------------------------------------------------------------------
+-- Workloads: { workload, N, durable, who (nil = everyone), label }
+
+local S = quick and {
+  append1 = 20000, append1_sync = 300, append100 = 20000, append100_sync = 3000,
+  read = 40000, catchup = 100000, snap_small = 1000, snap_big = 100000,
+  latency = 300000, rss = 300000,
+} or {
+  append1 = 100000, append1_sync = 2000, append100 = 100000, append100_sync = 20000,
+  read = 200000, catchup = 1000000, snap_small = 1000, snap_big = 1000000,
+  latency = 10000000, rss = 10000000,
+}
+
+local function count(n)
+  if n >= 1000000 and n % 1000000 == 0 then return (n // 1000000) .. "M" end
+  if n >= 1000 and n % 1000 == 0 then return (n // 1000) .. "k" end
+  return tostring(n)
+end
+
+local rows = {} -- { metric, label, unit, who, n, durable }
+local jobs = {}
+local function job(workload, n, durable, who, metrics)
+  jobs[#jobs + 1] = { workload = workload, n = n, durable = durable, who = who }
+  for _, m in ipairs(metrics) do
+    m.job = jobs[#jobs]
+    rows[#rows + 1] = m
+  end
+end
+
+job("append1", S.append1, 0, nil, {
+  { metric = "append1.eps", label = ("append 1 event/call, %s events, no fsync"):format(count(S.append1)), unit = "events/s" } })
+job("append100", S.append100, 0, nil, {
+  { metric = "append100.eps", label = ("append 100 events/call, %s events, no fsync"):format(count(S.append100)), unit = "events/s" } })
+job("append1", S.append1_sync, 1, nil, {
+  { metric = "append1.eps", label = ("append 1 event/call, %s events, durable"):format(count(S.append1_sync)), unit = "events/s" } })
+job("append100", S.append100_sync, 1, nil, {
+  { metric = "append100.eps", label = ("append 100 events/call, %s events, durable"):format(count(S.append100_sync)), unit = "events/s" } })
+job("read", S.read, 0, nil, {
+  { metric = "load.eps", label = ("load + fold a %s-event stream (of %s)"):format(count(S.read // 2), count(S.read)), unit = "events/s" },
+  { metric = "scan.eps", label = ("scan the global log, %s events"):format(count(S.read)), unit = "events/s" } })
+job("catchup", S.catchup, 0, { core = true, lua = true, sqlite = true, pg = true }, {
+  { metric = "catchup.eps", label = ("projection catch-up, %s events"):format(count(S.catchup)), unit = "events/s" } })
+job("snapshot", S.snap_small, 0, { lua = true }, {
+  { metric = "snapshot.ms", label = ("aggregate load, %s-event stream, snapshot_every = 100"):format(count(S.snap_small)), unit = "ms" } })
+job("snapshot", S.snap_big, 0, { lua = true }, {
+  { metric = "snapshot.ms", label = ("aggregate load, %s-event stream, snapshot_every = 100"):format(count(S.snap_big)), unit = "ms" } })
+do
+  local sizes, lat = {}, {}
+  for _, n in ipairs({ 10000, 1000000, 10000000 }) do
+    if n < S.latency then sizes[#sizes + 1] = n end
+  end
+  sizes[#sizes + 1] = S.latency
+  for _, n in ipairs(sizes) do
+    for _, p in ipairs({ "p50", "p99" }) do
+      lat[#lat + 1] = {
+        metric = ("latency.%s.%s_us"):format(count(n), p),
+        label = ("append latency %s at %s events stored"):format(p, count(n)), unit = "µs",
+      }
+    end
+  end
+  job("latency", S.latency, 0, { lua = true }, lat)
+end
+job("rss", S.rss, 0, { lua = true }, {
+  { metric = "rss.mib", label = ("peak RSS streaming %s events"):format(count(S.rss)), unit = "MiB" } })
+
+-- ---------------------------------------------------------------------------
+-- Running
+
+local pg_env, pg_dir
+local function start_pg()
+  pg_dir = TMP .. "/pg"
+  local out, ok = run("bench/pg_server.sh start " .. sh(pg_dir) .. " 2>&1")
+  if not ok then
+    io.stderr:write("bench: PostgreSQL did not start:\n", out)
+    return false
+  end
+  local env = {}
+  for k, v in out:gmatch("(PG%u+)=(%S+)") do env[#env + 1] = k .. "=" .. sh(v) end
+  pg_env = table.concat(env, " ")
+  return true
+end
+local function stop_pg()
+  if pg_dir then run("bench/pg_server.sh stop " .. sh(pg_dir) .. " >/dev/null 2>&1") end
+end
+
+local results = {} -- results[job][key] = { metric = {values} }
+local failures = 0
+
+local function median(xs)
+  local c = {}
+  for i, x in ipairs(xs) do c[i] = x end
+  table.sort(c)
+  local n = #c
+  if n == 0 then return nil end
+  if n % 2 == 1 then return c[(n + 1) // 2] end
+  return (c[n // 2] + c[n // 2 + 1]) / 2
+end
+
+os.execute("mkdir -p " .. sh(TMP))
+local pg_ok
+for _, c in ipairs(contenders) do
+  if c.server then pg_ok = start_pg() end
+  for _, j in ipairs(jobs) do
+    if not j.who or j.who[c.key] then
+      results[j] = results[j] or {}
+      local got = {}
+      results[j][c.key] = got
+      for r = 1, RUNS do
+        local dir = TMP .. "/run"
+        os.execute("rm -rf " .. sh(dir) .. " && mkdir -p " .. sh(dir))
+        local env = c.server and (pg_env or "") .. " " or ""
+        local cmd = ("%s%s %s %d %s %d 2>&1"):format(env, c.cmd, j.workload, j.n, sh(dir), j.durable)
+        io.stderr:write(("bench: %-20s %-9s N=%-9d durable=%d run %d/%d\n"):format(c.name, j.workload, j.n, j.durable, r, RUNS))
+        local out, ok
+        if c.server and not pg_ok then
+          out, ok = "the server did not start", false
+        else
+          out, ok = run(cmd)
+        end
+        if not ok then
+          io.stderr:write("bench: FAILED: ", cmd, "\n", out, "\n")
+          failures = failures + 1
+          got.failed = true
+          break
+        end
+        for m, v in out:gmatch("RESULT%s+(%S+)%s+(%S+)") do
+          got[m] = got[m] or {}
+          table.insert(got[m], tonumber(v))
+        end
+      end
+      os.execute("rm -rf " .. sh(TMP .. "/run"))
+    end
+  end
+  if c.server then stop_pg() end
+end
+
+-- ---------------------------------------------------------------------------
+-- The table
+
+local function fmt_value(v, unit)
+  if v == nil then return "" end
+  if unit == "events/s" then
+    if v >= 1e6 then return ("%.2fM"):format(v / 1e6) end
+    if v >= 1e3 then return ("%.0fk"):format(v / 1e3) end
+    return ("%.0f"):format(v)
+  end
+  if v >= 100 then return ("%.0f"):format(v) end
+  if v >= 10 then return ("%.1f"):format(v) end
+  return ("%.2f"):format(v)
+end
+
+local function value(row, key)
+  local r = results[row.job] and results[row.job][key]
+  if not r then return nil, "" end
+  if r.failed then return nil, "failed" end
+  local v = r[row.metric] and median(r[row.metric])
+  return v, v and fmt_value(v, row.unit) or "failed"
+end
+
+local function ratio(a, b)
+  if not (a and b) or b == 0 then return "" end
+  return ("%.2f×"):format(a / b)
+end
+
+local header = { "workload", "unit" }
+for _, c in ipairs(contenders) do header[#header + 1] = c.name end
+local have = {}
+for _, c in ipairs(contenders) do have[c.key] = true end
+local ratio_cols = {}
+if have.lua and have.raw then ratio_cols[#ratio_cols + 1] = { "Lua / raw", "raw" } end
+if have.lua and have.sqlite then ratio_cols[#ratio_cols + 1] = { "Lua / SQLite", "sqlite" } end
+if have.lua and have.pg then ratio_cols[#ratio_cols + 1] = { "Lua / PostgreSQL", "pg" } end
+for _, rc in ipairs(ratio_cols) do header[#header + 1] = rc[1] end
+
+local lines = {}
+local function emit(cells) lines[#lines + 1] = "| " .. table.concat(cells, " | ") .. " |" end
+emit(header)
+local sep = {}
+for i = 1, #header do sep[i] = i <= 2 and "---" or "---:" end
+emit(sep)
+local V = {} -- V[label][key] = value, for the goals
+for _, row in ipairs(rows) do
+  local cells = { row.label, row.unit }
+  V[row.metric .. "@" .. row.job.n .. "@" .. row.job.durable] = {}
+  local vals = V[row.metric .. "@" .. row.job.n .. "@" .. row.job.durable]
+  for _, c in ipairs(contenders) do
+    local v, text = value(row, c.key)
+    vals[c.key] = v
+    cells[#cells + 1] = text
+  end
+  for _, rc in ipairs(ratio_cols) do
+    -- for times and sizes smaller is better; ratios are for rates only
+    cells[#cells + 1] = row.unit == "events/s" and ratio(vals.lua, vals[rc[2]]) or ""
+  end
+  emit(cells)
+end
+
+-- ---------------------------------------------------------------------------
+-- The goals of issue 6, judged from the table
+
+local goals = {}
+local function goal(text, a, b, want, kind)
+  local r, verdict
+  if a and b and b ~= 0 then
+    r = a / b
+    if kind == "max" then verdict = r <= want and "met" or "missed"
+    else verdict = r >= want and "met" or "missed" end
+    goals[#goals + 1] = ("| %s | %.2f | %s %.2f | %s |"):format(text, r, kind == "max" and "≤" or "≥", want, verdict)
+  else
+    goals[#goals + 1] = ("| %s | | %s %.2f | not measured |"):format(text, kind == "max" and "≤" or "≥", want)
+  end
+end
+local function get(metric, n, durable, key)
+  local t = V[metric .. "@" .. n .. "@" .. (durable or 0)]
+  return t and t[key]
+end
+goal("single appends, Lua / raw single puts", get("append1.eps", S.append1, 0, "lua"), get("append1.eps", S.append1, 0, "raw"), 0.5)
+goal("100-event appends, Lua / raw batched puts", get("append100.eps", S.append100, 0, "lua"), get("append100.eps", S.append100, 0, "raw"), 0.4)
+goal("stream load + fold, Lua / raw sequential reads", get("load.eps", S.read, 0, "lua"), get("load.eps", S.read, 0, "raw"), 0.4)
+goal("global-log scan, Lua / raw sequential reads", get("scan.eps", S.read, 0, "lua"), get("scan.eps", S.read, 0, "raw"), 0.4)
+for _, d in ipairs({ 0, 1 }) do
+  local tag = d == 1 and ", durable" or ""
+  goal("single appends" .. tag .. ", Lua / PostgreSQL", get("append1.eps", d == 1 and S.append1_sync or S.append1, d, "lua"), get("append1.eps", d == 1 and S.append1_sync or S.append1, d, "pg"), 20)
+  goal("100-event appends" .. tag .. ", Lua / PostgreSQL", get("append100.eps", d == 1 and S.append100_sync or S.append100, d, "lua"), get("append100.eps", d == 1 and S.append100_sync or S.append100, d, "pg"), 20)
+  goal("single appends" .. tag .. ", Lua / SQLite", get("append1.eps", d == 1 and S.append1_sync or S.append1, d, "lua"), get("append1.eps", d == 1 and S.append1_sync or S.append1, d, "sqlite"), 3)
+  goal("100-event appends" .. tag .. ", Lua / SQLite", get("append100.eps", d == 1 and S.append100_sync or S.append100, d, "lua"), get("append100.eps", d == 1 and S.append100_sync or S.append100, d, "sqlite"), 3)
+end
+goal("stream load, Lua / PostgreSQL", get("load.eps", S.read, 0, "lua"), get("load.eps", S.read, 0, "pg"), 3)
+goal("stream load, Lua / SQLite", get("load.eps", S.read, 0, "lua"), get("load.eps", S.read, 0, "sqlite"), 3)
+goal(("snapshot load, %s-event stream / %s-event stream (time)"):format(count(S.snap_big), count(S.snap_small)),
+  get("snapshot.ms", S.snap_big, 0, "lua"), get("snapshot.ms", S.snap_small, 0, "lua"), 1.5, "max")
+goal(("p99 append latency at %s / at 10k"):format(count(S.latency)),
+  get(("latency.%s.p99_us"):format(count(S.latency)), S.latency, 0, "lua"), get("latency.10k.p99_us", S.latency, 0, "lua"), 1.5, "max")
+goal(("peak RSS streaming %s events / 64 MiB"):format(count(S.rss)), get("rss.mib", S.rss, 0, "lua"), 64, 1, "max")
+
+-- ---------------------------------------------------------------------------
+-- Output
+
+local function first_line(cmd)
+  local p = io.popen(cmd .. " 2>/dev/null")
+  local s = p and p:read("l") or ""
+  if p then p:close() end
+  return s or ""
+end
+local cpu = first_line("grep -m1 'model name' /proc/cpuinfo"):gsub("^model name%s*:%s*", "")
+local cores = first_line("nproc")
+local mem = first_line("awk '/MemTotal/ { printf \"%.0f GiB\", $2 / 1048576 }' /proc/meminfo")
+local date = os.date("!%Y-%m-%d %H:%M UTC")
+local head = {
+  ("# eventrocks benchmark results (%s)"):format(quick and "make bench-quick" or "make bench"),
+  "",
+  ("%s; %s cores; %s; %s. Every figure is the median of %d run%s; all rows come from one run of `%s`."):format(
+    cpu, cores, mem, date, RUNS, RUNS == 1 and "" or "s", quick and "make bench-quick" or "make bench"),
+  "Durability: \"no fsync\" is eventrocks `sync = false`, SQLite `synchronous=NORMAL` (WAL), PostgreSQL `synchronous_commit=off`, raw RocksDB `sync=false`; \"durable\" is `sync = true`, `synchronous=FULL`, `synchronous_commit=on`, `sync=true`.",
+  "",
+}
+local text = table.concat(head, "\n") .. "\n" .. table.concat(lines, "\n") ..
+  "\n\n## Goals (issue 6)\n\n| goal | ratio | target | verdict |\n|---|---:|---:|---|\n" ..
+  table.concat(goals, "\n") .. "\n"
+io.write(text)
+local f = assert(io.open(OUT, "w"))
+f:write(text)
+f:close()
+io.stderr:write(("bench: wrote %s\n"):format(OUT))
+if failures > 0 then
+  io.stderr:write(("bench: %d contender run%s failed\n"):format(failures, failures == 1 and "" or "s"))
+  os.exit(1)
+end
