@@ -1,0 +1,117 @@
+--- The writer of the crash harness: appends until it is killed.
+--
+--   lua5.4 spec/crash/writer.lua DIR SYNC ACKLOG ROUND SEED
+--
+-- Opens the store DIR (sync = SYNC == "1"), registers the inline projection
+-- "heads", and loops for ever over: multi-event appends with an exact
+-- expected version to the streams log-N, aggregate saves (events plus, now
+-- and then, a snapshot in the same write) to acct-N, runs of the catch-up
+-- projection "counts", and now and then one large append.  Every event
+-- carries metadata { batch = <round>:<k>, n = <events in its append>,
+-- i = <its index> } so that the driver can tell whole appends from partial
+-- ones.  After each append returns, one line naming it (see common.lua) is
+-- written to ACKLOG, opened in append mode and flushed: a line written
+-- before the SIGKILL is in the page cache and survives the process.  The
+-- writer never ends on its own; any error ends it with status 1, which the
+-- driver counts as a failure.
+local er = require "eventrocks"
+local C = require "crash.common"
+
+local dir, sync, acklog, round, seed = ...
+assert(dir and sync and acklog and round and seed, "usage: writer.lua DIR SYNC ACKLOG ROUND SEED")
+math.randomseed(tonumber(seed))
+
+local ack = assert(io.open(acklog, "a"))
+local store = assert(er.open(dir, { sync = sync == "1" }))
+store:projection("heads", C.heads_spec) -- catches up first, then runs in every commit
+local counts = store:projection("counts", C.counts_spec)
+local accounts = store:repository(C.account(er))
+
+local versions = {}
+local function version(stream)
+  local v = versions[stream]
+  if not v then
+    v = store:version(stream)
+    versions[stream] = v
+  end
+  return v
+end
+
+local batch_no = 0
+local function next_batch()
+  batch_no = batch_no + 1
+  return round .. ":" .. batch_no
+end
+
+local function pad()
+  local r = math.random()
+  if r < 0.9 then return string.rep("x", math.random(0, 200)) end
+  if r < 0.99 then return string.rep("y", math.random(1000, 8000)) end
+  return string.rep("z", math.random(50000, 200000)) -- fills memtables: flushes happen
+end
+
+local function acknowledge(stream, first_v, last_v, first_p, last_p, batch, ids)
+  ack:write(C.ack_line(stream, first_v, last_v, first_p, last_p, batch, ids))
+  ack:flush()
+end
+
+-- n events to log-K with an exact expected version; half of the appends
+-- give their ids, the others let the store make them and read them back.
+local function append(n)
+  local stream = "log-" .. math.random(C.STREAMS)
+  local expected = version(stream)
+  local batch = next_batch()
+  local events, give_ids = {}, math.random() < 0.5
+  for i = 1, n do
+    events[i] = {
+      type = "E",
+      id = give_ids and er.uuid() or nil,
+      data = { k = math.random(1000), pad = pad() },
+      metadata = { batch = batch, n = n, i = i },
+    }
+  end
+  local v, p = store:append(stream, events, { expected = expected })
+  if not v then error("append to " .. stream .. " failed: " .. tostring(p)) end
+  assert(v == expected + n, "append returned a wrong version")
+  versions[stream] = v
+  local ids = {}
+  if give_ids then
+    for i, ev in ipairs(events) do ids[i] = ev.id end
+  else
+    for ev in store:read(stream, { from = expected + 1, count = n }) do ids[#ids + 1] = ev.id end
+  end
+  acknowledge(stream, expected + 1, v, p - n + 1, p, batch, ids)
+end
+
+-- One to four deposits to an account, saved with expected = the loaded
+-- version (with a snapshot in the same write when a multiple of 4 is
+-- reached or crossed).
+local function deposit()
+  local id = math.random(C.ACCOUNTS)
+  local acct = accounts:load(id)
+  local n, batch = math.random(4), next_batch()
+  for i = 1, n do
+    acct:raise("Deposited", { amount = math.random(-50, 100) }, { batch = batch, n = n, i = i })
+  end
+  local pending = acct:pending()
+  local first = acct.version - n + 1
+  local v, err = accounts:save(acct)
+  if not v then error("save of acct-" .. id .. " failed: " .. tostring(err)) end
+  assert(v == first + n - 1, "save returned a wrong version")
+  local ids, positions = {}, {}
+  for i, ev in ipairs(pending) do ids[i] = ev.id end
+  for ev in store:read(acct.stream, { from = first, count = n }) do positions[#positions + 1] = ev.position end
+  acknowledge(acct.stream, first, v, positions[1], positions[n], batch, ids)
+end
+
+while true do
+  local r = math.random()
+  if r < 0.5 then append(math.random(1, 8))
+  elseif r < 0.85 then deposit()
+  elseif r < 0.997 then
+    local n, err = counts:run({ batch = C.COUNTS_BATCH })
+    if not n then error("projection run failed: " .. tostring(err)) end
+  else
+    append(math.random(100, 1000))
+  end
+end
