@@ -288,8 +288,10 @@ elseif workload == "catchup" then
       rows[#rows + 1] = "(" .. quote(s) .. "," .. counts[s] .. ")"
     end
     exec("BEGIN")
-    exec("INSERT INTO read_model (stream_id, count) VALUES " .. table.concat(rows, ",")
-      .. " ON CONFLICT (stream_id) DO UPDATE SET count = excluded.count")
+    if #rows > 0 then
+      exec("INSERT INTO read_model (stream_id, count) VALUES " .. table.concat(rows, ",")
+        .. " ON CONFLICT (stream_id) DO UPDATE SET count = excluded.count")
+    end
     exec(("INSERT INTO checkpoints (name, position) VALUES ('counts', %d) "
       .. "ON CONFLICT (name) DO UPDATE SET position = excluded.position"):format(position))
     exec("COMMIT")
