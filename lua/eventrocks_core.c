@@ -1129,6 +1129,26 @@ static int l_debug_delete(lua_State *L) {
   return 1;
 }
 
+/* core.debug_get(store, family, key) -> raw bytes, or nil when absent,
+ * or nil, err (tests: corrupting a record needs its bytes) */
+static int l_debug_get(lua_State *L) {
+  lstore *ls = check_store(L, 1);
+  const char *fam = luaL_checkstring(L, 2);
+  size_t klen, vlen;
+  const char *key = luaL_checklstring(L, 3, &klen);
+  void *val;
+  er_error err;
+  int rc = er_debug_get(ls->s, fam, key, klen, &val, &vlen, &err);
+  if (rc == ER_NOT_FOUND) {
+    lua_pushnil(L);
+    return 1;
+  }
+  if (rc != ER_OK) return push_error(L, &err);
+  lua_pushlstring(L, val, vlen);
+  er_free(val);
+  return 1;
+}
+
 static int txn_tostring(lua_State *L) {
   ltxn *lt = luaL_checkudata(L, 1, TXN_MT);
   lua_pushfstring(L, TXN_MT " (%s)", lt->t ? "open" : "finished");
@@ -1160,6 +1180,7 @@ static const luaL_Reg functions[] = {
   {"check", l_check},
   {"debug_put", l_debug_put},
   {"debug_delete", l_debug_delete},
+  {"debug_get", l_debug_get},
   {"get", l_get},
   {"scan", l_scan},
   {NULL, NULL}

@@ -400,6 +400,12 @@ int er_debug_put(er_store *s, const char *family, const void *key,
                  er_error *err);
 int er_debug_delete(er_store *s, const char *family, const void *key,
                     size_t key_len, er_error *err);
+/* For tests and repair tools only: the raw value of `key` in the column
+ * family `family` (names as above), read-only stores included.  On ER_OK
+ * `*val` (release with er_free) and `*val_len`; ER_NOT_FOUND when absent,
+ * ER_INVALID on an unknown family. */
+int er_debug_get(er_store *s, const char *family, const void *key,
+                 size_t key_len, void **val, size_t *val_len, er_error *err);
 
 #ifdef __cplusplus
 }

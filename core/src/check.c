@@ -293,16 +293,20 @@ int er_check(er_store *s, er_report_fn report, er_progress_fn progress,
 
 /* ---- raw keys ---------------------------------------------------------------- */
 
-static int family(er_store *s, const char *name, er_error *err) {
+static int family_index(const char *name, er_error *err) {
   int i;
-  if (s->read_only) {
-    er__fail(err, ER_INVALID, "%s: the store is open read-only", s->path);
-    return -1;
-  }
   for (i = 0; i < CF_COUNT; i++)
     if (name && strcmp(name, er__cf_names[i]) == 0) return i;
   er__fail(err, ER_INVALID, "no column family '%s'", name ? name : "(null)");
   return -1;
+}
+
+static int family(er_store *s, const char *name, er_error *err) {
+  if (s->read_only) {
+    er__fail(err, ER_INVALID, "%s: the store is open read-only", s->path);
+    return -1;
+  }
+  return family_index(name, err);
 }
 
 static void forget_heads(er_store *s) {
@@ -335,4 +339,24 @@ int er_debug_delete(er_store *s, const char *fam, const void *key, size_t key_le
   forget_heads(s);
   pthread_mutex_unlock(&s->write_lock);
   return rerr ? er__rocks_fail(err, "deleting", rerr) : ER_OK;
+}
+
+int er_debug_get(er_store *s, const char *fam, const void *key, size_t key_len,
+                 void **val, size_t *val_len, er_error *err) {
+  int cf = family_index(fam, err);
+  char *rerr = NULL, *v, *copy;
+  size_t len = 0;
+  *val = NULL;
+  *val_len = 0;
+  if (cf < 0) return ER_INVALID;
+  v = rocksdb_get_cf(s->db, s->ropts, s->cf[cf], key, key_len, &len, &rerr);
+  if (rerr) return er__rocks_fail(err, "reading", rerr);
+  if (!v) return er__fail(err, ER_NOT_FOUND, "no such key");
+  copy = malloc(len ? len : 1);
+  if (copy && len) memcpy(copy, v, len);
+  rocksdb_free(v);
+  if (!copy) return er__fail(err, ER_NOMEM, "out of memory");
+  *val = copy;
+  *val_len = len;
+  return ER_OK;
 }
