@@ -309,6 +309,10 @@ int er_open(const char *path, const er_options *opts, er_store **out,
   } else if (errno == ENOENT) {
     if (!create)
       return er__fail(err, ER_NOT_FOUND, "%s: no such store", path);
+    /* made here, not by RocksDB (0755): whoever reads the directory reads
+     * every event, so a new store is its owner's only */
+    if (mkdir(path, 0700) != 0 && errno != EEXIST)
+      return er__fail(err, ER_IO, "%s: %s", path, strerror(errno));
   } else {
     return er__fail(err, ER_IO, "%s: %s", path, strerror(errno));
   }

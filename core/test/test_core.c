@@ -367,6 +367,7 @@ static void test_open_creates_missing_dir(void **state) {
   struct stat st;
   assert_int_equal(stat(sub, &st), 0);
   assert_true(S_ISDIR(st.st_mode));
+  assert_int_equal(st.st_mode & 07777, 0700); /* its owner's only */
   ok1(s, "a-1", "T", "x");
   er_close(s);
   free(sub);
