@@ -57,8 +57,9 @@ struct er_store {
   size_t max_event_size;
 
   rocksdb_t *db;
-  rocksdb_options_t *options;
-  rocksdb_block_based_table_options_t *table_options;
+  rocksdb_options_t *options;      /* the point-lookup families */
+  rocksdb_options_t *scan_options; /* log and streams: read by iterators */
+  rocksdb_block_based_table_options_t *table_options, *scan_table_options;
   rocksdb_cache_t *cache;
   rocksdb_column_family_handle_t *cf[CF_COUNT];
   rocksdb_column_family_handle_t **extra_cf; /* families of newer versions */

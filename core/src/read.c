@@ -22,6 +22,10 @@ static int iter_new(er_store *s, iter_kind kind, int cf, const void *lower,
   it->kind = kind;
   it->remaining = ER_UNLIMITED;
   it->ropts = rocksdb_readoptions_create();
+  /* A pass over the global log reads each block once: keeping it would
+   * only push the hot blocks (stream heads, recent events) out of the
+   * cache, and make a scan of a large store grow the process. */
+  if (cf == CF_LOG) rocksdb_readoptions_set_fill_cache(it->ropts, 0);
   if (lower) {
     if (!(it->lower = dup_bytes(lower, lower_len))) goto nomem;
     it->lower_len = lower_len;

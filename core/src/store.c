@@ -35,6 +35,25 @@ static void remove_tree(const char *dir) {
 }
 
 /* Release everything `s` holds; safe on a partly opened store. */
+/* Write the memtables out before closing: the next open (and every reader
+ * opened meanwhile) then has no write-ahead log to replay into memory.
+ * Best effort: the log stays valid if a flush fails. */
+static void flush_all(er_store *s) {
+  rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
+  size_t i;
+  char *rerr = NULL;
+  rocksdb_flushoptions_set_wait(fo, 1);
+  for (i = 0; i < CF_COUNT; i++) {
+    if (!s->cf[i]) continue;
+    rocksdb_flush_cf(s->db, fo, s->cf[i], &rerr);
+    if (rerr) {
+      rocksdb_free(rerr);
+      rerr = NULL;
+    }
+  }
+  rocksdb_flushoptions_destroy(fo);
+}
+
 static void store_free(er_store *s) {
   size_t i;
   er_iter *it;
@@ -49,6 +68,7 @@ static void store_free(er_store *s) {
   }
   s->iters = NULL;
   pthread_mutex_unlock(&s->iter_lock);
+  if (s->db && !s->read_only) flush_all(s);
   for (i = 0; i < CF_COUNT; i++)
     if (s->cf[i]) rocksdb_column_family_handle_destroy(s->cf[i]);
   for (i = 0; i < s->n_extra_cf; i++)
@@ -58,7 +78,10 @@ static void store_free(er_store *s) {
   if (s->ropts) rocksdb_readoptions_destroy(s->ropts);
   if (s->wopts) rocksdb_writeoptions_destroy(s->wopts);
   if (s->options) rocksdb_options_destroy(s->options);
+  if (s->scan_options) rocksdb_options_destroy(s->scan_options);
   if (s->table_options) rocksdb_block_based_options_destroy(s->table_options);
+  if (s->scan_table_options)
+    rocksdb_block_based_options_destroy(s->scan_table_options);
   if (s->cache) rocksdb_cache_destroy(s->cache);
   if (s->heads) {
     for (i = 0; i < ER_HEAD_CACHE_SLOTS; i++) free(s->heads[i].stream);
@@ -72,23 +95,52 @@ static void store_free(er_store *s) {
 
 void er_close(er_store *s) { store_free(s); }
 
-static void setup_options(er_store *s, int create) {
+/* Table options shared by both kinds of family: blocks go through the one
+ * LRU cache, and so do index and filter blocks, so that a store of any size
+ * is read in bounded memory (they would otherwise stay in memory for every
+ * open table file: tens of MiB at ten million events). */
+static rocksdb_block_based_table_options_t *table_options(er_store *s,
+                                                          int bloom,
+                                                          size_t block) {
+  rocksdb_block_based_table_options_t *t = rocksdb_block_based_options_create();
+  rocksdb_block_based_options_set_block_cache(t, s->cache);
+  rocksdb_block_based_options_set_block_size(t, block);
+  rocksdb_block_based_options_set_cache_index_and_filter_blocks(t, 1);
+  rocksdb_block_based_options_set_cache_index_and_filter_blocks_with_high_priority(t, 1);
+  rocksdb_block_based_options_set_pin_l0_filter_and_index_blocks_in_cache(t, 1);
+  if (bloom)
+    rocksdb_block_based_options_set_filter_policy(
+        t, rocksdb_filterpolicy_create_bloom(10));
+  return t;
+}
+
+static rocksdb_options_t *family_options(int create, int read_only) {
   rocksdb_options_t *o = rocksdb_options_create();
-  s->options = o;
   rocksdb_options_set_create_if_missing(o, create);
-  rocksdb_options_set_create_missing_column_families(o, !s->read_only);
+  rocksdb_options_set_create_missing_column_families(o, !read_only);
   rocksdb_options_set_max_background_jobs(o, 2);
   rocksdb_options_set_write_buffer_size(o, (size_t)16 << 20);
   rocksdb_options_set_db_write_buffer_size(o, (size_t)48 << 20);
   rocksdb_options_set_compression(o, rocksdb_lz4_compression);
   rocksdb_options_set_info_log_level(o, 2); /* warnings and worse */
   rocksdb_options_set_keep_log_file_num(o, 4);
+  return o;
+}
+
+/* Two sets of options: the log and the stream index are read in key order
+ * by iterators, never probed for absent keys, so they carry no bloom filter
+ * (which would cost CPU at every flush and memory at every read) and use
+ * larger blocks; heads, ids and the key-value spaces are probed by key and
+ * keep a 10-bit bloom filter. */
+static void setup_options(er_store *s, int create) {
   s->cache = rocksdb_cache_create_lru((size_t)32 << 20);
-  s->table_options = rocksdb_block_based_options_create();
-  rocksdb_block_based_options_set_block_cache(s->table_options, s->cache);
-  rocksdb_block_based_options_set_filter_policy(
-      s->table_options, rocksdb_filterpolicy_create_bloom(10));
-  rocksdb_options_set_block_based_table_factory(o, s->table_options);
+  s->options = family_options(create, s->read_only);
+  s->table_options = table_options(s, 1, 4096);
+  rocksdb_options_set_block_based_table_factory(s->options, s->table_options);
+  s->scan_options = family_options(create, s->read_only);
+  s->scan_table_options = table_options(s, 0, 16384);
+  rocksdb_options_set_block_based_table_factory(s->scan_options,
+                                                s->scan_table_options);
 }
 
 /* Read the format marker and the newest position; write the marker into a
@@ -235,7 +287,8 @@ static int open_db(er_store *s, er_error *err) {
       if (strcmp(existing[i], er__cf_names[j]) == 0) ours = 1;
     if (!ours) names[n++] = existing[i];
   }
-  for (i = 0; i < n; i++) opts[i] = s->options;
+  for (i = 0; i < n; i++)
+    opts[i] = i == CF_LOG || i == CF_STREAMS ? s->scan_options : s->options;
   if (s->read_only) {
     /* A secondary instance, not RocksDB's read-only mode: it reads a
      * consistent state even while a writer in another process flushes and
@@ -249,6 +302,7 @@ static int open_db(er_store *s, er_error *err) {
       goto done;
     }
     rocksdb_options_set_max_open_files(s->options, -1);
+    rocksdb_options_set_max_open_files(s->scan_options, -1);
     s->db = rocksdb_open_as_secondary_column_families(
         s->options, s->path, tmpl, (int)n, names, opts, handles, &rerr);
     /* Only its info log lives there, open and never rotated: unlink it now,
