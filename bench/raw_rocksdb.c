@@ -5,12 +5,22 @@
  *
  * One key per event: stream, 0x00, big-endian version -> ~150-byte value.
  * No version check, no global log, no id index: the least work an event
- * store on RocksDB could do.  Workloads: append1, append100, read.  */
+ * store on RocksDB could do.  Workloads: append1, append100, read.
+ *
+ * Built with -DSAME_KEYS (build/bench/raw_layout) the appends write the keys
+ * eventrocks writes, with no checks and no encoding: per event the value
+ * under its global position and again under its stream key, a 16-byte id
+ * -> position entry, and per write one stream head.  It separates the cost
+ * of the layout from the cost of the code around it.  */
 #include <rocksdb/c.h>
 
 #include "bench_util.h"
 
 static rocksdb_t *db;
+#ifdef SAME_KEYS
+/* default, log, streams, ids, heads: the families eventrocks writes */
+static rocksdb_column_family_handle_t *cfs[5];
+#endif
 static rocksdb_options_t *opts;
 static rocksdb_block_based_table_options_t *topts;
 static rocksdb_cache_t *cache;
@@ -36,7 +46,16 @@ static void open_db(const char *dir, int durable) {
   rocksdb_block_based_options_set_filter_policy(topts,
                                                 rocksdb_filterpolicy_create_bloom(10));
   rocksdb_options_set_block_based_table_factory(opts, topts);
+#ifdef SAME_KEYS
+  {
+    const char *names[5] = {"default", "log", "streams", "ids", "heads"};
+    const rocksdb_options_t *o[5] = {opts, opts, opts, opts, opts};
+    rocksdb_options_set_create_missing_column_families(opts, 1);
+    db = rocksdb_open_column_families(opts, dir, 5, names, o, cfs, &err);
+  }
+#else
   db = rocksdb_open(opts, dir, &err);
+#endif
   check(err, "open");
   wopts = rocksdb_writeoptions_create();
   rocksdb_writeoptions_set_sync(wopts, durable);
@@ -44,6 +63,10 @@ static void open_db(const char *dir, int durable) {
 }
 
 static void close_db(void) {
+#ifdef SAME_KEYS
+  int i;
+  for (i = 0; i < 5; i++) rocksdb_column_family_handle_destroy(cfs[i]);
+#endif
   rocksdb_close(db);
   rocksdb_writeoptions_destroy(wopts);
   rocksdb_readoptions_destroy(ropts);
@@ -77,14 +100,35 @@ static double fill_orders(long long n, int per) {
       long long e = j * per + i + 1;
       size_t kl = make_key(key, "order", s, ++ver[s]);
       size_t vl = bench_payload(val, sizeof val, e);
+#ifdef SAME_KEYS
+      {
+        unsigned char pk[8], id[16], pv[8];
+        int b;
+        unsigned long long x = (unsigned long long)e * 0x9E3779B97F4A7C15ull;
+        for (b = 0; b < 8; b++) pk[b] = (unsigned char)((unsigned long long)e >> (56 - 8 * b));
+        for (b = 0; b < 8; b++) pv[b] = (unsigned char)((unsigned long long)e >> (8 * b));
+        memcpy(id, pk + 2, 6); /* time-ordered first bytes, like a UUID v7 */
+        for (b = 6; b < 16; b++) id[b] = (unsigned char)(x >> (8 * (b % 8)));
+        rocksdb_writebatch_put_cf(wb, cfs[1], (const char *)pk, 8, val, vl);
+        rocksdb_writebatch_put_cf(wb, cfs[2], key, kl, val, vl);
+        rocksdb_writebatch_put_cf(wb, cfs[3], (const char *)id, 16, (const char *)pv, 8);
+      }
+      if (i == per - 1)
+        rocksdb_writebatch_put_cf(wb, cfs[4], key, kl - 9, (const char *)&ver[s], 8);
+#else
       if (per == 1) {
         rocksdb_put(db, wopts, key, kl, val, vl, &err);
         check(err, "put");
       } else {
         rocksdb_writebatch_put(wb, key, kl, val, vl);
       }
+#endif
     }
+#ifdef SAME_KEYS
+    if (1) {
+#else
     if (per > 1) {
+#endif
       rocksdb_write(db, wopts, wb, &err);
       check(err, "write");
       rocksdb_writebatch_clear(wb);
@@ -128,6 +172,9 @@ int main(int argc, char **argv) {
     bench_result(per == 1 ? "append1.eps" : "append100.eps", (double)(a.n / per * per) / t);
     close_db();
   } else if (strcmp(a.workload, "read") == 0) {
+#ifdef SAME_KEYS
+    return 0; /* reads of this layout are what core_bench measures */
+#endif
     char key[64], val[256];
     long long i, got, bigs = 0;
     unsigned long long big_ver = 0, *ver = calloc(1000, sizeof *ver), bytes;

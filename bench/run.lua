@@ -30,6 +30,8 @@ end
 
 local contenders = {
   { key = "raw", name = "raw RocksDB (C)", cmd = sh(BIN .. "/raw_rocksdb") },
+  { key = "layout", name = "raw RocksDB, eventrocks' keys (C)", cmd = sh(BIN .. "/raw_layout"),
+    only = { append1 = true, append100 = true } },
   { key = "core", name = "eventrocks core (C)", cmd = sh(BIN .. "/core_bench") },
   { key = "lua", name = "eventrocks (Lua)", cmd = LUA .. " bench/er_lua.lua" },
   { key = "sqlite", name = "SQLite (Lua)", cmd = LUA .. " bench/sqlite.lua" },
@@ -146,7 +148,7 @@ local pg_ok
 for _, c in ipairs(contenders) do
   if c.server then pg_ok = start_pg() end
   for _, j in ipairs(jobs) do
-    if not j.who or j.who[c.key] then
+    if (not j.who or j.who[c.key]) and (not c.only or c.only[j.workload]) then
       results[j] = results[j] or {}
       local got = {}
       results[j][c.key] = got

@@ -15,7 +15,7 @@ $(B)/bench/core_bench: bench/core_bench.c bench/bench_util.h $(B)/libeventrocks.
 	@mkdir -p $(dir $@)
 	$(CC) $(BENCH_CFLAGS) -o $@ $< $(B)/libeventrocks.a $(LIBS)
 
-BENCH_DEPS = all $(B)/bench/raw_rocksdb $(B)/bench/core_bench
+BENCH_DEPS = all $(B)/bench/raw_rocksdb $(B)/bench/raw_layout $(B)/bench/core_bench
 BENCH_ENV = LUA_PATH='lua/?.lua;lua/?/init.lua;bench/?.lua;;' LUA_CPATH='$(B)/?.so;;' \
   BENCH_BIN=$(B)/bench BENCH_TMP=$(B)/bench-tmp LUA=$(LUA)
 
@@ -24,3 +24,7 @@ bench: $(BENCH_DEPS)
 
 bench-quick: $(BENCH_DEPS)
 	$(BENCH_ENV) BENCH_OUT=$(B)/bench-quick.md $(LUA) bench/run.lua quick
+
+$(B)/bench/raw_layout: bench/raw_rocksdb.c bench/bench_util.h
+	@mkdir -p $(dir $@)
+	$(CC) $(BENCH_CFLAGS) -DSAME_KEYS -o $@ $< -lrocksdb
