@@ -50,7 +50,7 @@ start() {
   dir=$(mktemp -d "${TMPDIR:-/tmp}/eventrocks-pg.XXXXXX")
   touch "$dir/.eventrocks-pg"           # marks the directory as ours for stop
   chown "$OWNER" "$dir"
-  chmod 700 "$dir"
+  chmod 711 "$dir"                      # the socket is reachable by any local user
   if ! as_owner "$PG_BIN/initdb" -D "$dir/data" -U postgres --auth=trust \
         --no-locale -E UTF8 --no-sync >"$dir/initdb.log" 2>&1; then
     cat "$dir/initdb.log" >&2
@@ -61,7 +61,7 @@ start() {
   while :; do
     tries=$((tries + 1))
     port=$(shuf -i 20000-60000 -n 1)
-    if ss -ltnH 2>/dev/null | awk '{print $4}' | grep -q ":$port\$"; then
+    if [ "$tries" -lt 20 ] && ss -ltnH 2>/dev/null | awk '{print $4}' | grep -q ":$port\$"; then
       continue                          # taken already, pick another
     fi
     cat >>"$dir/data/postgresql.conf" <<EOF
@@ -74,7 +74,7 @@ EOF
           start >/dev/null 2>&1; then
       break
     fi
-    if [ "$tries" -ge 5 ]; then
+    if [ "$tries" -ge 20 ]; then
       cat "$dir/server.log" >&2 || true
       rm -rf "$dir"
       die "the server did not start"

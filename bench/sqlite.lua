@@ -161,12 +161,12 @@ local function check_appends(n, versions)
   assert(math.tointeger(scalar("SELECT count(*) FROM events")) == n,
     "the table does not hold the appended events")
   for s, v in pairs(versions) do
-    local got = scalar(("SELECT max(stream_version) FROM events WHERE stream_id = %s AND stream_name = %s")
-      :format(quote(s), quote(category(s))))
+    local got = scalar(("SELECT max(stream_version) FROM events "
+      .. "WHERE stream_id = %s AND stream_name = %s"):format(quote(s), quote(category(s))))
     assert(math.tointeger(got) == v, "wrong version of " .. s)
   end
   local s, v = next(versions)
-  assert(not append(s, v - 1, { payload(0) }), "a stale expected version was accepted")
+  assert(not s or not append(s, v - 1, { payload(0) }), "a stale expected version was accepted")
   assert(math.tointeger(scalar("SELECT count(*) FROM events")) == n,
     "a refused append left rows behind")
 end
@@ -298,10 +298,10 @@ elseif workload == "catchup" then
   end
   t = now() - t
   assert(processed == n and position == n, "caught up the wrong number of events")
-  assert(math.tointeger(scalar("SELECT sum(count) FROM read_model")) == n
+  assert(math.tointeger(scalar("SELECT coalesce(sum(count), 0) FROM read_model")) == n
     and math.tointeger(scalar("SELECT count(*) FROM read_model")) == math.min(1000, n // 100),
     "the read model does not add up")
-  assert(math.tointeger(scalar("SELECT position FROM checkpoints WHERE name = 'counts'")) == n,
+  assert((scalar("SELECT position FROM checkpoints WHERE name = 'counts'") or 0) == n,
     "the checkpoint is wrong")
   result("catchup.eps", n / t)
 end
