@@ -270,7 +270,67 @@ void er_encode(lua_State *L, int idx, er_buf *b, int argn, const char *root) {
 
 #define DECODE_DEPTH (ER_MAX_DEPTH + 56) /* tolerate a little foreign data */
 
-/* Push the value at *p; msgpuck has already checked the bytes (mp_check).
+static uint64_t be(const unsigned char *p, int n) {
+  uint64_t v = 0;
+  while (n-- > 0) v = (v << 8) | *p++;
+  return v;
+}
+
+/* 1 when [p, end) is exactly one MessagePack value without ext types, else
+ * 0.  Replaces msgpuck's mp_check, which counts the values still to read in
+ * an int: an array or map header of about 2^31 or 2^32 entries overflows
+ * it, a few bytes then pass as a complete value, and decoding them reads
+ * far past the buffer.  Here the count is 64-bit and may never exceed the
+ * bytes left (every value takes at least one), which also bounds what
+ * dec_value preallocates. */
+static int check_value(const char *p, const char *end) {
+  const unsigned char *b = (const unsigned char *)p,
+                      *e = (const unsigned char *)end;
+  uint64_t k = 1; /* values still to read */
+  while (k > 0) {
+    unsigned char c;
+    uint64_t skip = 0, add = 0; /* bytes after the header; values inside */
+    int h = 0;                   /* bytes of the length field */
+    if ((uint64_t)(e - b) < k) return 0;
+    c = *b++;
+    k--;
+    if (c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3) {
+      /* fixint, nil, bool: done */
+    } else if (c <= 0x8f) add = 2 * (uint64_t)(c & 0x0f);
+    else if (c <= 0x9f) add = c & 0x0f;
+    else if (c <= 0xbf) skip = c & 0x1f;
+    else {
+      switch (c) {
+      case 0xc4: case 0xd9: h = 1; break;             /* bin 8, str 8 */
+      case 0xc5: case 0xda: h = 2; break;             /* bin 16, str 16 */
+      case 0xc6: case 0xdb: h = 4; break;             /* bin 32, str 32 */
+      case 0xca: case 0xce: case 0xd2: skip = 4; break; /* 32-bit numbers */
+      case 0xcb: case 0xcf: case 0xd3: skip = 8; break; /* 64-bit numbers */
+      case 0xcc: case 0xd0: skip = 1; break;
+      case 0xcd: case 0xd1: skip = 2; break;
+      case 0xdc: case 0xdd: case 0xde: case 0xdf: {   /* array, map 16/32 */
+        int n = c & 1 ? 4 : 2;
+        if (e - b < n) return 0;
+        add = be(b, n) * (c >= 0xde ? 2 : 1);
+        b += n;
+        break;
+      }
+      default: return 0; /* 0xc1 (never used) and the ext types */
+      }
+      if (h) {
+        if (e - b < h) return 0;
+        skip = be(b, h);
+        b += h;
+      }
+    }
+    if (skip > (uint64_t)(e - b)) return 0;
+    b += skip;
+    k += add;
+  }
+  return b == e;
+}
+
+/* Push the value at *p; check_value has already checked the bytes.
  * Returns 0 on a value Lua cannot hold (ext types, nil/NaN keys, depth). */
 static int dec_value(lua_State *L, const char **p, int depth) {
   uint32_t n, i;
@@ -334,9 +394,8 @@ static int dec_value(lua_State *L, const char **p, int depth) {
 }
 
 int er_decode(lua_State *L, const char *p, size_t len) {
-  const char *q = p, *end = p + len;
   int top = lua_gettop(L);
-  if (len == 0 || mp_check(&q, end) != 0 || q != end) return 0;
+  if (len == 0 || !check_value(p, p + len)) return 0;
   if (!dec_value(L, &p, 0)) {
     lua_settop(L, top);
     return 0;

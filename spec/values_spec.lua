@@ -256,4 +256,36 @@ describe("values", function()
       H.assert_same({ ok = true }, t.store:event(1).data)
     end)
   end)
+
+  -- Found by fuzz/msgpack_decode: msgpuck's mp_check counted the values
+  -- still to read in an int, so an array or map header of about 2^31 or
+  -- 2^32 entries passed as complete and decoding read past the bytes.
+  describe("stored as bytes that are not one MessagePack value", function()
+    local core = require "eventrocks.core"
+    local BROKEN = {
+      { "array 32 of 2^32-1 entries, 5 bytes", "\xdd\xff\xff\xff\xff" },
+      { "map 32 of 2^31 entries, 5 bytes", "\xdf\x80\x00\x00\x00" },
+      { "array 32 inside an array", "\x92\xdd\xff\xff\xff\xff" },
+      { "array 32 of 2^31-1 entries", "\xdd\x7f\xff\xff\xff\xf6\xff\xff\xf6\x08" },
+      { "array 16 longer than the bytes", "\xdc\x00\x10\x01\x02" },
+      { "a truncated string", "\xa5abc" },
+      { "two values", "\x01\x02" },
+      { "an ext type", "\xd4\x01\x00" },
+    }
+    for _, c in ipairs(BROKEN) do
+      it("read back as a corruption error: " .. c[1], function()
+        assert(core.debug_put(t.store, "views", "k", c[2]))
+        local v, err = core.get(t.store, "views", "k")
+        assert.is_nil(v)
+        assert.equal("corruption", err.code)
+      end)
+    end
+
+    it("while the same headers with their entries decode", function()
+      assert(core.debug_put(t.store, "views", "k", "\xdc\x00\x02\x01\xa1x"))
+      assert.same({ 1, "x" }, core.get(t.store, "views", "k"))
+      assert(core.debug_put(t.store, "views", "k", "\xdf\x00\x00\x00\x01\xa1k\xc3"))
+      assert.same({ k = true }, core.get(t.store, "views", "k"))
+    end)
+  end)
 end)
