@@ -1,8 +1,11 @@
 #!/bin/sh
 # A throwaway PostgreSQL server for bench/postgres.lua.
 #
-#   bench/pg_server.sh start       initdb + start in a new temporary directory;
-#                                  prints KEY=VALUE lines on stdout:
+#   bench/pg_server.sh start [DIR] initdb + start in DIR (created; it must be
+#                                  absent or empty, and reachable by the
+#                                  postgres user), by default in a new
+#                                  temporary directory; prints KEY=VALUE lines
+#                                  on stdout:
 #                                    PGHOST=<dir>        (the unix socket directory)
 #                                    PGPORT=<port>       (also listening on 127.0.0.1:<port>)
 #                                    PGUSER=postgres
@@ -47,10 +50,19 @@ else
 fi
 
 start() {
-  dir=$(mktemp -d "${TMPDIR:-/tmp}/eventrocks-pg.XXXXXX")
+  if [ -n "${1:-}" ]; then
+    mkdir -p "$1"
+    [ -z "$(ls -A "$1")" ] || die "$1 is not empty"
+    dir=$(cd "$1" && pwd)               # PGHOST must be an absolute path
+  else
+    dir=$(mktemp -d "${TMPDIR:-/tmp}/eventrocks-pg.XXXXXX")
+  fi
+  # a unix socket path is at most 107 bytes: $dir/.s.PGSQL.NNNNN
+  [ "${#dir}" -le 90 ] || die "$dir is too long a path for the server's socket"
   touch "$dir/.eventrocks-pg"           # marks the directory as ours for stop
   chown "$OWNER" "$dir"
   chmod 711 "$dir"                      # the socket is reachable by any local user
+  as_owner test -w "$dir" || { rm -rf "$dir"; die "$OWNER cannot write to $dir"; }
   if ! as_owner "$PG_BIN/initdb" -D "$dir/data" -U postgres --auth=trust \
         --no-locale -E UTF8 --no-sync >"$dir/initdb.log" 2>&1; then
     cat "$dir/initdb.log" >&2
@@ -98,7 +110,7 @@ stop() {
 }
 
 case "${1:-}" in
-  start) start ;;
+  start) start "${2:-}" ;;
   stop) stop "${2:-}" ;;
-  *) echo "usage: pg_server.sh start | stop DIR" >&2; exit 2 ;;
+  *) echo "usage: pg_server.sh start [DIR] | stop DIR" >&2; exit 2 ;;
 esac
