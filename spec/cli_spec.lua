@@ -820,9 +820,39 @@ describe("eventrocks command", function()
       ["a bad $float tag"] = good_line({ data = { x = { ["$float"] = "abc" } } }),
       ["a $float that is not a string"] = good_line({ data = { ["$float"] = 1 } }),
       ["a bad $base64 tag"] = good_line({ data = { ["$base64"] = "!!!" } }),
+      -- every field is checked before anything of the line's append is
+      -- written, and the error names the line, not a Lua source line
+      ["an empty type"] = good_line({ type = "" }),
+      ["a type of 1025 bytes"] = good_line({ type = ("T"):rep(1025) }),
+      ["a type with a NUL"] = good_line({ type = "D\0x" }),
+      ["an empty stream"] = good_line({ stream = "" }),
+      ["a stream of 1025 bytes"] = good_line({ stream = ("d"):rep(1025) }),
+      ["a stream with a NUL"] = good_line({ stream = "d\0-1" }),
+      ["an id that is not a UUID"] = good_line({ id = "not-a-uuid" }),
+      ["a negative time"] = good_line({ time = -5 }),
+      ["a time of 0"] = good_line({ time = 0 }),
+      ["a float time"] = good_line({ time = 1.5 }),
+      ["a string position"] = good_line({ position = "5" }),
+      ["a position of 0"] = good_line({ position = 0 }),
+      ["an unknown field (a typo would lose data)"] = good_line({ metdata = { who = "me" } }),
+      ["metadata that is a number"] = good_line({ metadata = 5 }),
+      ["data nested 201 deep"] = good_line({ data = (function()
+        local v = 1
+        for _ = 1, 201 do v = { v } end
+        return v
+      end)() }),
+      ["JSON nested 100000 deep"] = (good_line({ data = "DEEP" }):gsub('"DEEP"',
+        ("["):rep(100000) .. ("]"):rep(100000))),
+      ["a JSON array"] = "[1, 2, 3]",
+      ["a JSON string"] = '"event"',
     }
     for _, what in ipairs({ "bad JSON", "a missing type", "a non-integer version", "a string version",
-      "a bad $float tag", "a $float that is not a string", "a bad $base64 tag" }) do
+      "a bad $float tag", "a $float that is not a string", "a bad $base64 tag",
+      "an empty type", "a type of 1025 bytes", "a type with a NUL", "an empty stream",
+      "a stream of 1025 bytes", "a stream with a NUL", "an id that is not a UUID", "a negative time",
+      "a time of 0", "a float time", "a string position", "a position of 0",
+      "an unknown field (a typo would lose data)", "metadata that is a number", "data nested 201 deep",
+      "JSON nested 100000 deep", "a JSON array", "a JSON string" }) do
       it("a line with " .. what .. " stops the import with its line number", function()
         local file = malformed_file(bad_lines[what])
         local target = tmpdir() .. "/imported"
@@ -830,6 +860,8 @@ describe("eventrocks command", function()
         assert.is_true(code ~= 0, "exit 0")
         assert.equal("", out)
         contains(err, "line 5", "stderr")
+        not_contains(err, ".lua:", "stderr")
+        not_contains(err, "bad argument", "stderr")
         local s2 = assert(H.open(t, target, { read_only = true }))
         -- the appends before are kept
         assert.equal(1, s2:version("a-1"))
@@ -874,6 +906,30 @@ describe("eventrocks command", function()
       assert.equal(1, s2:version("a-1"))
       assert.equal(0, s2:version("b-1"))
       assert.equal(1, s2:last_position())
+    end)
+
+    it("a value the store refuses names the line of its event, blank lines counted", function()
+      local s = t.store
+      assert(s:append("a-1", { type = "A", data = 1 }))
+      assert(s:append("b-1", { { type = "B", data = 1 }, { type = "B", data = 2 } }))
+      local code, out = erun(t.dir, "export")
+      assert.equal(0, code)
+      local ls = lines(out)
+      local deep = 1
+      for _ = 1, 201 do deep = { deep } end
+      local ev = json.decode(ls[3])
+      ev.data = deep
+      -- line 1: a-1, line 2: blank, line 3: b-1@1, line 4: b-1@2 (too deep)
+      local file = tmpfile()
+      write_file(file, ls[1] .. "\n\n" .. ls[2] .. "\n" .. json.encode(ev) .. "\n")
+      local target = tmpdir() .. "/imported"
+      local code2, _, err = erun(target, "import " .. H.shquote(file))
+      assert.is_true(code2 ~= 0)
+      contains(err, "line 4: ", "stderr")
+      contains(err, "nesting deeper than 200", "stderr")
+      local s2 = assert(H.open(t, target, { read_only = true }))
+      assert.equal(1, s2:last_position())
+      assert.equal(0, s2:version("b-1"))
     end)
 
     it("a conflicting line stops the import with its line number", function()

@@ -222,7 +222,8 @@ function commands.import(args)
   local store <close> = open_store(args, true)
   local bar = progress("importing", size)
   local group, appended, replayed, written = {}, 0, 0, 0
-  local function flush(line_no)
+  local lines = {} -- the line number of each event of the group
+  local function flush()
     if #group == 0 then return end
     local first = group[1]
     local txn = assert(core.txn(store))
@@ -230,16 +231,24 @@ function commands.import(args)
     for i, ev in ipairs(group) do
       events[i] = { id = ev.id, type = ev.type, data = ev.data, metadata = ev.metadata }
     end
-    local ok, err = txn:append(first.stream, events, { expected = first.version - 1, time = first.time })
+    local called, ok, err = pcall(txn.append, txn, first.stream, events,
+      { expected = first.version - 1, time = first.time })
+    if not called then
+      -- a value the store refuses (e.g. nested too deep): name its line
+      txn:free()
+      local msg = tostring(ok):gsub("^.-bad argument #%d+ to '[^']*' %((.*)%)$", "%1")
+      local i, rest = msg:match("^events%[(%d+)%]%.?(.*)$")
+      fail(fmt("line %d: %s", i and lines[tonumber(i)] or lines[1], rest or msg))
+    end
     local res
     if ok then res, err = txn:commit() end
     txn:free()
     if not res then
-      fail(fmt("line %d: %s", line_no - #group, tostring(err)))
+      fail(fmt("line %d: %s", lines[1], tostring(err)))
     end
     if res[1].replayed then replayed = replayed + #group else written = written + #group end
     appended = appended + 1
-    group = {}
+    group, lines = {}, {}
   end
   local line_no = 0
   for line in f:lines() do
@@ -253,7 +262,7 @@ function commands.import(args)
         local last, head = group[#group], jsonl.peek_event(line)
         if last and head and (head.stream ~= last.stream or head.time ~= last.time
           or head.version ~= last.version + 1) then
-          flush(line_no)
+          flush()
         end
         f:close()
         fail(tostring(ev) .. fmt(" (imported %d events before it)", written))
@@ -261,13 +270,14 @@ function commands.import(args)
       local last = group[#group]
       if last and (last.stream ~= ev.stream or last.time ~= ev.time
         or ev.version ~= last.version + 1) then
-        flush(line_no)
+        flush()
       end
       group[#group + 1] = ev
+      lines[#group] = line_no
       if line_no % 1024 == 0 then bar.step(f:seek()) end
     end
   end
-  flush(line_no + 1)
+  flush()
   f:close()
   if size > 0 then bar.done(size) end
   stderr:write(fmt("imported %d events (%d appends); %d events were already there\n",

@@ -198,20 +198,50 @@ local function field(t, name, kind, line)
   return v
 end
 
+local FIELDS = { position = true, stream = true, version = true, type = true, time = true,
+  id = true, data = true, metadata = true }
+local UUID = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
+local MAX_NAME = 1024 -- bytes in a stream id or a type (ER_MAX_STREAM_LEN, ER_MAX_TYPE_LEN)
+
+-- A stream id or a type: 1 to 1024 bytes without NUL.
+local function name(t, key, line)
+  local v = field(t, key, "string", line)
+  if #v == 0 or #v > MAX_NAME or v:find("\0", 1, true) then
+    error(fmt("line %d: %s must be 1 to %d bytes without NUL", line, key, MAX_NAME), 0)
+  end
+  return v
+end
+
 --- Parse a JSON line made by encode_event into an event table; raises
--- "line N: ..." when it is malformed.
+-- "line N: ..." when it is malformed.  Every field is checked here, so that
+-- an import never learns of a bad line from the store.
 function M.decode_event(s, line)
-  local t, _, err = json.decode(s, 1, json.null)
-  if err then error(fmt("line %d: %s", line, err), 0) end
-  if type(t) ~= "table" then error(fmt("line %d: not a JSON object", line), 0) end
+  -- dkjson raises (rather than returns) on some input, e.g. a stack
+  -- overflow on very deep nesting
+  local ok, t, _, err = pcall(json.decode, s, 1, json.null)
+  if not ok then err = t end
+  if err then error(fmt("line %d: %s", line, (tostring(err):gsub("^.-%.lua:%d+: ", ""))), 0) end
+  if type(t) ~= "table" or t[1] ~= nil then error(fmt("line %d: not a JSON object", line), 0) end
+  for k in pairs(t) do
+    if not FIELDS[k] then
+      error(fmt("line %d: unknown field %s", line, string.format("%q", tostring(k))), 0)
+    end
+  end
   local ev = {
     id = field(t, "id", "string", line),
-    stream = field(t, "stream", "string", line),
+    stream = name(t, "stream", line),
     version = field(t, "version", "integer", line),
-    type = field(t, "type", "string", line),
+    type = name(t, "type", line),
     time = field(t, "time", "integer", line),
   }
-  if mtype(t.position) == "integer" then ev.position = t.position end
+  if not ev.id:find(UUID) then error(fmt("line %d: id must be a UUID", line), 0) end
+  if ev.time < 1 then error(fmt("line %d: time must be >= 1 (microseconds since the epoch)", line), 0) end
+  if t.position ~= nil then
+    if mtype(t.position) ~= "integer" or t.position < 1 then
+      error(fmt("line %d: position must be an integer >= 1", line), 0)
+    end
+    ev.position = t.position
+  end
   local ok, v = pcall(from_tree, t.data, fmt("line %d: data", line))
   if not ok then error(v, 0) end
   ev.data = v
