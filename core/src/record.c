@@ -58,12 +58,18 @@ void er__record_encode(uint8_t *out, const char *stream, size_t stream_len,
 }
 
 /* Decode `buf` into `ev` (pointers into `buf`) and `info` (may be NULL).
- * Returns ER_OK or ER_CORRUPTION when the bytes are not a valid record. */
+ * Returns ER_OK or ER_CORRUPTION when the bytes are not a valid record.
+ * Flags and reserved bytes must be 0, as the encoder writes them: they are
+ * outside the checksum, so this is what catches damage there, and a record
+ * has exactly one encoding (the bytes accepted are the bytes
+ * er__record_encode writes for the decoded event). */
 int er__record_decode(const void *buf, size_t len, er_event *ev,
                       er_record_info *info) {
   const uint8_t *b = buf;
   uint64_t sl, tl, ml, dl;
-  if (len < ER_RECORD_HEADER || b[0] != RECORD_FORMAT) return ER_CORRUPTION;
+  if (len < ER_RECORD_HEADER || b[0] != RECORD_FORMAT || b[1] != 0 ||
+      b[2] != 0 || b[3] != 0)
+    return ER_CORRUPTION;
   sl = er__get_le32(b + 56);
   tl = er__get_le32(b + 60);
   ml = er__get_le32(b + 64);
