@@ -210,12 +210,23 @@ Repo.__index = Repo
 Repo.__name = "eventrocks.repository"
 function Repo:__tostring() return "repository of " .. self.spec.name end
 
-local function check_id(id, fname)
+local MAX_STREAM = 1024 -- bytes in a stream id (ER_MAX_STREAM_LEN)
+
+local function check_id(id, fname, spec)
   local t = type(id)
   if not ((t == "string" and id ~= "") or t == "number") then
     error(("bad argument #1 to '%s' (id must be a non-empty string or a number)"):format(fname), 3)
   end
-  return tostring(id)
+  id = tostring(id)
+  -- the stream is "name-id": say so here rather than let the store refuse it
+  if #spec.name + 1 + #id > MAX_STREAM then
+    error(("bad argument #1 to '%s' (id of %d bytes: the stream '%s-' .. id would be longer than %d bytes)")
+      :format(fname, #id, spec.name, MAX_STREAM), 3)
+  end
+  if id:find("\0", 1, true) then
+    error(("bad argument #1 to '%s' (id contains a NUL byte)"):format(fname), 3)
+  end
+  return id
 end
 
 -- Apply one stored event to the instance being loaded.
@@ -258,7 +269,7 @@ end
 -- it.  opts.version = n: the state as of version n (time travel);
 -- opts.time = t: the state as of time t (microseconds; snapshots unused).
 function Repo:load(id, opts)
-  id = check_id(id, "load")
+  id = check_id(id, "load", self.spec)
   local spec = self.spec
   local max_version, max_time
   if opts ~= nil then
@@ -295,7 +306,7 @@ end
 -- data, metadata, state }, where state is a copy of the state right after
 -- that event (upcasting applied, snapshots not used).
 function Repo:history(id)
-  id = check_id(id, "history")
+  id = check_id(id, "history", self.spec)
   local spec = self.spec
   local agg = new_instance(self.class, id, spec.init(id), 0)
   local rows = {}
@@ -329,7 +340,15 @@ function Repo:save(agg)
   local new_version = p.base + #queue
   local every = spec.snapshot_every
   if every and new_version // every > p.base // every then
-    txn:put("snapshots", agg.stream, { version = new_version, schema = spec.schema, state = agg.state })
+    local put_ok, perr = pcall(txn.put, txn, "snapshots", agg.stream,
+      { version = new_version, schema = spec.schema, state = agg.state })
+    if not put_ok then
+      txn:free()
+      -- "bad argument #3 to 'put' (value.state.x: ...)": the state is the culprit
+      local why = tostring(perr):match("%(value%.(.*)%)$") or tostring(perr)
+      error(("aggregate '%s': the snapshot of %s at version %d cannot be stored: %s")
+        :format(spec.name, agg.stream, new_version, why), 2)
+    end
   end
   local res
   res, err = txn:commit()
@@ -346,7 +365,7 @@ end
 -- state, up to opts.retries more times (default 3).  Returns the saved
 -- aggregate, or nil, err.
 function Repo:update(id, fn, opts)
-  check_id(id, "update")
+  check_id(id, "update", self.spec)
   if type(fn) ~= "function" then error("bad argument #2 to 'update' (function expected)", 2) end
   local retries = 3
   if opts ~= nil then
