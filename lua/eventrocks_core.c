@@ -658,6 +658,44 @@ static int txn_put(lua_State *L) {
   return 1;
 }
 
+/* txn:put_encoded(space, key, bytes): like put, with a value already
+ * encoded by core.encode (the projection views encode at put time, to raise
+ * where the handler is, and write each key once per batch). */
+static int txn_put_encoded(lua_State *L) {
+  ltxn *lt;
+  size_t klen, vlen;
+  const char *key, *val;
+  er_space space;
+  er_error err;
+  txn_store(L, &lt);
+  space = (er_space)luaL_checkoption(L, 2, NULL, space_names);
+  key = luaL_checklstring(L, 3, &klen);
+  luaL_argcheck(L, klen > 0, 3, "empty key");
+  val = luaL_checklstring(L, 4, &vlen);
+  if (er_txn_put(lt->t, space, key, klen, val, vlen, &err) != ER_OK)
+    return push_error(L, &err);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* core.encode(value [, name]) -> the MessagePack bytes the store would
+ * write for `value`; raises as an append would (`name`, default "value",
+ * starts the path in the message).  Upvalue 1: a reused buffer. */
+static int l_encode(lua_State *L) {
+  er_buf *b = lua_touserdata(L, lua_upvalueindex(1));
+  const char *name = luaL_optstring(L, 2, "value");
+  luaL_checkany(L, 1);
+  b->len = 0;
+  er_encode(L, 1, b, 1, name);
+  lua_pushlstring(L, b->p ? b->p : "", b->len);
+  return 1;
+}
+
+static int encode_buffer_gc(lua_State *L) {
+  er_buf_free(L, lua_touserdata(L, 1));
+  return 0;
+}
+
 static int txn_delete_kind(lua_State *L, int prefix) {
   ltxn *lt;
   er_space space;
@@ -1161,6 +1199,7 @@ static const luaL_Reg txn_meta[] = {
   {"__close", txn_gc},
   {"append", txn_append},
   {"put", txn_put},
+  {"put_encoded", txn_put_encoded},
   {"delete", txn_delete},
   {"delete_prefix", txn_delete_prefix},
   {"commit", txn_commit},
@@ -1189,7 +1228,18 @@ static const luaL_Reg functions[] = {
 int luaopen_eventrocks_core(lua_State *L);
 
 int luaopen_eventrocks_core(lua_State *L) {
+  er_buf *b;
   luaL_newlib(L, functions);
+  b = lua_newuserdatauv(L, sizeof *b, 0);
+  memset(b, 0, sizeof *b);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, encode_buffer_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_pushcclosure(L, l_encode, 1);
+  lua_setfield(L, -2, "encode");
+  lua_pushinteger(L, ER_MAX_KEY_LEN);
+  lua_setfield(L, -2, "MAX_KEY_LEN");
 
   luaL_newmetatable(L, STORE_MT);
   luaL_setfuncs(L, store_meta, 0);

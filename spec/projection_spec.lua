@@ -342,6 +342,37 @@ describe("catch-up projections", function()
     H.assert_same({ n = 5, e = { 1, 2.0 } }, (dump(p)))
   end)
 
+  it("a key written several times in one batch is stored once, with its last value or deletion", function()
+    local s = t.store
+    -- one batch: put/delete sequences on several keys; the stored read model
+    -- must equal the last operation of each key, whatever the batch size
+    local ops = {
+      { "a", 1 }, { "a", 2 }, { "b", 1 }, { "b", false }, { "c", false }, { "c", 3 },
+      { "d", 1 }, { "d", false }, { "d", 4 }, { "e", { x = 1 } }, { "e", { x = 2 } },
+    }
+    for i, op in ipairs(ops) do
+      assert(s:append("kv-1", { type = "Op", data = { k = op[1], v = op[2] } }, { expected = i - 1 }))
+    end
+    local want = { a = 2, c = 3, d = 4, e = { x = 2 } }
+    local handlers = { Op = function(v, e)
+      if e.data.v == false then v:delete(e.data.k) else v:put(e.data.k, e.data.v) end
+    end }
+    for _, batch in ipairs({ 1, 4, 500 }) do
+      local p = s:projection("last-" .. batch, { handlers = handlers })
+      assert.equal(#ops, p:run({ batch = batch }))
+      assert.same(want, (dump(p)))
+      assert.is_nil(p:get("b"))
+    end
+    -- a later batch deletes a key stored by an earlier one, then puts it back
+    assert(s:append("kv-1", { { type = "Op", data = { k = "a", v = false } } }))
+    local p = s:projection("last-500", { handlers = handlers })
+    p:run()
+    assert.is_nil(p:get("a"))
+    assert(s:append("kv-1", { { type = "Op", data = { k = "a", v = 7 } } }))
+    p:run()
+    assert.equal(7, p:get("a"))
+  end)
+
   it("view keys must be non-empty strings", function()
     local s = t.store
     s:append("k-1", H.ev("E", {}))

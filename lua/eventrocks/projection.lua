@@ -11,6 +11,7 @@ local M = {}
 
 local type, pairs, ipairs, error, pcall, tostring = type, pairs, ipairs, error, pcall, tostring
 local mtype = math.type
+local encode = core.encode
 local fmt = string.format
 
 local DEFAULT_BATCH = 500
@@ -42,6 +43,15 @@ local function check_key(key, fname)
   end
 end
 
+-- Keys are stored after the projection's name: refuse, in the handler,
+-- one that would make the stored key longer than the store allows.
+local function check_length(view, key, fname)
+  if #view._prefix + #key > core.MAX_KEY_LEN then
+    error(fmt("bad argument #1 to '%s' (key is %d bytes: with the projection's name the stored key "
+      .. "would be %d bytes, over the limit of %d)", fname, #key, #view._prefix + #key, core.MAX_KEY_LEN), 3)
+  end
+end
+
 --- The read-model value of `key`, including this batch's own writes.
 function View:get(key)
   check_key(key, "get")
@@ -53,20 +63,38 @@ function View:get(key)
   return core.get(self._store, "views", self._prefix .. key)
 end
 
---- Write `value` (any storable value; nil deletes) under `key`.
+--- Write `value` (any storable value; nil deletes) under `key`.  The value
+-- is encoded now, so that a value the store cannot hold raises here, in the
+-- handler; each key is written once per batch, with its last value.
 function View:put(key, value)
   check_key(key, "put")
+  check_length(self, key, "put")
   if value == nil then return self:delete(key) end
-  local ok, err = self._txn:put("views", self._prefix .. key, value) -- raises on a value it cannot store
-  if not ok then error(err, 2) end
+  self._pending[key] = encode(value) -- raises on a value it cannot store
   self._buf[key] = copy(value) -- storable values have no cycles
 end
 
 function View:delete(key)
   check_key(key, "delete")
-  local ok, err = self._txn:delete("views", self._prefix .. key)
-  if not ok then error(err, 2) end
+  check_length(self, key, "delete")
+  self._pending[key] = false
   self._buf[key] = DELETED
+end
+
+-- Write the batch's read-model changes into its transaction.
+local function flush_view(view)
+  local txn, prefix = view._txn, view._prefix
+  for key, bytes in pairs(view._pending) do
+    local ok, err
+    if bytes then
+      ok, err = txn:put_encoded("views", prefix .. key, bytes)
+    else
+      ok, err = txn:delete("views", prefix .. key)
+    end
+    if not ok then return nil, err end
+  end
+  view._pending = {}
+  return true
 end
 
 --- Queue an append to `stream`, committed with this batch (reactors).  The
@@ -97,7 +125,8 @@ end
 
 local function new_view(proj, txn, inline)
   return setmetatable({
-    _store = proj.store, _prefix = proj.prefix, _txn = txn, _buf = {}, _inline = inline,
+    _store = proj.store, _prefix = proj.prefix, _txn = txn, _buf = {}, _pending = {},
+    _inline = inline,
   }, View)
 end
 
@@ -172,6 +201,11 @@ local function run_batch(proj, batch)
   -- a short batch read everything up to the iterator's view, which holds at
   -- least the events up to `last`
   if not full and last > pos then pos = last end
+  local ok, ferr = flush_view(view)
+  if not ok then
+    txn:free()
+    return nil, ferr
+  end
   txn:put("checkpoints", proj.name, pos)
   local res, err = txn:commit()
   txn:free()
@@ -269,6 +303,8 @@ local function inline_hook(reg)
         end
         last = ev.position
       end
+      local ok, err = flush_view(view)
+      if not ok then error(err, 0) end
       txn:put("checkpoints", proj.name, last)
     end
   end
