@@ -189,7 +189,12 @@ int er_open(const char *path, const er_options *opts, er_store **out,
 
 /* Close the store: destroys the RocksDB resources of every iterator still
  * open (they then report ER_INVALID; er_iter_free stays necessary) and frees
- * the handle.  NULL is fine. */
+ * the handle.  NULL is fine.  One exception: after an append failed because
+ * RocksDB could not create a new write-ahead log file (a full disk, a
+ * read-only directory, no file descriptors left), the RocksDB instance is
+ * left open -- its files and its write lock -- until the process ends, as
+ * closing it would abort the process (a bug of RocksDB 7.8); open the store
+ * again from another process. */
 void er_close(er_store *s);
 
 /* A read-only handle: catch up with what a writer (in another process)

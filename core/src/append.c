@@ -399,6 +399,8 @@ int er__commit(er_txn *t, er_error *err) {
   }
   if (rc == ER_OK && rocksdb_writebatch_count(t->wb) > 0) {
     rocksdb_write(s->db, s->wopts, t->wb, &rerr);
+    if (rerr && strstr(rerr, "While open a file for appending") && strstr(rerr, ".log"))
+      s->wal_failed = 1;
     if (rerr) rc = er__rocks_fail(err, "writing an append", rerr);
   }
   if (rc == ER_OK) {

@@ -54,6 +54,7 @@ typedef struct er_head_slot {
 struct er_store {
   char *path;
   int read_only, sync;
+  int wal_failed; /* a write could not start a new WAL file: see store_free */
   size_t max_event_size;
 
   rocksdb_t *db;

@@ -68,13 +68,19 @@ static void store_free(er_store *s) {
   }
   s->iters = NULL;
   pthread_mutex_unlock(&s->iter_lock);
-  if (s->db && !s->read_only) flush_all(s);
+  if (s->db && !s->read_only && !s->wal_failed) flush_all(s);
   for (i = 0; i < CF_COUNT; i++)
     if (s->cf[i]) rocksdb_column_family_handle_destroy(s->cf[i]);
   for (i = 0; i < s->n_extra_cf; i++)
     rocksdb_column_family_handle_destroy(s->extra_cf[i]);
   free(s->extra_cf);
-  if (s->db) rocksdb_close(s->db);
+  /* RocksDB 7.8 leaks a column family reference when a write cannot start
+   * the new WAL file that two full memtables need at once (ScheduleFlushes
+   * stops at the first failure without releasing the others), and closing
+   * the instance then aborts the process on an assertion.  After such a
+   * failure the instance stays open, with its files and its lock, until the
+   * process ends; what it acknowledged is in its WAL. */
+  if (s->db && !s->wal_failed) rocksdb_close(s->db);
   if (s->ropts) rocksdb_readoptions_destroy(s->ropts);
   if (s->wopts) rocksdb_writeoptions_destroy(s->wopts);
   if (s->options) rocksdb_options_destroy(s->options);
