@@ -908,10 +908,11 @@ static int iter_next(lua_State *L) {
     if (rc == ER_OK) {
       lua_pushlstring(L, k, klen);
       if (er_decode(L, v, vlen)) return 2;
-      iter_close(L);
       err.code = ER_CORRUPTION;
       err.position = 0;
-      snprintf(err.message, sizeof err.message, "a stored value does not decode");
+      snprintf(err.message, sizeof err.message, "the stored value of '%.*s' does not decode",
+               (int)(klen > 200 ? 200 : klen), (const char *)k); /* k dies with the iterator */
+      iter_close(L);
       return raise_error(L, &err);
     }
   } else if (li->kind == LI_STREAMS) {
