@@ -230,9 +230,10 @@ int er_iter_next(er_iter *it, er_event *ev, er_error *err) {
       if (er__record_decode(v, vlen, ev, NULL) != ER_OK || ev->version != ver ||
           ev->stream_len != it->name_len ||
           memcmp(ev->stream, it->name, it->name_len) != 0) {
-        char where[96];
-        snprintf(where, sizeof where, "at version %llu of its stream",
-                 (unsigned long long)ver);
+        char where[300];
+        snprintf(where, sizeof where, "at version %llu of stream '%.*s'",
+                 (unsigned long long)ver,
+                 (int)(it->name_len > 200 ? 200 : it->name_len), it->name);
         return corrupt(err, 0, where);
       }
     } else {

@@ -291,32 +291,45 @@ function commands.check(args)
   local problems, messages = core.check(store, function(done) bar.step(done) end)
   if not problems then fail(tostring(messages)) end
   if last > 0 then bar.done(3 * last) end
+  local function problem(msg)
+    problems = problems + 1
+    messages[#messages + 1] = msg
+  end
+  -- a scan that meets damaged bytes raises: report it as a problem and go
+  -- on with the next part, so that the report is as complete as can be
+  local function guarded(part, fn)
+    local ok, err = pcall(fn)
+    if not ok then problem(fmt("%s: %s (the rest of the %s were not checked)", part, tostring(err), part)) end
+  end
   local streams = 0
-  for _ in store:streams() do streams = streams + 1 end
+  local streams_ok = pcall(function() for _ in store:streams() do streams = streams + 1 end end)
+  -- (a damaged head is one of core.check's problems already)
   -- snapshots and checkpoints belong to the Lua layer: check them here
   local snapshots, checkpoints = 0, 0
-  for stream, snap in core.scan(store, "snapshots") do
-    snapshots = snapshots + 1
-    local v = store:version(stream)
-    if type(snap) ~= "table" or math.type(snap.version) ~= "integer" then
-      problems = problems + 1
-      messages[#messages + 1] = fmt("snapshots: the snapshot of %s is damaged", stream)
-    elseif snap.version > v then
-      problems = problems + 1
-      messages[#messages + 1] = fmt("snapshots: the snapshot of %s is at version %d, ahead of the stream (%d)",
-        stream, snap.version, v)
+  guarded("snapshots", function()
+    for stream, snap in core.scan(store, "snapshots") do
+      snapshots = snapshots + 1
+      local v = store:version(stream)
+      if type(snap) ~= "table" or math.type(snap.version) ~= "integer" then
+        problem(fmt("snapshots: the snapshot of %s is damaged", stream))
+      elseif v and snap.version > v then
+        problem(fmt("snapshots: the snapshot of %s is at version %d, ahead of the stream (%d)",
+          stream, snap.version, v))
+      end
     end
-  end
-  for name, pos in core.scan(store, "checkpoints") do
-    checkpoints = checkpoints + 1
-    if math.type(pos) ~= "integer" or pos > last then
-      problems = problems + 1
-      messages[#messages + 1] = fmt("checkpoints: projection %s is at position %s, ahead of the log (%d)",
-        name, tostring(pos), last)
+  end)
+  guarded("checkpoints", function()
+    for name, pos in core.scan(store, "checkpoints") do
+      checkpoints = checkpoints + 1
+      if math.type(pos) ~= "integer" or pos < 0 then
+        problem(fmt("checkpoints: the checkpoint of projection %s is damaged", name))
+      elseif pos > last then
+        problem(fmt("checkpoints: projection %s is at position %d, ahead of the log (%d)", name, pos, last))
+      end
     end
-  end
-  stdout:write(fmt("checked %d events, %d streams, their index, heads and ids, %d snapshots, %d checkpoints\n",
-    last, streams, snapshots, checkpoints))
+  end)
+  stdout:write(fmt("checked %d events, %s streams, their index, heads and ids, %d snapshots, %d checkpoints\n",
+    last, streams_ok and tostring(streams) or "?", snapshots, checkpoints))
   for _, m in ipairs(messages) do stdout:write(paint.red("problem: "), m, "\n") end
   if #messages < problems then stdout:write(fmt("... and %d more\n", problems - #messages)) end
   if problems > 0 then

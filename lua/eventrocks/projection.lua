@@ -138,13 +138,25 @@ Proj.__index = Proj
 Proj.__name = "eventrocks.projection"
 
 function Proj:__tostring()
-  return fmt("projection %s%s (position %d)", self.name, self.inline and " (inline)" or "",
-    self:position())
+  return fmt("projection %s%s (position %s)", self.name, self.inline and " (inline)" or "",
+    self:_checkpoint() or "damaged")
 end
 
 --- The checkpoint: the last global position this projection has processed.
 function Proj:position()
-  return core.get(self.store, "checkpoints", self.name) or 0
+  local cp, err = self:_checkpoint()
+  if not cp then error(err, 2) end
+  return cp
+end
+
+-- The checkpoint, or nil, err (code "corruption") when its bytes are
+-- damaged: reading it as 0 would apply every event a second time.
+function Proj:_checkpoint()
+  local cp, err = core.get(self.store, "checkpoints", self.name)
+  if cp == nil and err == nil then return 0 end
+  if mtype(cp) == "integer" and cp >= 0 then return cp end
+  return nil, setmetatable({ code = "corruption", message = fmt("projection '%s': its checkpoint is damaged (%s)",
+    self.name, err and err.message or "not a position") }, core.error_metatable)
 end
 
 --- A read-model value, or nil.
@@ -177,7 +189,8 @@ end
 -- failed.  A handler error raises, and nothing of the batch is kept.
 local function run_batch(proj, batch)
   local store = proj.store
-  local cp = proj:position()
+  local cp, cerr = proj:_checkpoint()
+  if not cp then return nil, cerr end
   local last = store:last_position()
   if last <= cp then return 0, cp, false end
   local txn, terr = core.txn(store)
@@ -246,7 +259,7 @@ function Proj:run(opts)
     local p = opts.progress
     if type(p) == "function" then bar = { step = p, done = p }
     else
-      local first, last = self:position(), self.store:last_position()
+      local first, last = self:_checkpoint() or 0, self.store:last_position()
       local b = require("eventrocks.progress").new("projection " .. self.name, last - first)
       bar = { step = function(pos) b.step(pos - first) end, done = function(pos) b.done(pos - first) end }
     end
