@@ -1498,6 +1498,33 @@ static void test_debug_clears_head_cache(void **state) {
   er_txn_free(t);
 }
 
+/* er_debug_get: the raw bytes of a key (what er_debug_put wrote, or the
+ * record an append stored), ER_NOT_FOUND when absent, ER_INVALID on an
+ * unknown family. */
+static void test_debug_get(void **state) {
+  fx *f = *state;
+  void *val = NULL;
+  size_t len = 0;
+  er_error err = fresh_err();
+  ok1(f->s, "s", "T", "payload");
+  uint8_t pos[8];
+  for (int i = 0; i < 8; i++) pos[i] = i == 7 ? 1 : 0;
+  assert_int_equal(er_debug_get(f->s, "log", pos, 8, &val, &len, &err), ER_OK);
+  assert_int_equal(len, 72 + 1 + 1 + 7); /* header, stream, type, data */
+  assert_memory_equal((const char *)val + len - 7, "payload", 7); /* data is last */
+  er_free(val);
+  debug_put(f->s, "views", L("k"), L("raw"));
+  assert_int_equal(er_debug_get(f->s, "views", L("k"), &val, &len, &err), ER_OK);
+  assert_int_equal(len, 3);
+  assert_memory_equal(val, "raw", 3);
+  er_free(val);
+  err = fresh_err();
+  assert_fails(er_debug_get(f->s, "views", L("absent"), &val, &len, &err), ER_NOT_FOUND, err);
+  assert_null(val);
+  err = fresh_err();
+  assert_fails(er_debug_get(f->s, "nope", L("k"), &val, &len, &err), ER_INVALID, err);
+}
+
 /* ------------------------------------------------------------------------ */
 
 int main(int argc, char **argv) {
@@ -1539,6 +1566,7 @@ int main(int argc, char **argv) {
       T(test_debug_invalid),
       T(test_debug_read_only),
       T(test_debug_clears_head_cache),
+      T(test_debug_get),
 #undef T
   };
   return cmocka_run_group_tests_name("eventrocks hooks, imports and checks",
