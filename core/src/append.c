@@ -258,6 +258,24 @@ static void next_random(er_store *s, uint8_t out[10]) {
   s->random_used += 10;
 }
 
+/* A new id for an event appended at `now`: time-ordered, and greater than
+ * every id this handle generated before, so that the id index is written
+ * in key order (random ids within one microsecond cost the memtable a
+ * search per insert: about a quarter of a 100-event append's time). */
+static void next_id(er_store *s, uint8_t out[16], int64_t now,
+                    const uint8_t rnd[10]) {
+  uint64_t clock = (uint64_t)(now / 1000) * 4096 +
+                   (uint64_t)((now % 1000) * 4096 / 1000);
+  if (clock > s->id_clock) {
+    s->id_clock = clock;
+    s->id_seq = rnd[6] & 0xff; /* a random start, far from the limit */
+  } else if (++s->id_seq > 0x3fff) {
+    s->id_clock++; /* 16k ids in a quarter microsecond: borrow the next */
+    s->id_seq = 0;
+  }
+  er__uuid7_seq(out, s->id_clock, s->id_seq, rnd);
+}
+
 /* ---- committing appends ------------------------------------------------- */
 
 /* The version of `a`'s stream before it: the result of the latest earlier
@@ -352,7 +370,7 @@ int er__commit(er_txn *t, er_error *err) {
       if (!e->has_id) {
         uint8_t rnd[10];
         next_random(s, rnd);
-        er__uuid7_from(e->id, now, rnd);
+        next_id(s, e->id, now, rnd);
         e->has_id = 1;
       }
       er__record_encode(rec, x->stream, x->stream_len, e, p, ver, at,

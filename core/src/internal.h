@@ -75,6 +75,10 @@ struct er_store {
   er_head_slot *heads; /* ER_HEAD_CACHE_SLOTS entries */
   uint8_t random[ER_RANDOM_POOL];
   size_t random_used;
+  /* The last generated id's time (ms * 4096 + quarter-microseconds) and
+   * sequence number: the ids a store generates increase strictly. */
+  uint64_t id_clock;
+  uint32_t id_seq;
 
   er_commit_hook hook; /* set before use; called under write_lock */
   void *hook_ud;
@@ -119,6 +123,8 @@ int er__rocks_fail(er_error *err, const char *what, char *rocks_msg);
 /* uuid.c */
 int er__random(uint8_t *buf, size_t len);
 void er__uuid7_from(uint8_t out[16], int64_t micros, const uint8_t rnd[10]);
+void er__uuid7_seq(uint8_t out[16], uint64_t clock, uint32_t seq,
+                   const uint8_t rnd[6]);
 int64_t er__now_micros(void);
 
 /* record.c */

@@ -39,6 +39,24 @@ void er__uuid7_from(uint8_t out[16], int64_t micros, const uint8_t rnd[10]) {
   memcpy(out + 9, rnd + 1, 7);
 }
 
+/* A UUID v7 whose 12 bits after the milliseconds and the first 14 bits of
+ * the variant field form an ordered counter (RFC 9562, 6.2 methods 1 and
+ * 3): `clock` = ms * 4096 + fraction of the millisecond, `seq` < 2^14, then
+ * 48 random bits.  The store calls it with (clock, seq) increasing, so its
+ * ids increase in append order and go into the id index in key order. */
+void er__uuid7_seq(uint8_t out[16], uint64_t clock, uint32_t seq,
+                   const uint8_t rnd[6]) {
+  uint64_t ms = clock >> 12;
+  uint32_t frac = (uint32_t)(clock & 0xfff);
+  int i;
+  for (i = 5; i >= 0; i--) { out[i] = (uint8_t)(ms & 0xff); ms >>= 8; }
+  out[6] = (uint8_t)(0x70 | ((frac >> 8) & 0x0f));
+  out[7] = (uint8_t)(frac & 0xff);
+  out[8] = (uint8_t)(0x80 | ((seq >> 8) & 0x3f));
+  out[9] = (uint8_t)(seq & 0xff);
+  memcpy(out + 10, rnd, 6);
+}
+
 int er_uuid7(uint8_t out[16]) {
   uint8_t rnd[10];
   if (er__random(rnd, sizeof rnd) != ER_OK) return ER_IO;

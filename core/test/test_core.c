@@ -750,6 +750,47 @@ static void test_append_ids(void **state) {
   evc_free(out, n);
 }
 
+/* Generated ids increase strictly in append order, within an append and
+ * across appends and transactions, and stay valid UUID v7s. */
+static void test_generated_ids_increase(void **state) {
+  fx *f = *state;
+  er_store *s = f->s;
+  enum { PER = 300, ROUNDS = 20 };
+  static er_new_event ev[PER];
+  uint8_t last[16] = {0};
+  er_error err = fresh_err();
+  for (int r = 0; r < ROUNDS; r++) {
+    char stream[16];
+    int sl = snprintf(stream, sizeof stream, "s-%d", r % 3);
+    size_t n = r % 2 ? PER : 1;
+    for (size_t i = 0; i < n; i++) tu_event(&ev[i], "T", "x", 1);
+    if (r % 5 == 4) {
+      er_txn *t;
+      assert_int_equal(er_txn_begin(s, &t, &err), ER_OK);
+      assert_int_equal(er_txn_append(t, stream, (size_t)sl, ER_ANY, ev, n, &err), ER_OK);
+      assert_int_equal(er_txn_commit(t, &err), ER_OK);
+      er_txn_free(t);
+      /* the transaction's copies got the ids: read them back */
+    } else {
+      assert_int_equal(er_append(s, stream, (size_t)sl, ER_ANY, ev, n, NULL, &err), ER_OK);
+    }
+  }
+  /* the log in position order carries strictly increasing ids */
+  er_iter *it;
+  er_event e;
+  uint64_t count = 0;
+  assert_int_equal(er_read_all(s, 0, ER_UNLIMITED, NULL, &it, &err), ER_OK);
+  while (er_iter_next(it, &e, &err) == ER_OK) {
+    assert_true(is_uuid7(e.id));
+    assert_true(memcmp(last, e.id, 16) < 0);
+    memcpy(last, e.id, 16);
+    count++;
+  }
+  er_iter_free(it);
+  assert_int_equal(count, er_last_position(s));
+  assert_true(count > PER * 5);
+}
+
 /* Check that a failed append left the store as it was. */
 static void assert_unchanged(er_store *s, const char *stream,
                              uint64_t version, uint64_t last) {
@@ -2479,6 +2520,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test_setup_teardown(test_append_versions_positions,
                                       fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_append_ids, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_generated_ids_increase, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_expected_any, fx_setup,
                                       fx_teardown),
       cmocka_unit_test_setup_teardown(test_expected_no_stream, fx_setup,
