@@ -51,7 +51,8 @@ local function to_base64(s)
 end
 
 local function from_base64(s)
-  if #s % 4 ~= 0 or s:find("[^%w%+/=]") or s:find("=[^=]") then return nil end
+  -- groups of 4; "=" only as the padding (one or two) of the last group
+  if #s % 4 ~= 0 or not s:find("^[%w%+/]*=?=?$") then return nil end
   local out = {}
   for i = 1, #s, 4 do
     local a, b, c, d = byte(s, i, i + 3)
@@ -94,12 +95,14 @@ local function to_tree(v)
     end
     return float_tag(v)
   elseif t == "table" then
-    local n, count, strings = #v, 0, true
+    -- #v is any border of v: an array only when the keys are exactly 1..n
+    local n, count, strings, seq = #v, 0, true, true
     for k in pairs(v) do
       count = count + 1
       if type(k) ~= "string" or byte(k, 1) == 36 then strings = false end -- 36: "$"
+      if mtype(k) ~= "integer" or k < 1 or k > n then seq = false end
     end
-    if n > 0 and count == n then
+    if n > 0 and seq and count == n then
       local arr = setmetatable({}, ARRAY)
       for i = 1, n do arr[i] = to_tree(v[i]) end
       return arr
