@@ -306,9 +306,16 @@ local function run_mode(mode, rounds, rng_seed)
       break
     end
   end
+  -- table files show that memtable flushes (and compactions) happened in
+  -- the writers' lives, so some kills may have landed in one
+  local p = io.popen("ls " .. shquote(dir) .. " 2>/dev/null")
+  local ssts = 0
+  for f in p:lines() do if f:match("%.sst$") then ssts = ssts + 1 end end
+  p:close()
+  local bytes = core.disk_size(dir) or 0
   if failed == 0 then os.execute("rm -rf " .. shquote(base)) end
-  print(fmt("%-6s %d of %d rounds survived; %d appends acknowledged in all; %d rounds killed before the first ack",
-    mode, ok_rounds, rounds, acked_total, at_open))
+  print(fmt("%-6s %d of %d rounds survived; %d appends acknowledged in all; %d rounds killed before the first ack;"
+    .. " store left with %d table files, %.1f MiB", mode, ok_rounds, rounds, acked_total, at_open, ssts, bytes / 1048576))
   return ok_rounds, failed
 end
 
