@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 /* Abort (a crash for libFuzzer) with the condition and where it failed. */
@@ -30,13 +31,16 @@
 
 static void fu_rmtree(const char *dir);
 
-/* The base directory of fu_mkdtemp: /dev/shm when writable, else $TMPDIR,
- * else /tmp. */
+/* The base directory of fu_mkdtemp: /dev/shm when writable with 256 MB
+ * free (containers often give it 64 MB; a store preallocates about 22 MB
+ * of log), else $TMPDIR, else /tmp. */
 static const char *fu_base(void) {
   const char *base = getenv("TMPDIR");
   struct stat st;
+  struct statvfs vfs;
   if (stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode) &&
-      access("/dev/shm", W_OK) == 0)
+      access("/dev/shm", W_OK) == 0 && statvfs("/dev/shm", &vfs) == 0 &&
+      (unsigned long long)vfs.f_bavail * vfs.f_frsize >= 256ULL << 20)
     return "/dev/shm";
   return base && *base ? base : "/tmp";
 }
