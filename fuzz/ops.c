@@ -12,7 +12,8 @@
  * transactions of several appends (some with a given time) and key-value
  * puts; reads of a stream (from, count, backward), of the log (from, count,
  * category and type filters), of one position, of the stream list by
- * prefix; a second writable open (ER_LOCKED); close and reopen.
+ * prefix; a second writable open (ER_LOCKED); close and reopen (with an
+ * iterator left open, which must then answer ER_INVALID).
  *
  * The model says what each call must answer, from the rules of
  * core/include/eventrocks.h: an append succeeds iff the expectation holds;
@@ -964,13 +965,28 @@ static void run(in *r) {
       check_list(pre[i], strlen(pre[i]));
       break;
     }
-    case 12: /* close and reopen */
+    case 12: { /* close and reopen; an iterator left open dies with the store */
+      er_iter *it = NULL;
+      er_event ev;
+      er_error err;
+      int rc;
       if (reopens++ >= MAX_REOPENS) break;
+      if (next(r) % 2) {
+        rc = er_read_all(S, 0, ER_UNLIMITED, NULL, &it, &err);
+        if (rc != ER_OK) FAIL("er_read_all: %s", code_name(rc));
+        if (M.n && er_iter_next(it, &ev, &err) != ER_OK) FAIL("er_iter_next before the close");
+      }
       er_close(S);
       S = NULL;
+      if (it) {
+        rc = er_iter_next(it, &ev, &err);
+        if (rc != ER_INVALID) FAIL("er_iter_next after er_close: %s", code_name(rc));
+      }
       open_store();
+      er_iter_free(it);
       check_versions();
       break;
+    }
     case 13: { /* a second writable open is refused */
       er_store *s2 = NULL;
       er_error err;

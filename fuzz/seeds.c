@@ -236,7 +236,7 @@ static void ops(void) {
   read_stream(&o, 0, 0, 4, 0);
   read_stream(&o, 0, 0, 2, 1);
   read_all(&o, 0, 4, 0);
-  put(&o, 12); /* reopen */
+  put(&o, 12); put(&o, 1); /* reopen, an iterator left open */
   append(&o, 0, 1); ev(&o, 0, 0, 0, "again", 0); exp_(&o, X_CUR);
   put(&o, 11); put(&o, 0); /* list all streams */
   ops_file("ops-basic", &o);
@@ -283,7 +283,7 @@ static void ops(void) {
   put(&o, 1); put(&o, 2); put(&o, 0); ev(&o, 0, 0, 0, "no", 0); exp_(&o, X_NO_STREAM);
   put(&o, 4);                                               /* 1970 */
   put(&o, 1); put(&o, 1); put(&o, 2); put(&o, 'n'); put(&o, 'o'); /* a put, lost */
-  put(&o, 12);
+  put(&o, 12); put(&o, 0); /* reopen */
   append(&o, 2, 1); ev(&o, 0, 0, 0, "clock", 0); exp_(&o, X_ANY);
   ops_file("ops-txn", &o);
 
