@@ -223,8 +223,12 @@ int er_is_read_only(const er_store *s);
  * this order, by one earlier append whose expectation `expected` also meets
  * (judged against the version before that append), the call is an
  * idempotent retry: it writes nothing and reports that append (replayed=1).
- * Otherwise existing ids are ER_WRONG_EXPECTED_VERSION when `expected` does
- * not meet the current version, and ER_DUPLICATE_EVENT when it does.
+ * When the ids are exactly those of one earlier append to this stream but
+ * `expected` does not meet the version before it, the answer is
+ * ER_WRONG_EXPECTED_VERSION when `expected` does not meet the current
+ * version either, else ER_DUPLICATE_EVENT.  Any other use of existing ids
+ * (another stream, part of an append, another order, mixed with new ids)
+ * is ER_DUPLICATE_EVENT, whatever `expected`.
  *
  * Errors (nothing is written):
  *   ER_WRONG_EXPECTED_VERSION  err->expected, err->actual are set;
