@@ -149,18 +149,24 @@ elseif workload == "snapshot" then
   store:close()
 
 elseif workload == "latency" then
-  -- Grow the store in 100-event appends (untimed) and, at 10k, N/100 and N
-  -- events stored, time 10,000 single appends one by one.
+  -- Grow the store in 100-event appends (untimed) to 10k, 1M and 10M events
+  -- (those below N) and N; at each size let RocksDB finish the compactions
+  -- the bulk fill left behind (core.wait_idle: the latency of a store of
+  -- that size, not of one still digesting a load made at full speed), then
+  -- time 10,000 single appends one by one.
+  local core = require "eventrocks.core"
   local store = open(durable)
-  local sizes = { 10000, N // 100, N }
-  table.sort(sizes)
+  local sizes = {}
+  for _, n in ipairs({ 10000, 1000000, 10000000 }) do
+    if n < N then sizes[#sizes + 1] = n end
+  end
+  sizes[#sizes + 1] = N
   local names, ver = {}, {}
   for s = 0, 999 do names[s] = "order-" .. s; ver[s] = 0 end
-  local filled, extra = 0, 0
   for _, size in ipairs(sizes) do
     local need = size - store:last_position()
-    if need > 0 then fill_orders(store, need - need % 100, 100, filled) end
-    filled = store:last_position()
+    if need > 0 then fill_orders(store, need - need % 100, 100, store:last_position()) end
+    assert(core.wait_idle(store, 300000), "RocksDB did not settle in 5 minutes")
     for s = 0, 999 do ver[s] = store:version(names[s]) end
     local lat = {}
     for j = 1, 10000 do
@@ -169,8 +175,7 @@ elseif workload == "latency" then
       ver[s] = assert(store:append(names[s], event(j), { expected = ver[s] }))
       lat[j] = now() - t
     end
-    extra = extra + 10000
-    local label = size >= 1000000 and (size // 1000000) .. "M" or (size // 1000) .. "k"
+    local label = size >= 1000000 and size % 1000000 == 0 and (size // 1000000) .. "M" or (size // 1000) .. "k"
     result(("latency.%s.p50_us"):format(label), percentile(lat, 0.50) * 1e6)
     result(("latency.%s.p99_us"):format(label), percentile(lat, 0.99) * 1e6)
   end

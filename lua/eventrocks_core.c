@@ -17,6 +17,7 @@
 #include <lua.h>
 #include <time.h>
 #include <stdio.h>
+#include <limits.h>
 #include <string.h>
 
 #include "eventrocks.h"
@@ -254,6 +255,16 @@ static int l_monotonic(lua_State *L) {
 /* core.isatty(fd) -> boolean */
 static int l_isatty(lua_State *L) {
   lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+  return 1;
+}
+
+/* core.wait_idle(store [, timeout_ms = 60000]) -> true when RocksDB has no
+ * flush or compaction running or due, false when the time ran out */
+static int l_wait_idle(lua_State *L) {
+  lstore *ls = check_store(L, 1);
+  lua_Integer ms = luaL_optinteger(L, 2, 60000);
+  luaL_argcheck(L, ms >= 0 && ms <= INT_MAX, 2, "timeout out of range");
+  lua_pushboolean(L, er_wait_idle(ls->s, (int)ms));
   return 1;
 }
 
@@ -1217,6 +1228,7 @@ static const luaL_Reg functions[] = {
   {"isatty", l_isatty},
   {"monotonic", l_monotonic},
   {"disk_size", l_disk_size},
+  {"wait_idle", l_wait_idle},
   {"check", l_check},
   {"debug_put", l_debug_put},
   {"debug_delete", l_debug_delete},

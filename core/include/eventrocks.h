@@ -203,6 +203,13 @@ void er_close(er_store *s);
  * writable handle always sees everything: ER_OK, nothing to do. */
 int er_refresh(er_store *s, er_error *err);
 
+/* Wait until RocksDB has no flush or compaction running or due on this
+ * handle, at most `timeout_ms` milliseconds: 1 when it is idle, 0 when the
+ * time ran out.  For measurements and maintenance (a bulk load leaves
+ * compactions behind that later writes would otherwise share the CPU
+ * with).  A read-only handle is always idle. */
+int er_wait_idle(er_store *s, int timeout_ms);
+
 /* The directory the store was opened with (owned by the store). */
 const char *er_path(const er_store *s);
 

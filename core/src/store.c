@@ -486,6 +486,23 @@ uint64_t er_last_position(er_store *s) {
   return __atomic_load_n(&s->last_position, __ATOMIC_ACQUIRE);
 }
 
+int er_wait_idle(er_store *s, int timeout_ms) {
+  int waited = 0, i;
+  if (s->read_only) return 1;
+  for (;;) {
+    uint64_t v = 0;
+    int busy = (rocksdb_property_int(s->db, "rocksdb.num-running-compactions", &v) == 0 && v > 0) ||
+               (rocksdb_property_int(s->db, "rocksdb.num-running-flushes", &v) == 0 && v > 0);
+    for (i = 0; !busy && i < CF_COUNT; i++)
+      busy = (rocksdb_property_int_cf(s->db, s->cf[i], "rocksdb.compaction-pending", &v) == 0 && v > 0) ||
+             (rocksdb_property_int_cf(s->db, s->cf[i], "rocksdb.mem-table-flush-pending", &v) == 0 && v > 0);
+    if (!busy) return 1;
+    if (waited >= timeout_ms) return 0;
+    usleep(10000);
+    waited += 10;
+  }
+}
+
 int er_refresh(er_store *s, er_error *err) {
   char *rerr = NULL;
   int rc;

@@ -791,6 +791,22 @@ static void test_generated_ids_increase(void **state) {
   assert_true(count > PER * 5);
 }
 
+/* er_wait_idle: a store that has just taken appends becomes idle within a
+ * generous time; an idle one answers at once, even with no time at all. */
+static void test_wait_idle(void **state) {
+  fx *f = *state;
+  er_store *s = f->s;
+  static er_new_event ev[200];
+  er_error err = fresh_err();
+  for (int r = 0; r < 50; r++) {
+    for (int i = 0; i < 200; i++) tu_event(&ev[i], "T", "some data to fill a memtable", 1);
+    assert_int_equal(er_append(s, L("w-1"), ER_ANY, ev, 200, NULL, &err), ER_OK);
+  }
+  assert_int_equal(er_wait_idle(s, 60000), 1);
+  assert_int_equal(er_wait_idle(s, 0), 1);
+  assert_int_equal(er_last_position(s), 10000);
+}
+
 /* Check that a failed append left the store as it was. */
 static void assert_unchanged(er_store *s, const char *stream,
                              uint64_t version, uint64_t last) {
@@ -2521,6 +2537,7 @@ int main(int argc, char **argv) {
                                       fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_append_ids, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_generated_ids_increase, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_wait_idle, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_expected_any, fx_setup,
                                       fx_teardown),
       cmocka_unit_test_setup_teardown(test_expected_no_stream, fx_setup,
