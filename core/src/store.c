@@ -34,7 +34,6 @@ static void remove_tree(const char *dir) {
   nftw(dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
 }
 
-/* Release everything `s` holds; safe on a partly opened store. */
 /* Write the memtables out before closing: the next open (and every reader
  * opened meanwhile) then has no write-ahead log to replay into memory.
  * Best effort: the log stays valid if a flush fails. */
@@ -54,6 +53,7 @@ static void flush_all(er_store *s) {
   rocksdb_flushoptions_destroy(fo);
 }
 
+/* Release everything `s` holds; safe on a partly opened store. */
 static void store_free(er_store *s) {
   size_t i;
   er_iter *it;
