@@ -650,14 +650,22 @@ static int txn_append(lua_State *L) {
   return 1;
 }
 
+/* The (space, key) arguments 2 and 3 of txn:put/put_encoded/delete. */
+static const char *txn_space_key(lua_State *L, er_space *space, size_t *klen) {
+  const char *key;
+  *space = (er_space)luaL_checkoption(L, 2, NULL, space_names);
+  key = luaL_checklstring(L, 3, klen);
+  luaL_argcheck(L, *klen > 0, 3, "empty key");
+  return key;
+}
+
 static int txn_put(lua_State *L) {
   ltxn *lt;
   lstore *ls = txn_store(L, &lt);
-  er_space space = (er_space)luaL_checkoption(L, 2, NULL, space_names);
+  er_space space;
   size_t klen;
-  const char *key = luaL_checklstring(L, 3, &klen);
+  const char *key = txn_space_key(L, &space, &klen);
   er_error err;
-  luaL_argcheck(L, klen > 0, 3, "empty key");
   er_buf *b;
   luaL_checkany(L, 4);
   b = &ls->kvbuf;
@@ -679,9 +687,7 @@ static int txn_put_encoded(lua_State *L) {
   er_space space;
   er_error err;
   txn_store(L, &lt);
-  space = (er_space)luaL_checkoption(L, 2, NULL, space_names);
-  key = luaL_checklstring(L, 3, &klen);
-  luaL_argcheck(L, klen > 0, 3, "empty key");
+  key = txn_space_key(L, &space, &klen);
   val = luaL_checklstring(L, 4, &vlen);
   if (er_txn_put(lt->t, space, key, klen, val, vlen, &err) != ER_OK)
     return push_error(L, &err);
@@ -715,9 +721,7 @@ static int txn_delete_kind(lua_State *L, int prefix) {
   er_error err;
   int rc;
   txn_store(L, &lt);
-  space = (er_space)luaL_checkoption(L, 2, NULL, space_names);
-  key = luaL_checklstring(L, 3, &klen);
-  luaL_argcheck(L, klen > 0, 3, "empty key");
+  key = txn_space_key(L, &space, &klen);
   rc = prefix ? er_txn_delete_prefix(lt->t, space, key, klen, &err)
               : er_txn_delete(lt->t, space, key, klen, &err);
   if (rc != ER_OK) return push_error(L, &err);
