@@ -115,10 +115,12 @@ job("rss", S.rss, 0, { lua = true }, {
 -- ---------------------------------------------------------------------------
 -- Running
 
+-- The server lives in its own temporary directory (pg_server.sh's default,
+-- under $TMPDIR or /tmp), not under BENCH_TMP: the postgres user must reach
+-- it, and a checkout may sit below a directory only root can enter.
 local pg_env, pg_dir
 local function start_pg()
-  pg_dir = TMP .. "/pg"
-  local out, ok = run("bench/pg_server.sh start " .. sh(pg_dir) .. " 2>&1")
+  local out, ok = run("bench/pg_server.sh start 2>&1")
   if not ok then
     io.stderr:write("bench: PostgreSQL did not start:\n", out)
     return false
@@ -126,6 +128,7 @@ local function start_pg()
   local env = {}
   for k, v in out:gmatch("(PG%u+)=(%S+)") do env[#env + 1] = k .. "=" .. sh(v) end
   pg_env = table.concat(env, " ")
+  pg_dir = out:match("PG_BENCH_DIR=(%S+)")
   return true
 end
 local function stop_pg()
