@@ -20,16 +20,14 @@
 
 #include <sys/wait.h>
 
+#define TU_STORE_FIXTURE /* fx, fx_setup, fx_teardown */
 #include "test_util.h"
 
 /* ------------------------------------------------------------------------ */
 /* Fixtures and helpers                                                      */
 
-typedef struct fx {
-  char *dir;   /* a fresh temporary directory */
-  er_store *s; /* the store opened in `dir` (NULL for fx_setup_dir) */
-} fx;
-
+/* The fixture without a store: a fresh empty directory (f->s stays NULL;
+ * fx_teardown closes NULL fine). */
 static int fx_setup_dir(void **state) {
   fx *f = calloc(1, sizeof *f);
   assert_non_null(f);
@@ -38,21 +36,6 @@ static int fx_setup_dir(void **state) {
   return 0;
 }
 
-static int fx_setup(void **state) {
-  fx_setup_dir(state);
-  fx *f = *state;
-  f->s = tu_open(f->dir);
-  return 0;
-}
-
-static int fx_teardown(void **state) {
-  fx *f = *state;
-  er_close(f->s);
-  tu_rmtree(f->dir);
-  free(f->dir);
-  free(f);
-  return 0;
-}
 
 /* Append one event of `type` with string `data` to `stream`. */
 static int append1(er_store *s, const char *stream, int64_t expected,
@@ -63,24 +46,7 @@ static int append1(er_store *s, const char *stream, int64_t expected,
   return er_append(s, stream, strlen(stream), expected, &e, 1, res, err);
 }
 
-/* Append one event and assert success; returns the appended description. */
-static er_appended ok1(er_store *s, const char *stream, const char *type,
-                       const char *data) {
-  er_appended res;
-  er_error err = fresh_err();
-  int rc = append1(s, stream, ER_ANY, type, data, &res, &err);
-  if (rc != ER_OK)
-    print_error("append to %s: %d %s\n", stream, rc, err.message);
-  assert_int_equal(rc, ER_OK);
-  return res;
-}
 
-static uint64_t version_of(er_store *s, const char *stream) {
-  uint64_t v = 999999;
-  er_error err = fresh_err();
-  assert_int_equal(er_version(s, stream, strlen(stream), &v, &err), ER_OK);
-  return v;
-}
 
 /* An event read back, with its own copy of the bytes. */
 typedef struct evc {
@@ -173,17 +139,7 @@ static int ev_data_is(const er_event *e, const char *data) {
          memcmp(e->data, data, e->data_len) == 0;
 }
 
-static void set_id(er_new_event *e, uint8_t seed) {
-  for (int i = 0; i < 16; i++)
-    e->id[i] = (uint8_t)(seed * 16 + i);
-  e->id[6] = (uint8_t)(0x40 | (e->id[6] & 0x0f));
-  e->id[8] = (uint8_t)(0x80 | (e->id[8] & 0x3f));
-  e->has_id = 1;
-}
 
-static int is_uuid7(const uint8_t id[16]) {
-  return (id[6] >> 4) == 7 && (id[8] & 0xc0) == 0x80;
-}
 
 /* ------------------------------------------------------------------------ */
 /* Library                                                                   */

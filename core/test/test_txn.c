@@ -175,25 +175,7 @@ static size_t kv_without(kv *all, size_t n, const char *prefix, size_t plen,
   return m;
 }
 
-static uint64_t version_of(er_store *s, const char *stream) {
-  uint64_t v = 999999;
-  er_error err = fresh_err();
-  assert_int_equal(er_version(s, stream, strlen(stream), &v, &err), ER_OK);
-  return v;
-}
 
-static er_appended ok1(er_store *s, const char *stream, const char *type,
-                       const char *data) {
-  er_new_event e;
-  er_appended res;
-  er_error err = fresh_err();
-  tu_event(&e, type, data, strlen(data));
-  int rc = er_append(s, stream, strlen(stream), ER_ANY, &e, 1, &res, &err);
-  if (rc != ER_OK)
-    print_error("append to %s: %d %s\n", stream, rc, err.message);
-  assert_int_equal(rc, ER_OK);
-  return res;
-}
 
 static void assert_result(const er_appended *r, uint64_t fv, uint64_t v,
                           uint64_t fp, uint64_t p, int replayed) {
@@ -205,29 +187,8 @@ static void assert_result(const er_appended *r, uint64_t fv, uint64_t v,
   assert_int_equal(r->replayed, replayed);
 }
 
-static int is_uuid7(const uint8_t id[16]) {
-  return (id[6] >> 4) == 7 && (id[8] & 0xc0) == 0x80;
-}
 
-static void set_id(er_new_event *e, uint8_t seed) {
-  for (int i = 0; i < 16; i++)
-    e->id[i] = (uint8_t)(seed * 16 + i);
-  e->id[6] = (uint8_t)(0x40 | (e->id[6] & 0x0f));
-  e->id[8] = (uint8_t)(0x80 | (e->id[8] & 0x3f));
-  e->has_id = 1;
-}
 
-/* The event at `pos` (asserts it exists); release *mem with er_free. */
-static er_event event_at(er_store *s, uint64_t pos, void **mem) {
-  er_event ev;
-  er_error err = fresh_err();
-  int rc = er_event_at(s, pos, &ev, mem, &err);
-  if (rc != ER_OK)
-    print_error("er_event_at(%llu): %d %s\n", (unsigned long long)pos, rc,
-                err.message);
-  assert_int_equal(rc, ER_OK);
-  return ev;
-}
 
 static void assert_event(er_store *s, uint64_t pos, const char *stream,
                          uint64_t version, const char *type,
