@@ -36,6 +36,7 @@
 -- fold, the read model, that a stale expected version is refused) and fails
 -- with a non-zero exit when it is wrong.
 local common = require "common"
+local SQL = require "sql_common"
 local cjson = require "cjson"
 
 local workload, N, dir, durable = common.args()
@@ -171,46 +172,14 @@ local function check_appends(n, versions)
     "a refused append left rows behind")
 end
 
-if workload == "append1" then
-  synchronous(durable)
-  local versions, names = {}, {}
-  for s = 0, 999 do names[s] = "order-" .. s end
-  local t = now()
-  for j = 1, N do
-    local name = names[j % 1000]
-    versions[name] = assert(append(name, versions[name] or 0, { payload(j) }))
-  end
-  t = now() - t
-  check_appends(N, versions)
-  result("append1.eps", N / t)
-
-elseif workload == "append100" then
-  synchronous(durable)
-  local versions, names = {}, {}
-  for s = 0, 999 do names[s] = "order-" .. s end
-  local calls = N // 100
-  local t = now()
-  for j = 0, calls - 1 do
-    local name = names[j % 1000]
-    local datas = {}
-    for k = 1, 100 do datas[k] = payload(j * 100 + k) end
-    versions[name] = assert(append(name, versions[name] or 0, datas))
-  end
-  t = now() - t
-  check_appends(calls * 100, versions)
-  result("append100.eps", calls * 100 / t)
+if workload == "append1" or workload == "append100" then
+  SQL.appends(workload, N, durable, {
+    synchronous = synchronous, append = append, check_appends = check_appends,
+  })
 
 elseif workload == "read" then
-  -- every 2nd event to "big", the others round-robin over other-<i % 1000>
-  local versions = fill(N, function(i)
-    return i % 2 == 0 and "big" or "other-" .. i % 1000
-  end)
-  local bigs, big_qty, all_qty = 0, 0, 0
-  for i = 1, N do
-    local q = payload(i).qty
-    all_qty = all_qty + q
-    if i % 2 == 0 then bigs, big_qty = bigs + 1, big_qty + q end
-  end
+  local versions = fill(N, SQL.read_stream_of)
+  local bigs, big_qty, all_qty = SQL.read_expectations(N)
   assert((versions.big or 0) == bigs)
   synchronous(durable)
 
@@ -248,9 +217,8 @@ elseif workload == "read" then
   result("scan.eps", count / t)
 
 elseif workload == "catchup" then
-  -- the events of append100: event j * 100 + k to order-<j % 1000>
   local n = N // 100 * 100
-  fill(n, function(i) return "order-" .. (i - 1) // 100 % 1000 end)
+  fill(n, SQL.catchup_stream_of)
   exec("CREATE TABLE read_model (stream_id TEXT PRIMARY KEY, count INTEGER NOT NULL)")
   exec("CREATE TABLE checkpoints (name TEXT PRIMARY KEY, position INTEGER NOT NULL)")
   synchronous(durable)
