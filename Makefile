@@ -33,7 +33,7 @@ C_TESTS = $(patsubst core/test/%.c,$(B)/%,$(wildcard core/test/test_*.c))
 
 .PHONY: all test test-c test-lua asan valgrind examples install clean
 
-all: $(B)/eventrocks/core.so $(B)/libeventrocks.a
+all: $(B)/eventrocks/core.so $(B)/eventrocks/nats.so $(B)/libeventrocks.a
 
 $(B)/core/%.o: core/src/%.c $(CORE_HDR)
 	@mkdir -p $(dir $@)
@@ -50,6 +50,11 @@ $(B)/eventrocks/core.so: $(BIND_OBJ) $(CORE_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(SAN) -shared -o $@ $^ $(LIBS)
 
+# eventrocks.nats: the binding to the NATS C client (JetStream relay/consumer)
+$(B)/eventrocks/nats.so: $(B)/lua/eventrocks_nats.o
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN) -shared -o $@ $^ -lnats -lpthread
+
 $(B)/test_%: core/test/test_%.c core/test/test_util.h $(B)/libeventrocks.a
 	$(CC) $(CFLAGS_ALL) -D_GNU_SOURCE -o $@ $< $(B)/libeventrocks.a $(TEST_LIBS)
 
@@ -58,7 +63,7 @@ test: test-c test-lua
 test-c: $(C_TESTS)
 	@set -e; for t in $(C_TESTS); do echo "== $$t"; $$t; done
 
-test-lua: $(B)/eventrocks/core.so
+test-lua: $(B)/eventrocks/core.so $(B)/eventrocks/nats.so
 	$(BUSTED) --lua=$(LUA) --cpath='$(B)/?.so'
 
 # The sanitizer build lives in build-asan/.  The Lua interpreter is not
@@ -69,7 +74,7 @@ asan:
 	$(MAKE) B=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
 	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" test-c
 	$(MAKE) B=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
-	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" build-asan/eventrocks/core.so
+	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" build-asan/eventrocks/core.so build-asan/eventrocks/nats.so
 	LD_PRELOAD="$(ASAN_RT) $(UBSAN_RT)" ASAN_OPTIONS=detect_leaks=1 \
 	  LSAN_OPTIONS=suppressions=$(CURDIR)/spec/lsan.supp,print_suppressions=0 \
 	  $(BUSTED) --lua=$(LUA) --cpath='build-asan/?.so'

@@ -708,6 +708,17 @@ static int l_encode(lua_State *L) {
   return 1;
 }
 
+/* core.decode(bytes) -> value | nil, "does not decode": the inverse of
+ * core.encode, for values that arrive from elsewhere (JetStream). */
+static int l_decode(lua_State *L) {
+  size_t len;
+  const char *p = luaL_checklstring(L, 1, &len);
+  if (len > 0 && er_decode(L, p, len)) return 1;
+  lua_pushnil(L);
+  lua_pushliteral(L, "not a well-formed stored value (MessagePack)");
+  return 2;
+}
+
 static int encode_buffer_gc(lua_State *L) {
   er_buf_free(L, lua_touserdata(L, 1));
   return 0;
@@ -1239,6 +1250,7 @@ static const luaL_Reg functions[] = {
   {"debug_get", l_debug_get},
   {"get", l_get},
   {"scan", l_scan},
+  {"decode", l_decode},
   {NULL, NULL}
 };
 

@@ -5,6 +5,7 @@ local core = require "eventrocks.core"
 local pretty = require "eventrocks.pretty"
 local aggregate = require "eventrocks.aggregate"
 local projection = require "eventrocks.projection"
+local jetstream = require "eventrocks.jetstream"
 
 local M = {
   _VERSION = "eventrocks " .. core.version,
@@ -16,11 +17,14 @@ local M = {
   open = core.open,
   uuid = core.uuid,
   aggregate = aggregate.aggregate,
+  jetstream_source = jetstream.source,
+  jetstream_connect = jetstream.connect,
 }
 
 -- store methods written in Lua
 core.store_methods.repository = aggregate.repository
 core.store_methods.projection = projection.projection
+core.store_methods.relay = jetstream.relay
 
 --- A one-line summary of an event, e.g.
 -- `#42 product-1@3 PriceIncreased 2026-11-27T21:41:06.123456Z {delta = 5}`.

@@ -152,6 +152,11 @@ end
 -- The checkpoint, or nil, err (code "corruption") when its bytes are
 -- damaged: reading it as 0 would apply every event a second time.
 function Proj:_checkpoint()
+  if self.source then
+    local st, err = require("eventrocks.jetstream").state(self)
+    if not st then return nil, err end
+    return st.position
+  end
   local cp, err = core.get(self.store, "checkpoints", self.name)
   if cp == nil and err == nil then return 0 end
   if mtype(cp) == "integer" and cp >= 0 then return cp end
@@ -188,6 +193,9 @@ end
 -- checkpoint and whether the batch was full; or nil, err when the commit
 -- failed.  A handler error raises, and nothing of the batch is kept.
 local function run_batch(proj, batch)
+  if proj.source then
+    return proj.source:_batch(proj, batch, new_view, flush_view, handler_failed)
+  end
   local store = proj.store
   local cp, cerr = proj:_checkpoint()
   if not cp then return nil, cerr end
@@ -288,6 +296,7 @@ function Proj:reset()
   if not txn then return nil, terr end
   txn:delete_prefix("views", self.prefix)
   txn:delete("checkpoints", self.name)
+  if self.source then txn:delete("checkpoints", require("eventrocks.jetstream").state_key(self)) end
   local res, err = txn:commit()
   txn:free()
   if not res then return nil, err end
@@ -327,7 +336,7 @@ end
 -- Definitions
 
 local function same_spec(a, b)
-  if a.category ~= b.category or a.inline ~= b.inline then return false end
+  if a.category ~= b.category or a.inline ~= b.inline or a.source ~= b.source then return false end
   for k, f in pairs(a.handlers) do if b.handlers[k] ~= f then return false end end
   for k in pairs(b.handlers) do if a.handlers[k] == nil then return false end end
   if (a.types == nil) ~= (b.types == nil) then return false end
@@ -367,7 +376,15 @@ local function check_spec(name, spec)
       types[i] = t
     end
   end
-  return { handlers = handlers, category = spec.category, types = types, inline = spec.inline and true or false }
+  local source = spec.source
+  if source ~= nil then
+    if not require("eventrocks.jetstream").is_source(source) then
+      error(fmt("projection '%s': source must be made by er.jetstream_source", name), 3)
+    end
+    if spec.inline then error(fmt("projection '%s': an inline projection cannot have a source", name), 3) end
+  end
+  return { handlers = handlers, category = spec.category, types = types, inline = spec.inline and true or false,
+    source = source }
 end
 
 --- store:projection(name, spec)
@@ -396,7 +413,7 @@ function M.projection(store, name, spec)
   local proj = setmetatable({
     store = store, name = name, prefix = name .. "\0", spec = checked,
     handlers = checked.handlers, category = checked.category, inline = checked.inline,
-    types = #types > 0 and types or nil, wanted = wanted,
+    types = #types > 0 and types or nil, wanted = wanted, source = checked.source,
   }, Proj)
   if #types == 0 then
     -- no handlers: nothing to read, but `all` refuses an empty type list

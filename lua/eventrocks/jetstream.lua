@@ -1,0 +1,615 @@
+--- eventrocks.jetstream: the global log published to NATS JetStream (the
+-- relay) and JetStream fed back into projections and mirrors on another
+-- store (the source).
+--
+--   local relay = store:relay("to-nats", { url = "nats://127.0.0.1:4222", create_stream = true })
+--   relay:run()                                   -- publish from the checkpoint
+--
+--   local src = er.jetstream_source({ url = ..., durable = "billing" , mirror = true })
+--   local p = other:projection("totals", { source = src, handlers = { ... } })
+--   p:run()                                       -- apply what JetStream holds
+--
+-- Exactly once, end to end:
+-- * The relay chains its messages: each one carries the id of the one before
+--   (Nats-Expected-Last-Msg-Id), so JetStream refuses a message whose
+--   predecessor was lost, and what the stream holds is always a gap-free
+--   prefix of the log in position order.  Re-publishing after a crash or a
+--   lost connection starts at the checkpoint; JetStream's duplicate window
+--   drops the repeats, and at start the relay moves its checkpoint to the
+--   stream's last message, so repeats are dropped even after the window.
+-- * The checkpoint advances only after JetStream acknowledged every message
+--   of the batch.
+-- * A source applies a batch, records the JetStream sequence and the source
+--   position in the same atomic write as the read model (and the mirrored
+--   events), and acknowledges afterwards; a redelivered message is at or
+--   below the recorded sequence and is skipped.
+local core = require "eventrocks.core"
+
+local M = {}
+
+local type, pairs, ipairs, error, tostring, setmetatable = type, pairs, ipairs, error, tostring, setmetatable
+local mtype, tointeger = math.type, math.tointeger
+local fmt = string.format
+local encode, decode = core.encode, core.decode
+
+M.DEFAULT_STREAM = "EVENTS"
+M.DEFAULT_PREFIX = "events"
+
+local function nats() return require "eventrocks.nats" end
+
+local function new_error(code, message)
+  return setmetatable({ code = code, message = message }, core.error_metatable)
+end
+
+-- ---------------------------------------------------------------------------
+-- Connection options, passed through to libnats
+
+local CONN_KEYS = {
+  url = true, name = true, user = true, password = true, token = true, credentials = true,
+  tls = true, timeout = true, reconnect = true, max_reconnect = true, reconnect_wait = true,
+  ping_interval = true,
+}
+
+local function conn_opts(opts)
+  local o = {}
+  for k in pairs(CONN_KEYS) do o[k] = opts[k] end
+  return o
+end
+
+--- er.jetstream_connect(opts): a NATS connection (see README, "Scaling out").
+function M.connect(opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #1 to 'connect' (options table expected)", 2)
+  end
+  return nats().connect(conn_opts(opts or {}))
+end
+
+-- A NATS subject token: no dots, wildcards, blanks or control bytes.
+local function token(s)
+  if s == "" then return "_" end
+  return (s:gsub("[%s%.%*>%c]", "_"))
+end
+
+local function category_of(stream) return stream:match("^[^-]*") end
+
+-- Header values are one line of text: control bytes and % are escaped.
+local function header(s)
+  if not s:find("[%c%%]") then return s end
+  return (s:gsub("[%c%%]", function(c) return fmt("%%%02X", c:byte()) end))
+end
+
+local function check_string(v, what, fname)
+  if type(v) ~= "string" or v == "" then
+    error(fmt("bad argument to '%s' (%s must be a non-empty string)", fname, what), 3)
+  end
+  return v
+end
+
+local function check_int(v, def, min, what, fname)
+  if v == nil then return def end
+  if mtype(v) ~= "integer" or v < min then
+    error(fmt("bad argument to '%s' (%s must be an integer >= %d)", fname, what, min), 3)
+  end
+  return v
+end
+
+local function check_name(v, what, fname)
+  check_string(v, what, fname)
+  if v:find("[%s%.%*>%c]") then
+    error(fmt("bad argument to '%s' (%s '%s' may not hold blanks, dots, '*' or '>')", fname, what, v), 3)
+  end
+  return v
+end
+
+-- ---------------------------------------------------------------------------
+-- The relay
+
+local Relay = {}
+Relay.__index = Relay
+Relay.__name = "eventrocks.relay"
+
+local JS_WRONG_LAST_MSG_ID = 10070
+
+--- store:relay(name, opts)
+function M.relay(store, name, opts)
+  if type(name) ~= "string" or name == "" or name:find("\0", 1, true) then
+    error("bad argument #1 to 'relay' (name must be a non-empty string without NUL)", 2)
+  end
+  if opts ~= nil and type(opts) ~= "table" then error("bad argument #2 to 'relay' (options table expected)", 2) end
+  opts = opts or {}
+  local r = setmetatable({
+    store = store, name = name, key = "relay:" .. name,
+    conn_opts = conn_opts(opts),
+    stream = check_name(opts.stream or M.DEFAULT_STREAM, "stream", "relay"),
+    prefix = check_string(opts.prefix or M.DEFAULT_PREFIX, "prefix", "relay"),
+    json = opts.json and true or false,
+    create_stream = opts.create_stream and true or false,
+    duplicate_window = check_int(opts.duplicate_window, 120000, 1, "duplicate_window", "relay"),
+    storage = opts.storage,
+    batch = check_int(opts.batch, 1000, 1, "batch", "relay"),
+    max_pending = check_int(opts.max_pending, 512, 1, "max_pending", "relay"),
+    ack_timeout = check_int(opts.ack_timeout, 10000, 1, "ack_timeout", "relay"),
+    retry_for = check_int(opts.retry_for, 60000, 0, "retry_for", "relay"),
+    category = opts.category, types = opts.types,
+    published = 0, duplicates = 0,
+  }, Relay)
+  if opts.prefix and (opts.prefix:find("[%s%*>%c]") or opts.prefix:find("^%.") or opts.prefix:find("%.$")) then
+    error("bad argument to 'relay' (prefix must be subject tokens without wildcards or blanks)", 2)
+  end
+  if opts.subject ~= nil and type(opts.subject) ~= "function" then
+    error("bad argument to 'relay' (subject must be a function(event) returning a subject)", 2)
+  end
+  r.subject_fn = opts.subject
+  if opts.category ~= nil and type(opts.category) ~= "string" then
+    error("bad argument to 'relay' (category must be a string)", 2)
+  end
+  if opts.types ~= nil and (type(opts.types) ~= "table" or #opts.types == 0) then
+    error("bad argument to 'relay' (types must be a non-empty array of type names)", 2)
+  end
+  if opts.connection ~= nil then r.conn, r.own_conn = opts.connection, false end
+  return r
+end
+
+function Relay:__tostring()
+  return fmt("relay %s -> %s (position %s)", self.name, self.stream, self:_checkpoint() or "damaged")
+end
+
+function Relay:_checkpoint()
+  local cp, err = core.get(self.store, "checkpoints", self.key)
+  if cp == nil and err == nil then return 0 end
+  if mtype(cp) == "integer" and cp >= 0 then return cp end
+  return nil, new_error("corruption", fmt("relay '%s': its checkpoint is damaged", self.name))
+end
+
+--- The checkpoint: the last global position JetStream has acknowledged.
+function Relay:position()
+  local cp, err = self:_checkpoint()
+  if not cp then error(err, 2) end
+  return cp
+end
+
+local function put_checkpoint(store, key, value)
+  local txn, err = core.txn(store)
+  if not txn then return nil, err end
+  txn:put("checkpoints", key, value)
+  local ok
+  ok, err = txn:commit()
+  txn:free()
+  if not ok then return nil, err end
+  return true
+end
+
+--- Forget the checkpoint: the next run publishes the log from the start
+-- (what JetStream holds already is skipped, see _sync).
+function Relay:reset()
+  local txn, err = core.txn(self.store)
+  if not txn then return nil, err end
+  txn:delete("checkpoints", self.key)
+  local ok
+  ok, err = txn:commit()
+  txn:free()
+  if not ok then return nil, err end
+  return true
+end
+
+function Relay:subject(ev)
+  if self.subject_fn then
+    local s = self.subject_fn(ev)
+    if type(s) ~= "string" or s:sub(1, #self.prefix + 1) ~= self.prefix .. "." then
+      error(fmt("relay '%s': subject(event) must return a subject starting with '%s.', got %s",
+        self.name, self.prefix, tostring(s)), 0)
+    end
+    return s
+  end
+  return self.prefix .. "." .. token(category_of(ev.stream)) .. "." .. token(ev.type)
+end
+
+-- Connect, find or create the JetStream stream, make the publisher.
+function Relay:_connect()
+  if self.conn and self.conn:status() ~= "closed" and self.pub then return true end
+  if self.pub then self.pub:close() end
+  self.pub = nil
+  if not self.conn or self.conn:status() == "closed" then
+    if self.conn and self.own_conn ~= false then self.conn:close() end
+    local c, err = nats().connect(self.conn_opts)
+    if not c then return nil, err end
+    self.conn, self.own_conn = c, true
+  end
+  local conn = self.conn
+  local info, err = conn:stream_info(self.stream)
+  if not info then
+    if err.code ~= "not_found" then return nil, err end
+    if not self.create_stream then
+      return nil, new_error("not_found", fmt("relay '%s': JetStream stream '%s' does not exist on %s "
+        .. "(create it, or pass create_stream = true / --create-stream)", self.name, self.stream, conn:urls()))
+    end
+    info, err = conn:add_stream({ name = self.stream, subjects = { self.prefix .. ".>" },
+      duplicate_window = self.duplicate_window, storage = self.storage })
+    if not info then return nil, err end
+  end
+  self.max_payload = conn:max_payload()
+  local pub
+  pub, err = conn:publisher({ max_pending = self.max_pending })
+  if not pub then return nil, err end
+  self.pub = pub
+  return true
+end
+
+-- Read the stream's last message: it is the head of the chain, and when it
+-- is further than the checkpoint (a crash between the acknowledgement and
+-- the checkpoint's commit), the checkpoint moves up to it.  The chain
+-- guarantees that JetStream holds every event up to it.
+function Relay:_sync()
+  local cp, err = self:_checkpoint()
+  if not cp then return nil, err end
+  local m
+  m, err = self.conn:last_msg(self.stream, ">")
+  if not m then
+    if err.code ~= "not_found" then return nil, err end
+    self.head = nil
+    return cp
+  end
+  local id = m.headers["Nats-Msg-Id"]
+  local pos = tointeger(tonumber(m.headers["Eventrocks-Position"]))
+  local ev = pos and self.store:event(pos)
+  if not ev or ev.id ~= id then
+    return nil, new_error("invalid", fmt("relay '%s': the last message of JetStream stream '%s' (sequence %d, "
+      .. "id %s) is not an event of this store: a relay needs a JetStream stream of its own",
+      self.name, self.stream, m.seq, tostring(id)))
+  end
+  self.head = id
+  if pos > cp then
+    local ok
+    ok, err = put_checkpoint(self.store, self.key, pos)
+    if not ok then return nil, err end
+    cp = pos
+  end
+  return cp
+end
+
+local function encoding_of(json) return json and "json" or "msgpack" end
+
+-- Publish one batch from the checkpoint and commit the new checkpoint once
+-- JetStream has acknowledged it.  Returns events published, new position,
+-- whether the batch was full; or nil, err.
+function Relay:_batch(cp)
+  local store, pub = self.store, self.pub
+  local last = store:last_position()
+  if last <= cp then return 0, cp, false end
+  local head, n, pos = self.head, 0, cp
+  local enc = encoding_of(self.json)
+  local jsonl = self.json and require "eventrocks.jsonl"
+  for ev in store:all({ from = cp + 1, count = self.batch, category = self.category, types = self.types }) do
+    local body = jsonl and jsonl.encode_event(ev) or encode(ev)
+    local subject = self:subject(ev)
+    local ok, err
+    if head then
+      ok, err = pub:publish(subject, body, ev.id, "Nats-Expected-Last-Msg-Id", head,
+        "Eventrocks-Stream", header(ev.stream), "Eventrocks-Version", ev.version,
+        "Eventrocks-Position", ev.position, "Eventrocks-Type", header(ev.type),
+        "Eventrocks-Time", ev.time, "Eventrocks-Encoding", enc)
+    else
+      ok, err = pub:publish(subject, body, ev.id,
+        "Eventrocks-Stream", header(ev.stream), "Eventrocks-Version", ev.version,
+        "Eventrocks-Position", ev.position, "Eventrocks-Type", header(ev.type),
+        "Eventrocks-Time", ev.time, "Eventrocks-Encoding", enc)
+    end
+    if not ok then
+      pub:complete(1)
+      if err.code == "too_large" then
+        err = new_error("too_large", fmt("relay '%s': the event at position %d (%s@%d, %d bytes encoded) "
+          .. "is larger than the server's max_payload (%d bytes)", self.name, ev.position, ev.stream,
+          ev.version, #body, self.max_payload))
+      end
+      return nil, err
+    end
+    head, n, pos = ev.id, n + 1, ev.position
+  end
+  local full = n == self.batch
+  if not full and last > pos then pos = last end
+  if n > 0 then
+    local acked, dups = pub:complete(self.ack_timeout)
+    if not acked then return nil, dups end
+    self.head = head
+    self.published = self.published + acked - dups
+    self.duplicates = self.duplicates + dups
+  end
+  local ok, err = put_checkpoint(store, self.key, pos)
+  if not ok then return nil, err end
+  return n, pos, full
+end
+
+-- Failures worth another try: the connection, the server, a broken chain
+-- (a message lost with the connection).
+local function transient(err)
+  return err.code == "io" or err.js_code == JS_WRONG_LAST_MSG_ID
+end
+
+--- Publish from the checkpoint to the end of the log.  Returns the number
+-- of events published and the new position, or nil, err.
+-- opts: follow = true keeps polling every `interval` ms (default 100) until
+-- stop() returns true; retry_for (ms, default the relay's) bounds how long
+-- transient failures (connection lost, server restarting) are retried;
+-- on_retry = function(err, attempt) is told of each.
+function Relay:run(opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then error("bad argument #1 to 'run' (opts must be a table)", 2) end
+  local follow, interval, stop = opts.follow and true or false, opts.interval or 100, opts.stop
+  local retry_for = check_int(opts.retry_for, self.retry_for, 0, "retry_for", "run")
+  local on_retry = opts.on_retry
+  local total, failing_since, attempt, cp = 0, nil, 0, nil
+  local function failed(err)
+    if not transient(err) then return false end
+    local now = core.monotonic()
+    failing_since = failing_since or now
+    if now - failing_since > retry_for / 1000 then return false end
+    if self.conn and self.conn:status() == "closed" then return false end
+    attempt = attempt + 1
+    if on_retry then on_retry(err, attempt) end
+    core.sleep(math.min(50 * attempt, 1000))
+    cp = nil -- resynchronise with JetStream
+    return true
+  end
+  while true do
+    local ok, err = true, nil
+    if not cp then
+      ok, err = self:_connect()
+      if ok then cp, err = self:_sync() end
+      ok = cp ~= nil
+    end
+    if not ok then
+      if not failed(err) then return nil, err end
+    else
+      local n, pos, full = self:_batch(cp)
+      if not n then
+        if not failed(pos) then return nil, pos end
+      else
+        failing_since, attempt = nil, 0
+        total, cp = total + n, pos
+        if opts.progress then opts.progress(pos, self.store:last_position()) end
+        if not full then
+          if not follow or (stop and stop()) then return total, pos end
+          core.sleep(interval)
+        elseif follow and stop and stop() then
+          return total, pos
+        end
+      end
+    end
+  end
+end
+
+function Relay:close()
+  if self.pub then self.pub:close() end
+  self.pub = nil
+  if self.conn and self.own_conn ~= false then self.conn:close() end
+  self.conn = nil
+end
+Relay.__close = Relay.close
+Relay.__gc = Relay.close
+
+-- ---------------------------------------------------------------------------
+-- The source: a durable pull consumer feeding a projection (and a mirror)
+
+local Source = {}
+Source.__index = Source
+Source.__name = "eventrocks.jetstream_source"
+
+--- er.jetstream_source(opts)
+function M.source(opts)
+  if type(opts) ~= "table" then error("bad argument #1 to 'jetstream_source' (options table expected)", 2) end
+  local s = setmetatable({
+    conn_opts = conn_opts(opts),
+    stream = check_name(opts.stream or M.DEFAULT_STREAM, "stream", "jetstream_source"),
+    prefix = check_string(opts.prefix or M.DEFAULT_PREFIX, "prefix", "jetstream_source"),
+    durable = opts.durable ~= nil and check_name(opts.durable, "durable", "jetstream_source") or nil,
+    mirror = opts.mirror and true or false,
+    wait = check_int(opts.wait, 1000, 1, "wait", "jetstream_source"),
+    ack_wait = check_int(opts.ack_wait, 30000, 1, "ack_wait", "jetstream_source"),
+    _is_source = true,
+  }, Source)
+  s.filter = opts.filter or (s.prefix .. ".>")
+  if type(s.filter) ~= "string" then error("bad argument to 'jetstream_source' (filter must be a subject)", 2) end
+  if opts.connection ~= nil then s.conn, s.own_conn = opts.connection, false end
+  return s
+end
+
+function Source:__tostring()
+  return fmt("jetstream source %s (%s)%s", self.stream, self.filter, self.mirror and " mirrored" or "")
+end
+
+function M.is_source(v) return type(v) == "table" and rawget(v, "_is_source") == true end
+
+-- What a projection fed from JetStream records: the JetStream sequence of
+-- the last message it took and the source position of the last event it
+-- applied.  Kept apart from the local checkpoints (key "<name>\0jetstream"),
+-- since those positions belong to another store.
+local function state_key(proj) return proj.name .. "\0jetstream" end
+
+function M.state(proj)
+  local st, err = core.get(proj.store, "checkpoints", state_key(proj))
+  if st == nil and err == nil then return { seq = 0, position = 0 } end
+  if type(st) == "table" and mtype(st.seq) == "integer" and mtype(st.position) == "integer" then return st end
+  return nil, new_error("corruption", fmt("projection '%s': its JetStream checkpoint is damaged", proj.name))
+end
+
+M.state_key = state_key
+
+local function durable_of(src, proj)
+  return src.durable or (proj.name:gsub("[%s%.%*>%c]", "_"))
+end
+
+-- Connect and bind to the durable consumer, aligned with the recorded
+-- sequence: a consumer left with unacknowledged deliveries (a crash before
+-- the commit) or elsewhere is recreated to start right after it, so that
+-- what comes next is what follows the last applied message, in order.
+function Source:_open(proj, batch, st)
+  local open = self.open
+  if open and open.proj == proj and self.conn:status() ~= "closed" then return open.sub end
+  self:_close_sub()
+  if not self.conn or self.conn:status() == "closed" then
+    local c, err = nats().connect(self.conn_opts)
+    if not c then return nil, err end
+    self.conn, self.own_conn = c, true
+  end
+  local conn = self.conn
+  local info, err = conn:stream_info(self.stream)
+  if not info then
+    if err.code == "not_found" then
+      err = new_error("not_found", fmt("projection '%s': JetStream stream '%s' does not exist on %s",
+        proj.name, self.stream, conn:urls()))
+    end
+    return nil, err
+  end
+  local durable = durable_of(self, proj)
+  local ci
+  ci, err = conn:consumer_info(self.stream, durable)
+  if not ci and err.code ~= "not_found" then return nil, err end
+  local aligned = ci and ci.ack_pending == 0 and ci.delivered_seq == st.seq and ci.ack_floor_seq == st.seq
+    and ci.filter == self.filter
+  if not aligned then
+    if ci then
+      local ok, derr = conn:delete_consumer(self.stream, durable)
+      if not ok and derr.code ~= "not_found" then return nil, derr end
+    end
+    ci, err = conn:add_consumer(self.stream, { durable = durable, filter = self.filter,
+      start_seq = st.seq + 1, ack_wait = self.ack_wait, max_ack_pending = math.max(batch * 2, 1000) })
+    if not ci then return nil, err end
+  end
+  local sub
+  sub, err = conn:pull_subscribe(self.stream, durable, self.filter)
+  if not sub then return nil, err end
+  self.open = { proj = proj, sub = sub }
+  return sub
+end
+
+function Source:_close_sub()
+  if self.open then self.open.sub:close() end
+  self.open = nil
+end
+
+function Source:close()
+  self:_close_sub()
+  if self.conn and self.own_conn ~= false then self.conn:close() end
+  self.conn = nil
+end
+Source.__close = Source.close
+Source.__gc = Source.close
+
+local EVENT_FIELDS = { id = "string", stream = "string", type = "string" }
+
+-- The event a message carries, or nil, err.
+local function event_of(body, encoding, seq)
+  local ev, derr
+  if encoding == "json" then
+    local ok, v = pcall(require("eventrocks.jsonl").decode_event, body, seq)
+    if ok then ev = v else derr = v end
+  else
+    ev, derr = decode(body)
+  end
+  if type(ev) ~= "table" then
+    return nil, new_error("corruption", fmt("JetStream message %d does not hold an event (%s)", seq, tostring(derr)))
+  end
+  for k, t in pairs(EVENT_FIELDS) do
+    if type(ev[k]) ~= t then
+      return nil, new_error("corruption", fmt("JetStream message %d: its event has no valid '%s'", seq, k))
+    end
+  end
+  for _, k in ipairs({ "version", "position", "time" }) do
+    if mtype(ev[k]) ~= "integer" then
+      return nil, new_error("corruption", fmt("JetStream message %d: its event has no valid '%s'", seq, k))
+    end
+  end
+  if ev.metadata == nil then ev.metadata = {} end
+  if type(ev.metadata) ~= "table" then
+    return nil, new_error("corruption", fmt("JetStream message %d: its event's metadata is not a table", seq))
+  end
+  return setmetatable(ev, core.event_metatable)
+end
+
+-- One batch for `proj` (see projection.lua run_batch): fetch, apply, mirror,
+-- commit with the new JetStream checkpoint, acknowledge.  Returns events
+-- applied, source position, whether the batch was full; nil, err; or
+-- raises the handler's error with nothing of the batch kept.
+function Source:_batch(proj, batch, new_view, flush_view, handler_failed)
+  local st, err = M.state(proj)
+  if not st then return nil, err end
+  local sub
+  sub, err = self:_open(proj, batch, st)
+  if not sub then return nil, err end
+  local b
+  b, err = sub:fetch(batch, self.wait)
+  if not b then
+    self:_close_sub()
+    return nil, err
+  end
+  local count = b:count()
+  if count == 0 then
+    b:free()
+    return 0, st.position, false
+  end
+  local store = proj.store
+  local txn
+  txn, err = core.txn(store)
+  if not txn then
+    b:free()
+    self:_close_sub()
+    return nil, err
+  end
+  local view = new_view(proj, txn, false)
+  local handlers, category, wanted = proj.handlers, proj.category, proj.wanted
+  local n, seq0 = 0, st.seq
+  local function abort(e)
+    txn:free()
+    b:free()
+    self:_close_sub() -- realign: the unacknowledged messages come again
+    return nil, e
+  end
+  for i = 1, count do
+    local body, _, seq = b:msg(i)
+    if not seq then return abort(new_error("io", "a JetStream message without its metadata")) end
+    if seq > st.seq then
+      local ev, eerr = event_of(body, b:header(i, "Eventrocks-Encoding"), seq)
+      if not ev then return abort(eerr) end
+      if ev.position > st.position then
+        if self.mirror then
+          local ok, aerr = txn:append(ev.stream, { id = ev.id, type = ev.type, data = ev.data, metadata = ev.metadata },
+            { expected = ev.version - 1, time = ev.time })
+          if not ok then
+            return abort(new_error(aerr.code, fmt("projection '%s': mirroring %s@%d (source position %d) failed: %s",
+              proj.name, ev.stream, ev.version, ev.position, aerr.message)))
+          end
+        end
+        local h = handlers[ev.type]
+        if h and wanted[ev.type] and (category == nil or category_of(ev.stream) == category) then
+          view._event = ev
+          local ok, herr = pcall(h, view, ev)
+          if not ok then
+            abort()
+            error(handler_failed(proj, ev, herr), 0)
+          end
+        end
+        n, st.position = n + 1, ev.position
+      end
+      st.seq = seq
+    end
+  end
+  local ok
+  ok, err = flush_view(view)
+  if not ok then return abort(err) end
+  if st.seq ~= seq0 then txn:put("checkpoints", state_key(proj), { seq = st.seq, position = st.position }) end
+  ok, err = txn:commit()
+  txn:free()
+  if not ok then
+    b:free()
+    self:_close_sub()
+    return nil, err
+  end
+  -- acknowledged after the commit; AckAll covers the whole batch.  A lost
+  -- acknowledgement only means a redelivery, which is skipped.
+  local acked = b:ack(count)
+  b:free()
+  if not acked then self:_close_sub() end
+  return n, st.position, count == batch
+end
+
+return M

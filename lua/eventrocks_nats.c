@@ -1,0 +1,978 @@
+/*
+ * eventrocks.nats: a thin Lua binding to the NATS C client (libnats), with
+ * just what the JetStream relay and consumer (lua/eventrocks/jetstream.lua)
+ * need: connections, stream and consumer management, asynchronous publishing
+ * with acknowledgements counted in C, and pull fetches.  It knows bytes,
+ * subjects and headers; what an event is lives in the Lua module.
+ *
+ * Failures return nil, err with err a table {code, message} sharing the
+ * store's error metatable.  Codes: "io" (unreachable, disconnected, timed
+ * out), "not_found" (stream, consumer or message missing),
+ * "permission_denied", "too_large" (over the server's max_payload or the
+ * stream's max_msg_size), "invalid" (rejected by the server).
+ *
+ * Threads: libnats calls the acknowledgement and error handlers on its own
+ * threads.  They never touch Lua; they update counters under a mutex that
+ * the Lua side reads.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <lauxlib.h>
+#include <lua.h>
+#include <nats/nats.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CONN_MT "eventrocks.nats.connection"
+#define PUB_MT "eventrocks.nats.publisher"
+#define SUB_MT "eventrocks.nats.subscription"
+#define BATCH_MT "eventrocks.nats.batch"
+#define ERROR_MT "eventrocks.error" /* registered by eventrocks.core */
+
+/* ---- errors --------------------------------------------------------------- */
+
+static const char *code_of(natsStatus s, jsErrCode jerr, const char *text) {
+  if (jerr == JSStreamNotFoundErr || jerr == JSConsumerNotFoundErr) return "not_found";
+  if (jerr == JSStreamMessageExceedsMaximumErr) return "too_large";
+  if (jerr == JSNotEnabledErr || jerr == JSNotEnabledForAccountErr) return "invalid";
+  if (text && (strstr(text, "ermission") || strstr(text, "uthorization"))) return "permission_denied";
+  switch (s) {
+  case NATS_NOT_PERMITTED: return "permission_denied";
+  case NATS_NOT_FOUND: return "not_found";
+  case NATS_MAX_PAYLOAD: return "too_large";
+  case NATS_INVALID_ARG:
+  case NATS_INVALID_SUBJECT:
+  case NATS_INVALID_SUBSCRIPTION: return "invalid";
+  case NATS_ERR: return jerr ? "invalid" : "io";
+  default: return "io";
+  }
+}
+
+/* Push nil, err; returns 2.  `what` says what failed. */
+static int push_err(lua_State *L, const char *code, const char *fmt, ...) {
+  va_list ap;
+  lua_pushnil(L);
+  lua_createtable(L, 0, 2);
+  lua_pushstring(L, code);
+  lua_setfield(L, -2, "code");
+  va_start(ap, fmt);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  lua_setfield(L, -2, "message");
+  luaL_setmetatable(L, ERROR_MT);
+  return 2;
+}
+
+/* Add err.js_code to the error on top of the stack. */
+static int with_js_code(lua_State *L, jsErrCode jerr) {
+  if (jerr) {
+    lua_pushinteger(L, (lua_Integer)jerr);
+    lua_setfield(L, -2, "js_code");
+  }
+  return 2;
+}
+
+static int push_nerr(lua_State *L, natsStatus s, jsErrCode jerr, const char *what) {
+  const char *text = nats_GetLastError(NULL), *p;
+  char buf[512];
+  if (!text || !*text) text = natsStatus_GetText(s);
+  /* libnats prefixes "(file.c:123): " */
+  if (text[0] == '(' && (p = strstr(text, "): ")) != NULL) text = p + 3;
+  snprintf(buf, sizeof buf, "%s", text);
+  if (jerr)
+    push_err(L, code_of(s, jerr, buf), "%s: %s (JetStream error %d)", what, buf, (int)jerr);
+  else
+    push_err(L, code_of(s, jerr, buf), "%s: %s", what, buf);
+  return with_js_code(L, jerr);
+}
+
+/* ---- options helpers ------------------------------------------------------ */
+
+static const char *opt_str(lua_State *L, int t, const char *name) {
+  const char *s = NULL;
+  int ty = lua_getfield(L, t, name);
+  if (ty == LUA_TSTRING) s = lua_tostring(L, -1);
+  else if (ty != LUA_TNIL) luaL_error(L, "option '%s' must be a string", name);
+  lua_pop(L, 1); /* the table anchors the string */
+  return s;
+}
+
+static lua_Integer opt_int(lua_State *L, int t, const char *name, lua_Integer def,
+                           lua_Integer min) {
+  lua_Integer v = def;
+  int isint = 0;
+  int ty = lua_getfield(L, t, name);
+  if (ty != LUA_TNIL) {
+    v = lua_tointegerx(L, -1, &isint);
+    if (!isint || v < min)
+      luaL_error(L, "option '%s' must be an integer >= %d", name, (int)min);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+static int opt_bool(lua_State *L, int t, const char *name, int def) {
+  int v = def;
+  int ty = lua_getfield(L, t, name);
+  if (ty == LUA_TBOOLEAN) v = lua_toboolean(L, -1);
+  else if (ty != LUA_TNIL) luaL_error(L, "option '%s' must be a boolean", name);
+  lua_pop(L, 1);
+  return v;
+}
+
+/* ---- connections ---------------------------------------------------------- */
+
+typedef struct {
+  natsConnection *nc;
+  jsCtx *js;               /* for management calls and fetches */
+  pthread_mutex_t mu;      /* guards async_err, shared with libnats threads */
+  natsStatus async_err;    /* last asynchronous error (e.g. a permission violation) */
+  char async_text[256];
+  char urls[512];          /* as given, for messages */
+} lconn;
+
+static void on_async_error(natsConnection *nc, natsSubscription *sub, natsStatus s,
+                           void *closure) {
+  lconn *c = closure;
+  const char *text = NULL;
+  (void)sub;
+  natsConnection_GetLastError(nc, &text);
+  pthread_mutex_lock(&c->mu);
+  c->async_err = s;
+  snprintf(c->async_text, sizeof c->async_text, "%s",
+           text && *text ? text : natsStatus_GetText(s));
+  pthread_mutex_unlock(&c->mu);
+}
+
+/* The last asynchronous error, cleared; NATS_OK when none. */
+static natsStatus take_async_error(lconn *c, char *text, size_t len) {
+  natsStatus s;
+  pthread_mutex_lock(&c->mu);
+  s = c->async_err;
+  if (text) snprintf(text, len, "%s", c->async_text);
+  c->async_err = NATS_OK;
+  c->async_text[0] = '\0';
+  pthread_mutex_unlock(&c->mu);
+  return s;
+}
+
+static lconn *check_conn(lua_State *L, int i) {
+  lconn *c = luaL_checkudata(L, i, CONN_MT);
+  if (!c->nc) luaL_error(L, "attempt to use a closed NATS connection");
+  return c;
+}
+
+static int conn_close(lua_State *L) {
+  lconn *c = luaL_checkudata(L, 1, CONN_MT);
+  if (c->js) jsCtx_Destroy(c->js);
+  c->js = NULL;
+  if (c->nc) {
+    natsConnection_Close(c->nc);
+    natsConnection_Destroy(c->nc);
+    c->nc = NULL;
+    pthread_mutex_destroy(&c->mu);
+  }
+  return 0;
+}
+
+/* Set the options from the Lua table at index 1.  Returns NATS_OK or the
+ * failing status, with a description in `what`. */
+static natsStatus set_options(lua_State *L, natsOptions *o, lconn *c, const char **what) {
+  natsStatus s = NATS_OK;
+  const char *str, *str2;
+  lua_Integer n;
+  /* servers: url = "nats://a,nats://b" or an array */
+  *what = "url";
+  if (lua_getfield(L, 1, "url") == LUA_TTABLE) {
+    int i, cnt = (int)lua_rawlen(L, -1);
+    const char **list;
+    luaL_argcheck(L, cnt > 0 && cnt <= 64, 1, "url must be a string or an array of 1 to 64 strings");
+    list = lua_newuserdatauv(L, (size_t)cnt * sizeof *list, 0);
+    c->urls[0] = '\0';
+    for (i = 0; i < cnt; i++) {
+      if (lua_rawgeti(L, -2, i + 1) != LUA_TSTRING)
+        luaL_argerror(L, 1, "url must be a string or an array of strings");
+      list[i] = lua_tostring(L, -1);
+      if (strlen(c->urls) + strlen(list[i]) + 2 < sizeof c->urls) {
+        if (i) strcat(c->urls, ",");
+        strcat(c->urls, list[i]);
+      }
+      lua_pop(L, 1); /* anchored by the array */
+    }
+    s = natsOptions_SetServers(o, list, cnt);
+    lua_pop(L, 1);
+  } else if (lua_type(L, -1) == LUA_TSTRING || lua_isnil(L, -1)) {
+    const char *url = lua_isnil(L, -1) ? NATS_DEFAULT_URL : lua_tostring(L, -1);
+    snprintf(c->urls, sizeof c->urls, "%s", url);
+    s = natsOptions_SetURL(o, url);
+  } else {
+    luaL_argerror(L, 1, "url must be a string or an array of strings");
+  }
+  lua_pop(L, 1);
+  if (s != NATS_OK) return s;
+  *what = "name";
+  if ((str = opt_str(L, 1, "name")) && (s = natsOptions_SetName(o, str)) != NATS_OK) return s;
+  *what = "user/password";
+  str = opt_str(L, 1, "user");
+  str2 = opt_str(L, 1, "password");
+  if ((str || str2) && (s = natsOptions_SetUserInfo(o, str, str2)) != NATS_OK) return s;
+  *what = "token";
+  if ((str = opt_str(L, 1, "token")) && (s = natsOptions_SetToken(o, str)) != NATS_OK) return s;
+  *what = "credentials";
+  if ((str = opt_str(L, 1, "credentials")) &&
+      (s = natsOptions_SetUserCredentialsFromFiles(o, str, NULL)) != NATS_OK)
+    return s;
+  *what = "tls";
+  if (lua_getfield(L, 1, "tls") == LUA_TTABLE) {
+    int t = lua_gettop(L);
+    if ((s = natsOptions_SetSecure(o, true)) != NATS_OK) return s;
+    *what = "tls.ca";
+    if ((str = opt_str(L, t, "ca")) &&
+        (s = natsOptions_LoadCATrustedCertificates(o, str)) != NATS_OK)
+      return s;
+    *what = "tls.cert/tls.key";
+    str = opt_str(L, t, "cert");
+    str2 = opt_str(L, t, "key");
+    if ((str || str2) && (s = natsOptions_LoadCertificatesChain(o, str, str2)) != NATS_OK)
+      return s;
+    *what = "tls.hostname";
+    if ((str = opt_str(L, t, "hostname")) &&
+        (s = natsOptions_SetExpectedHostname(o, str)) != NATS_OK)
+      return s;
+  } else if (lua_toboolean(L, -1)) {
+    if ((s = natsOptions_SetSecure(o, true)) != NATS_OK) return s;
+  }
+  lua_pop(L, 1);
+  *what = "timeout";
+  n = opt_int(L, 1, "timeout", 2000, 1);
+  if ((s = natsOptions_SetTimeout(o, n)) != NATS_OK) return s;
+  *what = "reconnect";
+  if ((s = natsOptions_SetAllowReconnect(o, opt_bool(L, 1, "reconnect", 1))) != NATS_OK) return s;
+  n = opt_int(L, 1, "max_reconnect", 60, -1);
+  if ((s = natsOptions_SetMaxReconnect(o, (int)n)) != NATS_OK) return s;
+  n = opt_int(L, 1, "reconnect_wait", 500, 0);
+  if ((s = natsOptions_SetReconnectWait(o, n)) != NATS_OK) return s;
+  *what = "ping_interval";
+  n = opt_int(L, 1, "ping_interval", 0, 0);
+  if (n && (s = natsOptions_SetPingInterval(o, n)) != NATS_OK) return s;
+  return natsOptions_SetErrorHandler(o, on_async_error, c);
+}
+
+/* nats.connect(opts) -> connection | nil, err */
+static int l_connect(lua_State *L) {
+  natsOptions *o = NULL;
+  natsStatus s;
+  const char *what = "options";
+  lconn *c;
+  if (lua_isnoneornil(L, 1)) {
+    lua_settop(L, 0);
+    lua_newtable(L);
+  }
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  c = lua_newuserdatauv(L, sizeof *c, 0); /* 2 */
+  memset(c, 0, sizeof *c);
+  if (natsOptions_Create(&o) != NATS_OK) return luaL_error(L, "out of memory");
+  s = set_options(L, o, c, &what); /* may raise: o leaks only on a bad argument */
+  if (s != NATS_OK) {
+    natsOptions_Destroy(o);
+    return push_nerr(L, s, 0, what);
+  }
+  pthread_mutex_init(&c->mu, NULL);
+  s = natsConnection_Connect(&c->nc, o);
+  natsOptions_Destroy(o);
+  if (s != NATS_OK) {
+    pthread_mutex_destroy(&c->mu);
+    c->nc = NULL;
+    return push_err(L, code_of(s, 0, NULL), "cannot connect to %s: %s", c->urls,
+                    natsStatus_GetText(s));
+  }
+  luaL_setmetatable(L, CONN_MT);
+  s = natsConnection_JetStream(&c->js, c->nc, NULL);
+  if (s != NATS_OK) {
+    lua_pushvalue(L, 2);
+    conn_close(L);
+    return push_nerr(L, s, 0, "JetStream context");
+  }
+  return 1;
+}
+
+static int conn_url(lua_State *L) {
+  lconn *c = check_conn(L, 1);
+  char buf[256];
+  if (natsConnection_GetConnectedUrl(c->nc, buf, sizeof buf) == NATS_OK && buf[0])
+    lua_pushstring(L, buf);
+  else
+    lua_pushnil(L);
+  return 1;
+}
+
+static int conn_urls(lua_State *L) {
+  lconn *c = check_conn(L, 1);
+  lua_pushstring(L, c->urls);
+  return 1;
+}
+
+static int conn_max_payload(lua_State *L) {
+  lconn *c = check_conn(L, 1);
+  lua_pushinteger(L, (lua_Integer)natsConnection_GetMaxPayload(c->nc));
+  return 1;
+}
+
+static int conn_status(lua_State *L) {
+  static const char *const names[] = {"disconnected", "connecting", "connected", "closed",
+                                      "reconnecting", "draining_subs", "draining_pubs"};
+  lconn *c = check_conn(L, 1);
+  natsConnStatus st = natsConnection_Status(c->nc);
+  lua_pushstring(L, (int)st >= 0 && (int)st < 7 ? names[st] : "unknown");
+  return 1;
+}
+
+/* conn:async_error() -> code, message of the last asynchronous error
+ * (cleared), or nothing */
+static int conn_async_error(lua_State *L) {
+  lconn *c = check_conn(L, 1);
+  char text[256];
+  natsStatus s = take_async_error(c, text, sizeof text);
+  if (s == NATS_OK) return 0;
+  lua_pushstring(L, code_of(s, 0, text));
+  lua_pushstring(L, text);
+  return 2;
+}
+
+static int conn_flush(lua_State *L) {
+  lconn *c = check_conn(L, 1);
+  natsStatus s = natsConnection_FlushTimeout(c->nc, luaL_optinteger(L, 2, 5000));
+  if (s != NATS_OK) return push_nerr(L, s, 0, "flush");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* ---- streams -------------------------------------------------------------- */
+
+static void push_stream_info(lua_State *L, jsStreamInfo *si) {
+  int i;
+  lua_createtable(L, 0, 10);
+  lua_pushstring(L, si->Config->Name);
+  lua_setfield(L, -2, "name");
+  lua_createtable(L, si->Config->SubjectsLen, 0);
+  for (i = 0; i < si->Config->SubjectsLen; i++) {
+    lua_pushstring(L, si->Config->Subjects[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setfield(L, -2, "subjects");
+  lua_pushinteger(L, (lua_Integer)si->State.Msgs);
+  lua_setfield(L, -2, "messages");
+  lua_pushinteger(L, (lua_Integer)si->State.Bytes);
+  lua_setfield(L, -2, "bytes");
+  lua_pushinteger(L, (lua_Integer)si->State.FirstSeq);
+  lua_setfield(L, -2, "first_seq");
+  lua_pushinteger(L, (lua_Integer)si->State.LastSeq);
+  lua_setfield(L, -2, "last_seq");
+  lua_pushinteger(L, (lua_Integer)(si->Config->Duplicates / 1000000));
+  lua_setfield(L, -2, "duplicate_window");
+  lua_pushinteger(L, (lua_Integer)si->Config->MaxMsgSize);
+  lua_setfield(L, -2, "max_msg_size");
+  lua_pushstring(L, si->Config->Storage == js_MemoryStorage ? "memory" : "file");
+  lua_setfield(L, -2, "storage");
+  lua_pushinteger(L, (lua_Integer)si->State.Consumers);
+  lua_setfield(L, -2, "consumers");
+}
+
+/* conn:stream_info(name) -> info | nil, err */
+static int conn_stream_info(lua_State *L) {
+  lconn *c = check_conn(L, 1);
+  const char *name = luaL_checkstring(L, 2);
+  jsStreamInfo *si = NULL;
+  jsErrCode jerr = 0;
+  natsStatus s = js_GetStreamInfo(&si, c->js, name, NULL, &jerr);
+  if (s != NATS_OK) {
+    if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr)
+      return push_err(L, "not_found", "JetStream stream '%s' does not exist on %s", name, c->urls);
+    return push_nerr(L, s, jerr, "stream info");
+  }
+  push_stream_info(L, si);
+  jsStreamInfo_Destroy(si);
+  return 1;
+}
+
+/* conn:add_stream{name=, subjects={...}, duplicate_window=ms,
+ *   storage="file"|"memory", max_msg_size=bytes} -> info | nil, err */
+static int conn_add_stream(lua_State *L) {
+  lconn *c = check_conn(L, 1);
+  jsStreamConfig cfg;
+  jsStreamInfo *si = NULL;
+  jsErrCode jerr = 0;
+  natsStatus s;
+  const char *subjects_small[16], **subjects = subjects_small;
+  const char *storage;
+  int i, n;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  jsStreamConfig_Init(&cfg);
+  cfg.Name = opt_str(L, 2, "name");
+  luaL_argcheck(L, cfg.Name && *cfg.Name, 2, "name must be a non-empty string");
+  if (lua_getfield(L, 2, "subjects") != LUA_TTABLE) /* 3 */
+    luaL_argerror(L, 2, "subjects must be an array of strings");
+  n = (int)lua_rawlen(L, 3);
+  luaL_argcheck(L, n > 0, 2, "subjects must not be empty");
+  if (n > 16) subjects = lua_newuserdatauv(L, (size_t)n * sizeof *subjects, 0);
+  for (i = 0; i < n; i++) {
+    if (lua_rawgeti(L, 3, i + 1) != LUA_TSTRING)
+      luaL_argerror(L, 2, "subjects must be an array of strings");
+    subjects[i] = lua_tostring(L, -1);
+    lua_pop(L, 1);
+  }
+  cfg.Subjects = subjects;
+  cfg.SubjectsLen = n;
+  cfg.Duplicates = (int64_t)opt_int(L, 2, "duplicate_window", 120000, 1) * 1000000;
+  cfg.MaxMsgSize = (int32_t)opt_int(L, 2, "max_msg_size", -1, -1);
+  storage = opt_str(L, 2, "storage");
+  if (storage && strcmp(storage, "memory") == 0) cfg.Storage = js_MemoryStorage;
+  else if (storage && strcmp(storage, "file") != 0)
+    luaL_argerror(L, 2, "storage must be \"file\" or \"memory\"");
+  s = js_AddStream(&si, c->js, &cfg, NULL, &jerr);
+  if (s != NATS_OK) return push_nerr(L, s, jerr, "create JetStream stream");
+  push_stream_info(L, si);
+  jsStreamInfo_Destroy(si);
+  return 1;
+}
+
+static int conn_delete_stream(lua_State *L) {
+  lconn *c = check_conn(L, 1);
+  const char *name = luaL_checkstring(L, 2);
+  jsErrCode jerr = 0;
+  natsStatus s = js_DeleteStream(c->js, name, NULL, &jerr);
+  if (s != NATS_OK) return push_nerr(L, s, jerr, "delete JetStream stream");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* Push a stored message as {subject, data, seq, time, headers = {k = v}}. */
+static void push_stored_msg(lua_State *L, natsMsg *m) {
+  const char **keys = NULL;
+  int nkeys = 0, i;
+  lua_createtable(L, 0, 5);
+  lua_pushstring(L, natsMsg_GetSubject(m));
+  lua_setfield(L, -2, "subject");
+  lua_pushlstring(L, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
+  lua_setfield(L, -2, "data");
+  lua_pushinteger(L, (lua_Integer)natsMsg_GetSequence(m));
+  lua_setfield(L, -2, "seq");
+  lua_pushinteger(L, (lua_Integer)(natsMsg_GetTime(m) / 1000)); /* µs */
+  lua_setfield(L, -2, "time");
+  lua_newtable(L);
+  if (natsMsgHeader_Keys(m, &keys, &nkeys) == NATS_OK) {
+    for (i = 0; i < nkeys; i++) {
+      const char *v = NULL;
+      if (natsMsgHeader_Get(m, keys[i], &v) == NATS_OK && v) {
+        lua_pushstring(L, v);
+        lua_setfield(L, -2, keys[i]);
+      }
+    }
+    free((void *)keys);
+  }
+  lua_setfield(L, -2, "headers");
+}
+
+/* conn:last_msg(stream, subject) / conn:get_msg(stream, seq) -> msg | nil, err
+ * (err.code "not_found" when there is none) */
+static int get_msg(lua_State *L, int last) {
+  lconn *c = check_conn(L, 1);
+  const char *stream = luaL_checkstring(L, 2);
+  natsMsg *m = NULL;
+  jsErrCode jerr = 0;
+  natsStatus s;
+  if (last) {
+    s = js_GetLastMsg(&m, c->js, stream, luaL_checkstring(L, 3), NULL, &jerr);
+  } else {
+    lua_Integer seq = luaL_checkinteger(L, 3);
+    luaL_argcheck(L, seq > 0, 3, "sequence must be >= 1");
+    s = js_GetMsg(&m, c->js, stream, (uint64_t)seq, NULL, &jerr);
+  }
+  if (s != NATS_OK) {
+    if (s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr)
+      return push_err(L, "not_found", "no such message in JetStream stream '%s'", stream);
+    return push_nerr(L, s, jerr, "get message");
+  }
+  push_stored_msg(L, m);
+  natsMsg_Destroy(m);
+  return 1;
+}
+
+static int conn_last_msg(lua_State *L) { return get_msg(L, 1); }
+static int conn_get_msg(lua_State *L) { return get_msg(L, 0); }
+
+/* ---- consumers ------------------------------------------------------------ */
+
+static void push_consumer_info(lua_State *L, jsConsumerInfo *ci) {
+  lua_createtable(L, 0, 8);
+  lua_pushstring(L, ci->Name);
+  lua_setfield(L, -2, "name");
+  lua_pushstring(L, ci->Stream);
+  lua_setfield(L, -2, "stream");
+  lua_pushinteger(L, (lua_Integer)ci->Delivered.Stream);
+  lua_setfield(L, -2, "delivered_seq");
+  lua_pushinteger(L, (lua_Integer)ci->AckFloor.Stream);
+  lua_setfield(L, -2, "ack_floor_seq");
+  lua_pushinteger(L, (lua_Integer)ci->NumAckPending);
+  lua_setfield(L, -2, "ack_pending");
+  lua_pushinteger(L, (lua_Integer)ci->NumPending);
+  lua_setfield(L, -2, "pending");
+  lua_pushinteger(L, (lua_Integer)ci->NumRedelivered);
+  lua_setfield(L, -2, "redelivered");
+  lua_pushstring(L, ci->Config && ci->Config->FilterSubject ? ci->Config->FilterSubject : "");
+  lua_setfield(L, -2, "filter");
+}
+
+static int conn_consumer_info(lua_State *L) {
+  lconn *c = check_conn(L, 1);
+  const char *stream = luaL_checkstring(L, 2), *name = luaL_checkstring(L, 3);
+  jsConsumerInfo *ci = NULL;
+  jsErrCode jerr = 0;
+  natsStatus s = js_GetConsumerInfo(&ci, c->js, stream, name, NULL, &jerr);
+  if (s != NATS_OK) {
+    if (s == NATS_NOT_FOUND || jerr == JSConsumerNotFoundErr)
+      return push_err(L, "not_found", "JetStream consumer '%s' of stream '%s' does not exist",
+                      name, stream);
+    return push_nerr(L, s, jerr, "consumer info");
+  }
+  push_consumer_info(L, ci);
+  jsConsumerInfo_Destroy(ci);
+  return 1;
+}
+
+/* conn:add_consumer(stream, {durable=, filter=, start_seq=, ack_wait=ms,
+ *   max_ack_pending=, max_deliver=}) -> info | nil, err.  A durable pull
+ * consumer whose acknowledgements cover every earlier message (AckAll). */
+static int conn_add_consumer(lua_State *L) {
+  lconn *c = check_conn(L, 1);
+  const char *stream = luaL_checkstring(L, 2);
+  jsConsumerConfig cfg;
+  jsConsumerInfo *ci = NULL;
+  jsErrCode jerr = 0;
+  natsStatus s;
+  lua_Integer start;
+  luaL_checktype(L, 3, LUA_TTABLE);
+  lua_settop(L, 3);
+  jsConsumerConfig_Init(&cfg);
+  cfg.Durable = opt_str(L, 3, "durable");
+  luaL_argcheck(L, cfg.Durable && *cfg.Durable, 3, "durable must be a non-empty string");
+  cfg.FilterSubject = opt_str(L, 3, "filter");
+  start = opt_int(L, 3, "start_seq", 1, 1);
+  if (start > 1) {
+    cfg.DeliverPolicy = js_DeliverByStartSequence;
+    cfg.OptStartSeq = (uint64_t)start;
+  } else {
+    cfg.DeliverPolicy = js_DeliverAll;
+  }
+  cfg.AckPolicy = js_AckAll;
+  cfg.AckWait = (int64_t)opt_int(L, 3, "ack_wait", 30000, 1) * 1000000;
+  cfg.MaxAckPending = (int64_t)opt_int(L, 3, "max_ack_pending", 20000, 1);
+  cfg.MaxDeliver = (int64_t)opt_int(L, 3, "max_deliver", -1, -1);
+  s = js_AddConsumer(&ci, c->js, stream, &cfg, NULL, &jerr);
+  if (s != NATS_OK) {
+    if (jerr == JSStreamNotFoundErr)
+      return push_err(L, "not_found", "JetStream stream '%s' does not exist on %s", stream, c->urls);
+    return push_nerr(L, s, jerr, "create JetStream consumer");
+  }
+  push_consumer_info(L, ci);
+  jsConsumerInfo_Destroy(ci);
+  return 1;
+}
+
+static int conn_delete_consumer(lua_State *L) {
+  lconn *c = check_conn(L, 1);
+  const char *stream = luaL_checkstring(L, 2), *name = luaL_checkstring(L, 3);
+  jsErrCode jerr = 0;
+  natsStatus s = js_DeleteConsumer(c->js, stream, name, NULL, &jerr);
+  if (s != NATS_OK) {
+    if (s == NATS_NOT_FOUND || jerr == JSConsumerNotFoundErr)
+      return push_err(L, "not_found", "JetStream consumer '%s' of stream '%s' does not exist",
+                      name, stream);
+    return push_nerr(L, s, jerr, "delete JetStream consumer");
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* ---- pull subscriptions and fetched batches ------------------------------- */
+
+typedef struct {
+  natsSubscription *sub;
+} lsub;
+
+typedef struct {
+  natsMsgList list;
+  int live;
+} lbatch;
+
+/* conn:pull_subscribe(stream, durable, filter) -> sub | nil, err: binds to
+ * an existing durable pull consumer. */
+static int conn_pull_subscribe(lua_State *L) {
+  lconn *c = check_conn(L, 1);
+  const char *stream = luaL_checkstring(L, 2), *durable = luaL_checkstring(L, 3);
+  const char *filter = luaL_checkstring(L, 4);
+  jsSubOptions so;
+  jsErrCode jerr = 0;
+  natsStatus s;
+  lsub *ls = lua_newuserdatauv(L, sizeof *ls, 1);
+  ls->sub = NULL;
+  luaL_setmetatable(L, SUB_MT);
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, 1); /* the connection outlives the subscription */
+  jsSubOptions_Init(&so);
+  so.Stream = stream;
+  so.Consumer = durable;
+  s = js_PullSubscribe(&ls->sub, c->js, filter, durable, NULL, &so, &jerr);
+  if (s != NATS_OK) {
+    ls->sub = NULL;
+    return push_nerr(L, s, jerr, "subscribe to JetStream consumer");
+  }
+  return 1;
+}
+
+static int sub_close(lua_State *L) {
+  lsub *ls = luaL_checkudata(L, 1, SUB_MT);
+  if (ls->sub) {
+    natsSubscription_Destroy(ls->sub); /* not Unsubscribe: the durable stays */
+    ls->sub = NULL;
+  }
+  return 0;
+}
+
+/* sub:fetch(n, timeout_ms) -> batch | nil, err.  A timeout with nothing
+ * fetched is an empty batch, not an error. */
+static int sub_fetch(lua_State *L) {
+  lsub *ls = luaL_checkudata(L, 1, SUB_MT);
+  lua_Integer n = luaL_checkinteger(L, 2), timeout = luaL_optinteger(L, 3, 1000);
+  jsErrCode jerr = 0;
+  natsStatus s;
+  lbatch *b;
+  if (!ls->sub) return luaL_error(L, "attempt to use a closed subscription");
+  luaL_argcheck(L, n >= 1 && n <= 1000000, 2, "batch size must be 1 to 1000000");
+  luaL_argcheck(L, timeout >= 1, 3, "timeout must be >= 1 ms");
+  b = lua_newuserdatauv(L, sizeof *b, 0);
+  memset(b, 0, sizeof *b);
+  luaL_setmetatable(L, BATCH_MT);
+  s = natsSubscription_Fetch(&b->list, ls->sub, (int)n, timeout, &jerr);
+  if (s == NATS_TIMEOUT) {
+    b->live = b->list.Count > 0;
+    return 1;
+  }
+  if (s != NATS_OK) return push_nerr(L, s, jerr, "fetch");
+  b->live = 1;
+  return 1;
+}
+
+static lbatch *check_batch(lua_State *L, lua_Integer *i) {
+  lbatch *b = luaL_checkudata(L, 1, BATCH_MT);
+  *i = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, b->live && *i >= 1 && *i <= b->list.Count, 2, "no such message in the batch");
+  return b;
+}
+
+static int batch_count(lua_State *L) {
+  lbatch *b = luaL_checkudata(L, 1, BATCH_MT);
+  lua_pushinteger(L, b->live ? b->list.Count : 0);
+  return 1;
+}
+
+/* batch:msg(i) -> data, subject, stream_seq, num_delivered */
+static int batch_msg(lua_State *L) {
+  lua_Integer i;
+  lbatch *b = check_batch(L, &i);
+  natsMsg *m = b->list.Msgs[i - 1];
+  jsMsgMetaData *md = NULL;
+  lua_pushlstring(L, natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m));
+  lua_pushstring(L, natsMsg_GetSubject(m));
+  if (natsMsg_GetMetaData(&md, m) != NATS_OK) {
+    lua_pushnil(L);
+    lua_pushnil(L);
+    return 4;
+  }
+  lua_pushinteger(L, (lua_Integer)md->Sequence.Stream);
+  lua_pushinteger(L, (lua_Integer)md->NumDelivered);
+  jsMsgMetaData_Destroy(md);
+  return 4;
+}
+
+/* batch:header(i, key) -> value | nil */
+static int batch_header(lua_State *L) {
+  lua_Integer i;
+  lbatch *b = check_batch(L, &i);
+  const char *v = NULL;
+  if (natsMsgHeader_Get(b->list.Msgs[i - 1], luaL_checkstring(L, 3), &v) == NATS_OK && v)
+    lua_pushstring(L, v);
+  else
+    lua_pushnil(L);
+  return 1;
+}
+
+/* batch:ack(i) -> true | nil, err: waits for the server to confirm; with the
+ * consumer's AckAll policy it acknowledges every message up to this one. */
+static int batch_ack(lua_State *L) {
+  lua_Integer i;
+  lbatch *b = check_batch(L, &i);
+  jsErrCode jerr = 0;
+  natsStatus s = natsMsg_AckSync(b->list.Msgs[i - 1], NULL, &jerr);
+  if (s != NATS_OK) return push_nerr(L, s, jerr, "acknowledge");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int batch_free(lua_State *L) {
+  lbatch *b = luaL_checkudata(L, 1, BATCH_MT);
+  if (b->live || b->list.Msgs) natsMsgList_Destroy(&b->list);
+  memset(b, 0, sizeof *b);
+  return 0;
+}
+
+/* ---- asynchronous publishing ---------------------------------------------- */
+
+typedef struct {
+  pthread_mutex_t mu;
+  int64_t acked, duplicates, failed;
+  natsStatus first_status;
+  jsErrCode first_code;
+  char first_text[256];
+} pubstate;
+
+typedef struct {
+  jsCtx *js;
+  pubstate *st; /* malloc'd: libnats threads write to it */
+  int64_t published;
+} lpub;
+
+static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure) {
+  pubstate *st = closure;
+  (void)js;
+  pthread_mutex_lock(&st->mu);
+  if (pa) {
+    st->acked++;
+    if (pa->Duplicate) st->duplicates++;
+  } else if (pae) {
+    if (st->failed++ == 0) {
+      st->first_status = pae->Err;
+      st->first_code = pae->ErrCode;
+      snprintf(st->first_text, sizeof st->first_text, "%s",
+               pae->ErrText ? pae->ErrText : natsStatus_GetText(pae->Err));
+    }
+  }
+  pthread_mutex_unlock(&st->mu);
+  natsMsg_Destroy(msg);
+}
+
+/* conn:publisher{max_pending = 256, stall_wait = ms} -> pub | nil, err */
+static int conn_publisher(lua_State *L) {
+  lconn *c = check_conn(L, 1);
+  jsOptions jo;
+  natsStatus s;
+  lpub *p;
+  lua_Integer max_pending = 256, stall = 1000;
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    max_pending = opt_int(L, 2, "max_pending", 256, 1);
+    stall = opt_int(L, 2, "stall_wait", 1000, 1);
+  }
+  p = lua_newuserdatauv(L, sizeof *p, 1);
+  memset(p, 0, sizeof *p);
+  luaL_setmetatable(L, PUB_MT);
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, 1);
+  p->st = calloc(1, sizeof *p->st);
+  if (!p->st) return luaL_error(L, "out of memory");
+  pthread_mutex_init(&p->st->mu, NULL);
+  jsOptions_Init(&jo);
+  jo.PublishAsync.MaxPending = max_pending;
+  jo.PublishAsync.StallWait = stall;
+  jo.PublishAsync.AckHandler = on_ack;
+  jo.PublishAsync.AckHandlerClosure = p->st;
+  s = natsConnection_JetStream(&p->js, c->nc, &jo);
+  if (s != NATS_OK) {
+    p->js = NULL;
+    return push_nerr(L, s, 0, "JetStream context");
+  }
+  return 1;
+}
+
+static lpub *check_pub(lua_State *L) {
+  lpub *p = luaL_checkudata(L, 1, PUB_MT);
+  if (!p->js) luaL_error(L, "attempt to use a closed publisher");
+  return p;
+}
+
+/* Drop the messages still waiting for an acknowledgement. */
+static void drop_pending(lpub *p) {
+  natsMsgList pending;
+  memset(&pending, 0, sizeof pending);
+  if (js_PublishAsyncGetPendingList(&pending, p->js) == NATS_OK) natsMsgList_Destroy(&pending);
+}
+
+static int pub_close(lua_State *L) {
+  lpub *p = luaL_checkudata(L, 1, PUB_MT);
+  if (p->js) {
+    drop_pending(p);
+    jsCtx_Destroy(p->js);
+    p->js = NULL;
+    /* p->st stays allocated: an acknowledgement racing with the destroy may
+     * still arrive on a libnats thread.  It is one small block per
+     * publisher, freed with the process. */
+  }
+  return 0;
+}
+
+/* pub:publish(subject, body, msgid [, key, value]...) -> true | nil, err.
+ * Asynchronous: returns once the message is handed to the connection; blocks
+ * while max_pending messages wait for their acknowledgement. */
+static int pub_publish(lua_State *L) {
+  lpub *p = check_pub(L);
+  const char *subject = luaL_checkstring(L, 2);
+  size_t blen;
+  const char *body = luaL_checklstring(L, 3, &blen);
+  const char *msgid = luaL_checkstring(L, 4);
+  int top = lua_gettop(L), i;
+  natsMsg *m = NULL;
+  natsStatus s;
+  luaL_argcheck(L, (top - 4) % 2 == 0, top, "headers come in key, value pairs");
+  luaL_argcheck(L, blen <= INT32_MAX, 3, "body too large");
+  s = natsMsg_Create(&m, subject, NULL, body, (int)blen);
+  if (s == NATS_OK) s = natsMsgHeader_Set(m, "Nats-Msg-Id", msgid);
+  for (i = 5; s == NATS_OK && i < top; i += 2) {
+    const char *k = luaL_checkstring(L, i);
+    const char *v = luaL_tolstring(L, i + 1, NULL);
+    s = natsMsgHeader_Set(m, k, v);
+    lua_pop(L, 1);
+  }
+  if (s == NATS_OK) s = js_PublishMsgAsync(p->js, &m, NULL);
+  natsMsg_Destroy(m); /* NULL once the library owns it */
+  if (s != NATS_OK) {
+    if (s == NATS_TIMEOUT)
+      return push_err(L, "io", "publish to '%s': too many messages waiting for an acknowledgement",
+                      subject);
+    return push_nerr(L, s, 0, "publish");
+  }
+  p->published++;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* pub:complete(timeout_ms) -> acked, duplicates | nil, err.  Waits for the
+ * acknowledgement of every message published since the last complete; on
+ * a timeout or any failed message, drops what is still pending and
+ * returns the first failure.  The counters restart either way. */
+static int pub_complete(lua_State *L) {
+  lpub *p = check_pub(L);
+  lconn *c;
+  jsPubOptions po;
+  natsStatus s;
+  int64_t acked, dups, failed;
+  natsStatus fs;
+  jsErrCode fcode;
+  char ftext[256], atext[256];
+  natsStatus as;
+  jsPubOptions_Init(&po);
+  po.MaxWait = luaL_optinteger(L, 2, 10000);
+  s = js_PublishAsyncComplete(p->js, &po);
+  if (s != NATS_OK) drop_pending(p);
+  pthread_mutex_lock(&p->st->mu);
+  acked = p->st->acked;
+  dups = p->st->duplicates;
+  failed = p->st->failed;
+  fs = p->st->first_status;
+  fcode = p->st->first_code;
+  snprintf(ftext, sizeof ftext, "%s", p->st->first_text);
+  p->st->acked = p->st->duplicates = p->st->failed = 0;
+  p->st->first_text[0] = '\0';
+  pthread_mutex_unlock(&p->st->mu);
+  p->published = 0;
+  lua_getiuservalue(L, 1, 1);
+  c = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  as = c && c->nc ? take_async_error(c, atext, sizeof atext) : NATS_OK;
+  if (as == NATS_NOT_PERMITTED)
+    return push_err(L, "permission_denied", "publish refused by the server: %s", atext);
+  if (failed) {
+    push_err(L, code_of(fs, fcode, ftext), "%I of the messages failed; the first: %s",
+             (lua_Integer)failed, ftext);
+    return with_js_code(L, fcode);
+  }
+  if (s != NATS_OK) {
+    if (s == NATS_TIMEOUT)
+      return push_err(L, "io", "no acknowledgement from JetStream within %I ms (%I acknowledged)",
+                      (lua_Integer)po.MaxWait, (lua_Integer)acked);
+    return push_nerr(L, s, 0, "waiting for acknowledgements");
+  }
+  lua_pushinteger(L, (lua_Integer)acked);
+  lua_pushinteger(L, (lua_Integer)dups);
+  return 2;
+}
+
+/* ---- module --------------------------------------------------------------- */
+
+static const luaL_Reg conn_methods[] = {
+  {"close", conn_close},
+  {"url", conn_url},
+  {"urls", conn_urls},
+  {"max_payload", conn_max_payload},
+  {"status", conn_status},
+  {"async_error", conn_async_error},
+  {"flush", conn_flush},
+  {"stream_info", conn_stream_info},
+  {"add_stream", conn_add_stream},
+  {"delete_stream", conn_delete_stream},
+  {"last_msg", conn_last_msg},
+  {"get_msg", conn_get_msg},
+  {"consumer_info", conn_consumer_info},
+  {"add_consumer", conn_add_consumer},
+  {"delete_consumer", conn_delete_consumer},
+  {"pull_subscribe", conn_pull_subscribe},
+  {"publisher", conn_publisher},
+  {NULL, NULL}};
+
+static const luaL_Reg pub_methods[] = {
+  {"publish", pub_publish}, {"complete", pub_complete}, {"close", pub_close}, {NULL, NULL}};
+
+static const luaL_Reg sub_methods[] = {{"fetch", sub_fetch}, {"close", sub_close}, {NULL, NULL}};
+
+static const luaL_Reg batch_methods[] = {{"count", batch_count}, {"msg", batch_msg},
+                                         {"header", batch_header}, {"ack", batch_ack},
+                                         {"free", batch_free}, {NULL, NULL}};
+
+static void new_class(lua_State *L, const char *name, const luaL_Reg *methods,
+                      lua_CFunction gc) {
+  luaL_newmetatable(L, name);
+  lua_newtable(L);
+  luaL_setfuncs(L, methods, 0);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, gc);
+  lua_setfield(L, -2, "__close");
+  lua_pushstring(L, name);
+  lua_setfield(L, -2, "__name");
+  lua_pop(L, 1);
+}
+
+int luaopen_eventrocks_nats(lua_State *L);
+
+int luaopen_eventrocks_nats(lua_State *L) {
+  static const luaL_Reg fns[] = {{"connect", l_connect}, {NULL, NULL}};
+  /* the error metatable comes from the store's module */
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "eventrocks.core");
+  lua_call(L, 1, 0);
+  if (luaL_getmetatable(L, ERROR_MT) != LUA_TTABLE)
+    return luaL_error(L, "eventrocks.nats needs eventrocks.core");
+  lua_pop(L, 1);
+  new_class(L, CONN_MT, conn_methods, conn_close);
+  new_class(L, PUB_MT, pub_methods, pub_close);
+  new_class(L, SUB_MT, sub_methods, sub_close);
+  new_class(L, BATCH_MT, batch_methods, batch_free);
+  luaL_newlib(L, fns);
+  lua_pushstring(L, nats_GetVersion());
+  lua_setfield(L, -2, "version");
+  return 1;
+}
