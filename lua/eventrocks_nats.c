@@ -680,7 +680,8 @@ static int batch_count(lua_State *L) {
   return 1;
 }
 
-/* batch:msg(i) -> data, subject, stream_seq, num_delivered */
+/* batch:msg(i) -> data, subject, stream_seq, num_delivered, num_pending
+ * (the messages the consumer still has for us after this one) */
 static int batch_msg(lua_State *L) {
   lua_Integer i;
   lbatch *b = check_batch(L, &i);
@@ -691,12 +692,14 @@ static int batch_msg(lua_State *L) {
   if (natsMsg_GetMetaData(&md, m) != NATS_OK) {
     lua_pushnil(L);
     lua_pushnil(L);
-    return 4;
+    lua_pushnil(L);
+    return 5;
   }
   lua_pushinteger(L, (lua_Integer)md->Sequence.Stream);
   lua_pushinteger(L, (lua_Integer)md->NumDelivered);
+  lua_pushinteger(L, (lua_Integer)md->NumPending);
   jsMsgMetaData_Destroy(md);
-  return 4;
+  return 5;
 }
 
 /* batch:header(i, key) -> value | nil */

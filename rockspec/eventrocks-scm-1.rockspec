@@ -1,6 +1,6 @@
 -- eventrocks: an embedded event store for Lua 5.4 with a C core on RocksDB.
 -- Build from a checkout:  luarocks --lua-version=5.4 make rockspec/eventrocks-scm-1.rockspec
--- System packages (Debian): liblua5.4-dev librocksdb-dev libmsgpuck-dev libxxhash-dev,
+-- System packages (Debian): liblua5.4-dev librocksdb-dev libmsgpuck-dev libxxhash-dev libnats-dev,
 -- and for the eventrocks command lua-argparse lua-dkjson lua-readline (tools/deps.sh).
 rockspec_format = "3.0"
 package = "eventrocks"
@@ -25,6 +25,7 @@ external_dependencies = {
   ROCKSDB = { header = "rocksdb/c.h", library = "rocksdb" },
   XXHASH = { header = "xxhash.h", library = "xxhash" },
   MSGPUCK = { header = "msgpuck.h" },
+  NATS = { header = "nats/nats.h", library = "nats" },
 }
 build = {
   type = "builtin",
@@ -37,6 +38,13 @@ build = {
     ["eventrocks.progress"] = "lua/eventrocks/progress.lua",
     ["eventrocks.cli"] = "lua/eventrocks/cli.lua",
     ["eventrocks.repl"] = "lua/eventrocks/repl.lua",
+    ["eventrocks.jetstream"] = "lua/eventrocks/jetstream.lua",
+    ["eventrocks.nats"] = {
+      sources = { "lua/eventrocks_nats.c" },
+      incdirs = { "$(NATS_INCDIR)" },
+      libdirs = { "$(NATS_LIBDIR)" },
+      libraries = { "nats", "pthread" },
+    },
     ["eventrocks.core"] = {
       sources = {
         "lua/eventrocks_core.c",

@@ -403,7 +403,7 @@ function M.source(opts)
     prefix = check_string(opts.prefix or M.DEFAULT_PREFIX, "prefix", "jetstream_source"),
     durable = opts.durable ~= nil and check_name(opts.durable, "durable", "jetstream_source") or nil,
     mirror = opts.mirror and true or false,
-    wait = check_int(opts.wait, 1000, 1, "wait", "jetstream_source"),
+    wait = check_int(opts.wait, 5000, 1, "wait", "jetstream_source"),
     ack_wait = check_int(opts.ack_wait, 30000, 1, "ack_wait", "jetstream_source"),
     _is_source = true,
   }, Source)
@@ -478,7 +478,8 @@ function Source:_open(proj, batch, st)
   local sub
   sub, err = conn:pull_subscribe(self.stream, durable, self.filter)
   if not sub then return nil, err end
-  self.open = { proj = proj, sub = sub }
+  self.open = { proj = proj, sub = sub, durable = durable }
+  self.pending = nil
   return sub
 end
 
@@ -536,6 +537,18 @@ function Source:_batch(proj, batch, new_view, flush_view, handler_failed)
   local sub
   sub, err = self:_open(proj, batch, st)
   if not sub then return nil, err end
+  -- Fetch only when the consumer has messages for us: a fetch with
+  -- nothing to deliver waits its whole timeout.  The count comes with the
+  -- last message of each batch, else from the server.
+  if not self.pending or self.pending == 0 then
+    local ci, cerr = self.conn:consumer_info(self.stream, self.open.durable)
+    if not ci then
+      self:_close_sub()
+      return nil, cerr
+    end
+    self.pending = ci.pending
+    if ci.pending == 0 then return 0, st.position, false end
+  end
   local b
   b, err = sub:fetch(batch, self.wait)
   if not b then
@@ -545,8 +558,10 @@ function Source:_batch(proj, batch, new_view, flush_view, handler_failed)
   local count = b:count()
   if count == 0 then
     b:free()
+    self.pending = nil
     return 0, st.position, false
   end
+  self.pending = select(5, b:msg(count))
   local store = proj.store
   local txn
   txn, err = core.txn(store)
