@@ -15,6 +15,12 @@ $(B)/bench/core_bench: bench/core_bench.c bench/bench_util.h $(B)/libeventrocks.
 	@mkdir -p $(dir $@)
 	$(CC) $(BENCH_CFLAGS) -o $@ $< $(B)/libeventrocks.a $(LIBS)
 
+# The raw JetStream publish baseline of issue 8 (needs a nats-server: see
+# the top of bench/nats_pub.c and tools/nats.sh).
+$(B)/bench/nats_pub: bench/nats_pub.c bench/bench_util.h
+	@mkdir -p $(dir $@)
+	$(CC) $(BENCH_CFLAGS) -o $@ $< -lnats
+
 BENCH_DEPS = all $(B)/bench/raw_rocksdb $(B)/bench/raw_layout $(B)/bench/core_bench
 BENCH_ENV = LUA_PATH='lua/?.lua;lua/?/init.lua;bench/?.lua;;' LUA_CPATH='$(B)/?.so;;' \
   BENCH_BIN=$(B)/bench BENCH_TMP=$(B)/bench-tmp LUA=$(LUA)
