@@ -142,6 +142,73 @@ function commands.tail(args)
   end
 end
 
+-- ---------------------------------------------------------------------------
+-- JetStream: relay and consume
+
+local function nats_opts(args)
+  local urls = {}
+  for _, u in ipairs(args.url or {}) do
+    for one in u:gmatch("[^,%s]+") do urls[#urls + 1] = one end
+  end
+  local o = {
+    url = #urls > 0 and urls or (os.getenv("EVENTROCKS_NATS_URL") or nil),
+    credentials = args.creds, user = args.user, password = args.password, token = args.token,
+    timeout = args.timeout, max_reconnect = args.max_reconnect, reconnect_wait = args.reconnect_wait,
+    stream = args.stream, prefix = args.prefix,
+  }
+  if args.tls_ca or args.tls_cert or args.tls_key then
+    o.tls = { ca = args.tls_ca, cert = args.tls_cert, key = args.tls_key }
+  end
+  return o
+end
+
+local function stop_never() return false end
+
+function commands.relay(args)
+  local store <close> = open_store(args, true)
+  local o = nats_opts(args)
+  o.create_stream, o.json, o.batch = args.create_stream, args.json, args.batch
+  o.category = args.category
+  if args.type and #args.type > 0 then o.types = args.type end
+  local relay = store:relay(args.name, o)
+  local n, pos = relay:run({ follow = args.follow, interval = args.interval, stop = stop_never,
+    on_retry = function(err, attempt)
+      if attempt == 1 or attempt % 20 == 0 then stderr:write("eventrocks: relay: retrying: ", tostring(err), "\n") end
+    end,
+    progress = args.follow and function(p) stderr:write(fmt("relay %s: at position %d\n", args.name, p)) end or nil })
+  relay:close()
+  if not n then fail(tostring(pos)) end
+  stdout:write(fmt("relay %s: %d events published to JetStream stream %s, checkpoint at position %d "
+    .. "(%d repeats dropped by JetStream)\n", args.name, n, relay.stream, pos, relay.duplicates))
+end
+
+function commands.consume(args)
+  if not args.mirror and not args.script then
+    fail("consume: nothing to do: give --mirror, --script FILE, or both", 2)
+  end
+  local spec = { handlers = {} }
+  if args.script then
+    local chunk, err = loadfile(args.script, "t")
+    if not chunk then fail("consume: " .. err) end
+    local ok, res = pcall(chunk)
+    if not ok then fail("consume: " .. args.script .. ": " .. tostring(res)) end
+    if type(res) ~= "table" or type(res.handlers) ~= "table" then
+      fail("consume: " .. args.script .. " must return a projection spec: a table with handlers")
+    end
+    spec = res
+  end
+  local store <close> = open_store(args, true)
+  local o = nats_opts(args)
+  o.durable, o.mirror = args.durable, args.mirror
+  spec.source = er.jetstream_source(o)
+  local proj = store:projection(args.name, spec)
+  local n, pos = proj:run({ batch = args.batch, follow = args.follow, interval = args.interval, stop = stop_never })
+  spec.source:close()
+  if not n then fail(tostring(pos)) end
+  stdout:write(fmt("consume %s: %d events applied%s, at source position %d\n", args.name, n,
+    args.mirror and " and mirrored" or "", pos))
+end
+
 function commands.stats(args)
   local store <close>, dir = open_store(args)
   local categories, types, streams = {}, {}, 0
@@ -321,10 +388,18 @@ function commands.check(args)
   guarded("checkpoints", function()
     for name, pos in core.scan(store, "checkpoints") do
       checkpoints = checkpoints + 1
-      if math.type(pos) ~= "integer" or pos < 0 then
-        problem(fmt("checkpoints: the checkpoint of projection %s is damaged", name))
+      local proj, js = name:match("^(.*)%z(jetstream)$")
+      local what = name:match("^relay:") and "relay " .. name:sub(7) or "projection " .. (proj or name)
+      if js then
+        -- fed from JetStream: the sequence there and a position in another store
+        if type(pos) ~= "table" or math.type(pos.seq) ~= "integer" or math.type(pos.position) ~= "integer"
+          or pos.seq < 0 or pos.position < 0 then
+          problem(fmt("checkpoints: the JetStream checkpoint of %s is damaged", what))
+        end
+      elseif math.type(pos) ~= "integer" or pos < 0 then
+        problem(fmt("checkpoints: the checkpoint of %s is damaged", what))
       elseif pos > last then
-        problem(fmt("checkpoints: projection %s is at position %d, ahead of the log (%d)", name, pos, last))
+        problem(fmt("checkpoints: %s is at position %d, ahead of the log (%d)", what, pos, last))
       end
     end
   end)
@@ -368,11 +443,12 @@ local function parser()
   p:command_target("command")
   p:require_command(false)
 
-  local function natural(name)
+  local function natural(name, min)
+    min = min or (name == "count" and 0 or 1)
     return function(s)
       local n = math.tointeger(tonumber(s))
-      if not n or n < (name == "count" and 0 or 1) then
-        return nil, fmt("%s must be an integer >= %d", name, name == "count" and 0 or 1)
+      if not n or n < min then
+        return nil, fmt("%s must be an integer >= %d", name, min)
       end
       return n
     end
@@ -409,6 +485,41 @@ local function parser()
   c:argument("file", "The file to import.")
 
   p:command("check", "Verify the store's invariants; exit status 1 and a report when one fails.")
+
+  local function nats_options(cmd)
+    cmd:option("--url", "NATS server URL; repeatable or comma-separated (default $EVENTROCKS_NATS_URL, "
+      .. "else nats://127.0.0.1:4222)."):count("*")
+    cmd:option("--stream", "JetStream stream (default EVENTS).")
+    cmd:option("--prefix", "Subject prefix (default events).")
+    cmd:option("--creds", "NATS credentials file."):argname("FILE")
+    cmd:option("--user", "User name.")
+    cmd:option("--password", "Password.")
+    cmd:option("--token", "Authentication token.")
+    cmd:option("--tls-ca", "CA certificates (PEM) to verify the server with."):argname("FILE")
+    cmd:option("--tls-cert", "Client certificate (PEM)."):argname("FILE")
+    cmd:option("--tls-key", "Client key (PEM)."):argname("FILE")
+    cmd:option("--timeout", "Connect timeout, ms (default 2000)."):convert(natural("timeout"))
+    cmd:option("--max-reconnect", "Reconnect attempts before giving up (default 60)."):convert(natural("max-reconnect", 0))
+    cmd:option("--reconnect-wait", "Milliseconds between reconnect attempts (default 500)."):convert(natural("reconnect-wait"))
+    cmd:option("--batch", "Events per checkpoint (default 1000 for relay, 500 for consume)."):convert(natural("batch"))
+    cmd:flag("-f --follow", "Keep going as new events arrive (Ctrl-C to stop).")
+    cmd:option("--interval", "Milliseconds between polls with --follow (default 100)."):convert(natural("interval"))
+  end
+
+  c = p:command("relay", "Publish the global log to NATS JetStream from the relay's checkpoint.")
+  c:argument("name", "The relay's name (its checkpoint is kept in the store).")
+  nats_options(c)
+  c:flag("--create-stream", "Create the JetStream stream when it does not exist.")
+  c:flag("--json", "Message bodies as JSON (as export writes them) instead of MessagePack.")
+  c:option("--category", "Only streams of this category.")
+  c:option("--type", "Only events of this type (repeatable)."):count("*")
+
+  c = p:command("consume", "Apply the events of a JetStream stream to this store: a mirror, a projection, or both.")
+  c:argument("name", "The projection's name (its checkpoint and read model are kept in the store).")
+  nats_options(c)
+  c:option("--durable", "The durable consumer's name (default: the projection's name).")
+  c:flag("--mirror", "Append every event to this store too, keeping ids, streams, versions and times.")
+  c:option("--script", "A Lua file returning a projection spec ({handlers = ..., category = ...})."):argname("FILE")
 
   c = p:command("repl", "A Lua 5.4 prompt with `er` loaded and `store` open.")
   c:flag("--read-only", "Open the store read-only.")
