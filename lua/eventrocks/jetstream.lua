@@ -343,7 +343,9 @@ function Relay:run(opts)
     local now = core.monotonic()
     failing_since = failing_since or now
     if now - failing_since > retry_for / 1000 then return false end
-    if self.conn and self.conn:status() == "closed" then return false end
+    -- outages are the connection's business (max_reconnect, reconnect_wait):
+    -- a relay that never connected, or whose connection gave up, fails
+    if not self.conn or self.conn:status() == "closed" then return false end
     attempt = attempt + 1
     if on_retry then on_retry(err, attempt) end
     core.sleep(math.min(50 * attempt, 1000))
