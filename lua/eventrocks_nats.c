@@ -747,6 +747,8 @@ typedef struct {
   jsCtx *js;
   pubstate *st; /* malloc'd: libnats threads write to it */
   int64_t published;
+  int used; /* published at least once: libnats 3.4 crashes listing the
+             * pending messages of a context that never published */
 } lpub;
 
 static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure) {
@@ -810,6 +812,7 @@ static lpub *check_pub(lua_State *L) {
 /* Drop the messages still waiting for an acknowledgement. */
 static void drop_pending(lpub *p) {
   natsMsgList pending;
+  if (!p->used) return;
   memset(&pending, 0, sizeof pending);
   if (js_PublishAsyncGetPendingList(&pending, p->js) == NATS_OK) natsMsgList_Destroy(&pending);
 }
@@ -858,6 +861,7 @@ static int pub_publish(lua_State *L) {
     return push_nerr(L, s, 0, "publish");
   }
   p->published++;
+  p->used = 1;
   lua_pushboolean(L, 1);
   return 1;
 }

@@ -446,7 +446,11 @@ end
 -- what comes next is what follows the last applied message, in order.
 function Source:_open(proj, batch, st)
   local open = self.open
-  if open and open.proj == proj and self.conn:status() ~= "closed" then return open.sub end
+  -- the subscription is where the last batch left it; a checkpoint that
+  -- moved otherwise (a reset) needs the consumer aligned again
+  if open and open.proj == proj and open.seq == st.seq and self.conn:status() ~= "closed" then
+    return open.sub
+  end
   self:_close_sub()
   if not self.conn or self.conn:status() == "closed" then
     local c, err = nats().connect(self.conn_opts)
@@ -480,7 +484,7 @@ function Source:_open(proj, batch, st)
   local sub
   sub, err = conn:pull_subscribe(self.stream, durable, self.filter)
   if not sub then return nil, err end
-  self.open = { proj = proj, sub = sub, durable = durable }
+  self.open = { proj = proj, sub = sub, durable = durable, seq = st.seq }
   self.pending = nil
   return sub
 end
@@ -621,6 +625,7 @@ function Source:_batch(proj, batch, new_view, flush_view, handler_failed)
     self:_close_sub()
     return nil, err
   end
+  self.open.seq = st.seq
   -- acknowledged after the commit; AckAll covers the whole batch.  A lost
   -- acknowledgement only means a redelivery, which is skipped.
   local acked = b:ack(count)

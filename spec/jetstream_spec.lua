@@ -1,0 +1,443 @@
+-- The JetStream relay and source (issue 8), against a real nats-server:
+-- the shared one (EVENTROCKS_NATS_URL in CI, else one started for the
+-- specs) and, where a server is restarted or configured, one of their own.
+local H = require "helper"
+local ns = require "nats_server"
+local common = require "jetstream.common"
+local er = H.er
+local core = require "eventrocks.core"
+local nats = require "eventrocks.nats"
+
+local LUA = "env LUA_PATH='lua/?.lua;lua/?/init.lua;spec/?.lua;;' LUA_CPATH='build/?.so;;' lua5.4 "
+
+local serial = 0
+local function unique(base)
+  serial = serial + 1
+  return string.format("%s_%d_%d", base, math.floor(ns.now() * 1000) % 100000000, serial)
+end
+
+-- Every message of a JetStream stream, in sequence order, read through a
+-- durable consumer of its own: an array of {seq, id, position, stream,
+-- version, subject, body}.
+local function contents(url, stream)
+  local conn = assert(nats.connect({ url = url }))
+  local durable = unique("verify")
+  assert(conn:add_consumer(stream, { durable = durable, filter = ">" }))
+  local sub = assert(conn:pull_subscribe(stream, durable, ">"))
+  local out = {}
+  local total = assert(conn:stream_info(stream)).messages
+  while #out < total do
+    local b = assert(sub:fetch(1000, 2000))
+    if b:count() == 0 then break end
+    for i = 1, b:count() do
+      local body, subject, seq = b:msg(i)
+      out[#out + 1] = { seq = seq, id = b:header(i, "Nats-Msg-Id"), subject = subject, body = body,
+        position = tonumber(b:header(i, "Eventrocks-Position")), stream = b:header(i, "Eventrocks-Stream"),
+        version = tonumber(b:header(i, "Eventrocks-Version")), type = b:header(i, "Eventrocks-Type") }
+    end
+    b:ack(b:count())
+    b:free()
+  end
+  sub:close()
+  conn:delete_consumer(stream, durable)
+  conn:close()
+  return out
+end
+
+-- JetStream holds the store's events exactly once each, in position order.
+local function assert_exactly_once(store, msgs)
+  local n = 0
+  for ev in store:all() do
+    n = n + 1
+    local m = msgs[n]
+    assert.is_not_nil(m, "event at position " .. ev.position .. " is missing in JetStream")
+    assert.equal(ev.id, m.id)
+    assert.equal(ev.position, m.position)
+    assert.equal(ev.stream, m.stream)
+    assert.equal(ev.version, m.version)
+  end
+  assert.equal(n, #msgs, "JetStream holds more messages than the store has events")
+end
+
+local function delete_stream(url, stream)
+  local conn = assert(nats.connect({ url = url }))
+  conn:delete_stream(stream)
+  conn:close()
+end
+
+describe("JetStream relay", function()
+  local t, srv, stream, prefix = {}, nil, nil, nil
+  before_each(function()
+    H.setup(t)
+    srv = ns.shared()
+    stream = unique("RELAY")
+    prefix = stream:lower() -- streams of one server may not share subjects
+  end)
+  after_each(function()
+    delete_stream(srv.url, stream)
+    H.teardown(t)
+  end)
+
+  it("publishes 10,000 events over 100 streams once each, in position order", function()
+    common.fill(t.store, 10000, 100)
+    local relay = t.store:relay("out", { url = srv.url, stream = stream, prefix = prefix, create_stream = true, batch = 700 })
+    local n, pos = relay:run()
+    assert.equal(10000, n)
+    assert.equal(10000, pos)
+    assert.equal(10000, relay:position())
+    local msgs = contents(srv.url, stream)
+    assert_exactly_once(t.store, msgs)
+    -- per stream, versions arrive in order
+    local last = {}
+    for _, m in ipairs(msgs) do
+      assert.equal((last[m.stream] or 0) + 1, m.version)
+      last[m.stream] = m.version
+    end
+    -- subject <prefix>.<category>.<type>, body the event as MessagePack
+    assert.equal(prefix .. ".order." .. msgs[3].type, msgs[3].subject)
+    local ev = core.decode(msgs[3].body)
+    local stored = t.store:event(3)
+    assert.same({ stored.id, stored.stream, stored.version, stored.position, stored.type, stored.time, stored.data },
+      { ev.id, ev.stream, ev.version, ev.position, ev.type, ev.time, ev.data })
+    -- nothing new: nothing published
+    assert.same({ 0, 10000 }, { relay:run() })
+    common.fill(t.store, 10, 100, 10001)
+    assert.same({ 10, 10010 }, { relay:run() })
+    assert.equal(10010, #contents(srv.url, stream))
+    relay:close()
+  end)
+
+  it("re-publishes from its checkpoint without duplicating, even when the checkpoint is lost", function()
+    common.fill(t.store, 500, 10)
+    local relay = t.store:relay("out", { url = srv.url, stream = stream, prefix = prefix, create_stream = true, batch = 100 })
+    assert.same({ 500, 500 }, { relay:run() })
+    assert(relay:reset()) -- as if the commit of every checkpoint had been lost
+    assert.equal(0, relay:position())
+    local n, pos = relay:run()
+    assert.equal(500, pos)
+    assert.equal(0, n) -- the stream's last message moved the checkpoint up
+    common.fill(t.store, 5, 10, 501)
+    assert.same({ 5, 505 }, { relay:run() })
+    assert_exactly_once(t.store, contents(srv.url, stream))
+    relay:close()
+  end)
+
+  it("survives SIGKILL mid-way: restarted, it leaves no duplicates and no gaps", function()
+    common.fill(t.store, 10000, 100)
+    t.store:close()
+    local log = t.dir .. "/child.log"
+    local pid = ns.spawn(LUA .. "spec/jetstream/child.lua relay " .. t.dir .. "/store " .. srv.url .. " "
+      .. stream .. " 100 10 " .. prefix, log)
+    local conn = assert(nats.connect({ url = srv.url }))
+    local deadline = ns.now() + 30
+    local seen = 0
+    while ns.now() < deadline do
+      local info = conn:stream_info(stream)
+      seen = info and info.messages or 0
+      if seen >= 2000 then break end
+      ns.sleep(0.01)
+    end
+    conn:close()
+    assert.is_true(seen >= 2000 and seen < 10000, "the kill must land mid-way, saw " .. seen)
+    ns.kill(pid, "KILL")
+    ns.wait(pid, 10)
+    local store = assert(er.open(t.dir .. "/store"))
+    t.store = store
+    local relay = store:relay("out", { url = srv.url, stream = stream })
+    local before = relay:position()
+    assert.is_true(before < 10000)
+    local _, pos = relay:run()
+    assert.equal(10000, pos)
+    assert_exactly_once(store, contents(srv.url, stream))
+    relay:close()
+  end)
+
+  it("reconnects when nats-server restarts mid-relay, and finishes", function()
+    local own <close> = ns.start()
+    common.fill(t.store, 10000, 100)
+    local relay = t.store:relay("out", { url = own.url, stream = stream, prefix = prefix, create_stream = true, batch = 200,
+      reconnect_wait = 100 })
+    local batches, restarted, retries = 0, false, 0
+    local n, pos = relay:run({
+      progress = function()
+        batches = batches + 1
+        if batches == 10 then
+          own:restart()
+          restarted = true
+        end
+      end,
+      on_retry = function() retries = retries + 1 end,
+    })
+    assert.is_true(restarted)
+    assert.equal(10000, pos, tostring(n and "" or pos))
+    assert_exactly_once(t.store, contents(own.url, stream))
+    relay:close()
+  end)
+
+  it("publishes JSON bodies with --json semantics", function()
+    t.store:append("cart-1", { type = "Added", data = { sku = "x", qty = 2, price = 1.5 }, metadata = { by = "me" } })
+    local relay = t.store:relay("out", { url = srv.url, stream = stream, prefix = prefix, create_stream = true, json = true })
+    assert.same({ 1, 1 }, { relay:run() })
+    local m = contents(srv.url, stream)[1]
+    local ev = require("eventrocks.jsonl").decode_event(m.body, 1)
+    assert.same({ sku = "x", qty = 2, price = 1.5 }, ev.data)
+    assert.same({ by = "me" }, ev.metadata)
+    relay:close()
+  end)
+
+  it("escapes header values and maps odd names to subject tokens", function()
+    t.store:append("we.ird*-1", { type = "Line\nBreak 100%", data = 1 })
+    local relay = t.store:relay("out", { url = srv.url, stream = stream, prefix = prefix, create_stream = true })
+    assert.same({ 1, 1 }, { relay:run() })
+    local m = contents(srv.url, stream)[1]
+    assert.equal(prefix .. ".we_ird_.Line_Break_100%", m.subject)
+    assert.equal("Line%0ABreak 100%25", m.type)
+    relay:close()
+  end)
+
+  it("checks its arguments", function()
+    assert.has_error(function() t.store:relay("") end)
+    assert.has_error(function() t.store:relay("x", { stream = "a.b" }) end)
+    assert.has_error(function() t.store:relay("x", { batch = 0 }) end)
+    assert.has_error(function() t.store:relay("x", { prefix = "a.*" }) end)
+    assert.has_error(function() t.store:relay("x", { subject = "nope" }) end)
+  end)
+
+  describe("errors", function()
+    it("server unreachable: io, naming the URL", function()
+      common.fill(t.store, 3, 1)
+      local relay = t.store:relay("out", { url = "nats://127.0.0.1:1", max_reconnect = 0, timeout = 300 })
+      local n, err = relay:run()
+      assert.is_nil(n)
+      assert.equal("io", err.code)
+      assert.matches("nats://127.0.0.1:1", err.message, 1, true)
+      assert.equal(0, relay:position())
+    end)
+
+    it("stream missing: not_found unless create_stream", function()
+      common.fill(t.store, 3, 1)
+      local relay = t.store:relay("out", { url = srv.url, stream = stream })
+      local n, err = relay:run()
+      assert.is_nil(n)
+      assert.equal("not_found", err.code)
+      assert.matches(stream, err.message, 1, true)
+      assert.equal(0, relay:position())
+      relay:close()
+    end)
+
+    it("an event over the server's max_payload: too_large, naming its position; the checkpoint stays before it", function()
+      local own <close> = ns.start({ max_payload = 4096 })
+      common.fill(t.store, 5, 1)
+      t.store:append("big-1", { type = "Huge", data = string.rep("x", 10000) })
+      common.fill(t.store, 5, 1, 6)
+      local relay = t.store:relay("out", { url = own.url, stream = stream, prefix = prefix, create_stream = true, batch = 3 })
+      local n, err = relay:run()
+      assert.is_nil(n)
+      assert.equal("too_large", err.code)
+      assert.matches("position 6", err.message, 1, true)
+      assert.matches("4096", err.message, 1, true)
+      assert.equal(3, relay:position())
+      relay:close()
+    end)
+
+    it("permission denied: permission_denied", function()
+      local own <close> = ns.start({ config = ([[
+authorization {
+  users = [
+    { user: admin, password: secret }
+    { user: reader, password: secret, permissions: { publish: { deny: ["PREFIX.>"] } } }
+  ]
+}
+]]):gsub("PREFIX", prefix) })
+      local admin = assert(nats.connect({ url = own.url, user = "admin", password = "secret" }))
+      assert(admin:add_stream({ name = stream, subjects = { prefix .. ".>" } }))
+      admin:close()
+      common.fill(t.store, 3, 1)
+      local relay = t.store:relay("out", { url = own.url, user = "reader", password = "secret", stream = stream, prefix = prefix,
+        ack_timeout = 1000 })
+      local n, err = relay:run()
+      assert.is_nil(n)
+      assert.equal("permission_denied", err.code)
+      assert.equal(0, relay:position())
+      relay:close()
+      -- and wrong credentials: refused at connect
+      local c, cerr = nats.connect({ url = own.url, user = "admin", password = "wrong", max_reconnect = 0 })
+      assert.is_nil(c)
+      assert.is_string(cerr.message)
+    end)
+
+    it("a stream shared with another store is refused", function()
+      common.fill(t.store, 3, 1)
+      local relay = t.store:relay("out", { url = srv.url, stream = stream, prefix = prefix, create_stream = true })
+      assert.same({ 3, 3 }, { relay:run() })
+      relay:close()
+      local other = assert(er.open(t.dir .. "/other"))
+      common.fill(other, 3, 1)
+      local r2 = other:relay("out", { url = srv.url, stream = stream })
+      local n, err = r2:run()
+      assert.is_nil(n)
+      assert.equal("invalid", err.code)
+      assert.matches("of its own", err.message, 1, true)
+      r2:close()
+      other:close()
+    end)
+  end)
+end)
+
+describe("JetStream source", function()
+  local t, srv, stream, prefix = {}, nil, nil, nil
+  before_each(function()
+    H.setup(t)
+    srv = ns.shared()
+    stream = unique("SRC")
+    prefix = stream:lower()
+  end)
+  after_each(function()
+    delete_stream(srv.url, stream)
+    H.teardown(t)
+  end)
+
+  local function relay_all(store)
+    local relay = store:relay("out", { url = srv.url, stream = stream, prefix = prefix, create_stream = true })
+    local n, err = relay:run()
+    assert(n, tostring(err))
+    relay:close()
+  end
+
+  local function same_read_model(a, b)
+    local rows = 0
+    for k, v in a:each() do
+      assert.same(v, b:get(k), k)
+      rows = rows + 1
+    end
+    for k in b:each() do assert.is_not_nil(a:get(k), k) end
+    return rows
+  end
+
+  it("store A relays, store B consumes into a projection and a mirror equal to A's", function()
+    common.fill(t.store, 5000, 50)
+    relay_all(t.store)
+    local B = assert(er.open(t.dir .. "/b"))
+    local src = er.jetstream_source({ url = srv.url, stream = stream, prefix = prefix, durable = "b", mirror = true })
+    local pb = B:projection("counts", common.counts_spec(src))
+    local n, pos = pb:run({ batch = 300 })
+    assert.equal(5000, n)
+    assert.equal(5000, pos)
+    assert.equal(5000, pb:position())
+    local pa = t.store:projection("counts", common.counts_spec(nil))
+    pa:run()
+    assert.equal(50, same_read_model(pa, pb))
+    -- the mirror reads back with the normal API: same ids, streams, versions, times, data
+    local i = 0
+    for ev in B:all() do
+      i = i + 1
+      local a = t.store:event(ev.position)
+      assert.same({ a.id, a.stream, a.version, a.type, a.time, a.data, a.metadata },
+        { ev.id, ev.stream, ev.version, ev.type, ev.time, ev.data, ev.metadata })
+    end
+    assert.equal(5000, i)
+    -- more events flow through
+    common.fill(t.store, 100, 50, 5001)
+    relay_all(t.store)
+    assert.same({ 100, 5100 }, { pb:run() })
+    pa:run()
+    same_read_model(pa, pb)
+    assert.equal(5100, B:last_position())
+    src:close()
+    B:close()
+  end)
+
+  it("a redelivered message is applied once; a reset rebuilds from JetStream", function()
+    common.fill(t.store, 300, 3)
+    relay_all(t.store)
+    local B = assert(er.open(t.dir .. "/b"))
+    local src = er.jetstream_source({ url = srv.url, stream = stream, prefix = prefix, durable = "b" })
+    local pb = B:projection("counts", common.counts_spec(src))
+    assert.same({ 300, 300 }, { pb:run() })
+    -- the durable consumer forgets our acknowledgements: everything comes again
+    local conn = assert(nats.connect({ url = srv.url }))
+    src:close()
+    assert(conn:delete_consumer(stream, "b"))
+    assert(conn:add_consumer(stream, { durable = "b", filter = prefix .. ".>" }))
+    conn:close()
+    assert.same({ 0, 300 }, { pb:run() })
+    assert(pb:reset())
+    assert.equal(0, pb:position())
+    assert.same({ 300, 300 }, { pb:run() })
+    local pa = t.store:projection("counts", common.counts_spec(nil))
+    pa:run()
+    same_read_model(pa, pb)
+    src:close()
+    B:close()
+  end)
+
+  it("a handler error keeps nothing of the batch, and the next run applies it once", function()
+    common.fill(t.store, 100, 2)
+    relay_all(t.store)
+    local B = assert(er.open(t.dir .. "/b"))
+    local src = er.jetstream_source({ url = srv.url, stream = stream, prefix = prefix, durable = "b" })
+    local fail_at = 57
+    local spec = common.counts_spec(src, function()
+      fail_at = fail_at - 1
+      if fail_at == 0 then error("boom") end
+    end)
+    local pb = B:projection("counts", spec)
+    assert.has_error(function() pb:run({ batch = 40 }) end)
+    assert.equal(40, pb:position())
+    assert.same({ 60, 100 }, { pb:run({ batch = 40 }) })
+    local pa = t.store:projection("counts", common.counts_spec(nil))
+    pa:run()
+    same_read_model(pa, pb)
+    src:close()
+    B:close()
+  end)
+
+  it("a consumer killed mid-batch resumes with each event applied once", function()
+    common.fill(t.store, 6000, 60)
+    relay_all(t.store)
+    local log = t.dir .. "/child.log"
+    local pid = ns.spawn(LUA .. "spec/jetstream/child.lua consume " .. t.dir .. "/b " .. srv.url .. " "
+      .. stream .. " 200 2 " .. prefix, log)
+    local conn = assert(nats.connect({ url = srv.url }))
+    local deadline, delivered = ns.now() + 30, 0
+    while ns.now() < deadline do
+      local ci = conn:consumer_info(stream, "child")
+      delivered = ci and ci.delivered_seq or 0
+      if delivered >= 1500 then break end
+      ns.sleep(0.01)
+    end
+    conn:close()
+    assert.is_true(delivered >= 1500 and delivered < 6000, "the kill must land mid-way, saw " .. delivered)
+    ns.kill(pid, "KILL")
+    ns.wait(pid, 10)
+    local B = assert(er.open(t.dir .. "/b"))
+    local src = er.jetstream_source({ url = srv.url, stream = stream, prefix = prefix, durable = "child", mirror = true })
+    local pb = B:projection("counts", common.counts_spec(src))
+    local before = pb:position()
+    assert.is_true(before < 6000)
+    local _, pos = pb:run({ batch = 200 })
+    assert.equal(6000, pos)
+    local pa = t.store:projection("counts", common.counts_spec(nil))
+    pa:run()
+    assert.equal(60, same_read_model(pa, pb))
+    assert.equal(6000, B:last_position())
+    src:close()
+    B:close()
+  end)
+
+  it("a missing stream is not_found; bad options raise", function()
+    local B = assert(er.open(t.dir .. "/b"))
+    local src = er.jetstream_source({ url = srv.url, stream = stream, prefix = prefix, durable = "b" })
+    local pb = B:projection("counts", common.counts_spec(src))
+    local n, err = pb:run()
+    assert.is_nil(n)
+    assert.equal("not_found", err.code)
+    assert.matches(stream, err.message, 1, true)
+    assert.has_error(function() er.jetstream_source() end)
+    assert.has_error(function() er.jetstream_source({ durable = "a.b" }) end)
+    assert.has_error(function() B:projection("x", { source = {}, handlers = {} }) end)
+    assert.has_error(function() B:projection("y", { source = src, inline = true, handlers = {} }) end)
+    src:close()
+    B:close()
+  end)
+end)
