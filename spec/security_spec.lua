@@ -101,11 +101,17 @@ describe("the source of the library", function()
         if h.f ~= "require" then found[#found + 1] = path .. ":" .. h.line .. ": " .. h.text end
       end
     end
-    -- the REPL's two: an expression, then a statement
-    assert.equal(2, #found, "calls that compile code:\n" .. table.concat(found, "\n"))
+    -- the REPL's two: an expression, then a statement; and the script that
+    -- `eventrocks consume --script FILE` names on its command line (the
+    -- user runs FILE, as `lua5.4 FILE` would), as text
+    assert.equal(3, #found, "calls that compile code:\n" .. table.concat(found, "\n"))
     for _, f in ipairs(found) do
-      assert.is_truthy(f:find("^lua/eventrocks/repl%.lua:%d+: "), f)
-      assert.is_truthy(f:find('load%(.*buffer, "=repl", "t", env%)'), f)
+      if f:find("^lua/eventrocks/cli%.lua:%d+: ") then
+        assert.is_truthy(f:find('loadfile%(args%.script, "t"%)'), f)
+      else
+        assert.is_truthy(f:find("^lua/eventrocks/repl%.lua:%d+: "), f)
+        assert.is_truthy(f:find('load%(.*buffer, "=repl", "t", env%)'), f)
+      end
     end
   end)
 
