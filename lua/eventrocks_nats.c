@@ -15,7 +15,8 @@
  * threads.  They never touch Lua; they update counters under a mutex that
  * the Lua side reads.
  */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE /* RTLD_NODELETE */
+#include <dlfcn.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <nats/nats.h>
@@ -823,9 +824,13 @@ static int pub_close(lua_State *L) {
     drop_pending(p);
     jsCtx_Destroy(p->js);
     p->js = NULL;
-    /* p->st stays allocated: an acknowledgement racing with the destroy may
-     * still arrive on a libnats thread.  It is one small block per
-     * publisher, freed with the process. */
+    /* the pending messages are dropped, so no handler is due any more;
+     * taking the lock waits for one that is running */
+    pthread_mutex_lock(&p->st->mu);
+    pthread_mutex_unlock(&p->st->mu);
+    pthread_mutex_destroy(&p->st->mu);
+    free(p->st);
+    p->st = NULL;
   }
   return 0;
 }
@@ -974,6 +979,10 @@ int luaopen_eventrocks_nats(lua_State *L) {
   if (luaL_getmetatable(L, ERROR_MT) != LUA_TTABLE)
     return luaL_error(L, "eventrocks.nats needs eventrocks.core");
   lua_pop(L, 1);
+  /* libnats keeps process-wide state (its threads, timers, the library's
+   * own allocations) until the process ends: keep it loaded when Lua
+   * unloads this module, rather than pull it from under its threads. */
+  (void)dlopen("libnats.so.3.4", RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE);
   new_class(L, CONN_MT, conn_methods, conn_close);
   new_class(L, PUB_MT, pub_methods, pub_close);
   new_class(L, SUB_MT, sub_methods, sub_close);
