@@ -7,7 +7,9 @@
 -- build/bench), BENCH_TMP (scratch directory, default build/bench-tmp: on
 -- the same disk as a real store, not a tmpfs), BENCH_OUT (results file,
 -- default bench/results.md), BENCH_RUNS (runs per figure, default 3, 1 in
--- quick mode), BENCH_ONLY (comma-separated contender keys to run).
+-- quick mode), BENCH_ONLY (comma-separated contender keys to run),
+-- EVENTROCKS_NATS_URL (a nats-server -js for the JetStream rows; when unset,
+-- one is started with tools/nats.sh in BENCH_TMP/nats and stopped after).
 local quick = arg[1] == "quick"
 local BIN = os.getenv("BENCH_BIN") or "build/bench"
 local TMP = os.getenv("BENCH_TMP") or "build/bench-tmp"
@@ -28,6 +30,8 @@ end
 -- ---------------------------------------------------------------------------
 -- Contenders
 
+local raw_publish_cmd -- below: it needs the results so far
+
 local contenders = {
   { key = "raw", name = "raw RocksDB (C)", cmd = sh(BIN .. "/raw_rocksdb") },
   { key = "layout", name = "raw RocksDB, eventrocks' keys (C)", cmd = sh(BIN .. "/raw_layout"),
@@ -38,6 +42,13 @@ local contenders = {
     only = { read = true } },
   { key = "sqlite", name = "SQLite (Lua)", cmd = LUA .. " bench/sqlite.lua" },
   { key = "pg", name = "PostgreSQL (Lua)", cmd = LUA .. " bench/postgres.lua", server = true },
+  -- issue 8, in a table of their own: the relay and the consumer, and the
+  -- raw publish baseline (bench/nats_pub.c, which takes URL N PAYLOAD_BYTES
+  -- [MAX_PENDING] [msgid] rather than the contract's arguments)
+  { key = "js", name = "eventrocks + JetStream (Lua)", cmd = LUA .. " bench/jetstream.lua",
+    nats = true, section = "js", only = { relay = true } },
+  { key = "jsraw", name = "NATS C client, no store (C)", nats = true, section = "js", only = { relay = true },
+    command = function(j) return raw_publish_cmd(j) end },
 }
 if ONLY then
   local keep = {}
@@ -53,11 +64,11 @@ end
 local S = quick and {
   append1 = 20000, append1_sync = 300, append100 = 20000, append100_sync = 3000,
   read = 40000, catchup = 100000, snap_small = 1000, snap_big = 100000,
-  latency = 300000, rss = 300000,
+  latency = 300000, rss = 300000, jetstream = 20000,
 } or {
   append1 = 100000, append1_sync = 2000, append100 = 100000, append100_sync = 20000,
   read = 200000, catchup = 1000000, snap_small = 1000, snap_big = 1000000,
-  latency = 10000000, rss = 10000000,
+  latency = 10000000, rss = 10000000, jetstream = 1000000,
 }
 
 local function count(n)
@@ -111,6 +122,22 @@ do
 end
 job("rss", S.rss, 0, { lua = true }, {
   { metric = "rss.mib", label = ("peak RSS streaming %s events"):format(count(S.rss)), unit = "MiB" } })
+-- issue 8: one run of bench/jetstream.lua gives the relay and both
+-- consumers; one run of the raw baseline both publish rates.  `by`: the
+-- one contender whose column the row fills.
+local JS_PENDING = 512 -- the relay's max_pending, given to the raw publisher too
+job("relay", S.jetstream, 0, { js = true, jsraw = true }, {
+  { metric = "relay.eps", by = "js", section = "js", unit = "events/s",
+    label = ("relay the log to JetStream (`relay:run()`), %s events"):format(count(S.jetstream)) },
+  { metric = "raw_async_publish.mps", by = "jsraw", section = "js", unit = "messages/s",
+    label = ("raw async publish, the relay's body size, %d in flight"):format(JS_PENDING) },
+  { metric = "raw_async_publish_msgid.mps", by = "jsraw", section = "js", unit = "messages/s",
+    label = ("raw async publish with a `Nats-Msg-Id` on each, %d in flight"):format(JS_PENDING) },
+  { metric = "consume.eps", by = "js", section = "js", unit = "events/s",
+    label = ("consume into a projection (count per stream), %s events"):format(count(S.jetstream)) },
+  { metric = "consume_mirror.eps", by = "js", section = "js", unit = "events/s",
+    label = ("consume into a projection + mirror (`mirror = true`), %s events"):format(count(S.jetstream)) } })
+local js_job = jobs[#jobs]
 
 -- ---------------------------------------------------------------------------
 -- Running
@@ -133,11 +160,36 @@ local function start_pg()
 end
 local function stop_pg()
   if pg_dir then run("bench/pg_server.sh stop " .. sh(pg_dir) .. " >/dev/null 2>&1") end
+  pg_dir = nil
+end
+
+-- The nats-server of the JetStream rows: EVENTROCKS_NATS_URL, else a
+-- throwaway one (tools/nats.sh) in BENCH_TMP/nats, its JetStream files on
+-- the same disk as the stores.  Stopped after the run, whatever happens
+-- (mk/bench.mk stops it too, should this process be interrupted).
+local nats_url = os.getenv("EVENTROCKS_NATS_URL")
+local nats_dir
+local function start_nats()
+  if nats_url then return true end
+  nats_dir = TMP .. "/nats"
+  os.execute("rm -rf " .. sh(nats_dir))
+  local out, ok = run("tools/nats.sh start " .. sh(nats_dir) .. " 2>&1")
+  nats_url = ok and out:match("EVENTROCKS_NATS_URL=(%S+)")
+  if not nats_url then
+    io.stderr:write("bench: nats-server did not start:\n", out)
+    return false
+  end
+  return true
+end
+local function stop_nats()
+  if nats_dir then
+    run("tools/nats.sh stop " .. sh(nats_dir) .. " >/dev/null 2>&1")
+    os.execute("rm -rf " .. sh(nats_dir))
+    nats_dir, nats_url = nil, os.getenv("EVENTROCKS_NATS_URL")
+  end
 end
 
 local results = {} -- results[job][key] = { metric = {values} }
-local failures = 0
-
 local function median(xs)
   local c = {}
   for i, x in ipairs(xs) do c[i] = x end
@@ -148,50 +200,79 @@ local function median(xs)
   return (c[n // 2] + c[n // 2 + 1]) / 2
 end
 
-os.execute("mkdir -p " .. sh(TMP))
-local pg_ok
-for _, c in ipairs(contenders) do
-  if c.server then pg_ok = start_pg() end
-  for _, j in ipairs(jobs) do
-    if (not j.who or j.who[c.key]) and (not c.only or c.only[j.workload]) then
-      results[j] = results[j] or {}
-      local got = {}
-      results[j][c.key] = got
-      for r = 1, RUNS do
-        local dir = TMP .. "/run"
-        os.execute("rm -rf " .. sh(dir) .. " && mkdir -p " .. sh(dir))
-        local env = c.server and (pg_env or "") .. " " or ""
-        local cmd = ("%s%s %s %d %s %d 2>&1"):format(env, c.cmd, j.workload, j.n, sh(dir), j.durable)
-        io.stderr:write(("bench: %-20s %-9s N=%-9d durable=%d run %d/%d\n"):format(c.name, j.workload, j.n, j.durable, r, RUNS))
-        local out, ok
-        if c.server and not pg_ok then
-          out, ok = "the server did not start", false
-        else
-          out, ok = run(cmd)
-        end
-        if not ok then
-          io.stderr:write("bench: FAILED: ", cmd, "\n", out, "\n")
-          failures = failures + 1
-          got.failed = true
-          break
-        end
-        for m, v in out:gmatch("RESULT%s+(%S+)%s+(%S+)") do
-          got[m] = got[m] or {}
-          table.insert(got[m], tonumber(v))
-        end
-      end
-      os.execute("rm -rf " .. sh(TMP .. "/run"))
-    end
-  end
-  if c.server then stop_pg() end
+-- The raw publisher sends bodies of the size the relay sent (the median of
+-- bench/jetstream.lua's relay.body_bytes when it ran before, else its usual
+-- value), with the relay's max_pending.
+local JS_BODY_DEFAULT = 258
+local js_body
+raw_publish_cmd = function(j)
+  local r = results[j] and results[j].js
+  local b = r and not r.failed and r["relay.body_bytes"] and median(r["relay.body_bytes"])
+  js_body = b and math.floor(b + 0.5) or JS_BODY_DEFAULT
+  local bin = sh(BIN .. "/nats_pub")
+  local args = ("%s %d %d %d"):format(sh(nats_url), j.n, js_body, JS_PENDING)
+  return ("%s %s && %s %s msgid"):format(bin, args, bin, args)
 end
+
+local failures = 0
+
+os.execute("mkdir -p " .. sh(TMP))
+local pg_ok, nats_ok
+local function run_all()
+  for _, c in ipairs(contenders) do
+    if c.server then pg_ok = start_pg() end
+    if c.nats and nats_ok == nil then nats_ok = start_nats() end
+    for _, j in ipairs(jobs) do
+      if (not j.who or j.who[c.key]) and (not c.only or c.only[j.workload]) then
+        results[j] = results[j] or {}
+        local got = {}
+        results[j][c.key] = got
+        for r = 1, RUNS do
+          local dir = TMP .. "/run"
+          os.execute("rm -rf " .. sh(dir) .. " && mkdir -p " .. sh(dir))
+          local env = c.server and (pg_env or "") .. " " or ""
+          if c.nats then env = "EVENTROCKS_NATS_URL=" .. sh(nats_url or "") .. " " end
+          local cmd
+          if c.command then
+            cmd = ("%s%s 2>&1"):format(env, c.command(j))
+          else
+            cmd = ("%s%s %s %d %s %d 2>&1"):format(env, c.cmd, j.workload, j.n, sh(dir), j.durable)
+          end
+          io.stderr:write(("bench: %-20s %-9s N=%-9d durable=%d run %d/%d\n"):format(c.name, j.workload, j.n, j.durable, r, RUNS))
+          local out, ok
+          if (c.server and not pg_ok) or (c.nats and not nats_ok) then
+            out, ok = "the server did not start", false
+          else
+            out, ok = run(cmd)
+          end
+          if not ok then
+            io.stderr:write("bench: FAILED: ", cmd, "\n", out, "\n")
+            failures = failures + 1
+            got.failed = true
+            break
+          end
+          for m, v in out:gmatch("RESULT%s+(%S+)%s+(%S+)") do
+            got[m] = got[m] or {}
+            table.insert(got[m], tonumber(v))
+          end
+        end
+        os.execute("rm -rf " .. sh(TMP .. "/run"))
+      end
+    end
+    if c.server then stop_pg() end
+  end
+end
+local ran, why = pcall(run_all)
+stop_pg()
+stop_nats()
+if not ran then error(why, 0) end
 
 -- ---------------------------------------------------------------------------
 -- The table
 
 local function fmt_value(v, unit)
   if v == nil then return "" end
-  if unit == "events/s" then
+  if unit == "events/s" or unit == "messages/s" then
     if v >= 1e6 then return ("%.2fM"):format(v / 1e6) end
     if v >= 1e3 then return ("%.0fk"):format(v / 1e3) end
     return ("%.0f"):format(v)
@@ -214,41 +295,61 @@ local function ratio(a, b)
   return ("%.2f×"):format(a / b)
 end
 
-local header = { "workload", "unit" }
-for _, c in ipairs(contenders) do header[#header + 1] = c.name end
+-- One table per section: the main one (no section), then JetStream's.
 local have = {}
 for _, c in ipairs(contenders) do have[c.key] = true end
+local V = {} -- V[metric@n@durable][key] = value, for the goals
+local function table_of(section, ratio_cols)
+  local cols = {}
+  for _, c in ipairs(contenders) do
+    if c.section == section then cols[#cols + 1] = c end
+  end
+  local these = {}
+  for _, row in ipairs(rows) do
+    if row.section == section then these[#these + 1] = row end
+  end
+  if #cols == 0 or #these == 0 then return nil end
+  local lines = {}
+  local function emit(cells) lines[#lines + 1] = "| " .. table.concat(cells, " | ") .. " |" end
+  local header = { "workload", "unit" }
+  for _, c in ipairs(cols) do header[#header + 1] = c.name end
+  for _, rc in ipairs(ratio_cols) do header[#header + 1] = rc[1] end
+  emit(header)
+  local sep = {}
+  for i = 1, #header do sep[i] = i <= 2 and "---" or "---:" end
+  emit(sep)
+  for _, row in ipairs(these) do
+    local cells = { row.label, row.unit }
+    local id = row.metric .. "@" .. row.job.n .. "@" .. row.job.durable
+    V[id] = V[id] or {}
+    local vals = V[id]
+    for _, c in ipairs(cols) do
+      if row.by and row.by ~= c.key then
+        cells[#cells + 1] = ""
+      else
+        local v, text = value(row, c.key)
+        vals[c.key] = v
+        cells[#cells + 1] = text
+      end
+    end
+    for _, rc in ipairs(ratio_cols) do
+      -- for times and sizes smaller is better; ratios are for rates only
+      cells[#cells + 1] = row.unit == "events/s" and ratio(vals.lua, vals[rc[2]]) or ""
+    end
+    emit(cells)
+  end
+  return table.concat(lines, "\n")
+end
+
 local ratio_cols = {}
 if have.lua and have.raw then ratio_cols[#ratio_cols + 1] = { "Lua / raw", "raw" } end
 if have.lua and have.sqlite then ratio_cols[#ratio_cols + 1] = { "Lua / SQLite", "sqlite" } end
 if have.lua and have.pg then ratio_cols[#ratio_cols + 1] = { "Lua / PostgreSQL", "pg" } end
-for _, rc in ipairs(ratio_cols) do header[#header + 1] = rc[1] end
-
-local lines = {}
-local function emit(cells) lines[#lines + 1] = "| " .. table.concat(cells, " | ") .. " |" end
-emit(header)
-local sep = {}
-for i = 1, #header do sep[i] = i <= 2 and "---" or "---:" end
-emit(sep)
-local V = {} -- V[label][key] = value, for the goals
-for _, row in ipairs(rows) do
-  local cells = { row.label, row.unit }
-  V[row.metric .. "@" .. row.job.n .. "@" .. row.job.durable] = {}
-  local vals = V[row.metric .. "@" .. row.job.n .. "@" .. row.job.durable]
-  for _, c in ipairs(contenders) do
-    local v, text = value(row, c.key)
-    vals[c.key] = v
-    cells[#cells + 1] = text
-  end
-  for _, rc in ipairs(ratio_cols) do
-    -- for times and sizes smaller is better; ratios are for rates only
-    cells[#cells + 1] = row.unit == "events/s" and ratio(vals.lua, vals[rc[2]]) or ""
-  end
-  emit(cells)
-end
+local main_table = table_of(nil, ratio_cols)
+local js_table = table_of("js", {})
 
 -- ---------------------------------------------------------------------------
--- The goals of issue 6, judged from the table
+-- The goals of issues 6 and 8, judged from the tables
 
 local goals = {}
 -- `ceiling`: the best ratio any Lua event store on RocksDB could show in
@@ -299,6 +400,10 @@ goal(("snapshot load, %s-event stream / %s-event stream (time)"):format(count(S.
 goal(("p99 append latency at %s / at 10k"):format(count(S.latency)),
   get(("latency.%s.p99_us"):format(count(S.latency)), S.latency, 0, "lua"), get("latency.10k.p99_us", S.latency, 0, "lua"), 1.5, "max")
 goal(("peak RSS streaming %s events / 64 MiB"):format(count(S.rss)), get("rss.mib", S.rss, 0, "lua"), 64, 1, "max")
+local JS = S.jetstream
+goal("relay to JetStream / raw async publish", get("relay.eps", JS, 0, "js"), get("raw_async_publish.mps", JS, 0, "jsraw"), 0.5,
+  nil, over(get("raw_async_publish_msgid.mps", JS, 0, "jsraw"), get("raw_async_publish.mps", JS, 0, "jsraw")),
+  "raw with Nats-Msg-Id / without")
 
 -- ---------------------------------------------------------------------------
 -- Output
@@ -321,12 +426,29 @@ local head = {
   "Durability: \"no fsync\" is eventrocks `sync = false`, SQLite `synchronous=NORMAL` (WAL), PostgreSQL `synchronous_commit=off`, raw RocksDB `sync=false`; \"durable\" is `sync = true`, `synchronous=FULL`, `synchronous_commit=on`, `sync=true`.",
   "",
 }
-local text = table.concat(head, "\n") .. "\n" .. table.concat(lines, "\n") ..
-  "\n\n## Goals (issue 6)\n\n" ..
+local sections = {}
+if main_table then sections[#sections + 1] = main_table .. "\n" end
+if js_table then
+  local jr = results[js_job] and results[js_job].js
+  local body = jr and jr["relay.body_bytes"] and median(jr["relay.body_bytes"])
+  sections[#sections + 1] = "## JetStream (issue 8)\n\n" ..
+    ("One nats-server -js (file storage) on loopback, on the same machine.  The relay's messages carry the " ..
+    "event as MessagePack (%s on average) and its headers: `Nats-Msg-Id`, `Nats-Expected-Last-Msg-Id` and " ..
+    "six `Eventrocks-*`; batches of 1000, %d in flight.  The raw publisher (`bench/nats_pub.c`) sends " ..
+    "bodies of %s and no header, or only `Nats-Msg-Id`.  The consumers are durable pull consumers " ..
+    "applying batches of 500, each committed with its checkpoint in one write, then acknowledged.\n\n"):format(
+      body and ("%.0f bytes"):format(body) or "about 258 bytes", JS_PENDING,
+      js_body and ("%d bytes"):format(js_body) or "the same size") ..
+    js_table .. "\n"
+end
+local text = table.concat(head, "\n") .. "\n" .. table.concat(sections, "\n") ..
+  "\n## Goals (issues 6 and 8)\n\n" ..
   "The ceiling column is the best ratio any Lua event store could show in the same comparison: " ..
   "for appends against raw puts, plain puts of eventrocks' own keys (log, stream index, id index, head) " ..
   "against one put per event; for reads, building the event tables in plain Lua with no store at all; " ..
-  "against SQLite and PostgreSQL, raw RocksDB from C in eventrocks' place.\n\n" ..
+  "against SQLite and PostgreSQL, raw RocksDB from C in eventrocks' place; for the relay, raw publishing " ..
+  "with a `Nats-Msg-Id` on each message (the duplicate detection every relayed message needs) against " ..
+  "publishing without.\n\n" ..
   "| goal | ratio | target | ceiling | verdict |\n|---|---:|---:|---:|---|\n" ..
   table.concat(goals, "\n") .. "\n"
 io.write(text)

@@ -3,6 +3,10 @@
 #   make bench-quick   reduced sizes, one run each, under a minute; writes
 #                      build/bench-quick.md (CI runs it to keep the harness
 #                      working; it asserts nothing about speed)
+# The JetStream rows (issue 8) need nats-server: bench/run.lua starts one
+# with tools/nats.sh in $(B)/bench-tmp/nats (unless EVENTROCKS_NATS_URL is
+# set) and stops it after; the trap below stops it too when the run is
+# interrupted or dies.
 .PHONY: bench bench-quick
 
 BENCH_CFLAGS = -std=c99 -Wall -Wextra -D_GNU_SOURCE $(WERROR) -O2 -g -Icore/include
@@ -21,15 +25,17 @@ $(B)/bench/nats_pub: bench/nats_pub.c bench/bench_util.h
 	@mkdir -p $(dir $@)
 	$(CC) $(BENCH_CFLAGS) -o $@ $< -lnats
 
-BENCH_DEPS = all $(B)/bench/raw_rocksdb $(B)/bench/raw_layout $(B)/bench/core_bench
+BENCH_DEPS = all $(B)/bench/raw_rocksdb $(B)/bench/raw_layout $(B)/bench/core_bench $(B)/bench/nats_pub
 BENCH_ENV = LUA_PATH='lua/?.lua;lua/?/init.lua;bench/?.lua;;' LUA_CPATH='$(B)/?.so;;' \
   BENCH_BIN=$(B)/bench BENCH_TMP=$(B)/bench-tmp LUA=$(LUA)
 
+BENCH_NATS_STOP = trap 'tools/nats.sh stop $(B)/bench-tmp/nats >/dev/null 2>&1' EXIT; trap 'exit 130' INT TERM;
+
 bench: $(BENCH_DEPS)
-	$(BENCH_ENV) $(LUA) bench/run.lua
+	$(BENCH_NATS_STOP) $(BENCH_ENV) $(LUA) bench/run.lua
 
 bench-quick: $(BENCH_DEPS)
-	$(BENCH_ENV) BENCH_OUT=$(B)/bench-quick.md $(LUA) bench/run.lua quick
+	$(BENCH_NATS_STOP) $(BENCH_ENV) BENCH_OUT=$(B)/bench-quick.md $(LUA) bench/run.lua quick
 
 $(B)/bench/raw_layout: bench/raw_rocksdb.c bench/bench_util.h
 	@mkdir -p $(dir $@)
