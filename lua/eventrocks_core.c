@@ -846,6 +846,13 @@ static int store_refresh(lua_State *L) {
   return 1;
 }
 
+/* core.is_read_only(store) -> boolean */
+static int l_is_read_only(lua_State *L) {
+  lstore *ls = check_store(L, 1);
+  lua_pushboolean(L, er_is_read_only(ls->s));
+  return 1;
+}
+
 static int store_last_position(lua_State *L) {
   lstore *ls = check_store(L, 1);
   lua_pushinteger(L, (lua_Integer)er_last_position(ls->s));
@@ -1251,6 +1258,7 @@ static const luaL_Reg functions[] = {
   {"get", l_get},
   {"scan", l_scan},
   {"decode", l_decode},
+  {"is_read_only", l_is_read_only},
   {NULL, NULL}
 };
 

@@ -739,6 +739,7 @@ static int batch_free(lua_State *L) {
 typedef struct {
   pthread_mutex_t mu;
   int64_t acked, duplicates, failed;
+  uint64_t last_seq; /* the highest stream sequence acknowledged */
   natsStatus first_status;
   jsErrCode first_code;
   char first_text[256];
@@ -759,6 +760,7 @@ static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void
   if (pa) {
     st->acked++;
     if (pa->Duplicate) st->duplicates++;
+    if (pa->Sequence > st->last_seq) st->last_seq = pa->Sequence;
   } else if (pae) {
     if (st->failed++ == 0) {
       st->first_status = pae->Err;
@@ -871,7 +873,8 @@ static int pub_publish(lua_State *L) {
   return 1;
 }
 
-/* pub:complete(timeout_ms) -> acked, duplicates | nil, err.  Waits for the
+/* pub:complete(timeout_ms) -> acked, duplicates, last_seq | nil, err.
+ * last_seq: the highest stream sequence acknowledged so far.  Waits for the
  * acknowledgement of every message published since the last complete; on
  * a timeout or any failed message, drops what is still pending and
  * returns the first failure.  The counters restart either way. */
@@ -881,6 +884,7 @@ static int pub_complete(lua_State *L) {
   jsPubOptions po;
   natsStatus s;
   int64_t acked, dups, failed;
+  uint64_t last_seq;
   natsStatus fs;
   jsErrCode fcode;
   char ftext[256], atext[256];
@@ -892,6 +896,7 @@ static int pub_complete(lua_State *L) {
   pthread_mutex_lock(&p->st->mu);
   acked = p->st->acked;
   dups = p->st->duplicates;
+  last_seq = p->st->last_seq;
   failed = p->st->failed;
   fs = p->st->first_status;
   fcode = p->st->first_code;
@@ -919,7 +924,8 @@ static int pub_complete(lua_State *L) {
   }
   lua_pushinteger(L, (lua_Integer)acked);
   lua_pushinteger(L, (lua_Integer)dups);
-  return 2;
+  lua_pushinteger(L, (lua_Integer)last_seq);
+  return 3;
 }
 
 /* ---- module --------------------------------------------------------------- */

@@ -165,7 +165,16 @@ end
 local function stop_never() return false end
 
 function commands.relay(args)
-  local store <close> = open_store(args, true)
+  -- beside a running writer, relay from a read-only handle: its checkpoint
+  -- is then the JetStream stream's last message
+  local dir = store_dir(args)
+  local store, err = try_open(dir, true)
+  if not store and err.code == "locked" then
+    stderr:write("eventrocks: relay: ", dir, " is open for writing elsewhere: relaying read-only beside it\n")
+    store, err = try_open(dir, false)
+  end
+  if not store then fail(tostring(err)) end
+  local _ <close> = store
   local o = nats_opts(args)
   o.create_stream, o.json, o.batch = args.create_stream, args.json, args.batch
   o.category = args.category

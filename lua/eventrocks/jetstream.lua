@@ -108,7 +108,7 @@ local Relay = {}
 Relay.__index = Relay
 Relay.__name = "eventrocks.relay"
 
-local JS_WRONG_LAST_MSG_ID = 10070
+local JS_WRONG_LAST_SEQUENCE = 10071
 
 --- store:relay(name, opts)
 function M.relay(store, name, opts)
@@ -147,6 +147,14 @@ function M.relay(store, name, opts)
     error("bad argument to 'relay' (types must be a non-empty array of type names)", 2)
   end
   if opts.connection ~= nil then r.conn, r.own_conn = opts.connection, false end
+  -- Beside a writer (a read-only handle), the relay cannot write its
+  -- checkpoint: the chain makes JetStream's last message one (see _sync).
+  r.read_only = core.is_read_only(store)
+  r.mem_cp = 0
+  if r.types then
+    r.wanted = {}
+    for _, ty in ipairs(r.types) do r.wanted[ty] = true end
+  end
   return r
 end
 
@@ -155,6 +163,7 @@ function Relay:__tostring()
 end
 
 function Relay:_checkpoint()
+  if self.read_only then return self.mem_cp end
   local cp, err = core.get(self.store, "checkpoints", self.key)
   if cp == nil and err == nil then return 0 end
   if mtype(cp) == "integer" and cp >= 0 then return cp end
@@ -168,10 +177,14 @@ function Relay:position()
   return cp
 end
 
-local function put_checkpoint(store, key, value)
-  local txn, err = core.txn(store)
+function Relay:_put_checkpoint(value)
+  if self.read_only then
+    self.mem_cp = value
+    return true
+  end
+  local txn, err = core.txn(self.store)
   if not txn then return nil, err end
-  txn:put("checkpoints", key, value)
+  txn:put("checkpoints", self.key, value)
   local ok
   ok, err = txn:commit()
   txn:free()
@@ -182,6 +195,10 @@ end
 --- Forget the checkpoint: the next run publishes the log from the start
 -- (what JetStream holds already is skipped, see _sync).
 function Relay:reset()
+  if self.read_only then
+    self.mem_cp = 0
+    return true
+  end
   local txn, err = core.txn(self.store)
   if not txn then return nil, err end
   txn:delete("checkpoints", self.key)
@@ -235,20 +252,23 @@ function Relay:_connect()
   return true
 end
 
--- Read the stream's last message: it is the head of the chain, and when it
--- is further than the checkpoint (a crash between the acknowledgement and
--- the checkpoint's commit), the checkpoint moves up to it.  The chain
--- guarantees that JetStream holds every event up to it.
+-- Read the stream's last sequence and its last message.  The chain starts
+-- at that sequence; when the message is further than the checkpoint (a
+-- crash between the acknowledgement and the checkpoint's commit, or a
+-- read-only relay starting), the checkpoint moves up to it.  The chain
+-- guarantees that JetStream holds every event up to it, so nothing is
+-- published twice, whatever the duplicate window.
 function Relay:_sync()
   local cp, err = self:_checkpoint()
   if not cp then return nil, err end
+  local info
+  info, err = self.conn:stream_info(self.stream)
+  if not info then return nil, err end
+  self.seq = info.last_seq
+  if info.messages == 0 then return cp end
   local m
-  m, err = self.conn:last_msg(self.stream, ">")
-  if not m then
-    if err.code ~= "not_found" then return nil, err end
-    self.head = nil
-    return cp
-  end
+  m, err = self.conn:get_msg(self.stream, info.last_seq)
+  if not m then return nil, err end
   local id = m.headers["Nats-Msg-Id"]
   local pos = tointeger(tonumber(m.headers["Eventrocks-Position"]))
   local ev = pos and self.store:event(pos)
@@ -257,64 +277,81 @@ function Relay:_sync()
       .. "id %s) is not an event of this store: a relay needs a JetStream stream of its own",
       self.name, self.stream, m.seq, tostring(id)))
   end
-  self.head = id
   if pos > cp then
     local ok
-    ok, err = put_checkpoint(self.store, self.key, pos)
+    ok, err = self:_put_checkpoint(pos)
     if not ok then return nil, err end
     cp = pos
   end
   return cp
 end
 
-local function encoding_of(json) return json and "json" or "msgpack" end
-
 -- Publish one batch from the checkpoint and commit the new checkpoint once
 -- JetStream has acknowledged it.  Returns events published, new position,
 -- whether the batch was full; or nil, err.
 function Relay:_batch(cp)
   local store, pub = self.store, self.pub
+  local ro = self.read_only
+  if ro then
+    local ok, err = store:refresh()
+    if not ok then return nil, err end
+  end
   local last = store:last_position()
   if last <= cp then return 0, cp, false end
-  local head, n, pos = self.head, 0, cp
-  local enc = encoding_of(self.json)
+  local seq, n, pos = self.seq, 0, cp
   local jsonl = self.json and require "eventrocks.jsonl"
-  for ev in store:all({ from = cp + 1, count = self.batch, category = self.category, types = self.types }) do
-    local body = jsonl and jsonl.encode_event(ev) or encode(ev)
-    local subject = self:subject(ev)
-    local ok, err
-    if head then
-      ok, err = pub:publish(subject, body, ev.id, "Nats-Expected-Last-Msg-Id", head,
-        "Eventrocks-Stream", header(ev.stream), "Eventrocks-Version", ev.version,
-        "Eventrocks-Position", ev.position, "Eventrocks-Type", header(ev.type),
-        "Eventrocks-Time", ev.time, "Eventrocks-Encoding", enc)
-    else
-      ok, err = pub:publish(subject, body, ev.id,
-        "Eventrocks-Stream", header(ev.stream), "Eventrocks-Version", ev.version,
-        "Eventrocks-Position", ev.position, "Eventrocks-Type", header(ev.type),
-        "Eventrocks-Time", ev.time, "Eventrocks-Encoding", enc)
-    end
-    if not ok then
-      pub:complete(1)
-      if err.code == "too_large" then
-        err = new_error("too_large", fmt("relay '%s': the event at position %d (%s@%d, %d bytes encoded) "
-          .. "is larger than the server's max_payload (%d bytes)", self.name, ev.position, ev.stream,
-          ev.version, #body, self.max_payload))
+  local category, wanted, seen = self.category, self.wanted, 0
+  -- A read-only view can briefly lack an event that a later one has (the
+  -- writer flushing): it reads the whole log in order, stops at a gap, and
+  -- filters here.
+  local read_opts = ro and { from = cp + 1, count = self.batch }
+    or { from = cp + 1, count = self.batch, category = category, types = self.types }
+  for ev in store:all(read_opts) do
+    if ro then
+      if ev.position ~= pos + 1 then break end
+      seen = seen + 1
+      if (category and category_of(ev.stream) ~= category) or (wanted and not wanted[ev.type]) then
+        pos = ev.position
+        goto continue
       end
-      return nil, err
     end
-    head, n, pos = ev.id, n + 1, ev.position
+    do
+      local body = jsonl and jsonl.encode_event(ev) or encode(ev)
+      -- the chain: JetStream stores this message only right after the
+      -- previous one
+      local ok, err = pub:publish(self:subject(ev), body, ev.id, "Nats-Expected-Last-Sequence", seq,
+        "Eventrocks-Stream", header(ev.stream), "Eventrocks-Version", ev.version,
+        "Eventrocks-Position", ev.position, "Eventrocks-Type", header(ev.type), "Eventrocks-Time", ev.time)
+      if not ok then
+        pub:complete(1)
+        if err.code == "too_large" then
+          err = new_error("too_large", fmt("relay '%s': the event at position %d (%s@%d, %d bytes encoded) "
+            .. "is larger than the server's max_payload (%d bytes)", self.name, ev.position, ev.stream,
+            ev.version, #body, self.max_payload))
+        end
+        return nil, err
+      end
+      seq, n, pos = seq + 1, n + 1, ev.position
+    end
+    ::continue::
   end
-  local full = n == self.batch
-  if not full and last > pos then pos = last end
+  local full
+  if ro then
+    full = seen == self.batch
+  else
+    full = n == self.batch
+    -- a short batch read everything up to the iterator's view, which holds
+    -- at least the events up to `last`
+    if not full and last > pos then pos = last end
+  end
   if n > 0 then
-    local acked, dups = pub:complete(self.ack_timeout)
+    local acked, dups, last_seq = pub:complete(self.ack_timeout)
     if not acked then return nil, dups end
-    self.head = head
+    self.seq = last_seq
     self.published = self.published + acked - dups
     self.duplicates = self.duplicates + dups
   end
-  local ok, err = put_checkpoint(store, self.key, pos)
+  local ok, err = self:_put_checkpoint(pos)
   if not ok then return nil, err end
   return n, pos, full
 end
@@ -322,7 +359,7 @@ end
 -- Failures worth another try: the connection, the server, a broken chain
 -- (a message lost with the connection).
 local function transient(err)
-  return err.code == "io" or err.js_code == JS_WRONG_LAST_MSG_ID
+  return err.code == "io" or err.js_code == JS_WRONG_LAST_SEQUENCE
 end
 
 --- Publish from the checkpoint to the end of the log.  Returns the number
@@ -434,10 +471,33 @@ function M.state(proj)
   return nil, new_error("corruption", fmt("projection '%s': its JetStream checkpoint is damaged", proj.name))
 end
 
-M.state_key = state_key
+-- Back to the start of the JetStream stream, keeping the consumer's name.
+function M.reset_state(proj, txn)
+  local st = M.state(proj)
+  if st and st.durable then
+    txn:put("checkpoints", state_key(proj), { seq = 0, position = 0, durable = st.durable })
+  else
+    txn:delete("checkpoints", state_key(proj))
+  end
+end
 
-local function durable_of(src, proj)
-  return src.durable or (proj.name:gsub("[%s%.%*>%c]", "_"))
+-- The durable consumer's name: opts.durable, else one made for this
+-- projection of this store (its name and a random suffix, kept with its
+-- checkpoint), so that two stores running a projection of the same name
+-- never share a consumer (each would get half of the messages).
+local function durable_of(src, proj, st)
+  if src.durable then return src.durable end
+  if type(st.durable) == "string" then return st.durable end
+  local name = proj.name:gsub("[%s%.%*>%c]", "_"):sub(1, 200) .. "_" .. core.uuid():sub(-12)
+  local txn, err = core.txn(proj.store)
+  if not txn then return nil, err end
+  st.durable = name
+  txn:put("checkpoints", state_key(proj), st)
+  local ok
+  ok, err = txn:commit()
+  txn:free()
+  if not ok then return nil, err end
+  return name
 end
 
 -- Connect and bind to the durable consumer, aligned with the recorded
@@ -466,7 +526,8 @@ function Source:_open(proj, batch, st)
     end
     return nil, err
   end
-  local durable = durable_of(self, proj)
+  local durable, derr = durable_of(self, proj, st)
+  if not durable then return nil, derr end
   local ci
   ci, err = conn:consumer_info(self.stream, durable)
   if not ci and err.code ~= "not_found" then return nil, err end
@@ -505,9 +566,9 @@ Source.__gc = Source.close
 local EVENT_FIELDS = { id = "string", stream = "string", type = "string" }
 
 -- The event a message carries, or nil, err.
-local function event_of(body, encoding, seq)
+local function event_of(body, seq)
   local ev, derr
-  if encoding == "json" then
+  if body:byte(1) == 0x7B then -- "{": JSON (a MessagePack map starts with 0x8_, 0xde or 0xdf)
     local ok, v = pcall(require("eventrocks.jsonl").decode_event, body, seq)
     if ok then ev = v else derr = v end
   else
@@ -589,7 +650,7 @@ function Source:_batch(proj, batch, new_view, flush_view, handler_failed)
     local body, _, seq = b:msg(i)
     if not seq then return abort(new_error("io", "a JetStream message without its metadata")) end
     if seq > st.seq then
-      local ev, eerr = event_of(body, b:header(i, "Eventrocks-Encoding"), seq)
+      local ev, eerr = event_of(body, seq)
       if not ev then return abort(eerr) end
       if ev.position > st.position then
         if self.mirror then
@@ -617,7 +678,7 @@ function Source:_batch(proj, batch, new_view, flush_view, handler_failed)
   local ok
   ok, err = flush_view(view)
   if not ok then return abort(err) end
-  if st.seq ~= seq0 then txn:put("checkpoints", state_key(proj), { seq = st.seq, position = st.position }) end
+  if st.seq ~= seq0 then txn:put("checkpoints", state_key(proj), st) end
   ok, err = txn:commit()
   txn:free()
   if not ok then

@@ -296,7 +296,7 @@ function Proj:reset()
   if not txn then return nil, terr end
   txn:delete_prefix("views", self.prefix)
   txn:delete("checkpoints", self.name)
-  if self.source then txn:delete("checkpoints", require("eventrocks.jetstream").state_key(self)) end
+  if self.source then require("eventrocks.jetstream").reset_state(self, txn) end
   local res, err = txn:commit()
   txn:free()
   if not res then return nil, err end
