@@ -873,6 +873,80 @@ static int pub_publish(lua_State *L) {
   return 1;
 }
 
+/* Copy `s` into `out` (at least 3 * len + 1 bytes) with control bytes and
+ * '%' written %XX: a header value is one line of text. */
+static const char *header_text(const char *s, size_t len, char *out) {
+  static const char hex[] = "0123456789ABCDEF";
+  size_t i, o = 0;
+  for (i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c < 0x20 || c == 0x7f || c == '%') {
+      out[o++] = '%';
+      out[o++] = hex[c >> 4];
+      out[o++] = hex[c & 15];
+    } else {
+      out[o++] = (char)c;
+    }
+  }
+  out[o] = '\0';
+  return out;
+}
+
+/* pub:publish_event(subject, body, id, expected_last_seq, stream, version,
+ * position, type, time) -> true | nil, err: the relay's message, its
+ * headers made here (Nats-Msg-Id, Nats-Expected-Last-Sequence and the
+ * Eventrocks-* ones) rather than through one Lua call per value. */
+static int pub_publish_event(lua_State *L) {
+  lpub *p = check_pub(L);
+  const char *subject = luaL_checkstring(L, 2);
+  size_t blen, slen, tlen;
+  const char *body = luaL_checklstring(L, 3, &blen);
+  const char *id = luaL_checkstring(L, 4);
+  lua_Integer seq = luaL_checkinteger(L, 5);
+  const char *stream = luaL_checklstring(L, 6, &slen);
+  lua_Integer version = luaL_checkinteger(L, 7), position = luaL_checkinteger(L, 8);
+  const char *type = luaL_checklstring(L, 9, &tlen);
+  lua_Integer time = luaL_checkinteger(L, 10);
+  char num[32], small[3 * 256 + 1], *text;
+  natsMsg *m = NULL;
+  natsStatus s;
+  size_t longest = slen > tlen ? slen : tlen;
+  luaL_argcheck(L, blen <= INT32_MAX, 3, "body too large");
+  text = longest < 256 ? small : lua_newuserdatauv(L, 3 * longest + 1, 0);
+  s = natsMsg_Create(&m, subject, NULL, body, (int)blen);
+  if (s == NATS_OK) s = natsMsgHeader_Set(m, "Nats-Msg-Id", id);
+  if (s == NATS_OK) {
+    snprintf(num, sizeof num, "%lld", (long long)seq);
+    s = natsMsgHeader_Set(m, "Nats-Expected-Last-Sequence", num);
+  }
+  if (s == NATS_OK) s = natsMsgHeader_Set(m, "Eventrocks-Stream", header_text(stream, slen, text));
+  if (s == NATS_OK) {
+    snprintf(num, sizeof num, "%lld", (long long)version);
+    s = natsMsgHeader_Set(m, "Eventrocks-Version", num);
+  }
+  if (s == NATS_OK) {
+    snprintf(num, sizeof num, "%lld", (long long)position);
+    s = natsMsgHeader_Set(m, "Eventrocks-Position", num);
+  }
+  if (s == NATS_OK) s = natsMsgHeader_Set(m, "Eventrocks-Type", header_text(type, tlen, text));
+  if (s == NATS_OK) {
+    snprintf(num, sizeof num, "%lld", (long long)time);
+    s = natsMsgHeader_Set(m, "Eventrocks-Time", num);
+  }
+  if (s == NATS_OK) s = js_PublishMsgAsync(p->js, &m, NULL);
+  natsMsg_Destroy(m); /* NULL once the library owns it */
+  if (s != NATS_OK) {
+    if (s == NATS_TIMEOUT)
+      return push_err(L, "io", "publish to '%s': too many messages waiting for an acknowledgement",
+                      subject);
+    return push_nerr(L, s, 0, "publish");
+  }
+  p->published++;
+  p->used = 1;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* pub:complete(timeout_ms) -> acked, duplicates, last_seq | nil, err.
  * last_seq: the highest stream sequence acknowledged so far.  Waits for the
  * acknowledgement of every message published since the last complete; on
@@ -951,7 +1025,8 @@ static const luaL_Reg conn_methods[] = {
   {NULL, NULL}};
 
 static const luaL_Reg pub_methods[] = {
-  {"publish", pub_publish}, {"complete", pub_complete}, {"close", pub_close}, {NULL, NULL}};
+  {"publish", pub_publish}, {"publish_event", pub_publish_event}, {"complete", pub_complete},
+  {"close", pub_close}, {NULL, NULL}};
 
 static const luaL_Reg sub_methods[] = {{"fetch", sub_fetch}, {"close", sub_close}, {NULL, NULL}};
 

@@ -207,6 +207,29 @@ describe("JetStream relay", function()
     assert_exactly_once(t.store, contents(srv.url, stream))
   end)
 
+  it("publishes only the category and types asked for, on subjects of its choice", function()
+    common.fill(t.store, 30, 3)
+    t.store:append("cart-1", { type = "Paid", data = { i = 0 } })
+    local relay = t.store:relay("out", { url = srv.url, stream = stream, prefix = prefix, create_stream = true,
+      category = "order", types = { "Paid" }, batch = 7,
+      subject = function(ev) return prefix .. ".paid." .. ev.data.i end })
+    local n, pos = relay:run()
+    assert.equal(10, n)
+    assert.equal(31, pos)
+    local msgs = contents(srv.url, stream)
+    assert.equal(10, #msgs)
+    for k, m in ipairs(msgs) do
+      assert.equal("Paid", m.type)
+      assert.equal(prefix .. ".paid." .. (3 * k), m.subject)
+    end
+    relay:close()
+    local bad = t.store:relay("bad", { url = srv.url, stream = stream, prefix = prefix,
+      subject = function() return "elsewhere.x" end })
+    assert.has_error(function() bad:run() end, "relay 'bad': subject(event) must return a subject starting with '"
+      .. prefix .. ".', got elsewhere.x")
+    bad:close()
+  end)
+
   it("publishes JSON bodies with --json semantics", function()
     t.store:append("cart-1", { type = "Added", data = { sku = "x", qty = 2, price = 1.5 }, metadata = { by = "me" } })
     local relay = t.store:relay("out", { url = srv.url, stream = stream, prefix = prefix, create_stream = true, json = true })

@@ -72,12 +72,6 @@ end
 
 local function category_of(stream) return stream:match("^[^-]*") end
 
--- Header values are one line of text: control bytes and % are escaped.
-local function header(s)
-  if not s:find("[%c%%]") then return s end
-  return (s:gsub("[%c%%]", function(c) return fmt("%%%02X", c:byte()) end))
-end
-
 local function check_string(v, what, fname)
   if type(v) ~= "string" or v == "" then
     error(fmt("bad argument to '%s' (%s must be a non-empty string)", fname, what), 3)
@@ -151,6 +145,7 @@ function M.relay(store, name, opts)
   -- checkpoint: the chain makes JetStream's last message one (see _sync).
   r.read_only = core.is_read_only(store)
   r.mem_cp = 0
+  r.cat_cache, r.cat_count, r.subj_cache = {}, 0, {}
   if r.types then
     r.wanted = {}
     for _, ty in ipairs(r.types) do r.wanted[ty] = true end
@@ -286,63 +281,78 @@ function Relay:_sync()
   return cp
 end
 
+-- The default subject of an event, cached by stream and type.
+function Relay:_default_subject(stream, ty)
+  local cats = self.cat_cache
+  local cat = cats[stream]
+  if not cat then
+    if self.cat_count >= 100000 then
+      cats, self.cat_count = {}, 0
+      self.cat_cache = cats
+    end
+    cat = token(category_of(stream))
+    cats[stream], self.cat_count = cat, self.cat_count + 1
+  end
+  local by_type = self.subj_cache[cat]
+  if not by_type then
+    by_type = {}
+    self.subj_cache[cat] = by_type
+  end
+  local subject = by_type[ty]
+  if not subject then
+    subject = self.prefix .. "." .. cat .. "." .. token(ty)
+    by_type[ty] = subject
+  end
+  return subject
+end
+
 -- Publish one batch from the checkpoint and commit the new checkpoint once
 -- JetStream has acknowledged it.  Returns events published, new position,
 -- whether the batch was full; or nil, err.
+--
+-- The log is read raw (core.log_raw: the event's MessagePack body built
+-- from the stored bytes, nothing decoded) and in order: a read-only view
+-- can briefly lack an event that a later one has (the writer flushing), so
+-- a batch stops at a gap.  Filters apply here.
 function Relay:_batch(cp)
   local store, pub = self.store, self.pub
-  local ro = self.read_only
-  if ro then
+  if self.read_only then
     local ok, err = store:refresh()
     if not ok then return nil, err end
   end
   local last = store:last_position()
   if last <= cp then return 0, cp, false end
-  local seq, n, pos = self.seq, 0, cp
+  local seq, n, pos, seen = self.seq, 0, cp, 0
   local jsonl = self.json and require "eventrocks.jsonl"
-  local category, wanted, seen = self.category, self.wanted, 0
-  -- A read-only view can briefly lack an event that a later one has (the
-  -- writer flushing): it reads the whole log in order, stops at a gap, and
-  -- filters here.
-  local read_opts = ro and { from = cp + 1, count = self.batch }
-    or { from = cp + 1, count = self.batch, category = category, types = self.types }
-  for ev in store:all(read_opts) do
-    if ro then
-      if ev.position ~= pos + 1 then break end
-      seen = seen + 1
-      if (category and category_of(ev.stream) ~= category) or (wanted and not wanted[ev.type]) then
-        pos = ev.position
-        goto continue
+  local category, wanted, subject_fn = self.category, self.wanted, self.subject_fn
+  local event_mt = core.event_metatable
+  for position, id, stream, version, ty, time, body in core.log_raw(store, cp + 1, self.batch) do
+    if position ~= pos + 1 then break end
+    seen = seen + 1
+    if (category == nil or category_of(stream) == category) and (wanted == nil or wanted[ty]) then
+      local subject
+      if subject_fn or jsonl then
+        local ev = setmetatable(decode(body), event_mt)
+        if jsonl then body = jsonl.encode_event(ev) end
+        subject = subject_fn and self:subject(ev) or self:_default_subject(stream, ty)
+      else
+        subject = self:_default_subject(stream, ty)
       end
-    end
-    do
-      local body = jsonl and jsonl.encode_event(ev) or encode(ev)
       -- the chain: JetStream stores this message only right after the
       -- previous one
-      local ok, err = pub:publish(self:subject(ev), body, ev.id, "Nats-Expected-Last-Sequence", seq,
-        "Eventrocks-Stream", header(ev.stream), "Eventrocks-Version", ev.version,
-        "Eventrocks-Position", ev.position, "Eventrocks-Type", header(ev.type), "Eventrocks-Time", ev.time)
+      local ok, err = pub:publish_event(subject, body, id, seq, stream, version, position, ty, time)
       if not ok then
         pub:complete(1)
         if err.code == "too_large" then
           err = new_error("too_large", fmt("relay '%s': the event at position %d (%s@%d, %d bytes encoded) "
-            .. "is larger than the server's max_payload (%d bytes)", self.name, ev.position, ev.stream,
-            ev.version, #body, self.max_payload))
+            .. "is larger than the server's max_payload (%d bytes)", self.name, position, stream,
+            version, #body, self.max_payload))
         end
         return nil, err
       end
-      seq, n, pos = seq + 1, n + 1, ev.position
+      seq, n = seq + 1, n + 1
     end
-    ::continue::
-  end
-  local full
-  if ro then
-    full = seen == self.batch
-  else
-    full = n == self.batch
-    -- a short batch read everything up to the iterator's view, which holds
-    -- at least the events up to `last`
-    if not full and last > pos then pos = last end
+    pos = position
   end
   if n > 0 then
     local acked, dups, last_seq = pub:complete(self.ack_timeout)
@@ -353,7 +363,7 @@ function Relay:_batch(cp)
   end
   local ok, err = self:_put_checkpoint(pos)
   if not ok then return nil, err end
-  return n, pos, full
+  return n, pos, seen == self.batch
 end
 
 -- Failures worth another try: the connection, the server, a broken chain
