@@ -322,6 +322,36 @@ authorization {
       assert.is_string(cerr.message)
     end)
 
+    it("token, user/password and TLS options reach the server", function()
+      local tok <close> = ns.start({ config = "authorization { token: s3cret }\n" })
+      local c, err = nats.connect({ url = tok.url, max_reconnect = 0 })
+      assert.is_nil(c)
+      assert.is_string(err.message)
+      c = assert(nats.connect({ url = tok.url, token = "s3cret" }))
+      assert.equal("connected", c:status())
+      c:close()
+      -- TLS: a self-signed certificate for 127.0.0.1, the client given it as its CA
+      local dir = t.dir
+      assert(os.execute("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1"
+        .. " -addext subjectAltName=IP:127.0.0.1 -keyout " .. dir .. "/key.pem -out " .. dir
+        .. "/cert.pem >/dev/null 2>&1"))
+      local tls <close> = ns.start({ config = "tls { cert_file: \"" .. dir .. "/cert.pem\", key_file: \""
+        .. dir .. "/key.pem\" }\n" })
+      c, err = nats.connect({ url = tls.url, max_reconnect = 0 })
+      assert.is_nil(c) -- the server requires TLS
+      c, err = nats.connect({ url = tls.url, tls = { ca = dir .. "/cert.pem" } })
+      assert(c, err and err.message)
+      common.fill(t.store, 5, 1)
+      local relay = t.store:relay("out", { connection = c, stream = stream, prefix = prefix, create_stream = true })
+      assert.same({ 5, 5 }, { relay:run() })
+      relay:close()
+      assert.equal("connected", c:status()) -- a shared connection stays open
+      c:close()
+      c, err = nats.connect({ url = tls.url, tls = { ca = dir .. "/nope.pem" } })
+      assert.is_nil(c)
+      assert.matches("tls.ca", err.message, 1, true)
+    end)
+
     it("a stream shared with another store is refused", function()
       common.fill(t.store, 3, 1)
       local relay = t.store:relay("out", { url = srv.url, stream = stream, prefix = prefix, create_stream = true })
