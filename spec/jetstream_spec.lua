@@ -257,6 +257,7 @@ describe("JetStream relay", function()
     assert.has_error(function() t.store:relay("x", { batch = 0 }) end)
     assert.has_error(function() t.store:relay("x", { prefix = "a.*" }) end)
     assert.has_error(function() t.store:relay("x", { subject = "nope" }) end)
+    assert.has_error(function() t.store:relay("x", { types = { 1 } }) end)
   end)
 
   describe("errors", function()

@@ -148,7 +148,10 @@ function M.relay(store, name, opts)
   r.cat_cache, r.cat_count, r.subj_cache = {}, 0, {}
   if r.types then
     r.wanted = {}
-    for _, ty in ipairs(r.types) do r.wanted[ty] = true end
+    for i, ty in ipairs(r.types) do
+      if type(ty) ~= "string" then error(fmt("bad argument to 'relay' (types[%d] must be a string)", i), 2) end
+      r.wanted[ty] = true
+    end
   end
   return r
 end
