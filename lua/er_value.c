@@ -270,133 +270,163 @@ void er_encode(lua_State *L, int idx, er_buf *b, int argn, const char *root) {
 
 #define DECODE_DEPTH (ER_MAX_DEPTH + 56) /* tolerate a little foreign data */
 
+/* One pass over the bytes: every read is checked against the end, so a
+ * value is refused (0, nothing pushed) the moment its bytes stop making
+ * sense.  msgpuck's mp_check is not used: it counts the values still to
+ * read in an int, and an array or map header of about 2^31 or 2^32 entries
+ * overflows it.  Here an array or map may never claim more entries than
+ * there are bytes left (every value takes at least one), which also bounds
+ * what lua_createtable preallocates. */
+typedef struct dec {
+  lua_State *L;
+  const unsigned char *p, *end;
+} dec;
+
 static uint64_t be(const unsigned char *p, int n) {
   uint64_t v = 0;
   while (n-- > 0) v = (v << 8) | *p++;
   return v;
 }
 
-/* 1 when [p, end) is exactly one MessagePack value without ext types, else
- * 0.  Replaces msgpuck's mp_check, which counts the values still to read in
- * an int: an array or map header of about 2^31 or 2^32 entries overflows
- * it, a few bytes then pass as a complete value, and decoding them reads
- * far past the buffer.  Here the count is 64-bit and may never exceed the
- * bytes left (every value takes at least one), which also bounds what
- * dec_value preallocates. */
-static int check_value(const char *p, const char *end) {
-  const unsigned char *b = (const unsigned char *)p,
-                      *e = (const unsigned char *)end;
-  uint64_t k = 1; /* values still to read */
-  while (k > 0) {
-    unsigned char c;
-    uint64_t skip = 0, add = 0; /* bytes after the header; values inside */
-    int h = 0;                   /* bytes of the length field */
-    if ((uint64_t)(e - b) < k) return 0;
-    c = *b++;
-    k--;
-    if (c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3) {
-      /* fixint, nil, bool: done */
-    } else if (c <= 0x8f) add = 2 * (uint64_t)(c & 0x0f);
-    else if (c <= 0x9f) add = c & 0x0f;
-    else if (c <= 0xbf) skip = c & 0x1f;
-    else {
-      switch (c) {
-      case 0xc4: case 0xd9: h = 1; break;             /* bin 8, str 8 */
-      case 0xc5: case 0xda: h = 2; break;             /* bin 16, str 16 */
-      case 0xc6: case 0xdb: h = 4; break;             /* bin 32, str 32 */
-      case 0xca: case 0xce: case 0xd2: skip = 4; break; /* 32-bit numbers */
-      case 0xcb: case 0xcf: case 0xd3: skip = 8; break; /* 64-bit numbers */
-      case 0xcc: case 0xd0: skip = 1; break;
-      case 0xcd: case 0xd1: skip = 2; break;
-      case 0xdc: case 0xdd: case 0xde: case 0xdf: {   /* array, map 16/32 */
-        int n = c & 1 ? 4 : 2;
-        if (e - b < n) return 0;
-        add = be(b, n) * (c >= 0xde ? 2 : 1);
-        b += n;
-        break;
-      }
-      default: return 0; /* 0xc1 (never used) and the ext types */
-      }
-      if (h) {
-        if (e - b < h) return 0;
-        skip = be(b, h);
-        b += h;
-      }
-    }
-    if (skip > (uint64_t)(e - b)) return 0;
-    b += skip;
-    k += add;
-  }
-  return b == e;
+/* The next n bytes as a big-endian number into *v; 0 when they run out. */
+static int dec_uint(dec *d, int n, uint64_t *v) {
+  if (d->end - d->p < n) return 0;
+  *v = be(d->p, n);
+  d->p += n;
+  return 1;
 }
 
-/* Push the value at *p; check_value has already checked the bytes.
- * Returns 0 on a value Lua cannot hold (ext types, nil/NaN keys, depth). */
-static int dec_value(lua_State *L, const char **p, int depth) {
-  uint32_t n, i;
-  if (depth > DECODE_DEPTH || !lua_checkstack(L, 3)) return 0;
-  switch (mp_typeof(**p)) {
-  case MP_NIL:
-    mp_decode_nil(p);
-    lua_pushnil(L);
-    return 1;
-  case MP_BOOL:
-    lua_pushboolean(L, mp_decode_bool(p));
-    return 1;
-  case MP_UINT: {
-    uint64_t u = mp_decode_uint(p);
-    if (u > (uint64_t)LUA_MAXINTEGER) lua_pushnumber(L, (lua_Number)u);
-    else lua_pushinteger(L, (lua_Integer)u);
-    return 1;
-  }
-  case MP_INT:
-    lua_pushinteger(L, (lua_Integer)mp_decode_int(p));
-    return 1;
-  case MP_FLOAT:
-    lua_pushnumber(L, (lua_Number)mp_decode_float(p));
-    return 1;
-  case MP_DOUBLE:
-    lua_pushnumber(L, (lua_Number)mp_decode_double(p));
-    return 1;
-  case MP_STR: {
-    const char *s = mp_decode_str(p, &n);
-    lua_pushlstring(L, s, n);
-    return 1;
-  }
-  case MP_BIN: {
-    const char *s = mp_decode_bin(p, &n);
-    lua_pushlstring(L, s, n);
-    return 1;
-  }
-  case MP_ARRAY:
-    n = mp_decode_array(p);
+static int dec_str(dec *d, uint64_t len) {
+  if (len > (uint64_t)(d->end - d->p)) return 0;
+  lua_pushlstring(d->L, (const char *)d->p, (size_t)len);
+  d->p += len;
+  return 1;
+}
+
+static int dec_value(dec *d, int depth);
+
+/* n entries (2n values for a map) into a new table. */
+static int dec_table(dec *d, uint64_t n, int map, int depth) {
+  lua_State *L = d->L;
+  uint64_t i;
+  if (depth >= DECODE_DEPTH || n > (uint64_t)(d->end - d->p) >> map ||
+      !lua_checkstack(L, 3))
+    return 0;
+  if (!map) {
     lua_createtable(L, (int)(n > 1u << 20 ? 1u << 20 : n), 0);
     for (i = 1; i <= n; i++) {
-      if (!dec_value(L, p, depth + 1)) return 0;
+      if (!dec_value(d, depth + 1)) return 0;
       lua_rawseti(L, -2, (lua_Integer)i);
     }
     return 1;
-  case MP_MAP:
-    n = mp_decode_map(p);
-    lua_createtable(L, 0, (int)(n > 1u << 20 ? 1u << 20 : n));
-    for (i = 0; i < n; i++) {
-      if (!dec_value(L, p, depth + 1)) return 0;
-      if (lua_isnil(L, -1) ||
-          (lua_type(L, -1) == LUA_TNUMBER && isnan(lua_tonumber(L, -1))))
-        return 0;
-      if (!dec_value(L, p, depth + 1)) return 0;
-      lua_rawset(L, -3);
+  }
+  lua_createtable(L, 0, (int)(n > 1u << 20 ? 1u << 20 : n));
+  for (i = 0; i < n; i++) {
+    if (!dec_value(d, depth + 1)) return 0;
+    if (lua_type(L, -1) == LUA_TNUMBER) {
+      lua_Number k = lua_tonumber(L, -1);
+      if (k != k) return 0; /* NaN */
+    } else if (lua_isnil(L, -1)) {
+      return 0;
     }
+    if (!dec_value(d, depth + 1)) return 0;
+    lua_rawset(L, -3);
+  }
+  return 1;
+}
+
+/* Push the value at d->p (the caller has made room for one more slot).
+ * Returns 0 on bytes that are not MessagePack and on values Lua cannot
+ * hold (ext types, nil/NaN keys, depth). */
+static int dec_value(dec *d, int depth) {
+  lua_State *L = d->L;
+  uint64_t u;
+  unsigned char c;
+  if (d->p >= d->end) return 0;
+  c = *d->p++;
+  if (c <= 0x7f) {
+    lua_pushinteger(L, (lua_Integer)c);
     return 1;
-  default: /* MP_EXT */
+  }
+  if (c >= 0xe0) {
+    lua_pushinteger(L, (lua_Integer)(int8_t)c);
+    return 1;
+  }
+  if (c <= 0x8f) return dec_table(d, c & 0x0f, 1, depth);
+  if (c <= 0x9f) return dec_table(d, c & 0x0f, 0, depth);
+  if (c <= 0xbf) return dec_str(d, c & 0x1f);
+  switch (c) {
+  case 0xc0:
+    lua_pushnil(L);
+    return 1;
+  case 0xc2:
+  case 0xc3:
+    lua_pushboolean(L, c == 0xc3);
+    return 1;
+  case 0xc4: case 0xd9: /* bin 8, str 8 */
+    return dec_uint(d, 1, &u) && dec_str(d, u);
+  case 0xc5: case 0xda: /* bin 16, str 16 */
+    return dec_uint(d, 2, &u) && dec_str(d, u);
+  case 0xc6: case 0xdb: /* bin 32, str 32 */
+    return dec_uint(d, 4, &u) && dec_str(d, u);
+  case 0xca: { /* float 32 */
+    uint32_t w;
+    float f;
+    if (!dec_uint(d, 4, &u)) return 0;
+    w = (uint32_t)u;
+    memcpy(&f, &w, 4);
+    lua_pushnumber(L, (lua_Number)f);
+    return 1;
+  }
+  case 0xcb: { /* float 64 */
+    double f;
+    if (!dec_uint(d, 8, &u)) return 0;
+    memcpy(&f, &u, 8);
+    lua_pushnumber(L, (lua_Number)f);
+    return 1;
+  }
+  case 0xcc: case 0xcd: case 0xce: case 0xcf: /* uint 8 .. 64 */
+    if (!dec_uint(d, 1 << (c - 0xcc), &u)) return 0;
+    if (u > (uint64_t)LUA_MAXINTEGER) lua_pushnumber(L, (lua_Number)u);
+    else lua_pushinteger(L, (lua_Integer)u);
+    return 1;
+  case 0xd0: /* int 8 .. 64 */
+    if (!dec_uint(d, 1, &u)) return 0;
+    lua_pushinteger(L, (lua_Integer)(int8_t)u);
+    return 1;
+  case 0xd1:
+    if (!dec_uint(d, 2, &u)) return 0;
+    lua_pushinteger(L, (lua_Integer)(int16_t)u);
+    return 1;
+  case 0xd2:
+    if (!dec_uint(d, 4, &u)) return 0;
+    lua_pushinteger(L, (lua_Integer)(int32_t)u);
+    return 1;
+  case 0xd3:
+    if (!dec_uint(d, 8, &u)) return 0;
+    lua_pushinteger(L, (lua_Integer)(int64_t)u);
+    return 1;
+  case 0xdc: /* array 16, 32 */
+    return dec_uint(d, 2, &u) && dec_table(d, u, 0, depth);
+  case 0xdd:
+    return dec_uint(d, 4, &u) && dec_table(d, u, 0, depth);
+  case 0xde: /* map 16, 32 */
+    return dec_uint(d, 2, &u) && dec_table(d, u, 1, depth);
+  case 0xdf:
+    return dec_uint(d, 4, &u) && dec_table(d, u, 1, depth);
+  default: /* 0xc1 (never used) and the ext types */
     return 0;
   }
 }
 
 int er_decode(lua_State *L, const char *p, size_t len) {
   int top = lua_gettop(L);
-  if (len == 0 || !check_value(p, p + len)) return 0;
-  if (!dec_value(L, &p, 0)) {
+  dec d;
+  d.L = L;
+  d.p = (const unsigned char *)p;
+  d.end = d.p + len;
+  if (len == 0 || !lua_checkstack(L, 3)) return 0;
+  if (!dec_value(&d, 0) || d.p != d.end) {
     lua_settop(L, top);
     return 0;
   }
