@@ -280,7 +280,33 @@ void er_encode(lua_State *L, int idx, er_buf *b, int argn, const char *root) {
 typedef struct dec {
   lua_State *L;
   const unsigned char *p, *end;
+  er_strcache *cache; /* for map keys, or NULL */
+  int anchors;        /* absolute index of the cache's anchors table */
 } dec;
+
+void er_push_cached(lua_State *L, const char *s, size_t len, er_strcache *c,
+                    int anchors) {
+  const unsigned char *u = (const unsigned char *)s;
+  unsigned h, slot;
+  if (len == 0 || len > ER_STRCACHE_MAXLEN) {
+    lua_pushlstring(L, s, len);
+    return;
+  }
+  h = (unsigned)len;
+  h = h * 31 + u[0];
+  h = h * 31 + u[len / 2];
+  h = h * 31 + u[len - 1];
+  slot = (h ^ (h >> 8)) % ER_STRCACHE_SLOTS;
+  if (c->len[slot] == len && memcmp(c->bytes[slot], s, len) == 0) {
+    lua_rawgeti(L, anchors, ER_STRCACHE_BASE + (lua_Integer)slot);
+    return;
+  }
+  lua_pushlstring(L, s, len);
+  lua_pushvalue(L, -1);
+  lua_rawseti(L, anchors, ER_STRCACHE_BASE + (lua_Integer)slot);
+  memcpy(c->bytes[slot], s, len);
+  c->len[slot] = (unsigned char)len;
+}
 
 static uint64_t be(const unsigned char *p, int n) {
   uint64_t v = 0;
@@ -305,6 +331,23 @@ static int dec_str(dec *d, uint64_t len) {
 
 static int dec_value(dec *d, int depth);
 
+/* A map key: strings through the cache when there is one (returns 2 for
+ * those: a string key needs no further check). */
+static int dec_key(dec *d, int depth) {
+  unsigned char c;
+  uint64_t len;
+  if (!d->cache || d->p >= d->end) return dec_value(d, depth);
+  c = *d->p;
+  if (c >= 0xa0 && c <= 0xbf) len = c & 0x1f;
+  else if (c == 0xd9 && d->end - d->p >= 2) len = d->p[1];
+  else return dec_value(d, depth);
+  if (len > (uint64_t)(d->end - d->p) - (c == 0xd9 ? 2 : 1)) return 0;
+  d->p += c == 0xd9 ? 2 : 1;
+  er_push_cached(d->L, (const char *)d->p, (size_t)len, d->cache, d->anchors);
+  d->p += len;
+  return 2;
+}
+
 /* n entries (2n values for a map) into a new table. */
 static int dec_table(dec *d, uint64_t n, int map, int depth) {
   lua_State *L = d->L;
@@ -322,8 +365,11 @@ static int dec_table(dec *d, uint64_t n, int map, int depth) {
   }
   lua_createtable(L, 0, (int)(n > 1u << 20 ? 1u << 20 : n));
   for (i = 0; i < n; i++) {
-    if (!dec_value(d, depth + 1)) return 0;
-    if (lua_type(L, -1) == LUA_TNUMBER) {
+    int got = dec_key(d, depth + 1);
+    if (!got) return 0;
+    if (got == 2) {
+      /* a string */
+    } else if (lua_type(L, -1) == LUA_TNUMBER) {
       lua_Number k = lua_tonumber(L, -1);
       if (k != k) return 0; /* NaN */
     } else if (lua_isnil(L, -1)) {
@@ -419,16 +465,28 @@ static int dec_value(dec *d, int depth) {
   }
 }
 
-int er_decode(lua_State *L, const char *p, size_t len) {
+static int decode(lua_State *L, const char *p, size_t len, er_strcache *c,
+                  int anchors) {
   int top = lua_gettop(L);
   dec d;
   d.L = L;
   d.p = (const unsigned char *)p;
   d.end = d.p + len;
+  d.cache = c;
+  d.anchors = anchors;
   if (len == 0 || !lua_checkstack(L, 3)) return 0;
   if (!dec_value(&d, 0) || d.p != d.end) {
     lua_settop(L, top);
     return 0;
   }
   return 1;
+}
+
+int er_decode(lua_State *L, const char *p, size_t len) {
+  return decode(L, p, len, NULL, 0);
+}
+
+int er_decode_cached(lua_State *L, const char *p, size_t len, er_strcache *c,
+                     int anchors) {
+  return decode(L, p, len, c, lua_absindex(L, anchors));
 }
