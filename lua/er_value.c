@@ -39,7 +39,9 @@ typedef struct enc {
   lua_State *L;
   er_buf *b;
   int argn;
-  const char *root;
+  const char *root;                  /* errors name the place from here: */
+  lua_Integer root_index;            /* root[root_index].root_field when */
+  const char *root_field;            /* root_field is not NULL */
   int depth;                         /* tables open */
   const void *open[ER_MAX_DEPTH + 1]; /* those tables, for cycle checks */
   int keyslot[ER_MAX_DEPTH + 1];      /* stack slot of the current key, or 0 */
@@ -65,7 +67,13 @@ static void enc_fail(enc *e, const char *problem) {
   int d;
   luaL_checkstack(L, 4, NULL);
   luaL_buffinit(L, &B);
-  luaL_addstring(&B, e->root);
+  if (e->root_field && e->root_index > 0)
+    lua_pushfstring(L, "%s[%I].%s", e->root, (LUAI_UACINT)e->root_index, e->root_field);
+  else if (e->root_field)
+    lua_pushfstring(L, "%s.%s", e->root, e->root_field);
+  else
+    lua_pushstring(L, e->root);
+  luaL_addvalue(&B);
   for (d = 1; d <= e->depth; d++) {
     int slot = e->keyslot[d];
     if (slot == 0) {
@@ -107,7 +115,17 @@ static int utf8_valid(const unsigned char *s, size_t len) {
     unsigned char c = s[i];
     size_t n, k;
     unsigned long cp;
-    if (c < 0x80) { i++; continue; }
+    if (c < 0x80) {
+      uint64_t w;
+      i++;
+      /* ASCII runs eight bytes at a time */
+      while (len - i >= 8) {
+        memcpy(&w, s + i, 8);
+        if (w & 0x8080808080808080u) break;
+        i += 8;
+      }
+      continue;
+    }
     if (c >= 0xc2 && c <= 0xdf) { n = 1; cp = c & 0x1f; }
     else if (c >= 0xe0 && c <= 0xef) { n = 2; cp = c & 0x0f; }
     else if (c >= 0xf0 && c <= 0xf4) { n = 3; cp = c & 0x07; }
@@ -146,6 +164,60 @@ static void enc_integer(enc *e, lua_Integer i) {
 
 static void enc_value(enc *e, int idx);
 
+/* The key-value pairs of the table at `idx` (open at depth d); returns
+ * their number. */
+static lua_Unsigned enc_entries(enc *e, int idx, int d) {
+  lua_State *L = e->L;
+  lua_Unsigned count = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    int top = lua_gettop(L);
+    e->keyslot[d] = top - 1;
+    switch (lua_type(L, top - 1)) {
+    case LUA_TSTRING: {
+      size_t len;
+      const char *k = lua_tolstring(L, top - 1, &len);
+      enc_string(e, k, len);
+      break;
+    }
+    case LUA_TNUMBER:
+    case LUA_TBOOLEAN:
+      enc_value(e, top - 1);
+      break;
+    default: {
+      const char *what = lua_pushfstring(
+          L, "a %s cannot be a key (keys may be strings, numbers or booleans)",
+          luaL_typename(L, top - 1));
+      enc_fail(e, what);
+    }
+    }
+    enc_value(e, top);
+    lua_pop(L, 1);
+    count++;
+  }
+  return count;
+}
+
+/* A table without a border (#t == 0) is a map whatever its keys: encode it
+ * in one pass, behind a one-byte header that grows (the entries move up)
+ * when it has more than 15 of them. */
+static void enc_map(enc *e, int idx, int d) {
+  er_buf *b = e->b;
+  size_t at, h;
+  lua_Unsigned count;
+  er_buf_reserve(e->L, b, 1);
+  at = b->len++;
+  count = enc_entries(e, idx, d);
+  if (count > UINT32_MAX) enc_fail(e, "table too large");
+  h = mp_sizeof_map((uint32_t)count);
+  if (h > 1) {
+    er_buf_reserve(e->L, b, h - 1);
+    memmove(b->p + at + h, b->p + at + 1, b->len - at - 1);
+    b->len += h - 1;
+  }
+  mp_encode_map(b->p + at, (uint32_t)count);
+}
+
 /* A table at absolute index `idx`: array when its keys are exactly 1..n. */
 static void enc_table(enc *e, int idx) {
   lua_State *L = e->L;
@@ -161,6 +233,11 @@ static void enc_table(enc *e, int idx) {
   e->open[d] = ptr;
   e->keyslot[d] = 0;
   e->index[d] = 0;
+  if (n == 0) {
+    enc_map(e, idx, d);
+    e->depth--;
+    return;
+  }
   /* first pass: count keys and see whether they are exactly 1..n */
   lua_pushnil(L);
   while (lua_next(L, idx)) {
@@ -184,31 +261,7 @@ static void enc_table(enc *e, int idx) {
     }
   } else {
     b->len = (size_t)(mp_encode_map(b->p + b->len, (uint32_t)count) - b->p);
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-      int top = lua_gettop(L);
-      e->keyslot[d] = top - 1;
-      switch (lua_type(L, top - 1)) {
-      case LUA_TSTRING: {
-        size_t len;
-        const char *k = lua_tolstring(L, top - 1, &len);
-        enc_string(e, k, len);
-        break;
-      }
-      case LUA_TNUMBER:
-      case LUA_TBOOLEAN:
-        enc_value(e, top - 1);
-        break;
-      default: {
-        const char *what = lua_pushfstring(
-            L, "a %s cannot be a key (keys may be strings, numbers or booleans)",
-            luaL_typename(L, top - 1));
-        enc_fail(e, what);
-      }
-      }
-      enc_value(e, top);
-      lua_pop(L, 1);
-    }
+    enc_entries(e, idx, d);
   }
   e->depth--;
 }
@@ -257,11 +310,18 @@ static void enc_value(enc *e, int idx) {
 }
 
 void er_encode(lua_State *L, int idx, er_buf *b, int argn, const char *root) {
+  er_encode_field(L, idx, b, argn, root, 0, NULL);
+}
+
+void er_encode_field(lua_State *L, int idx, er_buf *b, int argn,
+                     const char *root, lua_Integer index, const char *field) {
   enc e;
   e.L = L;
   e.b = b;
   e.argn = argn;
   e.root = root;
+  e.root_index = index;
+  e.root_field = field;
   e.depth = 0;
   enc_value(&e, lua_absindex(L, idx));
 }

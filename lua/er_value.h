@@ -34,6 +34,11 @@ void er_buf_free(lua_State *L, er_buf *b);
  * the place inside the value, starting with `root` ("data", ...). */
 void er_encode(lua_State *L, int idx, er_buf *b, int argn, const char *root);
 
+/* er_encode whose messages start with "<root>[<index>].<field>" ("events[3].data"),
+ * or "<root>.<field>" when index is 0: the name is only made for an error. */
+void er_encode_field(lua_State *L, int idx, er_buf *b, int argn,
+                     const char *root, lua_Integer index, const char *field);
+
 /* Push the Lua value encoded in [p, p+len).  Returns 1, or 0 with nothing
  * pushed when the bytes are not one valid MessagePack value we can turn
  * into a Lua value. */
