@@ -400,28 +400,42 @@ static void reserve_events(lua_State *L, lstore *ls, size_t n) {
   ls->evs_cap = cap;
 }
 
-/* Read event table at stack top into ls->evs[i]; `label` names it in errors. */
-static void collect_event(lua_State *L, lstore *ls, size_t i, const char *label) {
+/* The name of event `index` in error messages: "event" for a lone one
+ * (index 0), else "events[<index>]"; pushed, and only made on an error. */
+static const char *event_label(lua_State *L, lua_Integer index) {
+  if (index == 0) return lua_pushliteral(L, "event");
+  return lua_pushfstring(L, "events[%I]", (LUAI_UACINT)index);
+}
+
+/* Read event table at stack top into ls->evs[i]; `index` names it in errors
+ * (event_label); `names` is the stack index of the reader's table, whose
+ * field names spare a lookup of C strings. */
+static void collect_event(lua_State *L, lstore *ls, size_t i, lua_Integer index,
+                          int names) {
   int t = lua_gettop(L);
   er_new_event *e = &ls->evs[i];
   size_t *off = &ls->offs[4 * i];
-  const char *type;
+  const char *type, *got;
   memset(e, 0, sizeof *e);
-  if (!lua_istable(L, t))
+  if (!lua_istable(L, t)) {
+    got = luaL_typename(L, t);
     luaL_argerror(L, 3, lua_pushfstring(L, "%s must be an event table, got %s",
-                                        label, luaL_typename(L, t)));
-  lua_pushliteral(L, "type");
-  if (lua_rawget(L, t) != LUA_TSTRING)
-    luaL_argerror(L, 3, lua_pushfstring(L, "%s.type must be a string, got %s", label,
-                                        luaL_typename(L, -1)));
+                                        event_label(L, index), got));
+  }
+  lua_rawgeti(L, names, F_TYPE);
+  if (lua_rawget(L, t) != LUA_TSTRING) {
+    got = luaL_typename(L, -1);
+    luaL_argerror(L, 3, lua_pushfstring(L, "%s.type must be a string, got %s",
+                                        event_label(L, index), got));
+  }
   type = lua_tolstring(L, -1, &e->type_len); /* anchored by the event table */
   if (e->type_len == 0 || e->type_len > ER_MAX_TYPE_LEN || memchr(type, 0, e->type_len))
     luaL_argerror(L, 3, lua_pushfstring(L, "%s.type must be 1 to %d bytes without NUL",
-                                        label, ER_MAX_TYPE_LEN));
+                                        event_label(L, index), ER_MAX_TYPE_LEN));
   e->type = type;
   lua_pop(L, 1);
 
-  lua_pushliteral(L, "id");
+  lua_rawgeti(L, names, F_ID);
   switch (lua_rawget(L, t)) {
   case LUA_TNIL:
     break;
@@ -429,69 +443,69 @@ static void collect_event(lua_State *L, lstore *ls, size_t i, const char *label)
     size_t len;
     const char *id = lua_tolstring(L, -1, &len);
     if (er_uuid_parse(id, len, e->id) != ER_OK)
-      luaL_argerror(L, 3, lua_pushfstring(L, "%s.id is not a UUID: '%s'", label, id));
+      luaL_argerror(L, 3, lua_pushfstring(L, "%s.id is not a UUID: '%s'",
+                                          event_label(L, index), id));
     e->has_id = 1;
     break;
   }
   default:
-    luaL_argerror(L, 3, lua_pushfstring(L, "%s.id must be a UUID string", label));
+    luaL_argerror(L, 3, lua_pushfstring(L, "%s.id must be a UUID string",
+                                        event_label(L, index)));
   }
   lua_pop(L, 1);
 
-  lua_pushliteral(L, "data");
+  lua_rawgeti(L, names, F_DATA);
   off[0] = ls->buf.len;
-  if (lua_rawget(L, t) != LUA_TNIL) {
-    int v = lua_gettop(L);
-    er_encode(L, v, &ls->buf, 3, lua_pushfstring(L, "%s.data", label));
-  }
+  if (lua_rawget(L, t) != LUA_TNIL)
+    er_encode_field(L, -1, &ls->buf, 3, index ? "events" : "event", index, "data");
   off[1] = ls->buf.len - off[0];
   lua_settop(L, t);
 
-  lua_pushliteral(L, "metadata");
+  lua_rawgeti(L, names, F_METADATA);
   off[2] = ls->buf.len;
   switch (lua_rawget(L, t)) {
   case LUA_TNIL:
     break;
-  case LUA_TTABLE: {
-    int v = lua_gettop(L);
-    er_encode(L, v, &ls->buf, 3, lua_pushfstring(L, "%s.metadata", label));
+  case LUA_TTABLE:
+    er_encode_field(L, -1, &ls->buf, 3, index ? "events" : "event", index, "metadata");
     break;
-  }
   default:
+    got = luaL_typename(L, -1);
     luaL_argerror(L, 3, lua_pushfstring(L, "%s.metadata must be a table, got %s",
-                                        label, luaL_typename(L, -1)));
+                                        event_label(L, index), got));
   }
   off[3] = ls->buf.len - off[2];
   lua_settop(L, t);
 }
 
 /* Validate and encode the arguments (stream, events, opts) at 2, 3, 4 into
- * ls->evs; returns the number of events.  Raises on bad input. */
+ * ls->evs; returns the number of events.  Raises on bad input.  Leaves the
+ * reader (get_reader) at 5 and 6. */
 static size_t collect_events(lua_State *L, lstore *ls) {
   size_t n, i;
+  reader r;
   luaL_checktype(L, 3, LUA_TTABLE);
   check_opts(L, 4);
   ls->buf.len = 0;
   lua_settop(L, 4);
-  lua_pushliteral(L, "type");
+  get_reader(L, &r); /* 5, 6 */
+  lua_rawgeti(L, r.t, F_TYPE);
   if (lua_rawget(L, 3) != LUA_TNIL) { /* one event */
     lua_pop(L, 1);
     n = 1;
     reserve_events(L, ls, 1);
     lua_pushvalue(L, 3);
-    collect_event(L, ls, 0, "event");
-    lua_settop(L, 4);
+    collect_event(L, ls, 0, 0, r.t);
+    lua_settop(L, 6);
   } else {
     lua_pop(L, 1);
     n = (size_t)lua_rawlen(L, 3);
     if (n == 0) luaL_argerror(L, 3, "no events to append");
     reserve_events(L, ls, n);
     for (i = 0; i < n; i++) {
-      char label[40];
-      snprintf(label, sizeof label, "events[%zu]", i + 1);
       lua_rawgeti(L, 3, (lua_Integer)(i + 1));
-      collect_event(L, ls, i, label);
-      lua_settop(L, 4);
+      collect_event(L, ls, i, (lua_Integer)(i + 1), r.t);
+      lua_settop(L, 6);
     }
   }
   for (i = 0; i < n; i++) { /* the buffer has stopped moving: point into it */
