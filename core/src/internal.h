@@ -42,7 +42,8 @@ enum {
 };
 #define CF_OF_SPACE(space) (CF_SNAPSHOTS + (int)(space))
 
-#define ER_HEAD_CACHE_SLOTS 4096 /* direct-mapped cache of stream versions */
+#define ER_HEAD_CACHE_SLOTS 4096 /* set associative cache of stream versions */
+#define ER_HEAD_CACHE_WAYS 4
 #define ER_RANDOM_POOL 4096      /* bytes of randomness fetched at a time */
 
 typedef struct er_head_slot {
