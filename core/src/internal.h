@@ -61,6 +61,7 @@ struct er_store {
   rocksdb_t *db;
   rocksdb_options_t *options;      /* the point-lookup families */
   rocksdb_options_t *scan_options; /* log and streams: read by iterators */
+  rocksdb_options_t *head_options; /* heads: updated in place */
   rocksdb_block_based_table_options_t *table_options, *scan_table_options;
   rocksdb_cache_t *cache;
   rocksdb_column_family_handle_t *cf[CF_COUNT];
