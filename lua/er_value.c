@@ -25,6 +25,12 @@ void er_buf_reserve(lua_State *L, er_buf *b, size_t extra) {
   b->cap = cap;
 }
 
+/* er_buf_reserve without a call (through the PLT: it is exported) when the
+ * room is there, as it nearly always is */
+static void reserve(lua_State *L, er_buf *b, size_t extra) {
+  if (extra > b->cap - b->len) er_buf_reserve(L, b, extra);
+}
+
 void er_buf_free(lua_State *L, er_buf *b) {
   void *ud;
   lua_Alloc f = lua_getallocf(L, &ud);
@@ -147,17 +153,17 @@ static void enc_string(enc *e, const char *s, size_t len) {
   er_buf *b = e->b;
   if (len > UINT32_MAX) enc_fail(e, "string too long");
   if (utf8_valid((const unsigned char *)s, len)) {
-    er_buf_reserve(e->L, b, mp_sizeof_strl((uint32_t)len) + len);
+    reserve(e->L, b, mp_sizeof_strl((uint32_t)len) + len);
     b->len = (size_t)(mp_encode_str(b->p + b->len, s, (uint32_t)len) - b->p);
   } else {
-    er_buf_reserve(e->L, b, mp_sizeof_binl((uint32_t)len) + len);
+    reserve(e->L, b, mp_sizeof_binl((uint32_t)len) + len);
     b->len = (size_t)(mp_encode_bin(b->p + b->len, s, (uint32_t)len) - b->p);
   }
 }
 
 static void enc_integer(enc *e, lua_Integer i) {
   er_buf *b = e->b;
-  er_buf_reserve(e->L, b, 9);
+  reserve(e->L, b, 9);
   if (i >= 0) b->len = (size_t)(mp_encode_uint(b->p + b->len, (uint64_t)i) - b->p);
   else b->len = (size_t)(mp_encode_int(b->p + b->len, (int64_t)i) - b->p);
 }
@@ -205,13 +211,13 @@ static void enc_map(enc *e, int idx, int d) {
   er_buf *b = e->b;
   size_t at, h;
   lua_Unsigned count;
-  er_buf_reserve(e->L, b, 1);
+  reserve(e->L, b, 1);
   at = b->len++;
   count = enc_entries(e, idx, d);
   if (count > UINT32_MAX) enc_fail(e, "table too large");
   h = mp_sizeof_map((uint32_t)count);
   if (h > 1) {
-    er_buf_reserve(e->L, b, h - 1);
+    reserve(e->L, b, h - 1);
     memmove(b->p + at + h, b->p + at + 1, b->len - at - 1);
     b->len += h - 1;
   }
@@ -249,7 +255,7 @@ static void enc_table(enc *e, int idx) {
   }
   if (is_array && count != n) is_array = 0;
   if (count > UINT32_MAX) enc_fail(e, "table too large");
-  er_buf_reserve(L, b, 5);
+  reserve(L, b, 5);
   if (is_array) {
     lua_Unsigned i;
     b->len = (size_t)(mp_encode_array(b->p + b->len, (uint32_t)n) - b->p);
@@ -271,17 +277,17 @@ static void enc_value(enc *e, int idx) {
   er_buf *b = e->b;
   switch (lua_type(L, idx)) {
   case LUA_TNIL:
-    er_buf_reserve(L, b, 1);
+    reserve(L, b, 1);
     b->len = (size_t)(mp_encode_nil(b->p + b->len) - b->p);
     break;
   case LUA_TBOOLEAN:
-    er_buf_reserve(L, b, 1);
+    reserve(L, b, 1);
     b->len = (size_t)(mp_encode_bool(b->p + b->len, lua_toboolean(L, idx)) - b->p);
     break;
   case LUA_TNUMBER:
     if (lua_isinteger(L, idx)) enc_integer(e, lua_tointeger(L, idx));
     else {
-      er_buf_reserve(L, b, 9);
+      reserve(L, b, 9);
       b->len = (size_t)(mp_encode_double(b->p + b->len, (double)lua_tonumber(L, idx)) - b->p);
     }
     break;
