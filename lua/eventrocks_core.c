@@ -510,9 +510,11 @@ static size_t collect_events(lua_State *L, lstore *ls) {
   }
   for (i = 0; i < n; i++) { /* the buffer has stopped moving: point into it */
     size_t *off = &ls->offs[4 * i];
-    ls->evs[i].data = ls->buf.p + off[0];
+    /* (not when empty: before the first value the buffer is NULL, and
+     * NULL + 0 is undefined) */
+    ls->evs[i].data = off[1] ? ls->buf.p + off[0] : NULL;
     ls->evs[i].data_len = off[1];
-    ls->evs[i].metadata = ls->buf.p + off[2];
+    ls->evs[i].metadata = off[3] ? ls->buf.p + off[2] : NULL;
     ls->evs[i].metadata_len = off[3];
   }
   return n;
