@@ -12,6 +12,9 @@
  *    math.type, NaN, -0.0 and every byte of strings kept;
  *  - er_encode(v2) has exactly the length of er_encode(v1) (the bytes may
  *    differ only in the order of map entries).
+ * er_decode_cached (the binding's decoder of events, map keys through a
+ * string cache kept from input to input) must accept exactly what
+ * er_decode accepts and, where v1 encodes, return a value equal to it.
  * Equality is structural, not byte for byte: "bin" that is valid UTF-8
  * comes back as "str", float 32 as float 64, integers in their smallest
  * form, maps with duplicate or nil-valued keys without them.
@@ -40,6 +43,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static lua_State *L;
 static er_buf enc1, enc2; /* reused between inputs */
+static er_strcache cache;   /* kept between inputs, as the binding does */
+static int anchors_ref;     /* its anchors table */
 
 /* Structural equality of two decoded values (no table keys in them). */
 static const char same_lua[] =
@@ -118,17 +123,27 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   CHECK(luaL_loadstring(L, same_lua) == LUA_OK);
   CHECK(lua_pcall(L, 0, 1, 0) == LUA_OK);
   same_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_newtable(L);
+  anchors_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const char *msg;
+  int cached;
   lua_settop(L, 0);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, anchors_ref); /* 1 */
+  cached = er_decode_cached(L, (const char *)data, size, &cache, 1);
+  CHECK(lua_gettop(L) == 1 + cached); /* nothing pushed on refusal */
   if (!er_decode(L, (const char *)data, size)) {
-    CHECK(lua_gettop(L) == 0); /* nothing pushed on refusal */
+    CHECK(!cached);
+    CHECK(lua_gettop(L) == 1); /* nothing pushed on refusal */
     return 0;
   }
-  CHECK(lua_gettop(L) == 1); /* v1 */
+  CHECK(cached);
+  lua_remove(L, 1); /* the anchors */
+  CHECK(lua_gettop(L) == 2); /* the cached decode, v1 */
+  lua_insert(L, 1);
 
   if (!encode(1, &enc1, &msg)) {
     /* the decoder takes maps as keys and 256 levels of foreign data; the
@@ -139,6 +154,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     return 0;
   }
+  if (!same(1, 2)) {
+    fprintf(stderr, "msgpack_decode: er_decode_cached differs from er_decode\n");
+    abort();
+  }
+  lua_settop(L, 1);
   if (!er_decode(L, enc1.p, enc1.len)) {
     fprintf(stderr, "msgpack_decode: er_encode wrote %zu bytes er_decode refuses\n",
             enc1.len);

@@ -25,6 +25,12 @@ void er_buf_reserve(lua_State *L, er_buf *b, size_t extra) {
   b->cap = cap;
 }
 
+/* er_buf_reserve without a call (through the PLT: it is exported) when the
+ * room is there, as it nearly always is */
+static void reserve(lua_State *L, er_buf *b, size_t extra) {
+  if (extra > b->cap - b->len) er_buf_reserve(L, b, extra);
+}
+
 void er_buf_free(lua_State *L, er_buf *b) {
   void *ud;
   lua_Alloc f = lua_getallocf(L, &ud);
@@ -39,7 +45,9 @@ typedef struct enc {
   lua_State *L;
   er_buf *b;
   int argn;
-  const char *root;
+  const char *root;                  /* errors name the place from here: */
+  lua_Integer root_index;            /* root[root_index].root_field when */
+  const char *root_field;            /* root_field is not NULL */
   int depth;                         /* tables open */
   const void *open[ER_MAX_DEPTH + 1]; /* those tables, for cycle checks */
   int keyslot[ER_MAX_DEPTH + 1];      /* stack slot of the current key, or 0 */
@@ -65,7 +73,13 @@ static void enc_fail(enc *e, const char *problem) {
   int d;
   luaL_checkstack(L, 4, NULL);
   luaL_buffinit(L, &B);
-  luaL_addstring(&B, e->root);
+  if (e->root_field && e->root_index > 0)
+    lua_pushfstring(L, "%s[%I].%s", e->root, (LUAI_UACINT)e->root_index, e->root_field);
+  else if (e->root_field)
+    lua_pushfstring(L, "%s.%s", e->root, e->root_field);
+  else
+    lua_pushstring(L, e->root);
+  luaL_addvalue(&B);
   for (d = 1; d <= e->depth; d++) {
     int slot = e->keyslot[d];
     if (slot == 0) {
@@ -107,7 +121,17 @@ static int utf8_valid(const unsigned char *s, size_t len) {
     unsigned char c = s[i];
     size_t n, k;
     unsigned long cp;
-    if (c < 0x80) { i++; continue; }
+    if (c < 0x80) {
+      uint64_t w;
+      i++;
+      /* ASCII runs eight bytes at a time */
+      while (len - i >= 8) {
+        memcpy(&w, s + i, 8);
+        if (w & 0x8080808080808080u) break;
+        i += 8;
+      }
+      continue;
+    }
     if (c >= 0xc2 && c <= 0xdf) { n = 1; cp = c & 0x1f; }
     else if (c >= 0xe0 && c <= 0xef) { n = 2; cp = c & 0x0f; }
     else if (c >= 0xf0 && c <= 0xf4) { n = 3; cp = c & 0x07; }
@@ -129,22 +153,76 @@ static void enc_string(enc *e, const char *s, size_t len) {
   er_buf *b = e->b;
   if (len > UINT32_MAX) enc_fail(e, "string too long");
   if (utf8_valid((const unsigned char *)s, len)) {
-    er_buf_reserve(e->L, b, mp_sizeof_strl((uint32_t)len) + len);
+    reserve(e->L, b, mp_sizeof_strl((uint32_t)len) + len);
     b->len = (size_t)(mp_encode_str(b->p + b->len, s, (uint32_t)len) - b->p);
   } else {
-    er_buf_reserve(e->L, b, mp_sizeof_binl((uint32_t)len) + len);
+    reserve(e->L, b, mp_sizeof_binl((uint32_t)len) + len);
     b->len = (size_t)(mp_encode_bin(b->p + b->len, s, (uint32_t)len) - b->p);
   }
 }
 
 static void enc_integer(enc *e, lua_Integer i) {
   er_buf *b = e->b;
-  er_buf_reserve(e->L, b, 9);
+  reserve(e->L, b, 9);
   if (i >= 0) b->len = (size_t)(mp_encode_uint(b->p + b->len, (uint64_t)i) - b->p);
   else b->len = (size_t)(mp_encode_int(b->p + b->len, (int64_t)i) - b->p);
 }
 
 static void enc_value(enc *e, int idx);
+
+/* The key-value pairs of the table at `idx` (open at depth d); returns
+ * their number. */
+static lua_Unsigned enc_entries(enc *e, int idx, int d) {
+  lua_State *L = e->L;
+  lua_Unsigned count = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    int top = lua_gettop(L);
+    e->keyslot[d] = top - 1;
+    switch (lua_type(L, top - 1)) {
+    case LUA_TSTRING: {
+      size_t len;
+      const char *k = lua_tolstring(L, top - 1, &len);
+      enc_string(e, k, len);
+      break;
+    }
+    case LUA_TNUMBER:
+    case LUA_TBOOLEAN:
+      enc_value(e, top - 1);
+      break;
+    default: {
+      const char *what = lua_pushfstring(
+          L, "a %s cannot be a key (keys may be strings, numbers or booleans)",
+          luaL_typename(L, top - 1));
+      enc_fail(e, what);
+    }
+    }
+    enc_value(e, top);
+    lua_pop(L, 1);
+    count++;
+  }
+  return count;
+}
+
+/* A table without a border (#t == 0) is a map whatever its keys: encode it
+ * in one pass, behind a one-byte header that grows (the entries move up)
+ * when it has more than 15 of them. */
+static void enc_map(enc *e, int idx, int d) {
+  er_buf *b = e->b;
+  size_t at, h;
+  lua_Unsigned count;
+  reserve(e->L, b, 1);
+  at = b->len++;
+  count = enc_entries(e, idx, d);
+  if (count > UINT32_MAX) enc_fail(e, "table too large");
+  h = mp_sizeof_map((uint32_t)count);
+  if (h > 1) {
+    reserve(e->L, b, h - 1);
+    memmove(b->p + at + h, b->p + at + 1, b->len - at - 1);
+    b->len += h - 1;
+  }
+  mp_encode_map(b->p + at, (uint32_t)count);
+}
 
 /* A table at absolute index `idx`: array when its keys are exactly 1..n. */
 static void enc_table(enc *e, int idx) {
@@ -161,6 +239,11 @@ static void enc_table(enc *e, int idx) {
   e->open[d] = ptr;
   e->keyslot[d] = 0;
   e->index[d] = 0;
+  if (n == 0) {
+    enc_map(e, idx, d);
+    e->depth--;
+    return;
+  }
   /* first pass: count keys and see whether they are exactly 1..n */
   lua_pushnil(L);
   while (lua_next(L, idx)) {
@@ -172,7 +255,7 @@ static void enc_table(enc *e, int idx) {
   }
   if (is_array && count != n) is_array = 0;
   if (count > UINT32_MAX) enc_fail(e, "table too large");
-  er_buf_reserve(L, b, 5);
+  reserve(L, b, 5);
   if (is_array) {
     lua_Unsigned i;
     b->len = (size_t)(mp_encode_array(b->p + b->len, (uint32_t)n) - b->p);
@@ -184,31 +267,7 @@ static void enc_table(enc *e, int idx) {
     }
   } else {
     b->len = (size_t)(mp_encode_map(b->p + b->len, (uint32_t)count) - b->p);
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-      int top = lua_gettop(L);
-      e->keyslot[d] = top - 1;
-      switch (lua_type(L, top - 1)) {
-      case LUA_TSTRING: {
-        size_t len;
-        const char *k = lua_tolstring(L, top - 1, &len);
-        enc_string(e, k, len);
-        break;
-      }
-      case LUA_TNUMBER:
-      case LUA_TBOOLEAN:
-        enc_value(e, top - 1);
-        break;
-      default: {
-        const char *what = lua_pushfstring(
-            L, "a %s cannot be a key (keys may be strings, numbers or booleans)",
-            luaL_typename(L, top - 1));
-        enc_fail(e, what);
-      }
-      }
-      enc_value(e, top);
-      lua_pop(L, 1);
-    }
+    enc_entries(e, idx, d);
   }
   e->depth--;
 }
@@ -218,17 +277,17 @@ static void enc_value(enc *e, int idx) {
   er_buf *b = e->b;
   switch (lua_type(L, idx)) {
   case LUA_TNIL:
-    er_buf_reserve(L, b, 1);
+    reserve(L, b, 1);
     b->len = (size_t)(mp_encode_nil(b->p + b->len) - b->p);
     break;
   case LUA_TBOOLEAN:
-    er_buf_reserve(L, b, 1);
+    reserve(L, b, 1);
     b->len = (size_t)(mp_encode_bool(b->p + b->len, lua_toboolean(L, idx)) - b->p);
     break;
   case LUA_TNUMBER:
     if (lua_isinteger(L, idx)) enc_integer(e, lua_tointeger(L, idx));
     else {
-      er_buf_reserve(L, b, 9);
+      reserve(L, b, 9);
       b->len = (size_t)(mp_encode_double(b->p + b->len, (double)lua_tonumber(L, idx)) - b->p);
     }
     break;
@@ -257,11 +316,18 @@ static void enc_value(enc *e, int idx) {
 }
 
 void er_encode(lua_State *L, int idx, er_buf *b, int argn, const char *root) {
+  er_encode_field(L, idx, b, argn, root, 0, NULL);
+}
+
+void er_encode_field(lua_State *L, int idx, er_buf *b, int argn,
+                     const char *root, lua_Integer index, const char *field) {
   enc e;
   e.L = L;
   e.b = b;
   e.argn = argn;
   e.root = root;
+  e.root_index = index;
+  e.root_field = field;
   e.depth = 0;
   enc_value(&e, lua_absindex(L, idx));
 }
@@ -270,135 +336,223 @@ void er_encode(lua_State *L, int idx, er_buf *b, int argn, const char *root) {
 
 #define DECODE_DEPTH (ER_MAX_DEPTH + 56) /* tolerate a little foreign data */
 
+/* One pass over the bytes: every read is checked against the end, so a
+ * value is refused (0, nothing pushed) the moment its bytes stop making
+ * sense.  msgpuck's mp_check is not used: it counts the values still to
+ * read in an int, and an array or map header of about 2^31 or 2^32 entries
+ * overflows it.  Here an array or map may never claim more entries than
+ * there are bytes left (every value takes at least one), which also bounds
+ * what lua_createtable preallocates. */
+typedef struct dec {
+  lua_State *L;
+  const unsigned char *p, *end;
+  er_strcache *cache; /* for map keys, or NULL */
+  int anchors;        /* absolute index of the cache's anchors table */
+} dec;
+
+void er_push_cached(lua_State *L, const char *s, size_t len, er_strcache *c,
+                    int anchors) {
+  const unsigned char *u = (const unsigned char *)s;
+  unsigned h, slot;
+  if (len == 0 || len > ER_STRCACHE_MAXLEN) {
+    lua_pushlstring(L, s, len);
+    return;
+  }
+  h = (unsigned)len;
+  h = h * 31 + u[0];
+  h = h * 31 + u[len / 2];
+  h = h * 31 + u[len - 1];
+  slot = (h ^ (h >> 8)) % ER_STRCACHE_SLOTS;
+  if (c->len[slot] == len && memcmp(c->bytes[slot], s, len) == 0) {
+    lua_rawgeti(L, anchors, ER_STRCACHE_BASE + (lua_Integer)slot);
+    return;
+  }
+  lua_pushlstring(L, s, len);
+  lua_pushvalue(L, -1);
+  lua_rawseti(L, anchors, ER_STRCACHE_BASE + (lua_Integer)slot);
+  memcpy(c->bytes[slot], s, len);
+  c->len[slot] = (unsigned char)len;
+}
+
 static uint64_t be(const unsigned char *p, int n) {
   uint64_t v = 0;
   while (n-- > 0) v = (v << 8) | *p++;
   return v;
 }
 
-/* 1 when [p, end) is exactly one MessagePack value without ext types, else
- * 0.  Replaces msgpuck's mp_check, which counts the values still to read in
- * an int: an array or map header of about 2^31 or 2^32 entries overflows
- * it, a few bytes then pass as a complete value, and decoding them reads
- * far past the buffer.  Here the count is 64-bit and may never exceed the
- * bytes left (every value takes at least one), which also bounds what
- * dec_value preallocates. */
-static int check_value(const char *p, const char *end) {
-  const unsigned char *b = (const unsigned char *)p,
-                      *e = (const unsigned char *)end;
-  uint64_t k = 1; /* values still to read */
-  while (k > 0) {
-    unsigned char c;
-    uint64_t skip = 0, add = 0; /* bytes after the header; values inside */
-    int h = 0;                   /* bytes of the length field */
-    if ((uint64_t)(e - b) < k) return 0;
-    c = *b++;
-    k--;
-    if (c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3) {
-      /* fixint, nil, bool: done */
-    } else if (c <= 0x8f) add = 2 * (uint64_t)(c & 0x0f);
-    else if (c <= 0x9f) add = c & 0x0f;
-    else if (c <= 0xbf) skip = c & 0x1f;
-    else {
-      switch (c) {
-      case 0xc4: case 0xd9: h = 1; break;             /* bin 8, str 8 */
-      case 0xc5: case 0xda: h = 2; break;             /* bin 16, str 16 */
-      case 0xc6: case 0xdb: h = 4; break;             /* bin 32, str 32 */
-      case 0xca: case 0xce: case 0xd2: skip = 4; break; /* 32-bit numbers */
-      case 0xcb: case 0xcf: case 0xd3: skip = 8; break; /* 64-bit numbers */
-      case 0xcc: case 0xd0: skip = 1; break;
-      case 0xcd: case 0xd1: skip = 2; break;
-      case 0xdc: case 0xdd: case 0xde: case 0xdf: {   /* array, map 16/32 */
-        int n = c & 1 ? 4 : 2;
-        if (e - b < n) return 0;
-        add = be(b, n) * (c >= 0xde ? 2 : 1);
-        b += n;
-        break;
-      }
-      default: return 0; /* 0xc1 (never used) and the ext types */
-      }
-      if (h) {
-        if (e - b < h) return 0;
-        skip = be(b, h);
-        b += h;
-      }
-    }
-    if (skip > (uint64_t)(e - b)) return 0;
-    b += skip;
-    k += add;
-  }
-  return b == e;
+/* The next n bytes as a big-endian number into *v; 0 when they run out. */
+static int dec_uint(dec *d, int n, uint64_t *v) {
+  if (d->end - d->p < n) return 0;
+  *v = be(d->p, n);
+  d->p += n;
+  return 1;
 }
 
-/* Push the value at *p; check_value has already checked the bytes.
- * Returns 0 on a value Lua cannot hold (ext types, nil/NaN keys, depth). */
-static int dec_value(lua_State *L, const char **p, int depth) {
-  uint32_t n, i;
-  if (depth > DECODE_DEPTH || !lua_checkstack(L, 3)) return 0;
-  switch (mp_typeof(**p)) {
-  case MP_NIL:
-    mp_decode_nil(p);
-    lua_pushnil(L);
-    return 1;
-  case MP_BOOL:
-    lua_pushboolean(L, mp_decode_bool(p));
-    return 1;
-  case MP_UINT: {
-    uint64_t u = mp_decode_uint(p);
-    if (u > (uint64_t)LUA_MAXINTEGER) lua_pushnumber(L, (lua_Number)u);
-    else lua_pushinteger(L, (lua_Integer)u);
-    return 1;
-  }
-  case MP_INT:
-    lua_pushinteger(L, (lua_Integer)mp_decode_int(p));
-    return 1;
-  case MP_FLOAT:
-    lua_pushnumber(L, (lua_Number)mp_decode_float(p));
-    return 1;
-  case MP_DOUBLE:
-    lua_pushnumber(L, (lua_Number)mp_decode_double(p));
-    return 1;
-  case MP_STR: {
-    const char *s = mp_decode_str(p, &n);
-    lua_pushlstring(L, s, n);
-    return 1;
-  }
-  case MP_BIN: {
-    const char *s = mp_decode_bin(p, &n);
-    lua_pushlstring(L, s, n);
-    return 1;
-  }
-  case MP_ARRAY:
-    n = mp_decode_array(p);
+static int dec_str(dec *d, uint64_t len) {
+  if (len > (uint64_t)(d->end - d->p)) return 0;
+  lua_pushlstring(d->L, (const char *)d->p, (size_t)len);
+  d->p += len;
+  return 1;
+}
+
+static int dec_value(dec *d, int depth);
+
+/* A map key: strings through the cache when there is one (returns 2 for
+ * those: a string key needs no further check). */
+static int dec_key(dec *d, int depth) {
+  unsigned char c;
+  uint64_t len;
+  if (!d->cache || d->p >= d->end) return dec_value(d, depth);
+  c = *d->p;
+  if (c >= 0xa0 && c <= 0xbf) len = c & 0x1f;
+  else if (c == 0xd9 && d->end - d->p >= 2) len = d->p[1];
+  else return dec_value(d, depth);
+  if (len > (uint64_t)(d->end - d->p) - (c == 0xd9 ? 2 : 1)) return 0;
+  d->p += c == 0xd9 ? 2 : 1;
+  er_push_cached(d->L, (const char *)d->p, (size_t)len, d->cache, d->anchors);
+  d->p += len;
+  return 2;
+}
+
+/* n entries (2n values for a map) into a new table. */
+static int dec_table(dec *d, uint64_t n, int map, int depth) {
+  lua_State *L = d->L;
+  uint64_t i;
+  if (depth >= DECODE_DEPTH || n > (uint64_t)(d->end - d->p) >> map ||
+      !lua_checkstack(L, 3))
+    return 0;
+  if (!map) {
     lua_createtable(L, (int)(n > 1u << 20 ? 1u << 20 : n), 0);
     for (i = 1; i <= n; i++) {
-      if (!dec_value(L, p, depth + 1)) return 0;
+      if (!dec_value(d, depth + 1)) return 0;
       lua_rawseti(L, -2, (lua_Integer)i);
     }
     return 1;
-  case MP_MAP:
-    n = mp_decode_map(p);
-    lua_createtable(L, 0, (int)(n > 1u << 20 ? 1u << 20 : n));
-    for (i = 0; i < n; i++) {
-      if (!dec_value(L, p, depth + 1)) return 0;
-      if (lua_isnil(L, -1) ||
-          (lua_type(L, -1) == LUA_TNUMBER && isnan(lua_tonumber(L, -1))))
-        return 0;
-      if (!dec_value(L, p, depth + 1)) return 0;
-      lua_rawset(L, -3);
+  }
+  lua_createtable(L, 0, (int)(n > 1u << 20 ? 1u << 20 : n));
+  for (i = 0; i < n; i++) {
+    int got = dec_key(d, depth + 1);
+    if (!got) return 0;
+    if (got == 2) {
+      /* a string */
+    } else if (lua_type(L, -1) == LUA_TNUMBER) {
+      lua_Number k = lua_tonumber(L, -1);
+      if (k != k) return 0; /* NaN */
+    } else if (lua_isnil(L, -1)) {
+      return 0;
     }
+    if (!dec_value(d, depth + 1)) return 0;
+    lua_rawset(L, -3);
+  }
+  return 1;
+}
+
+/* Push the value at d->p (the caller has made room for one more slot).
+ * Returns 0 on bytes that are not MessagePack and on values Lua cannot
+ * hold (ext types, nil/NaN keys, depth). */
+static int dec_value(dec *d, int depth) {
+  lua_State *L = d->L;
+  uint64_t u;
+  unsigned char c;
+  if (d->p >= d->end) return 0;
+  c = *d->p++;
+  if (c <= 0x7f) {
+    lua_pushinteger(L, (lua_Integer)c);
     return 1;
-  default: /* MP_EXT */
+  }
+  if (c >= 0xe0) {
+    lua_pushinteger(L, (lua_Integer)(int8_t)c);
+    return 1;
+  }
+  if (c <= 0x8f) return dec_table(d, c & 0x0f, 1, depth);
+  if (c <= 0x9f) return dec_table(d, c & 0x0f, 0, depth);
+  if (c <= 0xbf) return dec_str(d, c & 0x1f);
+  switch (c) {
+  case 0xc0:
+    lua_pushnil(L);
+    return 1;
+  case 0xc2:
+  case 0xc3:
+    lua_pushboolean(L, c == 0xc3);
+    return 1;
+  case 0xc4: case 0xd9: /* bin 8, str 8 */
+    return dec_uint(d, 1, &u) && dec_str(d, u);
+  case 0xc5: case 0xda: /* bin 16, str 16 */
+    return dec_uint(d, 2, &u) && dec_str(d, u);
+  case 0xc6: case 0xdb: /* bin 32, str 32 */
+    return dec_uint(d, 4, &u) && dec_str(d, u);
+  case 0xca: { /* float 32 */
+    uint32_t w;
+    float f;
+    if (!dec_uint(d, 4, &u)) return 0;
+    w = (uint32_t)u;
+    memcpy(&f, &w, 4);
+    lua_pushnumber(L, (lua_Number)f);
+    return 1;
+  }
+  case 0xcb: { /* float 64 */
+    double f;
+    if (!dec_uint(d, 8, &u)) return 0;
+    memcpy(&f, &u, 8);
+    lua_pushnumber(L, (lua_Number)f);
+    return 1;
+  }
+  case 0xcc: case 0xcd: case 0xce: case 0xcf: /* uint 8 .. 64 */
+    if (!dec_uint(d, 1 << (c - 0xcc), &u)) return 0;
+    if (u > (uint64_t)LUA_MAXINTEGER) lua_pushnumber(L, (lua_Number)u);
+    else lua_pushinteger(L, (lua_Integer)u);
+    return 1;
+  case 0xd0: /* int 8 .. 64 */
+    if (!dec_uint(d, 1, &u)) return 0;
+    lua_pushinteger(L, (lua_Integer)(int8_t)u);
+    return 1;
+  case 0xd1:
+    if (!dec_uint(d, 2, &u)) return 0;
+    lua_pushinteger(L, (lua_Integer)(int16_t)u);
+    return 1;
+  case 0xd2:
+    if (!dec_uint(d, 4, &u)) return 0;
+    lua_pushinteger(L, (lua_Integer)(int32_t)u);
+    return 1;
+  case 0xd3:
+    if (!dec_uint(d, 8, &u)) return 0;
+    lua_pushinteger(L, (lua_Integer)(int64_t)u);
+    return 1;
+  case 0xdc: /* array 16, 32 */
+    return dec_uint(d, 2, &u) && dec_table(d, u, 0, depth);
+  case 0xdd:
+    return dec_uint(d, 4, &u) && dec_table(d, u, 0, depth);
+  case 0xde: /* map 16, 32 */
+    return dec_uint(d, 2, &u) && dec_table(d, u, 1, depth);
+  case 0xdf:
+    return dec_uint(d, 4, &u) && dec_table(d, u, 1, depth);
+  default: /* 0xc1 (never used) and the ext types */
     return 0;
   }
 }
 
-int er_decode(lua_State *L, const char *p, size_t len) {
+static int decode(lua_State *L, const char *p, size_t len, er_strcache *c,
+                  int anchors) {
   int top = lua_gettop(L);
-  if (len == 0 || !check_value(p, p + len)) return 0;
-  if (!dec_value(L, &p, 0)) {
+  dec d;
+  d.L = L;
+  d.p = (const unsigned char *)p;
+  d.end = d.p + len;
+  d.cache = c;
+  d.anchors = anchors;
+  if (len == 0 || !lua_checkstack(L, 3)) return 0;
+  if (!dec_value(&d, 0) || d.p != d.end) {
     lua_settop(L, top);
     return 0;
   }
   return 1;
+}
+
+int er_decode(lua_State *L, const char *p, size_t len) {
+  return decode(L, p, len, NULL, 0);
+}
+
+int er_decode_cached(lua_State *L, const char *p, size_t len, er_strcache *c,
+                     int anchors) {
+  return decode(L, p, len, c, lua_absindex(L, anchors));
 }

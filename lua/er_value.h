@@ -34,9 +34,40 @@ void er_buf_free(lua_State *L, er_buf *b);
  * the place inside the value, starting with `root` ("data", ...). */
 void er_encode(lua_State *L, int idx, er_buf *b, int argn, const char *root);
 
+/* er_encode whose messages start with "<root>[<index>].<field>" ("events[3].data"),
+ * or "<root>.<field>" when index is 0: the name is only made for an error. */
+void er_encode_field(lua_State *L, int idx, er_buf *b, int argn,
+                     const char *root, lua_Integer index, const char *field);
+
 /* Push the Lua value encoded in [p, p+len).  Returns 1, or 0 with nothing
  * pushed when the bytes are not one valid MessagePack value we can turn
  * into a Lua value. */
 int er_decode(lua_State *L, const char *p, size_t len);
+
+/* A cache of short strings for a reader that makes the same strings again
+ * and again (the keys of every event's data, its type, its stream): a hit
+ * costs a comparison of the bytes instead of hashing them into a new Lua
+ * string.  The C side holds the bytes; the strings themselves live in a
+ * Lua table (the "anchors", at integer keys ER_STRCACHE_BASE + slot) so
+ * that the collector keeps them. */
+#define ER_STRCACHE_SLOTS 256
+#define ER_STRCACHE_MAXLEN 40 /* Lua's short strings */
+#define ER_STRCACHE_BASE 16   /* anchors[1..15] are the caller's */
+
+typedef struct er_strcache {
+  unsigned char len[ER_STRCACHE_SLOTS]; /* 0: empty */
+  char bytes[ER_STRCACHE_SLOTS][ER_STRCACHE_MAXLEN];
+} er_strcache;
+
+/* Push the string [s, s+len), from the cache `c` whose anchors table is at
+ * stack index `anchors` when it is there (strings of 1 to
+ * ER_STRCACHE_MAXLEN bytes), else made and remembered. */
+void er_push_cached(lua_State *L, const char *s, size_t len, er_strcache *c,
+                    int anchors);
+
+/* er_decode that takes the keys of maps from the cache `c` (anchors at
+ * stack index `anchors`). */
+int er_decode_cached(lua_State *L, const char *p, size_t len, er_strcache *c,
+                     int anchors);
 
 #endif

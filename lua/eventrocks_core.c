@@ -169,38 +169,91 @@ static int raise_corrupt(lua_State *L, uint64_t position) {
   return raise_error(L, &err);
 }
 
-/* Push the event as a table with exactly the fields API.md lists.  Returns
- * 0 with nothing pushed when its data or metadata do not decode. */
-static int push_event(lua_State *L, const er_event *ev) {
+/* What push_event needs at every event, made once per Lua state by
+ * luaopen: a userdata holding the string cache of the decoder, whose user
+ * value is the cache's anchors table (er_value.h); the table also holds the
+ * event field names at 1..8 and the event metatable at 9, so that each
+ * field is set without looking its name up from a C string. */
+static const char reader_key = 0; /* its address keys it in the registry */
+enum { F_ID = 1, F_STREAM, F_VERSION, F_POSITION, F_TYPE, F_TIME, F_DATA,
+       F_METADATA, F_MT };
+static const char *const field_names[] = {
+  "id", "stream", "version", "position", "type", "time", "data", "metadata"
+};
+
+typedef struct reader {
+  er_strcache *cache;
+  int t; /* stack index of the anchors table */
+} reader;
+
+/* Push the reader's userdata and its table (two slots; the caller pops
+ * them or returns above them) and fill `r`. */
+static void get_reader(lua_State *L, reader *r) {
+  luaL_checkstack(L, 2, NULL);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &reader_key);
+  r->cache = lua_touserdata(L, -1);
+  lua_getiuservalue(L, -1, 1);
+  r->t = lua_gettop(L);
+}
+
+static void new_reader(lua_State *L) {
+  er_strcache *c = lua_newuserdatauv(L, sizeof *c, 1);
+  int i;
+  memset(c, 0, sizeof *c);
+  lua_createtable(L, ER_STRCACHE_BASE + ER_STRCACHE_SLOTS, 0);
+  for (i = 0; i < F_MT - 1; i++) {
+    lua_pushstring(L, field_names[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  luaL_getmetatable(L, EVENT_MT);
+  lua_rawseti(L, -2, F_MT);
+  lua_setiuservalue(L, -2, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &reader_key);
+}
+
+/* Push the event as a table with exactly the fields API.md lists, using
+ * the reader `r`.  Returns 0 with nothing pushed when its data or metadata
+ * do not decode. */
+static int push_event(lua_State *L, const er_event *ev, const reader *r) {
   char id[37];
   int top = lua_gettop(L);
-  luaL_checkstack(L, 4, NULL);
+  luaL_checkstack(L, 5, NULL);
   lua_createtable(L, 0, 8);
   er_uuid_format(ev->id, id);
+  lua_rawgeti(L, r->t, F_ID);
   lua_pushlstring(L, id, 36);
-  lua_setfield(L, -2, "id");
-  lua_pushlstring(L, ev->stream, ev->stream_len);
-  lua_setfield(L, -2, "stream");
+  lua_rawset(L, -3);
+  lua_rawgeti(L, r->t, F_STREAM);
+  er_push_cached(L, ev->stream, ev->stream_len, r->cache, r->t);
+  lua_rawset(L, -3);
+  lua_rawgeti(L, r->t, F_VERSION);
   lua_pushinteger(L, (lua_Integer)ev->version);
-  lua_setfield(L, -2, "version");
+  lua_rawset(L, -3);
+  lua_rawgeti(L, r->t, F_POSITION);
   lua_pushinteger(L, (lua_Integer)ev->position);
-  lua_setfield(L, -2, "position");
-  lua_pushlstring(L, ev->type, ev->type_len);
-  lua_setfield(L, -2, "type");
+  lua_rawset(L, -3);
+  lua_rawgeti(L, r->t, F_TYPE);
+  er_push_cached(L, ev->type, ev->type_len, r->cache, r->t);
+  lua_rawset(L, -3);
+  lua_rawgeti(L, r->t, F_TIME);
   lua_pushinteger(L, (lua_Integer)ev->time);
-  lua_setfield(L, -2, "time");
+  lua_rawset(L, -3);
   if (ev->data_len) {
-    if (!er_decode(L, ev->data, ev->data_len)) goto corrupt;
-    lua_setfield(L, -2, "data");
+    lua_rawgeti(L, r->t, F_DATA);
+    if (!er_decode_cached(L, ev->data, ev->data_len, r->cache, r->t)) goto corrupt;
+    lua_rawset(L, -3);
   }
+  lua_rawgeti(L, r->t, F_METADATA);
   if (ev->metadata_len) {
-    if (!er_decode(L, ev->metadata, ev->metadata_len)) goto corrupt;
+    if (!er_decode_cached(L, ev->metadata, ev->metadata_len, r->cache, r->t))
+      goto corrupt;
     if (!lua_istable(L, -1)) goto corrupt;
   } else {
-    lua_newtable(L);
+    lua_createtable(L, 0, 0);
   }
-  lua_setfield(L, -2, "metadata");
-  luaL_setmetatable(L, EVENT_MT);
+  lua_rawset(L, -3);
+  lua_rawgeti(L, r->t, F_MT);
+  lua_setmetatable(L, -2);
   return 1;
 corrupt:
   lua_settop(L, top);
@@ -347,28 +400,42 @@ static void reserve_events(lua_State *L, lstore *ls, size_t n) {
   ls->evs_cap = cap;
 }
 
-/* Read event table at stack top into ls->evs[i]; `label` names it in errors. */
-static void collect_event(lua_State *L, lstore *ls, size_t i, const char *label) {
+/* The name of event `index` in error messages: "event" for a lone one
+ * (index 0), else "events[<index>]"; pushed, and only made on an error. */
+static const char *event_label(lua_State *L, lua_Integer index) {
+  if (index == 0) return lua_pushliteral(L, "event");
+  return lua_pushfstring(L, "events[%I]", (LUAI_UACINT)index);
+}
+
+/* Read event table at stack top into ls->evs[i]; `index` names it in errors
+ * (event_label); `names` is the stack index of the reader's table, whose
+ * field names spare a lookup of C strings. */
+static void collect_event(lua_State *L, lstore *ls, size_t i, lua_Integer index,
+                          int names) {
   int t = lua_gettop(L);
   er_new_event *e = &ls->evs[i];
   size_t *off = &ls->offs[4 * i];
-  const char *type;
+  const char *type, *got;
   memset(e, 0, sizeof *e);
-  if (!lua_istable(L, t))
+  if (!lua_istable(L, t)) {
+    got = luaL_typename(L, t);
     luaL_argerror(L, 3, lua_pushfstring(L, "%s must be an event table, got %s",
-                                        label, luaL_typename(L, t)));
-  lua_pushliteral(L, "type");
-  if (lua_rawget(L, t) != LUA_TSTRING)
-    luaL_argerror(L, 3, lua_pushfstring(L, "%s.type must be a string, got %s", label,
-                                        luaL_typename(L, -1)));
+                                        event_label(L, index), got));
+  }
+  lua_rawgeti(L, names, F_TYPE);
+  if (lua_rawget(L, t) != LUA_TSTRING) {
+    got = luaL_typename(L, -1);
+    luaL_argerror(L, 3, lua_pushfstring(L, "%s.type must be a string, got %s",
+                                        event_label(L, index), got));
+  }
   type = lua_tolstring(L, -1, &e->type_len); /* anchored by the event table */
   if (e->type_len == 0 || e->type_len > ER_MAX_TYPE_LEN || memchr(type, 0, e->type_len))
     luaL_argerror(L, 3, lua_pushfstring(L, "%s.type must be 1 to %d bytes without NUL",
-                                        label, ER_MAX_TYPE_LEN));
+                                        event_label(L, index), ER_MAX_TYPE_LEN));
   e->type = type;
   lua_pop(L, 1);
 
-  lua_pushliteral(L, "id");
+  lua_rawgeti(L, names, F_ID);
   switch (lua_rawget(L, t)) {
   case LUA_TNIL:
     break;
@@ -376,76 +443,78 @@ static void collect_event(lua_State *L, lstore *ls, size_t i, const char *label)
     size_t len;
     const char *id = lua_tolstring(L, -1, &len);
     if (er_uuid_parse(id, len, e->id) != ER_OK)
-      luaL_argerror(L, 3, lua_pushfstring(L, "%s.id is not a UUID: '%s'", label, id));
+      luaL_argerror(L, 3, lua_pushfstring(L, "%s.id is not a UUID: '%s'",
+                                          event_label(L, index), id));
     e->has_id = 1;
     break;
   }
   default:
-    luaL_argerror(L, 3, lua_pushfstring(L, "%s.id must be a UUID string", label));
+    luaL_argerror(L, 3, lua_pushfstring(L, "%s.id must be a UUID string",
+                                        event_label(L, index)));
   }
   lua_pop(L, 1);
 
-  lua_pushliteral(L, "data");
+  lua_rawgeti(L, names, F_DATA);
   off[0] = ls->buf.len;
-  if (lua_rawget(L, t) != LUA_TNIL) {
-    int v = lua_gettop(L);
-    er_encode(L, v, &ls->buf, 3, lua_pushfstring(L, "%s.data", label));
-  }
+  if (lua_rawget(L, t) != LUA_TNIL)
+    er_encode_field(L, -1, &ls->buf, 3, index ? "events" : "event", index, "data");
   off[1] = ls->buf.len - off[0];
   lua_settop(L, t);
 
-  lua_pushliteral(L, "metadata");
+  lua_rawgeti(L, names, F_METADATA);
   off[2] = ls->buf.len;
   switch (lua_rawget(L, t)) {
   case LUA_TNIL:
     break;
-  case LUA_TTABLE: {
-    int v = lua_gettop(L);
-    er_encode(L, v, &ls->buf, 3, lua_pushfstring(L, "%s.metadata", label));
+  case LUA_TTABLE:
+    er_encode_field(L, -1, &ls->buf, 3, index ? "events" : "event", index, "metadata");
     break;
-  }
   default:
+    got = luaL_typename(L, -1);
     luaL_argerror(L, 3, lua_pushfstring(L, "%s.metadata must be a table, got %s",
-                                        label, luaL_typename(L, -1)));
+                                        event_label(L, index), got));
   }
   off[3] = ls->buf.len - off[2];
   lua_settop(L, t);
 }
 
 /* Validate and encode the arguments (stream, events, opts) at 2, 3, 4 into
- * ls->evs; returns the number of events.  Raises on bad input. */
+ * ls->evs; returns the number of events.  Raises on bad input.  Leaves the
+ * reader (get_reader) at 5 and 6. */
 static size_t collect_events(lua_State *L, lstore *ls) {
   size_t n, i;
+  reader r;
   luaL_checktype(L, 3, LUA_TTABLE);
   check_opts(L, 4);
   ls->buf.len = 0;
   lua_settop(L, 4);
-  lua_pushliteral(L, "type");
+  get_reader(L, &r); /* 5, 6 */
+  lua_rawgeti(L, r.t, F_TYPE);
   if (lua_rawget(L, 3) != LUA_TNIL) { /* one event */
     lua_pop(L, 1);
     n = 1;
     reserve_events(L, ls, 1);
     lua_pushvalue(L, 3);
-    collect_event(L, ls, 0, "event");
-    lua_settop(L, 4);
+    collect_event(L, ls, 0, 0, r.t);
+    lua_settop(L, 6);
   } else {
     lua_pop(L, 1);
     n = (size_t)lua_rawlen(L, 3);
     if (n == 0) luaL_argerror(L, 3, "no events to append");
     reserve_events(L, ls, n);
     for (i = 0; i < n; i++) {
-      char label[40];
-      snprintf(label, sizeof label, "events[%zu]", i + 1);
       lua_rawgeti(L, 3, (lua_Integer)(i + 1));
-      collect_event(L, ls, i, label);
-      lua_settop(L, 4);
+      collect_event(L, ls, i, (lua_Integer)(i + 1), r.t);
+      lua_settop(L, 6);
     }
   }
   for (i = 0; i < n; i++) { /* the buffer has stopped moving: point into it */
     size_t *off = &ls->offs[4 * i];
-    ls->evs[i].data = ls->buf.p + off[0];
+    /* (not when empty: before the first value the buffer is NULL, and
+     * NULL + 0 is undefined) */
+    ls->evs[i].data = off[1] ? ls->buf.p + off[0] : NULL;
     ls->evs[i].data_len = off[1];
-    ls->evs[i].metadata = ls->buf.p + off[2];
+    ls->evs[i].metadata = off[3] ? ls->buf.p + off[2] : NULL;
     ls->evs[i].metadata_len = off[3];
   }
   return n;
@@ -486,13 +555,15 @@ static int lua_commit_hook(void *ud, er_txn *t, const er_event *evs, size_t n,
   int top, rc = ER_OK;
   size_t i;
   ltxn *lt;
+  reader r;
   if (!L || ls->hook_ref == LUA_NOREF) return ER_OK;
   top = lua_gettop(L);
-  if (!lua_checkstack(L, 8)) {
+  if (!lua_checkstack(L, 10)) {
     snprintf(err->message, sizeof err->message, "Lua stack overflow in the commit hook");
     err->code = ER_NOMEM;
     return ER_NOMEM;
   }
+  get_reader(L, &r);
   lua_rawgeti(L, LUA_REGISTRYINDEX, ls->hook_ref);
   lt = lua_newuserdatauv(L, sizeof *lt, 0);
   memset(lt, 0, sizeof *lt);
@@ -502,7 +573,7 @@ static int lua_commit_hook(void *ud, er_txn *t, const er_event *evs, size_t n,
   luaL_setmetatable(L, TXN_MT);
   lua_createtable(L, (int)(n > 1u << 20 ? 1u << 20 : n), 0);
   for (i = 0; i < n; i++) {
-    if (!push_event(L, &evs[i])) {
+    if (!push_event(L, &evs[i], &r)) {
       lt->t = NULL;
       lua_settop(L, top);
       err->code = ER_CORRUPTION;
@@ -871,6 +942,7 @@ static int store_event(lua_State *L) {
   lua_Integer pos = luaL_checkinteger(L, 2);
   er_event ev;
   er_error err;
+  reader r;
   void **box;
   int rc;
   if (pos < 1) {
@@ -888,7 +960,8 @@ static int store_event(lua_State *L) {
     return 1;
   }
   if (rc != ER_OK) return push_error(L, &err);
-  rc = push_event(L, &ev);
+  get_reader(L, &r);
+  rc = push_event(L, &ev, &r);
   er_free(*box);
   *box = NULL;
   if (!rc) {
@@ -920,12 +993,19 @@ static int iter_close(lua_State *L) {
   return 0;
 }
 
-/* The `next` function of the generic for: (iterator) -> values or nil. */
+/* The `next` function of the generic for: (iterator) -> values or nil.
+ * Upvalues (return_iter): the reader's userdata and table, the iterator
+ * metatable (checked by identity: luaL_checkudata looks its name up in the
+ * registry at every call). */
 static int iter_next(lua_State *L) {
-  liter *li = luaL_checkudata(L, 1, ITER_MT);
+  liter *li = lua_touserdata(L, 1);
   lstore *ls;
   er_error err;
   int rc;
+  if (li && lua_getmetatable(L, 1) && lua_rawequal(L, -1, lua_upvalueindex(3)))
+    lua_pop(L, 1);
+  else
+    li = luaL_checkudata(L, 1, ITER_MT); /* raises */
   if (!li->it) return 0;
   lua_getiuservalue(L, 1, 1);
   ls = lua_touserdata(L, -1);
@@ -962,7 +1042,10 @@ static int iter_next(lua_State *L) {
     er_event ev;
     rc = er_iter_next(li->it, &ev, &err);
     if (rc == ER_OK) {
-      if (push_event(L, &ev)) return 1;
+      reader r;
+      r.cache = lua_touserdata(L, lua_upvalueindex(1));
+      r.t = lua_upvalueindex(2);
+      if (push_event(L, &ev, &r)) return 1;
       iter_close(L);
       return raise_corrupt(L, ev.position);
     }
@@ -973,7 +1056,10 @@ static int iter_next(lua_State *L) {
 }
 
 static int return_iter(lua_State *L) {
-  lua_pushcfunction(L, iter_next);
+  reader r;
+  get_reader(L, &r);
+  luaL_getmetatable(L, ITER_MT);
+  lua_pushcclosure(L, iter_next, 3);
   lua_insert(L, -2);
   lua_pushnil(L);
   lua_pushvalue(L, -2);
@@ -1389,6 +1475,7 @@ int luaopen_eventrocks_core(lua_State *L) {
 
   luaL_newmetatable(L, EVENT_MT);
   lua_setfield(L, -2, "event_metatable");
+  new_reader(L);
 
   luaL_newmetatable(L, MEM_MT);
   lua_pushcfunction(L, mem_gc);

@@ -379,7 +379,9 @@ int er_list_streams(er_store *s, const char *prefix, size_t prefix_len,
                     er_iter **out, er_error *err);
 
 /* Next stream of a streams iterator: id (borrowed, valid until the next
- * call) and current version.  ER_NOT_FOUND at the end. */
+ * call) and current version (which, for a stream appended to while the
+ * iterator is open, may be newer than when it was created).  ER_NOT_FOUND
+ * at the end. */
 int er_iter_next_stream(er_iter *it, const char **stream, size_t *stream_len,
                         uint64_t *version, er_error *err);
 

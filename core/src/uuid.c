@@ -66,13 +66,16 @@ int er_uuid7(uint8_t out[16]) {
 
 void er_uuid_format(const uint8_t id[16], char out[37]) {
   static const char hex[] = "0123456789abcdef";
-  int i, o = 0;
+  /* where each byte's two digits go: the dashes sit at 8, 13, 18 and 23 */
+  static const unsigned char at[16] = {0, 2, 4, 6, 9, 11, 14, 16,
+                                       19, 21, 24, 26, 28, 30, 32, 34};
+  int i;
   for (i = 0; i < 16; i++) {
-    if (i == 4 || i == 6 || i == 8 || i == 10) out[o++] = '-';
-    out[o++] = hex[id[i] >> 4];
-    out[o++] = hex[id[i] & 0x0f];
+    out[at[i]] = hex[id[i] >> 4];
+    out[at[i] + 1] = hex[id[i] & 0x0f];
   }
-  out[o] = 0;
+  out[8] = out[13] = out[18] = out[23] = '-';
+  out[36] = 0;
 }
 
 static int hexval(char c) {

@@ -2054,6 +2054,42 @@ static void test_many_events_reopen(void **state) {
   }
 }
 
+/* More streams than the stream-head cache has slots, appended to in turns
+ * with exact expected versions: every version the cache hands out after
+ * evictions and refills must be the stored one. */
+static void test_head_cache_many_streams(void **state) {
+  fx *f = *state;
+  enum { STREAMS = 6000, ROUNDS = 3 };
+  char name[32];
+  for (int r = 0; r < ROUNDS; r++) {
+    for (int i = 0; i < STREAMS; i++) {
+      int k = (i * 7919) % STREAMS, per = k % 3 + 1; /* versions differ */
+      er_new_event ev[3];
+      er_appended res;
+      er_error err = fresh_err();
+      int n = snprintf(name, sizeof name, "s-%d", k);
+      for (int e = 0; e < per; e++) tu_event(&ev[e], "T", NULL, 0);
+      assert_int_equal(er_append(f->s, name, (size_t)n, (int64_t)r * per, ev,
+                                 (size_t)per, &res, &err),
+                       ER_OK);
+      assert_int_equal(res.version, (uint64_t)(r + 1) * per);
+    }
+  }
+  for (int i = 0; i < STREAMS; i += 97) {
+    snprintf(name, sizeof name, "s-%d", i);
+    assert_int_equal(version_of(f->s, name), ROUNDS * (i % 3 + 1));
+  }
+  {
+    er_new_event ev;
+    er_appended res;
+    er_error err = fresh_err();
+    tu_event(&ev, "T", NULL, 0);
+    assert_int_equal(er_append(f->s, "s-1", 3, 1, &ev, 1, &res, &err),
+                     ER_WRONG_EXPECTED_VERSION);
+    assert_int_equal(err.actual, ROUNDS * 2);
+  }
+}
+
 static void test_reopen_continues(void **state) {
   fx *f = *state;
   fill_prefix_streams(f->s);
@@ -2559,6 +2595,8 @@ int main(int argc, char **argv) {
       cmocka_unit_test_setup_teardown(test_iterator_snapshot, fx_setup,
                                       fx_teardown),
       cmocka_unit_test_setup_teardown(test_interleaved_iterators, fx_setup,
+                                      fx_teardown),
+      cmocka_unit_test_setup_teardown(test_head_cache_many_streams, fx_setup,
                                       fx_teardown),
       cmocka_unit_test_setup_teardown(test_many_events_reopen, fx_setup,
                                       fx_teardown),
