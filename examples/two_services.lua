@@ -37,9 +37,10 @@ if not url then
     if line:find("Server is ready", 1, true) then break end
   end
   if not (url and server.pid) then
-    print("skipped: no EVENTROCKS_NATS_URL and nats-server did not start (is it installed?)")
+    io.stderr:write("two_services: no EVENTROCKS_NATS_URL, and nats-server did not start "
+      .. "(tools/deps.sh installs it)\n")
     p:close()
-    os.exit(0)
+    os.exit(1)
   end
   url = "nats://" .. url
 end
