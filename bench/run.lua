@@ -433,8 +433,8 @@ if js_table then
   local body = jr and jr["relay.body_bytes"] and median(jr["relay.body_bytes"])
   sections[#sections + 1] = "## JetStream (issue 8)\n\n" ..
     ("One nats-server -js (file storage) on loopback, on the same machine.  The relay's messages carry the " ..
-    "event as MessagePack (%s on average) and its headers: `Nats-Msg-Id`, `Nats-Expected-Last-Msg-Id` and " ..
-    "six `Eventrocks-*`; batches of 1000, %d in flight.  The raw publisher (`bench/nats_pub.c`) sends " ..
+    "event as MessagePack (%s on average) and its headers: `Nats-Msg-Id`, `Nats-Expected-Last-Sequence` and " ..
+    "five `Eventrocks-*`; batches of 1000 (the next one published while the last one's acknowledgements arrive), %d in flight.  The raw publisher (`bench/nats_pub.c`) sends " ..
     "bodies of %s and no header, or only `Nats-Msg-Id`.  The consumers are durable pull consumers " ..
     "applying batches of 500, each committed with its checkpoint in one write, then acknowledged.\n\n"):format(
       body and ("%.0f bytes"):format(body) or "about 258 bytes", JS_PENDING,

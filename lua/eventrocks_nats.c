@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define CONN_MT "eventrocks.nats.connection"
 #define PUB_MT "eventrocks.nats.publisher"
@@ -738,6 +739,7 @@ static int batch_free(lua_State *L) {
 
 typedef struct {
   pthread_mutex_t mu;
+  pthread_cond_t cond; /* signalled at every acknowledgement or failure */
   int64_t acked, duplicates, failed;
   uint64_t last_seq; /* the highest stream sequence acknowledged */
   natsStatus first_status;
@@ -769,6 +771,7 @@ static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void
                pae->ErrText ? pae->ErrText : natsStatus_GetText(pae->Err));
     }
   }
+  pthread_cond_broadcast(&st->cond);
   pthread_mutex_unlock(&st->mu);
   natsMsg_Destroy(msg);
 }
@@ -793,6 +796,7 @@ static int conn_publisher(lua_State *L) {
   p->st = calloc(1, sizeof *p->st);
   if (!p->st) return luaL_error(L, "out of memory");
   pthread_mutex_init(&p->st->mu, NULL);
+  pthread_cond_init(&p->st->cond, NULL);
   jsOptions_Init(&jo);
   jo.PublishAsync.MaxPending = max_pending;
   jo.PublishAsync.StallWait = stall;
@@ -831,6 +835,7 @@ static int pub_close(lua_State *L) {
     pthread_mutex_lock(&p->st->mu);
     pthread_mutex_unlock(&p->st->mu);
     pthread_mutex_destroy(&p->st->mu);
+    pthread_cond_destroy(&p->st->cond);
     free(p->st);
     p->st = NULL;
   }
@@ -947,6 +952,55 @@ static int pub_publish_event(lua_State *L) {
   return 1;
 }
 
+/* pub:wait(count, timeout_ms) -> true | nil, err: waits until the first
+ * `count` messages published since the last complete have their answer
+ * (the others may still be in flight), without dropping anything; a
+ * failed message or the time running out is an error (then call complete
+ * to drop what is pending). */
+static int pub_wait(lua_State *L) {
+  lpub *p = check_pub(L);
+  lua_Integer count = luaL_checkinteger(L, 2), timeout = luaL_optinteger(L, 3, 10000);
+  struct timespec until;
+  int64_t failed, done;
+  natsStatus fs;
+  jsErrCode fcode;
+  char ftext[256], atext[256];
+  lconn *c;
+  int rc = 0;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += (time_t)(timeout / 1000);
+  until.tv_nsec += (long)(timeout % 1000) * 1000000L;
+  if (until.tv_nsec >= 1000000000L) {
+    until.tv_sec++;
+    until.tv_nsec -= 1000000000L;
+  }
+  pthread_mutex_lock(&p->st->mu);
+  while (p->st->acked + p->st->failed < count && p->st->failed == 0 && rc == 0)
+    rc = pthread_cond_timedwait(&p->st->cond, &p->st->mu, &until);
+  failed = p->st->failed;
+  done = p->st->acked + p->st->failed;
+  fs = p->st->first_status;
+  fcode = p->st->first_code;
+  snprintf(ftext, sizeof ftext, "%s", p->st->first_text);
+  pthread_mutex_unlock(&p->st->mu);
+  if (failed) {
+    push_err(L, code_of(fs, fcode, ftext), "%I of the messages failed; the first: %s",
+             (lua_Integer)failed, ftext);
+    return with_js_code(L, fcode);
+  }
+  if (done >= count) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  lua_getiuservalue(L, 1, 1);
+  c = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (c && c->nc && take_async_error(c, atext, sizeof atext) == NATS_NOT_PERMITTED)
+    return push_err(L, "permission_denied", "publish refused by the server: %s", atext);
+  return push_err(L, "io", "no acknowledgement from JetStream within %I ms (%I of %I answered)",
+                  timeout, (lua_Integer)done, count);
+}
+
 /* pub:complete(timeout_ms) -> acked, duplicates, last_seq | nil, err.
  * last_seq: the highest stream sequence acknowledged so far.  Waits for the
  * acknowledgement of every message published since the last complete; on
@@ -1025,7 +1079,8 @@ static const luaL_Reg conn_methods[] = {
   {NULL, NULL}};
 
 static const luaL_Reg pub_methods[] = {
-  {"publish", pub_publish}, {"publish_event", pub_publish_event}, {"complete", pub_complete},
+  {"publish", pub_publish}, {"publish_event", pub_publish_event}, {"wait", pub_wait},
+  {"complete", pub_complete},
   {"close", pub_close}, {NULL, NULL}};
 
 static const luaL_Reg sub_methods[] = {{"fetch", sub_fetch}, {"close", sub_close}, {NULL, NULL}};

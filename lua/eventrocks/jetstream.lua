@@ -146,6 +146,7 @@ function M.relay(store, name, opts)
   r.read_only = core.is_read_only(store)
   r.mem_cp = 0
   r.cat_cache, r.cat_count, r.subj_cache = {}, 0, {}
+  r.sent = 0 -- messages published since the publisher's last complete
   if r.types then
     r.wanted = {}
     for i, ty in ipairs(r.types) do
@@ -345,7 +346,8 @@ function Relay:_batch(cp)
       -- previous one
       local ok, err = pub:publish_event(subject, body, id, seq, stream, version, position, ty, time)
       if not ok then
-        pub:complete(1)
+        self:_settle(false) -- what the previous batch got through stays done
+        self:_abandon()
         if err.code == "too_large" then
           err = new_error("too_large", fmt("relay '%s': the event at position %d (%s@%d, %d bytes encoded) "
             .. "is larger than the server's max_payload (%d bytes)", self.name, position, stream,
@@ -357,16 +359,55 @@ function Relay:_batch(cp)
     end
     pos = position
   end
-  if n > 0 then
-    local acked, dups, last_seq = pub:complete(self.ack_timeout)
-    if not acked then return nil, dups end
-    self.seq = last_seq
-    self.published = self.published + acked - dups
-    self.duplicates = self.duplicates + dups
-  end
-  local ok, err = self:_put_checkpoint(pos)
+  self.seq = seq
+  self.sent = self.sent + n
+  -- The previous batch's acknowledgements have had this batch's time to
+  -- arrive: its checkpoint is committed now, and this batch's flow while the
+  -- next one is read and published.  A short batch is drained at once.
+  local ok, err = self:_settle(false)
   if not ok then return nil, err end
-  return n, pos, seen == self.batch
+  self.pending = { sent = self.sent, pos = pos, n = n }
+  local full = seen == self.batch
+  if not full then
+    ok, err = self:_settle(true)
+    if not ok then return nil, err end
+  end
+  return n, pos, full
+end
+
+-- Drop what is in flight (after a failure; the next batch starts from the
+-- checkpoint and JetStream's last message).
+function Relay:_abandon()
+  self.pub:complete(1)
+  self.sent, self.pending = 0, nil
+end
+
+-- Commit the checkpoint of the pending batch once JetStream has
+-- acknowledged everything up to it; with `drain`, everything in flight.
+function Relay:_settle(drain)
+  local p = self.pending
+  if not p then return true end
+  local pub = self.pub
+  if drain then
+    local acked, dups = pub:complete(self.ack_timeout)
+    if not acked then
+      self.sent, self.pending = 0, nil
+      return nil, dups
+    end
+    self.duplicates = self.duplicates + dups
+    self.sent = 0
+  else
+    local ok, err = pub:wait(p.sent, self.ack_timeout)
+    if not ok then
+      self:_abandon()
+      return nil, err
+    end
+  end
+  self.pending = nil
+  local ok, err = self:_put_checkpoint(p.pos)
+  if not ok then return nil, err end
+  self.published = self.published + p.n
+  return true
 end
 
 -- Failures worth another try: the connection, the server, a broken chain
@@ -402,9 +443,17 @@ function Relay:run(opts)
     cp = nil -- resynchronise with JetStream
     return true
   end
+  local function finish(pos)
+    local ok, err = self:_settle(true)
+    if not ok then return nil, err end
+    return total, pos
+  end
   while true do
     local ok, err = true, nil
     if not cp then
+      -- nothing in flight is trusted across a resynchronisation (a run
+      -- that raised, e.g. in a subject function, may have left some)
+      if self.pub then self:_abandon() end
       ok, err = self:_connect()
       if ok then cp, err = self:_sync() end
       ok = cp ~= nil
@@ -420,10 +469,10 @@ function Relay:run(opts)
         total, cp = total + n, pos
         if opts.progress then opts.progress(pos, self.store:last_position()) end
         if not full then
-          if not follow or (stop and stop()) then return total, pos end
+          if not follow or (stop and stop()) then return finish(pos) end
           core.sleep(interval)
         elseif follow and stop and stop() then
-          return total, pos
+          return finish(pos)
         end
       end
     end
