@@ -1,6 +1,7 @@
--- bench/lua_floor.lua -- the floor under any Lua reader: building the
--- event tables that a read returns, in plain Lua, with no store at all.
--- Workload read only (load.eps and scan.eps as in bench/README.md): per
+-- bench/lua_floor.lua -- the floor under any Lua reader or writer:
+-- building the event tables that a read returns, or that an append takes,
+-- in plain Lua, with no store at all.
+-- Workload read (load.eps and scan.eps as in bench/README.md): per
 -- event the table of API.md's fields, its data table (the payload of
 -- bench/common.lua) and an empty metadata table; the strings that a decoder
 -- must create fresh (id, sku, customer) are cut from a buffer with
@@ -8,9 +9,34 @@
 local C = require "common"
 
 local workload, N = C.args()
+
+-- Appends: the floor under any Lua writer is building what an append
+-- takes, exactly as bench/er_lua.lua builds it (the event tables with their
+-- payload, the array of 100, the options table), with no store.
+if workload == "append1" or workload == "append100" then
+  local payload, per, sink = C.payload, workload == "append1" and 1 or 100, 0
+  local t = C.now()
+  if per == 1 then
+    for j = 1, N do
+      local ev, opts = { type = "ItemAdded", data = payload(j) }, { expected = j }
+      sink = sink + opts.expected + #ev.type
+    end
+  else
+    for j = 0, N // per - 1 do
+      local evs = {}
+      for i = 1, per do evs[i] = { type = "ItemAdded", data = payload(j * per + i) } end
+      local opts = { expected = j }
+      sink = sink + opts.expected + #evs
+    end
+  end
+  t = C.now() - t
+  assert(sink > 0)
+  C.result(workload .. ".eps", (N // per * per) / t)
+  os.exit(0)
+end
+
 if workload ~= "read" then
-  if workload == "append1" or workload == "append100" or workload == "catchup" or
-     workload == "snapshot" or workload == "latency" or workload == "rss" then
+  if workload == "catchup" or workload == "snapshot" or workload == "latency" or workload == "rss" then
     os.exit(0)
   end
   io.stderr:write("lua_floor.lua: unknown workload '", workload, "'\n")

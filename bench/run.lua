@@ -39,7 +39,7 @@ local contenders = {
   { key = "core", name = "eventrocks core (C)", cmd = sh(BIN .. "/core_bench") },
   { key = "lua", name = "eventrocks (Lua)", cmd = LUA .. " bench/er_lua.lua" },
   { key = "floor", name = "Lua tables only, no store", cmd = LUA .. " bench/lua_floor.lua",
-    only = { read = true } },
+    only = { read = true, append1 = true, append100 = true } },
   { key = "sqlite", name = "SQLite (Lua)", cmd = LUA .. " bench/sqlite.lua" },
   { key = "pg", name = "PostgreSQL (Lua)", cmd = LUA .. " bench/postgres.lua", server = true },
   -- issue 8, in a table of their own: the relay and the consumer, and the
@@ -368,32 +368,44 @@ local function goal(text, a, b, want, kind, ceiling, ceiling_of)
   end
 end
 local function over(a, b) if a and b and b ~= 0 then return a / b end end
+-- The rate of doing both a and b per event (rates in events/s): a store
+-- must both build the events' Lua tables (the floor) and do its RocksDB
+-- work (raw reads, or puts of its keys), one after the other.
+local function both(a, b) if a and b and a > 0 and b > 0 then return 1 / (1 / a + 1 / b) end end
 local function get(metric, n, durable, key)
   local t = V[metric .. "@" .. n .. "@" .. (durable or 0)]
   return t and t[key]
 end
 local A1, A100, A1S, A100S = S.append1, S.append100, S.append1_sync, S.append100_sync
+-- Ceilings: the rate of the Lua tables alone combined with the RocksDB work
+-- alone, against the contender; where the floor was not measured, the
+-- RocksDB work alone.
+local function ceiling(metric, n, d, work, vs)
+  local w = get(metric, n, d, work)
+  return over(both(w, get(metric, n, d, "floor")) or w, get(metric, n, d, vs))
+end
+local KEYS_LUA = "eventrocks' keys + Lua tables / raw"
 goal("single appends, Lua / raw single puts", get("append1.eps", A1, 0, "lua"), get("append1.eps", A1, 0, "raw"), 0.5,
-  nil, over(get("append1.eps", A1, 0, "layout"), get("append1.eps", A1, 0, "raw")), "eventrocks' keys / raw")
+  nil, ceiling("append1.eps", A1, 0, "layout", "raw"), KEYS_LUA)
 goal("100-event appends, Lua / raw batched puts", get("append100.eps", A100, 0, "lua"), get("append100.eps", A100, 0, "raw"), 0.4,
-  nil, over(get("append100.eps", A100, 0, "layout"), get("append100.eps", A100, 0, "raw")), "eventrocks' keys / raw")
+  nil, ceiling("append100.eps", A100, 0, "layout", "raw"), KEYS_LUA)
 goal("stream load + fold, Lua / raw sequential reads", get("load.eps", S.read, 0, "lua"), get("load.eps", S.read, 0, "raw"), 0.4,
-  nil, over(get("load.eps", S.read, 0, "floor"), get("load.eps", S.read, 0, "raw")), "Lua tables only / raw")
+  nil, ceiling("load.eps", S.read, 0, "raw", "raw"), "raw reads + Lua tables / raw")
 goal("global-log scan, Lua / raw sequential reads", get("scan.eps", S.read, 0, "lua"), get("scan.eps", S.read, 0, "raw"), 0.4,
-  nil, over(get("scan.eps", S.read, 0, "floor"), get("scan.eps", S.read, 0, "raw")), "Lua tables only / raw")
+  nil, ceiling("scan.eps", S.read, 0, "raw", "raw"), "raw reads + Lua tables / raw")
 for _, d in ipairs({ 0, 1 }) do
   local tag = d == 1 and ", durable" or ""
   local n1, n100 = d == 1 and A1S or A1, d == 1 and A100S or A100
   for _, vs in ipairs({ { "pg", "PostgreSQL", 20 }, { "sqlite", "SQLite", 3 } }) do
     goal("single appends" .. tag .. ", Lua / " .. vs[2], get("append1.eps", n1, d, "lua"), get("append1.eps", n1, d, vs[1]), vs[3],
-      nil, over(get("append1.eps", n1, d, "raw"), get("append1.eps", n1, d, vs[1])), "raw RocksDB / " .. vs[2])
+      nil, ceiling("append1.eps", n1, d, "layout", vs[1]), "eventrocks' keys + Lua tables / " .. vs[2])
     goal("100-event appends" .. tag .. ", Lua / " .. vs[2], get("append100.eps", n100, d, "lua"), get("append100.eps", n100, d, vs[1]), vs[3],
-      nil, over(get("append100.eps", n100, d, "raw"), get("append100.eps", n100, d, vs[1])), "raw RocksDB / " .. vs[2])
+      nil, ceiling("append100.eps", n100, d, "layout", vs[1]), "eventrocks' keys + Lua tables / " .. vs[2])
   end
 end
 for _, vs in ipairs({ { "pg", "PostgreSQL" }, { "sqlite", "SQLite" } }) do
   goal("stream load, Lua / " .. vs[2], get("load.eps", S.read, 0, "lua"), get("load.eps", S.read, 0, vs[1]), 3,
-    nil, over(get("load.eps", S.read, 0, "floor"), get("load.eps", S.read, 0, vs[1])), "Lua tables only / " .. vs[2])
+    nil, ceiling("load.eps", S.read, 0, "raw", vs[1]), "raw reads + Lua tables / " .. vs[2])
 end
 goal(("snapshot load, %s-event stream / %s-event stream (time)"):format(count(S.snap_big), count(S.snap_small)),
   get("snapshot.ms", S.snap_big, 0, "lua"), get("snapshot.ms", S.snap_small, 0, "lua"), 1.5, "max")
@@ -443,11 +455,13 @@ if js_table then
 end
 local text = table.concat(head, "\n") .. "\n" .. table.concat(sections, "\n") ..
   "\n## Goals (issues 6 and 8)\n\n" ..
-  "The ceiling column is the best ratio any Lua event store could show in the same comparison: " ..
-  "for appends against raw puts, plain puts of eventrocks' own keys (log, stream index, id index, head) " ..
-  "against one put per event; for reads, building the event tables in plain Lua with no store at all; " ..
-  "against SQLite and PostgreSQL, raw RocksDB from C in eventrocks' place; for the relay, raw publishing " ..
-  "with a `Nats-Msg-Id` on each message (the duplicate detection every relayed message needs) against " ..
+  "The ceiling column is the best ratio a Lua event store could show in the same comparison, from " ..
+  "two rates measured in this run: building in plain Lua the tables an append takes or a read returns " ..
+  "(`Lua tables only`), and the RocksDB work alone from C; a store has to do both for each event, so " ..
+  "its best rate is 1 / (1/tables + 1/RocksDB).  The RocksDB work is: for appends, plain puts of " ..
+  "eventrocks' own keys (log, stream index, id index, head: the layout that gives stream reads, the " ..
+  "global log and idempotent retries); for reads, raw RocksDB's sequential reads.  For the relay: raw publishing with a " ..
+  "`Nats-Msg-Id` on each message (the duplicate detection every relayed message needs) against " ..
   "publishing without.\n\n" ..
   "| goal | ratio | target | ceiling | verdict |\n|---|---:|---:|---:|---|\n" ..
   table.concat(goals, "\n") .. "\n"
