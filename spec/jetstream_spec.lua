@@ -230,6 +230,23 @@ describe("JetStream relay", function()
     bad:close()
   end)
 
+  it("follows the log until stop() says so", function()
+    common.fill(t.store, 2500, 10)
+    local relay = t.store:relay("out", { url = srv.url, stream = stream, prefix = prefix, create_stream = true,
+      batch = 1000 })
+    local calls = 0
+    local n, pos = relay:run({ follow = true, interval = 5, stop = function()
+      calls = calls + 1
+      if calls == 2 then common.fill(t.store, 7, 10, 2501) end
+      return calls >= 4
+    end })
+    assert.equal(2507, n)
+    assert.equal(2507, pos)
+    assert.equal(2507, relay:position())
+    relay:close()
+    assert_exactly_once(t.store, contents(srv.url, stream))
+  end)
+
   it("publishes JSON bodies with --json semantics", function()
     t.store:append("cart-1", { type = "Added", data = { sku = "x", qty = 2, price = 1.5 }, metadata = { by = "me" } })
     local relay = t.store:relay("out", { url = srv.url, stream = stream, prefix = prefix, create_stream = true, json = true })

@@ -443,10 +443,13 @@ function Relay:run(opts)
     cp = nil -- resynchronise with JetStream
     return true
   end
-  local function finish(pos)
+  -- Stopping: everything in flight must be acknowledged (and its
+  -- checkpoint committed) first.  Returns true when run may return.
+  local function drained()
     local ok, err = self:_settle(true)
-    if not ok then return nil, err end
-    return total, pos
+    if ok then return true end
+    if not failed(err) then return nil, err end
+    return false
   end
   while true do
     local ok, err = true, nil
@@ -468,11 +471,12 @@ function Relay:run(opts)
         failing_since, attempt = nil, 0
         total, cp = total + n, pos
         if opts.progress then opts.progress(pos, self.store:last_position()) end
-        if not full then
-          if not follow or (stop and stop()) then return finish(pos) end
+        if (not full and (not follow or (stop and stop()))) or (full and follow and stop and stop()) then
+          local done, derr = drained()
+          if done then return total, pos end
+          if done == nil then return nil, derr end
+        elseif not full then
           core.sleep(interval)
-        elseif follow and stop and stop() then
-          return finish(pos)
         end
       end
     end
