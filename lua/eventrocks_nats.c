@@ -31,6 +31,7 @@
 #define PUB_MT "eventrocks.nats.publisher"
 #define SUB_MT "eventrocks.nats.subscription"
 #define BATCH_MT "eventrocks.nats.batch"
+#define OPTS_MT "eventrocks.nats.options"
 #define ERROR_MT "eventrocks.error" /* registered by eventrocks.core */
 
 /* ---- errors --------------------------------------------------------------- */
@@ -126,37 +127,56 @@ static int opt_bool(lua_State *L, int t, const char *name, int def) {
 
 /* ---- connections ---------------------------------------------------------- */
 
+/* What libnats' threads report about a connection.  malloc'd, and freed
+ * by the connection's closed callback: libnats delivers a connection's
+ * callbacks in order, the closed one last, so no error callback can come
+ * after it (the Lua userdata may be gone by then). */
+typedef struct {
+  pthread_mutex_t mu;
+  natsStatus async_err;    /* last asynchronous error (e.g. a permission violation) */
+  char async_text[256];
+} connstate;
+
 typedef struct {
   natsConnection *nc;
   jsCtx *js;               /* for management calls and fetches */
-  pthread_mutex_t mu;      /* guards async_err, shared with libnats threads */
-  natsStatus async_err;    /* last asynchronous error (e.g. a permission violation) */
-  char async_text[256];
+  connstate *st;
   char urls[512];          /* as given, for messages */
 } lconn;
 
 static void on_async_error(natsConnection *nc, natsSubscription *sub, natsStatus s,
                            void *closure) {
-  lconn *c = closure;
+  connstate *st = closure;
   const char *text = NULL;
   (void)sub;
   natsConnection_GetLastError(nc, &text);
-  pthread_mutex_lock(&c->mu);
-  c->async_err = s;
-  snprintf(c->async_text, sizeof c->async_text, "%s",
+  pthread_mutex_lock(&st->mu);
+  st->async_err = s;
+  snprintf(st->async_text, sizeof st->async_text, "%s",
            text && *text ? text : natsStatus_GetText(s));
-  pthread_mutex_unlock(&c->mu);
+  pthread_mutex_unlock(&st->mu);
+}
+
+static void free_connstate(connstate *st) {
+  pthread_mutex_destroy(&st->mu);
+  free(st);
+}
+
+static void on_closed(natsConnection *nc, void *closure) {
+  (void)nc;
+  free_connstate(closure);
 }
 
 /* The last asynchronous error, cleared; NATS_OK when none. */
 static natsStatus take_async_error(lconn *c, char *text, size_t len) {
   natsStatus s;
-  pthread_mutex_lock(&c->mu);
-  s = c->async_err;
-  if (text) snprintf(text, len, "%s", c->async_text);
-  c->async_err = NATS_OK;
-  c->async_text[0] = '\0';
-  pthread_mutex_unlock(&c->mu);
+  if (!c->st) return NATS_OK;
+  pthread_mutex_lock(&c->st->mu);
+  s = c->st->async_err;
+  if (text) snprintf(text, len, "%s", c->st->async_text);
+  c->st->async_err = NATS_OK;
+  c->st->async_text[0] = '\0';
+  pthread_mutex_unlock(&c->st->mu);
   return s;
 }
 
@@ -171,10 +191,10 @@ static int conn_close(lua_State *L) {
   if (c->js) jsCtx_Destroy(c->js);
   c->js = NULL;
   if (c->nc) {
+    c->st = NULL; /* on_closed frees it */
     natsConnection_Close(c->nc);
     natsConnection_Destroy(c->nc);
     c->nc = NULL;
-    pthread_mutex_destroy(&c->mu);
   }
   return 0;
 }
@@ -259,12 +279,12 @@ static natsStatus set_options(lua_State *L, natsOptions *o, lconn *c, const char
   *what = "ping_interval";
   n = opt_int(L, 1, "ping_interval", 0, 0);
   if (n && (s = natsOptions_SetPingInterval(o, n)) != NATS_OK) return s;
-  return natsOptions_SetErrorHandler(o, on_async_error, c);
+  return NATS_OK;
 }
 
 /* nats.connect(opts) -> connection | nil, err */
 static int l_connect(lua_State *L) {
-  natsOptions *o = NULL;
+  natsOptions *o = NULL, **box;
   natsStatus s;
   const char *what = "options";
   lconn *c;
@@ -276,17 +296,33 @@ static int l_connect(lua_State *L) {
   lua_settop(L, 1);
   c = lua_newuserdatauv(L, sizeof *c, 0); /* 2 */
   memset(c, 0, sizeof *c);
-  if (natsOptions_Create(&o) != NATS_OK) return luaL_error(L, "out of memory");
-  s = set_options(L, o, c, &what); /* may raise: o leaks only on a bad argument */
+  /* the options live in a box whose __gc destroys them, so that a bad
+   * option raising in set_options leaks nothing */
+  box = lua_newuserdatauv(L, sizeof *box, 0); /* 3 */
+  *box = NULL;
+  luaL_setmetatable(L, OPTS_MT);
+  if (natsOptions_Create(box) != NATS_OK) return luaL_error(L, "out of memory");
+  o = *box;
+  s = set_options(L, o, c, &what); /* may raise (a bad option) */
+  if (s != NATS_OK) return push_nerr(L, s, 0, what);
+  c->st = calloc(1, sizeof *c->st);
+  if (!c->st) return luaL_error(L, "out of memory");
+  pthread_mutex_init(&c->st->mu, NULL);
+  s = natsOptions_SetErrorHandler(o, on_async_error, c->st);
+  if (s == NATS_OK) s = natsOptions_SetClosedCB(o, on_closed, c->st);
   if (s != NATS_OK) {
-    natsOptions_Destroy(o);
-    return push_nerr(L, s, 0, what);
+    free_connstate(c->st);
+    c->st = NULL;
+    return push_nerr(L, s, 0, "callbacks");
   }
-  pthread_mutex_init(&c->mu, NULL);
   s = natsConnection_Connect(&c->nc, o);
   natsOptions_Destroy(o);
+  *box = NULL;
+  lua_settop(L, 2);
   if (s != NATS_OK) {
-    pthread_mutex_destroy(&c->mu);
+    /* no connection, no closed callback */
+    free_connstate(c->st);
+    c->st = NULL;
     c->nc = NULL;
     return push_err(L, code_of(s, 0, NULL), "cannot connect to %s: %s", c->urls,
                     natsStatus_GetText(s));
@@ -294,8 +330,11 @@ static int l_connect(lua_State *L) {
   luaL_setmetatable(L, CONN_MT);
   s = natsConnection_JetStream(&c->js, c->nc, NULL);
   if (s != NATS_OK) {
-    lua_pushvalue(L, 2);
-    conn_close(L);
+    c->js = NULL;
+    c->st = NULL; /* on_closed frees it */
+    natsConnection_Close(c->nc);
+    natsConnection_Destroy(c->nc);
+    c->nc = NULL;
     return push_nerr(L, s, 0, "JetStream context");
   }
   return 1;
@@ -1058,6 +1097,13 @@ static int pub_complete(lua_State *L) {
 
 /* ---- module --------------------------------------------------------------- */
 
+static int opts_gc(lua_State *L) {
+  natsOptions **box = luaL_checkudata(L, 1, OPTS_MT);
+  if (*box) natsOptions_Destroy(*box);
+  *box = NULL;
+  return 0;
+}
+
 static const luaL_Reg conn_methods[] = {
   {"close", conn_close},
   {"url", conn_url},
@@ -1123,6 +1169,10 @@ int luaopen_eventrocks_nats(lua_State *L) {
   new_class(L, PUB_MT, pub_methods, pub_close);
   new_class(L, SUB_MT, sub_methods, sub_close);
   new_class(L, BATCH_MT, batch_methods, batch_free);
+  luaL_newmetatable(L, OPTS_MT);
+  lua_pushcfunction(L, opts_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
   luaL_newlib(L, fns);
   lua_pushstring(L, nats_GetVersion());
   lua_setfield(L, -2, "version");
