@@ -10,15 +10,15 @@
 --   p:run()                                       -- apply what JetStream holds
 --
 -- Exactly once, end to end:
--- * The relay chains its messages: each one carries the id of the one before
---   (Nats-Expected-Last-Msg-Id), so JetStream refuses a message whose
---   predecessor was lost, and what the stream holds is always a gap-free
---   prefix of the log in position order.  Re-publishing after a crash or a
---   lost connection starts at the checkpoint; JetStream's duplicate window
---   drops the repeats, and at start the relay moves its checkpoint to the
---   stream's last message, so repeats are dropped even after the window.
+-- * The relay chains its messages: each one carries the stream sequence of
+--   the one before (Nats-Expected-Last-Sequence), so JetStream refuses a
+--   message whose predecessor was lost, and what the stream holds is always
+--   a gap-free prefix of the log in position order.  Before publishing, and
+--   after any failure, the relay reads the stream's last message and moves
+--   its checkpoint up to it: nothing is published twice, whatever the
+--   duplicate window (Nats-Msg-Id is there for anyone else's retries).
 -- * The checkpoint advances only after JetStream acknowledged every message
---   of the batch.
+--   of the batch (the next batch is published meanwhile).
 -- * A source applies a batch, records the JetStream sequence and the source
 --   position in the same atomic write as the read model (and the mirrored
 --   events), and acknowledges afterwards; a redelivered message is at or
