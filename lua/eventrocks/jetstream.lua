@@ -469,8 +469,9 @@ function Relay:run(opts)
         if not failed(pos) then return nil, pos end
       else
         failing_since, attempt = nil, 0
+        local moved = pos ~= cp
         total, cp = total + n, pos
-        if opts.progress then opts.progress(pos, self.store:last_position()) end
+        if opts.progress and moved then opts.progress(pos, self.store:last_position()) end
         if (not full and (not follow or (stop and stop()))) or (full and follow and stop and stop()) then
           local done, derr = drained()
           if done then return total, pos end
