@@ -993,13 +993,26 @@ static int iter_close(lua_State *L) {
   return 0;
 }
 
+/* The store of the iterator at index 1; raises, closing the iterator, when
+ * the store was closed. */
+static lstore *iter_store(lua_State *L) {
+  lstore *ls;
+  lua_getiuservalue(L, 1, 1);
+  ls = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (!ls || !ls->s) {
+    iter_close(L);
+    luaL_error(L, "attempt to use a closed store");
+  }
+  return ls;
+}
+
 /* The `next` function of the generic for: (iterator) -> values or nil.
  * Upvalues (return_iter): the reader's userdata and table, the iterator
  * metatable (checked by identity: luaL_checkudata looks its name up in the
  * registry at every call). */
 static int iter_next(lua_State *L) {
   liter *li = lua_touserdata(L, 1);
-  lstore *ls;
   er_error err;
   int rc;
   if (li && lua_getmetatable(L, 1) && lua_rawequal(L, -1, lua_upvalueindex(3)))
@@ -1007,13 +1020,7 @@ static int iter_next(lua_State *L) {
   else
     li = luaL_checkudata(L, 1, ITER_MT); /* raises */
   if (!li->it) return 0;
-  lua_getiuservalue(L, 1, 1);
-  ls = lua_touserdata(L, -1);
-  lua_pop(L, 1);
-  if (!ls || !ls->s) {
-    iter_close(L);
-    return luaL_error(L, "attempt to use a closed store");
-  }
+  iter_store(L); /* raises when the store was closed */
   if (li->kind == LI_KV) {
     const void *k, *v;
     size_t klen, vlen;
@@ -1086,13 +1093,7 @@ static int raw_next(lua_State *L) {
   er_buf *b;
   int rc, base;
   if (!li->it) return 0;
-  lua_getiuservalue(L, 1, 1);
-  ls = lua_touserdata(L, -1);
-  lua_pop(L, 1);
-  if (!ls || !ls->s) {
-    iter_close(L);
-    return luaL_error(L, "attempt to use a closed store");
-  }
+  ls = iter_store(L);
   rc = er_iter_next(li->it, &ev, &err);
   if (rc != ER_OK) {
     iter_close(L);

@@ -53,7 +53,7 @@ static const char *code_of(natsStatus s, jsErrCode jerr, const char *text) {
   }
 }
 
-/* Push nil, err; returns 2.  `what` says what failed. */
+/* Push nil, err; returns 2. */
 static int push_err(lua_State *L, const char *code, const char *fmt, ...) {
   va_list ap;
   lua_pushnil(L);
@@ -89,6 +89,15 @@ static int push_nerr(lua_State *L, natsStatus s, jsErrCode jerr, const char *wha
   else
     push_err(L, code_of(s, jerr, buf), "%s: %s", what, buf);
   return with_js_code(L, jerr);
+}
+
+static int push_stream_missing(lua_State *L, const char *stream, const char *urls) {
+  return push_err(L, "not_found", "JetStream stream '%s' does not exist on %s", stream, urls);
+}
+
+static int push_consumer_missing(lua_State *L, const char *stream, const char *name) {
+  return push_err(L, "not_found", "JetStream consumer '%s' of stream '%s' does not exist", name,
+                  stream);
 }
 
 /* ---- options helpers ------------------------------------------------------ */
@@ -431,7 +440,7 @@ static int conn_stream_info(lua_State *L) {
   natsStatus s = js_GetStreamInfo(&si, c->js, name, NULL, &jerr);
   if (s != NATS_OK) {
     if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr)
-      return push_err(L, "not_found", "JetStream stream '%s' does not exist on %s", name, c->urls);
+      return push_stream_missing(L, name, c->urls);
     return push_nerr(L, s, jerr, "stream info");
   }
   push_stream_info(L, si);
@@ -576,8 +585,7 @@ static int conn_consumer_info(lua_State *L) {
   natsStatus s = js_GetConsumerInfo(&ci, c->js, stream, name, NULL, &jerr);
   if (s != NATS_OK) {
     if (s == NATS_NOT_FOUND || jerr == JSConsumerNotFoundErr)
-      return push_err(L, "not_found", "JetStream consumer '%s' of stream '%s' does not exist",
-                      name, stream);
+      return push_consumer_missing(L, stream, name);
     return push_nerr(L, s, jerr, "consumer info");
   }
   push_consumer_info(L, ci);
@@ -616,7 +624,7 @@ static int conn_add_consumer(lua_State *L) {
   s = js_AddConsumer(&ci, c->js, stream, &cfg, NULL, &jerr);
   if (s != NATS_OK) {
     if (jerr == JSStreamNotFoundErr)
-      return push_err(L, "not_found", "JetStream stream '%s' does not exist on %s", stream, c->urls);
+      return push_stream_missing(L, stream, c->urls);
     return push_nerr(L, s, jerr, "create JetStream consumer");
   }
   push_consumer_info(L, ci);
@@ -631,8 +639,7 @@ static int conn_delete_consumer(lua_State *L) {
   natsStatus s = js_DeleteConsumer(c->js, stream, name, NULL, &jerr);
   if (s != NATS_OK) {
     if (s == NATS_NOT_FOUND || jerr == JSConsumerNotFoundErr)
-      return push_err(L, "not_found", "JetStream consumer '%s' of stream '%s' does not exist",
-                      name, stream);
+      return push_consumer_missing(L, stream, name);
     return push_nerr(L, s, jerr, "delete JetStream consumer");
   }
   lua_pushboolean(L, 1);
@@ -789,7 +796,6 @@ typedef struct {
 typedef struct {
   jsCtx *js;
   pubstate *st; /* malloc'd: libnats threads write to it */
-  int64_t published;
   int used; /* published at least once: libnats 3.4 crashes listing the
              * pending messages of a context that never published */
 } lpub;
@@ -881,6 +887,22 @@ static int pub_close(lua_State *L) {
   return 0;
 }
 
+/* Hand `m`, built with status `s` so far, to the library: true, or nil, err
+ * (the message destroyed unless the library took it). */
+static int send(lua_State *L, lpub *p, natsMsg *m, natsStatus s, const char *subject) {
+  if (s == NATS_OK) s = js_PublishMsgAsync(p->js, &m, NULL);
+  natsMsg_Destroy(m); /* NULL once the library owns it */
+  if (s != NATS_OK) {
+    if (s == NATS_TIMEOUT)
+      return push_err(L, "io", "publish to '%s': too many messages waiting for an acknowledgement",
+                      subject);
+    return push_nerr(L, s, 0, "publish");
+  }
+  p->used = 1;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* pub:publish(subject, body, msgid [, key, value]...) -> true | nil, err.
  * Asynchronous: returns once the message is handed to the connection; blocks
  * while max_pending messages wait for their acknowledgement. */
@@ -903,18 +925,7 @@ static int pub_publish(lua_State *L) {
     s = natsMsgHeader_Set(m, k, v);
     lua_pop(L, 1);
   }
-  if (s == NATS_OK) s = js_PublishMsgAsync(p->js, &m, NULL);
-  natsMsg_Destroy(m); /* NULL once the library owns it */
-  if (s != NATS_OK) {
-    if (s == NATS_TIMEOUT)
-      return push_err(L, "io", "publish to '%s': too many messages waiting for an acknowledgement",
-                      subject);
-    return push_nerr(L, s, 0, "publish");
-  }
-  p->published++;
-  p->used = 1;
-  lua_pushboolean(L, 1);
-  return 1;
+  return send(L, p, m, s, subject);
 }
 
 /* Copy `s` into `out` (at least 3 * len + 1 bytes) with control bytes and
@@ -977,18 +988,7 @@ static int pub_publish_event(lua_State *L) {
     snprintf(num, sizeof num, "%lld", (long long)time);
     s = natsMsgHeader_Set(m, "Eventrocks-Time", num);
   }
-  if (s == NATS_OK) s = js_PublishMsgAsync(p->js, &m, NULL);
-  natsMsg_Destroy(m); /* NULL once the library owns it */
-  if (s != NATS_OK) {
-    if (s == NATS_TIMEOUT)
-      return push_err(L, "io", "publish to '%s': too many messages waiting for an acknowledgement",
-                      subject);
-    return push_nerr(L, s, 0, "publish");
-  }
-  p->published++;
-  p->used = 1;
-  lua_pushboolean(L, 1);
-  return 1;
+  return send(L, p, m, s, subject);
 }
 
 /* pub:wait(count, timeout_ms) -> true | nil, err: waits until the first
@@ -1071,7 +1071,6 @@ static int pub_complete(lua_State *L) {
   p->st->acked = p->st->duplicates = p->st->failed = 0;
   p->st->first_text[0] = '\0';
   pthread_mutex_unlock(&p->st->mu);
-  p->published = 0;
   lua_getiuservalue(L, 1, 1);
   c = lua_touserdata(L, -1);
   lua_pop(L, 1);
