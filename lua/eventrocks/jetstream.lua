@@ -41,6 +41,37 @@ local function new_error(code, message)
   return setmetatable({ code = code, message = message }, core.error_metatable)
 end
 
+-- Write (value nil: delete) one checkpoint, in a write of its own.
+local function write_checkpoint(store, key, value)
+  local txn, err = core.txn(store)
+  if not txn then return nil, err end
+  if value == nil then txn:delete("checkpoints", key) else txn:put("checkpoints", key, value) end
+  local ok
+  ok, err = txn:commit()
+  txn:free()
+  if not ok then return nil, err end
+  return true
+end
+
+-- The connection of a relay or a source, opened (again) when it has none
+-- or it closed; a closed one of its own is freed first.
+local function ensure_conn(obj)
+  local c = obj.conn
+  if c and c:status() ~= "closed" then return c end
+  if c and obj.own_conn ~= false then c:close() end
+  local err
+  c, err = nats().connect(obj.conn_opts)
+  if not c then return nil, err end
+  obj.conn, obj.own_conn = c, true
+  return c
+end
+
+-- Close the connection unless it was lent (opts.connection).
+local function release_conn(obj)
+  if obj.conn and obj.own_conn ~= false then obj.conn:close() end
+  obj.conn = nil
+end
+
 -- ---------------------------------------------------------------------------
 -- Connection options, passed through to libnats
 
@@ -181,14 +212,7 @@ function Relay:_put_checkpoint(value)
     self.mem_cp = value
     return true
   end
-  local txn, err = core.txn(self.store)
-  if not txn then return nil, err end
-  txn:put("checkpoints", self.key, value)
-  local ok
-  ok, err = txn:commit()
-  txn:free()
-  if not ok then return nil, err end
-  return true
+  return write_checkpoint(self.store, self.key, value)
 end
 
 --- Forget the checkpoint: the next run publishes the log from the start
@@ -198,14 +222,7 @@ function Relay:reset()
     self.mem_cp = 0
     return true
   end
-  local txn, err = core.txn(self.store)
-  if not txn then return nil, err end
-  txn:delete("checkpoints", self.key)
-  local ok
-  ok, err = txn:commit()
-  txn:free()
-  if not ok then return nil, err end
-  return true
+  return write_checkpoint(self.store, self.key, nil)
 end
 
 function Relay:subject(ev)
@@ -225,14 +242,10 @@ function Relay:_connect()
   if self.conn and self.conn:status() ~= "closed" and self.pub then return true end
   if self.pub then self.pub:close() end
   self.pub = nil
-  if not self.conn or self.conn:status() == "closed" then
-    if self.conn and self.own_conn ~= false then self.conn:close() end
-    local c, err = nats().connect(self.conn_opts)
-    if not c then return nil, err end
-    self.conn, self.own_conn = c, true
-  end
-  local conn = self.conn
-  local info, err = conn:stream_info(self.stream)
+  local conn, err = ensure_conn(self)
+  if not conn then return nil, err end
+  local info
+  info, err = conn:stream_info(self.stream)
   if not info then
     if err.code ~= "not_found" then return nil, err end
     if not self.create_stream then
@@ -487,8 +500,7 @@ end
 function Relay:close()
   if self.pub then self.pub:close() end
   self.pub = nil
-  if self.conn and self.own_conn ~= false then self.conn:close() end
-  self.conn = nil
+  release_conn(self)
 end
 Relay.__close = Relay.close
 Relay.__gc = Relay.close
@@ -556,13 +568,8 @@ local function durable_of(src, proj, st)
   if src.durable then return src.durable end
   if type(st.durable) == "string" then return st.durable end
   local name = proj.name:gsub("[%s%.%*>%c]", "_"):sub(1, 200) .. "_" .. core.uuid():sub(-12)
-  local txn, err = core.txn(proj.store)
-  if not txn then return nil, err end
   st.durable = name
-  txn:put("checkpoints", state_key(proj), st)
-  local ok
-  ok, err = txn:commit()
-  txn:free()
+  local ok, err = write_checkpoint(proj.store, state_key(proj), st)
   if not ok then return nil, err end
   return name
 end
@@ -579,13 +586,10 @@ function Source:_open(proj, batch, st)
     return open.sub
   end
   self:_close_sub()
-  if not self.conn or self.conn:status() == "closed" then
-    local c, err = nats().connect(self.conn_opts)
-    if not c then return nil, err end
-    self.conn, self.own_conn = c, true
-  end
-  local conn = self.conn
-  local info, err = conn:stream_info(self.stream)
+  local conn, err = ensure_conn(self)
+  if not conn then return nil, err end
+  local info
+  info, err = conn:stream_info(self.stream)
   if not info then
     if err.code == "not_found" then
       err = new_error("not_found", fmt("projection '%s': JetStream stream '%s' does not exist on %s",
@@ -624,8 +628,7 @@ end
 
 function Source:close()
   self:_close_sub()
-  if self.conn and self.own_conn ~= false then self.conn:close() end
-  self.conn = nil
+  release_conn(self)
 end
 Source.__close = Source.close
 Source.__gc = Source.close
@@ -695,7 +698,6 @@ function Source:_batch(proj, batch, new_view, flush_view, handler_failed)
     self.pending = nil
     return 0, st.position, false
   end
-  self.pending = select(5, b:msg(count))
   local store = proj.store
   local txn
   txn, err = core.txn(store)
@@ -713,8 +715,10 @@ function Source:_batch(proj, batch, new_view, flush_view, handler_failed)
     self:_close_sub() -- realign: the unacknowledged messages come again
     return nil, e
   end
+  local left -- what the consumer still has for us after the batch
   for i = 1, count do
-    local body, _, seq = b:msg(i)
+    local body, _, seq, _, pending = b:msg(i)
+    left = pending
     if not seq then return abort(new_error("io", "a JetStream message without its metadata")) end
     if seq > st.seq then
       local ev, eerr = event_of(body, seq)
@@ -742,6 +746,7 @@ function Source:_batch(proj, batch, new_view, flush_view, handler_failed)
       st.seq = seq
     end
   end
+  self.pending = left
   local ok
   ok, err = flush_view(view)
   if not ok then return abort(err) end
