@@ -129,7 +129,13 @@ static rocksdb_options_t *family_options(int create, int read_only) {
   rocksdb_options_set_write_buffer_size(o, (size_t)16 << 20);
   rocksdb_options_set_db_write_buffer_size(o, (size_t)48 << 20);
   rocksdb_options_set_compression(o, rocksdb_lz4_compression);
-  rocksdb_options_set_info_log_level(o, 2); /* warnings and worse */
+  /* RocksDB's info log (the LOG file) keeps only its header: the options
+   * and versions of each open.  Debian's librocksdb is built with
+   * assertions, and once a write to the LOG file has failed (a full disk)
+   * the next one aborts the process in WritableFileWriter; RocksDB's own
+   * recovery thread logs as soon as it sees the full disk.  The store's
+   * errors reach the caller as er_error, so the log adds nothing else. */
+  rocksdb_options_set_info_log_level(o, 5); /* HEADER_LEVEL */
   rocksdb_options_set_keep_log_file_num(o, 4);
   return o;
 }
