@@ -274,10 +274,11 @@ int er_txn_append(er_txn *t, const char *stream, size_t stream_len,
                   er_error *err);
 
 /* er_txn_append with the events' time given instead of taken from the
- * clock (integer microseconds since the epoch; 0 means now).  For imports,
- * which keep the time of the exported events: such times may be older than
- * events already stored, so the log's time is non-decreasing only for
- * events the store timed itself. */
+ * clock (integer microseconds since the epoch; 0 means now).  For imports
+ * and mirrors, which keep the time of the events they copy: such times are
+ * stored as given and never move the store's own clock, so events the store
+ * times itself carry the real time (never going back), whatever times were
+ * given before. */
 int er_txn_append_at(er_txn *t, const char *stream, size_t stream_len,
                      int64_t expected, const er_new_event *events, size_t n,
                      int64_t time, er_error *err);
@@ -400,7 +401,8 @@ typedef void (*er_progress_fn)(void *ud, uint64_t done, uint64_t total);
  * entry (same bytes) and its id entry, and every stream index entry points
  * at its log record; versions contiguous from 1 in every stream; every head
  * equals its stream's last version and every stream has a head; every id
- * entry points at an event with that id.  `report` (may be NULL) gets one
+ * entry points at an event with that id; no event is timed more than a day
+ * ahead of now (each of the first ten is reported, then how many more).  `report` (may be NULL) gets one
  * message per problem (valid during the call), `progress` (may be NULL)
  * gets the work done so far out of `total` now and then.  On ER_OK
  * `*problems` holds the number of problems found (0: healthy); an error

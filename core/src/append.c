@@ -326,8 +326,8 @@ int er__commit(er_txn *t, er_error *err) {
   er_event *written = NULL;
   size_t nwritten = 0;
   uint64_t pos;
-  int64_t now, latest, last_at = 0;
-  int rc = ER_OK, any_id = 0;
+  int64_t now;
+  int rc = ER_OK, any_id = 0, own_time = 0, given_time = 0;
   char *rerr = NULL;
 
   if (t->state != 0)
@@ -357,8 +357,7 @@ int er__commit(er_txn *t, er_error *err) {
   pthread_mutex_lock(&s->write_lock);
   pos = s->last_position;
   now = er__now_micros();
-  if (now < s->last_time) now = s->last_time; /* the log's time never goes back */
-  latest = s->last_time;
+  if (now < s->last_time) now = s->last_time; /* the store's time never goes back */
   off = 0;
   for (a = 0; a < t->n_appends && rc == ER_OK; a++) {
     er__pending *x = &t->appends[a];
@@ -381,9 +380,11 @@ int er__commit(er_txn *t, er_error *err) {
       break;
     }
     if (replay) continue;
+    /* a given time (an import, a mirror) is stored as it is and never
+     * moves the store's own clock */
     at = x->time ? x->time : now;
-    if (at > latest) latest = at;
-    last_at = at;
+    if (x->time) given_time = 1;
+    else own_time = 1;
     for (i = 0; i < x->n; i++) {
       er_new_event *e = &x->events[i];
       uint64_t p = pos + 1 + i, ver = current + 1 + i;
@@ -420,13 +421,16 @@ int er__commit(er_txn *t, er_error *err) {
     x->result.position = pos + x->n;
     pos += x->n;
   }
-  if (rc == ER_OK && nwritten && last_at < latest) {
-    /* the log now ends with a time older than one handed out before (an
-     * import): remember the high-water mark for the next open */
-    uint8_t clock[8];
-    er__put_le64(clock, (uint64_t)latest);
+  if (rc == ER_OK && given_time) {
+    /* the log may now end with a time the store did not hand out: keep
+     * the store's own clock, and the position it goes with, for the next
+     * open (see load_counters) */
+    uint8_t clock[16];
+    er__put_le64(clock, (uint64_t)(own_time ? now : s->last_time));
+    er__put_le64(clock + 8, pos);
     rocksdb_writebatch_put_cf(t->wb, s->cf[CF_DEFAULT], er__clock_key,
-                              sizeof er__clock_key - 1, (const char *)clock, 8);
+                              sizeof er__clock_key - 1, (const char *)clock,
+                              sizeof clock);
   }
   if (rc == ER_OK && nwritten && s->hook) {
     er_error local, *herr = err ? err : &local; /* hooks always get one */
@@ -445,10 +449,8 @@ int er__commit(er_txn *t, er_error *err) {
   }
   if (rc == ER_OK) {
     t->state = 1;
-    if (nwritten) {
-      __atomic_store_n(&s->last_position, pos, __ATOMIC_RELEASE);
-      s->last_time = latest;
-    }
+    if (nwritten) __atomic_store_n(&s->last_position, pos, __ATOMIC_RELEASE);
+    if (own_time) s->last_time = now;
     for (a = 0; a < t->n_appends; a++) {
       const er__pending *x = &t->appends[a];
       if (!x->result.replayed)

@@ -4,6 +4,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 typedef struct checker {
   er_store *s;
@@ -11,7 +12,11 @@ typedef struct checker {
   er_progress_fn progress;
   void *ud;
   uint64_t problems, done, total;
+  int64_t ahead;    /* times past this are more than a day ahead of now */
+  uint64_t n_ahead; /* events timed past `ahead` */
 } checker;
+
+#define AHEAD_SHOWN 10 /* events timed ahead reported one by one */
 
 static void problem(checker *c, const char *fmt, ...)
 #if defined(__GNUC__)
@@ -48,6 +53,17 @@ static int iter_error(rocksdb_iterator_t *it, er_error *err) {
   char *rerr = NULL;
   rocksdb_iter_get_error(it, &rerr);
   return rerr ? er__rocks_fail(err, "checking", rerr) : ER_OK;
+}
+
+/* `t` (microseconds since the epoch) as UTC date and time, or as the
+ * number when no calendar year holds it. */
+static void format_time(int64_t t, char *buf, size_t cap) {
+  time_t secs = (time_t)(t / 1000000);
+  struct tm tm;
+  if (t / 1000000 == (int64_t)secs && gmtime_r(&secs, &tm) && tm.tm_year < 8100 &&
+      strftime(buf, cap, "%Y-%m-%d %H:%M:%S UTC", &tm) > 0)
+    return;
+  snprintf(buf, cap, "%lld microseconds after the epoch", (long long)t);
 }
 
 #define SHOWN(len) (int)((len) > 80 ? 80 : (len))
@@ -88,6 +104,12 @@ static int check_log(checker *c, er_error *err) {
       problem(c, "log: the record at position %llu has a bad stream id", (unsigned long long)pos);
       continue;
     }
+    if (ev.time > c->ahead && ++c->n_ahead <= AHEAD_SHOWN) {
+      char when[64];
+      format_time(ev.time, when, sizeof when);
+      problem(c, "log: the event at position %llu is timed %s, more than a day "
+              "ahead of now", (unsigned long long)pos, when);
+    }
     er__stream_key(skey, ev.stream, ev.stream_len, ev.version);
     idx = get(c, CF_STREAMS, skey, ev.stream_len + 9, &ilen, &rc, err);
     if (rc != ER_OK) break;
@@ -111,6 +133,9 @@ static int check_log(checker *c, er_error *err) {
     rocksdb_free(id);
   }
   if (rc == ER_OK) rc = iter_error(it, err);
+  if (c->n_ahead > AHEAD_SHOWN)
+    problem(c, "log: %llu more events are timed more than a day ahead of now",
+            (unsigned long long)(c->n_ahead - AHEAD_SHOWN));
   if (rc == ER_OK && expect - 1 != s->last_position)
     problem(c, "log: ends at position %llu but the store counts %llu",
             (unsigned long long)(expect - 1), (unsigned long long)s->last_position);
@@ -283,6 +308,7 @@ int er_check(er_store *s, er_report_fn report, er_progress_fn progress,
   c.progress = progress;
   c.ud = ud;
   c.total = 3 * er_last_position(s);
+  c.ahead = er__now_micros() + ER_CLOCK_AHEAD_LIMIT;
   *problems = 0;
   if ((rc = check_log(&c, err)) == ER_OK && (rc = check_streams(&c, err)) == ER_OK)
     rc = check_heads_ids(&c, err);

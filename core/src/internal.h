@@ -6,8 +6,10 @@
  *
  *   column family  key                          value
  *   default        "format"                     u32 LE format number
- *                  "clock"                      i64 LE newest time handed out,
- *                                               when the log ends older
+ *                  "clock"                      i64 LE the store's own clock,
+ *                                               u64 LE the last position of
+ *                                               the latest commit that had
+ *                                               given times (imports)
  *   log            position u64                 event record (record.c)
  *   streams        stream id, 0x00, version u64 the same event record
  *   heads          stream id                    u64 LE version, u8 flags
@@ -45,6 +47,7 @@ enum {
 #define ER_HEAD_CACHE_SLOTS 4096 /* set associative cache of stream versions */
 #define ER_HEAD_CACHE_WAYS 4
 #define ER_RANDOM_POOL 4096      /* bytes of randomness fetched at a time */
+#define ER_CLOCK_AHEAD_LIMIT INT64_C(86400000000) /* a day: times past now + this are suspect */
 
 typedef struct er_head_slot {
   char *stream; /* malloc'd, NULL when empty */

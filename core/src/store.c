@@ -242,14 +242,22 @@ static int load_counters(er_store *s, er_error *err) {
   }
   rocksdb_iter_destroy(it);
   if (rc != ER_OK) return rc;
-  /* imports may have left older times at the end of the log: the clock
-   * key then holds the newest time the store had handed out */
+  /* The newest record's time is the store's clock unless that record's
+   * time was given (an import, a mirror): a commit with given times writes
+   * the clock key, the store's own time and the position the commit ended
+   * at, so the key rules when it names the last position. */
   val = rocksdb_get_cf(s->db, s->ropts, s->cf[CF_DEFAULT], er__clock_key,
                        sizeof er__clock_key - 1, &len, &rerr);
   if (rerr) return er__rocks_fail(err, "reading the clock", rerr);
-  if (val && len == 8 && (int64_t)er__get_le64((const uint8_t *)val) > s->last_time)
+  if (val && len == 16 &&
+      er__get_le64((const uint8_t *)val + 8) == s->last_position)
     s->last_time = (int64_t)er__get_le64((const uint8_t *)val);
+  else if (val && len == 8 && (int64_t)er__get_le64((const uint8_t *)val) > s->last_time)
+    s->last_time = (int64_t)er__get_le64((const uint8_t *)val); /* older builds */
   rocksdb_free(val);
+  /* A clock further ahead than a day is no clock of ours: a store written
+   * by an older build let an imported time move it. */
+  if (s->last_time > er__now_micros() + ER_CLOCK_AHEAD_LIMIT) s->last_time = 0;
   return ER_OK;
 }
 

@@ -766,45 +766,58 @@ static void test_append_at_older_accepted(void **state) {
   assert_true(time_at(s, 5) >= time_at(s, 3));
 }
 
+/* An imported time never moves the store's own clock: events the store
+ * times itself carry the real time, before and after a reopen, whatever
+ * the newest record's time is. */
 static void test_append_at_future(void **state) {
   fx *f = *state;
   er_store *s = f->s;
-  int64_t future = tu_now_us() + INT64_C(3600000000); /* in an hour */
+  int64_t times[] = { tu_now_us() + INT64_C(3600000000), INT64_MAX };
+  size_t i;
   ok1(s, "s", "T", "1");
-  er_txn *t = begin(s);
-  tappend_at(t, "imp", ER_ANY, "I", "1", future);
-  commit_ok(t);
-  er_txn_free(t);
-  assert_int_equal(time_at(s, 2), future);
-  /* the next event timed by the store is not older than the newest stored */
-  ok1(s, "s", "T", "2");
-  assert_true(time_at(s, 3) >= future);
+  for (i = 0; i < 2; i++) {
+    uint64_t p = er_last_position(f->s);
+    er_txn *t = begin(f->s);
+    tappend_at(t, "imp", ER_ANY, "I", "1", times[i]);
+    commit_ok(t);
+    er_txn_free(t);
+    assert_int_equal(time_at(f->s, p + 1), times[i]);
+    int64_t before = tu_now_us();
+    ok1(f->s, "s", "T", "2");
+    int64_t after = tu_now_us();
+    assert_true(time_at(f->s, p + 2) >= before - 1000000);
+    assert_true(time_at(f->s, p + 2) <= after);
+    /* the import is the newest record when the store opens again */
+    t = begin(f->s);
+    tappend_at(t, "imp", ER_ANY, "I", "2", times[i]);
+    commit_ok(t);
+    er_txn_free(t);
+    reopen(f);
+    before = tu_now_us();
+    ok1(f->s, "s", "T", "3");
+    after = tu_now_us();
+    assert_true(time_at(f->s, p + 4) >= before - 1000000);
+    assert_true(time_at(f->s, p + 4) <= after);
+  }
 }
 
-/* The log's time is non-decreasing for the events the store timed itself,
- * across reopening too, even when an import (older time) is the newest
- * record. */
+/* The store's own times never go back, across reopening too, when an
+ * import with an older time is the newest record. */
 static void test_append_at_reopen_keeps_time_order(void **state) {
   fx *f = *state;
   er_store *s = f->s;
-  int64_t future = tu_now_us() + INT64_C(3600000000);
+  ok1(s, "s", "T", "1");
+  int64_t self_timed = time_at(s, 1);
   er_txn *t = begin(s);
-  tappend_at(t, "imp", ER_ANY, "I", "1", future);
-  commit_ok(t);
-  er_txn_free(t);
-  ok1(s, "s", "T", "1"); /* timed by the store: >= future */
-  int64_t self_timed = time_at(s, 2);
-  assert_true(self_timed >= future);
-  t = begin(s);
   tappend_at(t, "imp", ER_ANY, "I", "2", 1000000); /* the newest record */
   commit_ok(t);
   er_txn_free(t);
   reopen(f);
   ok1(f->s, "s", "T", "2");
-  int64_t after = time_at(f->s, 4);
+  int64_t after = time_at(f->s, 3);
   if (after < self_timed)
-    print_error("self-timed event at position 4 has time %lld, older than "
-                "the self-timed event at position 2 (%lld)\n",
+    print_error("self-timed event at position 3 has time %lld, older than "
+                "the self-timed event at position 1 (%lld)\n",
                 (long long)after, (long long)self_timed);
   assert_true(after >= self_timed);
 }
@@ -1318,6 +1331,33 @@ static void test_check_several_problems(void **state) {
   expect_report(r, "alpha", "index", "8");
 }
 
+/* check reports events timed more than a day ahead: each of the first
+ * ten, then how many more. */
+static void test_check_time_ahead(void **state) {
+  fx *f = *state;
+  int64_t ahead = tu_now_us() + INT64_C(2) * 86400000000;
+  int i;
+  ok1(f->s, "s", "T", "1");
+  er_txn *t = begin(f->s);
+  tappend_at(t, "imp", ER_ANY, "I", "1", tu_now_us() + 3600000000); /* an hour: fine */
+  commit_ok(t);
+  er_txn_free(t);
+  uint64_t n;
+  reports *r = run_check(f->s, &n);
+  assert_int_equal(n, 0);
+  for (i = 0; i < 12; i++) {
+    t = begin(f->s);
+    tappend_at(t, "imp", ER_ANY, "I", "x", i == 0 ? INT64_MAX : ahead);
+    commit_ok(t);
+    er_txn_free(t);
+  }
+  r = run_check(f->s, &n);
+  assert_int_equal(n, 11);
+  expect_report(r, "position", "3", "ahead", "9223372036854775807");
+  expect_report(r, "position", "12", "ahead", "UTC");
+  expect_report(r, "2", "more events", "ahead");
+}
+
 static void test_check_null_report(void **state) {
   fx *f = *state;
   make_base(f);
@@ -1523,6 +1563,7 @@ int main(int argc, char **argv) {
       T(test_check_log_flipped_byte),
       T(test_check_several_problems),
       T(test_check_null_report),
+      T(test_check_time_ahead),
       T(test_debug_invalid),
       T(test_debug_read_only),
       T(test_debug_clears_head_cache),
