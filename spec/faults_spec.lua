@@ -97,6 +97,22 @@ describe("a read-only directory", function()
     assert.same({ 3, 3 }, { s2:append("a-1", H.ev("A", 3), { expected = 2 }) })
   end)
 
+  it("holding a store that cannot be looked into: a read-only open is 'io' (not 'not_found')", function()
+    if not need_permissions() then return end
+    local s = assert(H.open(t, t.dir .. "/s"))
+    assert(s:append("a-1", H.ev("A", 1)))
+    s:close()
+    assert(os.execute("chmod 0000 " .. H.shquote(t.dir .. "/s")))
+    local out, status = unprivileged(string.format([[
+      local r, err = er.open(%q, { read_only = true })
+      print("read-only", r, err and err.code, err and err.message)
+    ]], t.dir .. "/s"))
+    assert(os.execute("chmod 0700 " .. H.shquote(t.dir .. "/s")))
+    assert.equal(0, status, out)
+    contains(out, "read-only	nil	io	" .. t.dir .. "/s")
+    contains(out, "Permission denied")
+  end)
+
   it("made read-only under a writer: appends fail with 'io', reads go on, close is clean, nothing is lost",
     function()
       if not need_permissions() then return end

@@ -174,12 +174,16 @@ int er_uuid_parse(const char *text, size_t len, uint8_t out[16]);
  * for the defaults.  On success `*out` is a new handle to release with
  * er_close.  Errors:
  *   ER_LOCKED    the directory is already open for writing (this process or
- *                another one);
+ *                another one), or another process is creating a store there;
  *   ER_NOT_FOUND no store there and create is 0 or read_only is 1;
- *   ER_INVALID   not an eventrocks store, or a format number other than
- *                ER_FORMAT;
+ *   ER_INVALID   not an eventrocks store (a directory that holds other files
+ *                is never written into: a new store needs an empty or
+ *                missing directory), or a format number other than ER_FORMAT;
  *   ER_IO        the file system refused (path is a file, permissions...);
  *   ER_NOMEM.
+ * A writable open sets SIGXFSZ to be ignored when the process left it at
+ * its default, so that a write beyond the file size limit (ulimit -f) fails
+ * with ER_IO instead of killing the process.
  * A read-only handle sees the store as it was when opened (or last
  * refreshed with er_refresh); it may coexist with one writer.  It is a
  * RocksDB secondary instance; its info log goes to a temporary directory

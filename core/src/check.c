@@ -40,19 +40,68 @@ static void tick(checker *c) {
   if (c->progress && (c->done & 0x3ff) == 0) c->progress(c->ud, c->done, c->total);
 }
 
-/* The value of `key` in family `cf` (malloc'd by RocksDB) or NULL. */
+/* The value of `key` in family `cf` (malloc'd by RocksDB) or NULL.  A key
+ * that cannot be read (a damaged block) is a problem, reported here; the
+ * check goes on, so `*unreadable` tells the caller not to report the key as
+ * missing too. */
 static char *get(checker *c, int cf, const void *key, size_t klen, size_t *vlen,
-                 int *rc, er_error *err) {
+                 int *unreadable) {
   char *rerr = NULL;
   char *v = rocksdb_get_cf(c->s->db, c->s->ropts, c->s->cf[cf], key, klen, vlen, &rerr);
-  if (rerr) *rc = er__rocks_fail(err, "checking", rerr);
+  *unreadable = rerr != NULL;
+  if (rerr) {
+    problem(c, "%s: a key of %zu bytes could not be read: %s", er__cf_names[cf],
+            klen, rerr);
+    rocksdb_free(rerr);
+  }
   return v;
 }
 
-static int iter_error(rocksdb_iterator_t *it, er_error *err) {
+/* The error an iterator stopped on (malloc'd by RocksDB), or NULL when it
+ * reached the end. */
+static char *iter_error(rocksdb_iterator_t *it) {
   char *rerr = NULL;
   rocksdb_iter_get_error(it, &rerr);
-  return rerr ? er__rocks_fail(err, "checking", rerr) : ER_OK;
+  return rerr;
+}
+
+/* An iterator of family `cf` that stopped on a read error: the problem is
+ * reported, and the rest of the family is not checked. */
+static void family_unreadable(checker *c, int cf, char *rerr) {
+  problem(c, "%s: the rest of the family could not be read and was not checked: %s",
+          er__cf_names[cf], rerr);
+  rocksdb_free(rerr);
+}
+
+/* An iterator over the log positioned at the first position >= `pos`. */
+static rocksdb_iterator_t *log_at(er_store *s, uint64_t pos) {
+  uint8_t key[8];
+  rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ropts, s->cf[CF_LOG]);
+  er__put_be64(key, pos);
+  rocksdb_iter_seek(it, (const char *)key, 8);
+  return it;
+}
+
+/* The first position in (`after`, `end`] from which the log reads again
+ * without an error: positions are keys, a damaged block holds a range of
+ * them, and every position past the block reads, so a binary search finds
+ * the block's end.  `end` is past the last position (it reads: nothing is
+ * there). */
+static uint64_t log_resume(er_store *s, uint64_t after, uint64_t end) {
+  uint64_t lo = after + 1, hi = end;
+  while (lo < hi) {
+    uint64_t mid = lo + (hi - lo) / 2;
+    rocksdb_iterator_t *it = log_at(s, mid);
+    char *rerr = iter_error(it);
+    rocksdb_iter_destroy(it);
+    if (rerr) {
+      rocksdb_free(rerr);
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
 }
 
 /* `t` (microseconds since the epoch) as UTC date and time, or as the
@@ -68,27 +117,52 @@ static void format_time(int64_t t, char *buf, size_t cap) {
 
 #define SHOWN(len) (int)((len) > 80 ? 80 : (len))
 
-/* The log: positions contiguous, records whole, index and id entries. */
+/* The log: positions contiguous, records whole, index and id entries.  A
+ * range of positions that cannot be read (a damaged block) is reported and
+ * skipped, and the scan goes on after it. */
 static int check_log(checker *c, er_error *err) {
   er_store *s = c->s;
-  rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ropts, s->cf[CF_LOG]);
+  rocksdb_iterator_t *it = log_at(s, 0);
   uint64_t expect = 1;
   uint8_t *skey = malloc(ER_MAX_STREAM_LEN + 9);
-  int rc = ER_OK;
+  char *rerr;
   if (!skey) {
     rocksdb_iter_destroy(it);
     return er__fail(err, ER_NOMEM, "out of memory");
   }
-  for (rocksdb_iter_seek_to_first(it); rc == ER_OK && rocksdb_iter_valid(it);
-       rocksdb_iter_next(it)) {
+  for (;;) {
     size_t klen, vlen, ilen = 0, xlen = 0;
-    const char *k = rocksdb_iter_key(it, &klen), *v = rocksdb_iter_value(it, &vlen);
-    uint64_t pos = klen == 8 ? er__get_be64((const uint8_t *)k) : 0;
+    const char *k, *v;
+    uint64_t pos;
     er_event ev;
     char *idx, *id;
+    int unreadable;
+    if (!rocksdb_iter_valid(it)) {
+      uint64_t end = s->last_position + 1, next;
+      if ((rerr = iter_error(it)) == NULL) break;
+      next = log_resume(s, expect - 1, end > expect ? end : expect);
+      if (next >= end)
+        problem(c, "log: positions from %llu on could not be read: %s",
+                (unsigned long long)expect, rerr);
+      else
+        problem(c, "log: positions %llu to %llu could not be read: %s",
+                (unsigned long long)expect, (unsigned long long)(next - 1), rerr);
+      rocksdb_free(rerr);
+      rocksdb_iter_destroy(it);
+      it = NULL;
+      if (next >= end) break;
+      c->done += next - expect;
+      expect = next;
+      it = log_at(s, next);
+      continue;
+    }
+    k = rocksdb_iter_key(it, &klen);
+    v = rocksdb_iter_value(it, &vlen);
+    pos = klen == 8 ? er__get_be64((const uint8_t *)k) : 0;
     tick(c);
     if (klen != 8) {
       problem(c, "log: a key of %zu bytes is not a position", klen);
+      rocksdb_iter_next(it);
       continue;
     }
     if (pos != expect)
@@ -98,10 +172,12 @@ static int check_log(checker *c, er_error *err) {
     expect = pos + 1;
     if (er__record_decode(v, vlen, &ev, NULL) != ER_OK || ev.position != pos) {
       problem(c, "log: the record at position %llu is damaged", (unsigned long long)pos);
+      rocksdb_iter_next(it);
       continue;
     }
     if (ev.stream_len == 0 || ev.stream_len > ER_MAX_STREAM_LEN) {
       problem(c, "log: the record at position %llu has a bad stream id", (unsigned long long)pos);
+      rocksdb_iter_next(it);
       continue;
     }
     if (ev.time > c->ahead && ++c->n_ahead <= AHEAD_SHOWN) {
@@ -111,46 +187,43 @@ static int check_log(checker *c, er_error *err) {
               "ahead of now", (unsigned long long)pos, when);
     }
     er__stream_key(skey, ev.stream, ev.stream_len, ev.version);
-    idx = get(c, CF_STREAMS, skey, ev.stream_len + 9, &ilen, &rc, err);
-    if (rc != ER_OK) break;
-    if (!idx)
+    idx = get(c, CF_STREAMS, skey, ev.stream_len + 9, &ilen, &unreadable);
+    if (!idx && !unreadable)
       problem(c, "streams: no index entry for %.*s@%llu (position %llu)",
               SHOWN(ev.stream_len), ev.stream, (unsigned long long)ev.version,
               (unsigned long long)pos);
-    else if (ilen != vlen || memcmp(idx, v, vlen) != 0)
+    else if (idx && (ilen != vlen || memcmp(idx, v, vlen) != 0))
       problem(c, "streams: the index entry of %.*s@%llu differs from the log record at position %llu",
               SHOWN(ev.stream_len), ev.stream, (unsigned long long)ev.version,
               (unsigned long long)pos);
     rocksdb_free(idx);
-    id = get(c, CF_IDS, ev.id, 16, &xlen, &rc, err);
-    if (rc != ER_OK) break;
-    if (!id || xlen != 8 || er__get_le64((const uint8_t *)id) != pos) {
+    id = get(c, CF_IDS, ev.id, 16, &xlen, &unreadable);
+    if (!unreadable && (!id || xlen != 8 || er__get_le64((const uint8_t *)id) != pos)) {
       char text[37];
       er_uuid_format(ev.id, text);
       problem(c, "ids: event id %s does not point at position %llu", text,
               (unsigned long long)pos);
     }
     rocksdb_free(id);
+    rocksdb_iter_next(it);
   }
-  if (rc == ER_OK) rc = iter_error(it, err);
+  if (it) rocksdb_iter_destroy(it);
   if (c->n_ahead > AHEAD_SHOWN)
     problem(c, "log: %llu more events are timed more than a day ahead of now",
             (unsigned long long)(c->n_ahead - AHEAD_SHOWN));
-  if (rc == ER_OK && expect - 1 != s->last_position)
+  if (expect - 1 != s->last_position)
     problem(c, "log: ends at position %llu but the store counts %llu",
             (unsigned long long)(expect - 1), (unsigned long long)s->last_position);
-  rocksdb_iter_destroy(it);
   free(skey);
-  return rc;
+  return ER_OK;
 }
 
 /* The head of a stream must equal its last version. */
-static int check_head(checker *c, const char *stream, size_t len, uint64_t last,
-                      er_error *err) {
+static void check_head(checker *c, const char *stream, size_t len, uint64_t last) {
   size_t hlen = 0;
-  int rc = ER_OK;
-  char *h = get(c, CF_HEADS, stream, len, &hlen, &rc, err);
-  if (rc != ER_OK) return rc;
+  int unreadable;
+  char *h = get(c, CF_HEADS, stream, len, &hlen, &unreadable);
+  if (unreadable) return;
   if (!h || hlen < 8)
     problem(c, "heads: stream %.*s has events but no head", SHOWN(len), stream);
   else if (er__get_le64((const uint8_t *)h) != last)
@@ -158,23 +231,21 @@ static int check_head(checker *c, const char *stream, size_t len, uint64_t last,
             stream, (unsigned long long)last,
             (unsigned long long)er__get_le64((const uint8_t *)h));
   rocksdb_free(h);
-  return ER_OK;
 }
 
 /* The stream index: contiguous versions, entries pointing at the log. */
 static int check_streams(checker *c, er_error *err) {
   er_store *s = c->s;
   rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ropts, s->cf[CF_STREAMS]);
-  char *cur = malloc(ER_MAX_STREAM_LEN + 1);
+  char *cur = malloc(ER_MAX_STREAM_LEN + 1), *rerr;
   size_t cur_len = 0;
   uint64_t last = 0;
-  int rc = ER_OK, have = 0;
+  int have = 0;
   if (!cur) {
     rocksdb_iter_destroy(it);
     return er__fail(err, ER_NOMEM, "out of memory");
   }
-  for (rocksdb_iter_seek_to_first(it); rc == ER_OK && rocksdb_iter_valid(it);
-       rocksdb_iter_next(it)) {
+  for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
     size_t klen, vlen, llen = 0, slen;
     const char *k = rocksdb_iter_key(it, &klen), *v = rocksdb_iter_value(it, &vlen);
     const char *nul = klen > 9 ? memchr(k, 0, klen - 8) : NULL;
@@ -182,6 +253,7 @@ static int check_streams(checker *c, er_error *err) {
     er_event ev;
     uint8_t pkey[8];
     char *rec;
+    int unreadable;
     tick(c);
     if (!nul || (size_t)(nul - k) != klen - 9 || klen - 9 > ER_MAX_STREAM_LEN) {
       problem(c, "streams: a key of %zu bytes is not a stream id and a version", klen);
@@ -190,7 +262,7 @@ static int check_streams(checker *c, er_error *err) {
     slen = klen - 9;
     ver = er__get_be64((const uint8_t *)k + slen + 1);
     if (!have || slen != cur_len || memcmp(k, cur, slen) != 0) {
-      if (have && (rc = check_head(c, cur, cur_len, last, err)) != ER_OK) break;
+      if (have) check_head(c, cur, cur_len, last);
       memcpy(cur, k, slen);
       cur_len = slen;
       last = 0;
@@ -207,21 +279,20 @@ static int check_streams(checker *c, er_error *err) {
       continue;
     }
     er__put_be64(pkey, ev.position);
-    rec = get(c, CF_LOG, pkey, 8, &llen, &rc, err);
-    if (rc != ER_OK) break;
-    if (!rec)
+    rec = get(c, CF_LOG, pkey, 8, &llen, &unreadable);
+    if (!rec && !unreadable)
       problem(c, "log: %.*s@%llu points at position %llu, which holds no event", SHOWN(slen),
               k, (unsigned long long)ver, (unsigned long long)ev.position);
-    else if (llen != vlen || memcmp(rec, v, vlen) != 0)
+    else if (rec && (llen != vlen || memcmp(rec, v, vlen) != 0))
       problem(c, "log: the record at position %llu differs from the index entry of %.*s@%llu",
               (unsigned long long)ev.position, SHOWN(slen), k, (unsigned long long)ver);
     rocksdb_free(rec);
   }
-  if (rc == ER_OK) rc = iter_error(it, err);
-  if (rc == ER_OK && have) rc = check_head(c, cur, cur_len, last, err);
+  if ((rerr = iter_error(it)) != NULL) family_unreadable(c, CF_STREAMS, rerr);
+  else if (have) check_head(c, cur, cur_len, last);
   rocksdb_iter_destroy(it);
   free(cur);
-  return rc;
+  return ER_OK;
 }
 
 /* Heads without events; ids pointing elsewhere. */
@@ -229,53 +300,50 @@ static int check_heads_ids(checker *c, er_error *err) {
   er_store *s = c->s;
   rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ropts, s->cf[CF_HEADS]);
   uint64_t nids = 0;
-  int rc = ER_OK;
   uint8_t *skey = malloc(ER_MAX_STREAM_LEN + 9);
+  char *rerr;
   if (!skey) {
     rocksdb_iter_destroy(it);
     return er__fail(err, ER_NOMEM, "out of memory");
   }
   /* every head names a stream whose last version it is (the other way
    * round, streams without a head, is check_streams' part) */
-  for (rocksdb_iter_seek_to_first(it); rc == ER_OK && rocksdb_iter_valid(it);
-       rocksdb_iter_next(it)) {
+  for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
     size_t klen, vlen, len = 0;
     const char *k = rocksdb_iter_key(it, &klen), *v = rocksdb_iter_value(it, &vlen);
     uint64_t head;
     char *e;
+    int unreadable = 0;
     if (vlen < 8 || klen == 0 || klen > ER_MAX_STREAM_LEN) {
       problem(c, "heads: the head of %.*s is damaged", SHOWN(klen), k);
       continue;
     }
     head = er__get_le64((const uint8_t *)v);
     er__stream_key(skey, k, klen, head);
-    e = head ? get(c, CF_STREAMS, skey, klen + 9, &len, &rc, err) : NULL;
-    if (rc != ER_OK) break;
-    if (head && !e)
+    e = head ? get(c, CF_STREAMS, skey, klen + 9, &len, &unreadable) : NULL;
+    if (head && !e && !unreadable)
       problem(c, "heads: the head of %.*s says version %llu, which the stream does not have",
               SHOWN(klen), k, (unsigned long long)head);
     rocksdb_free(e);
     er__stream_key(skey, k, klen, head + 1);
-    e = get(c, CF_STREAMS, skey, klen + 9, &len, &rc, err);
-    if (rc != ER_OK) break;
+    e = get(c, CF_STREAMS, skey, klen + 9, &len, &unreadable);
     if (e)
       problem(c, "heads: the head of %.*s says version %llu, but the stream goes on",
               SHOWN(klen), k, (unsigned long long)head);
     rocksdb_free(e);
   }
   free(skey);
-  if (rc == ER_OK) rc = iter_error(it, err);
+  if ((rerr = iter_error(it)) != NULL) family_unreadable(c, CF_HEADS, rerr);
   rocksdb_iter_destroy(it);
-  if (rc != ER_OK) return rc;
 
   it = rocksdb_create_iterator_cf(s->db, s->ropts, s->cf[CF_IDS]);
-  for (rocksdb_iter_seek_to_first(it); rc == ER_OK && rocksdb_iter_valid(it);
-       rocksdb_iter_next(it)) {
+  for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
     size_t klen, vlen, llen = 0;
     const char *k = rocksdb_iter_key(it, &klen), *v = rocksdb_iter_value(it, &vlen);
     uint8_t pkey[8];
     char *rec;
     er_event ev;
+    int unreadable;
     tick(c);
     nids++;
     if (klen != 16 || vlen != 8) {
@@ -283,9 +351,9 @@ static int check_heads_ids(checker *c, er_error *err) {
       continue;
     }
     er__put_be64(pkey, er__get_le64((const uint8_t *)v));
-    rec = get(c, CF_LOG, pkey, 8, &llen, &rc, err);
-    if (rc != ER_OK) break;
-    if (!rec || er__record_decode(rec, llen, &ev, NULL) != ER_OK || memcmp(ev.id, k, 16) != 0) {
+    rec = get(c, CF_LOG, pkey, 8, &llen, &unreadable);
+    if (!unreadable &&
+        (!rec || er__record_decode(rec, llen, &ev, NULL) != ER_OK || memcmp(ev.id, k, 16) != 0)) {
       char text[37];
       er_uuid_format((const uint8_t *)k, text);
       problem(c, "ids: event id %s points at position %llu, which holds another event", text,
@@ -293,9 +361,9 @@ static int check_heads_ids(checker *c, er_error *err) {
     }
     rocksdb_free(rec);
   }
-  if (rc == ER_OK) rc = iter_error(it, err);
+  if ((rerr = iter_error(it)) != NULL) family_unreadable(c, CF_IDS, rerr);
   rocksdb_iter_destroy(it);
-  return rc;
+  return ER_OK;
 }
 
 int er_check(er_store *s, er_report_fn report, er_progress_fn progress,

@@ -1,7 +1,10 @@
 /* store.c -- opening and closing a store, its format marker, the registry
  * of live iterators and the stream-head lookup. */
 #include "internal.h"
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -269,6 +272,73 @@ static int file_exists(const char *dir, const char *name) {
   return stat(buf, &st) == 0;
 }
 
+/* Whether `dir` holds a store (its CURRENT file) into `*found`; ER_IO,
+ * naming the path, when the directory cannot be looked into. */
+static int has_store(const char *dir, int *found, er_error *err) {
+  struct stat st;
+  char buf[4096];
+  *found = 0;
+  if (snprintf(buf, sizeof buf, "%s/CURRENT", dir) >= (int)sizeof buf)
+    return er__fail(err, ER_INVALID, "%s: path too long", dir);
+  if (stat(buf, &st) == 0) *found = 1;
+  else if (errno != ENOENT) return er__fail(err, ER_IO, "%s: %s", dir, strerror(errno));
+  return ER_OK;
+}
+
+/* Whether another process holds RocksDB's lock on the store in `dir` (it
+ * has the store open for writing, or is creating it).  RocksDB locks the
+ * LOCK file with fcntl; F_GETLK reports other processes' locks only. */
+static int locked_by_other(const char *dir) {
+  char buf[4096];
+  struct flock fl;
+  int fd, held = 0;
+  if (snprintf(buf, sizeof buf, "%s/LOCK", dir) >= (int)sizeof buf) return 0;
+  fd = open(buf, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  memset(&fl, 0, sizeof fl);
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  if (fcntl(fd, F_GETLK, &fl) == 0 && fl.l_type != F_UNLCK) held = 1;
+  close(fd);
+  return held;
+}
+
+/* Files RocksDB makes in a new store's directory before its CURRENT file:
+ * what an interrupted (or concurrent) creation leaves. */
+static int rocksdb_own_file(const char *name) {
+  size_t n = strlen(name);
+  return strcmp(name, "LOCK") == 0 || strcmp(name, "IDENTITY") == 0 ||
+         strcmp(name, "LOG") == 0 || strncmp(name, "LOG.old.", 8) == 0 ||
+         strncmp(name, "MANIFEST-", 9) == 0 || strncmp(name, "OPTIONS-", 8) == 0 ||
+         (n > 4 && strcmp(name + n - 4, ".log") == 0) ||
+         (n > 6 && strcmp(name + n - 6, ".dbtmp") == 0);
+}
+
+/* A directory without a store may become one only when it is empty (or
+ * holds only what an interrupted creation left): nothing is ever written
+ * into a directory of other files.  ER_LOCKED when another process is
+ * creating a store there right now. */
+static int may_create_in(const char *dir, er_error *err) {
+  DIR *d = opendir(dir);
+  struct dirent *e;
+  int foreign = 0;
+  if (!d) return er__fail(err, ER_IO, "%s: %s", dir, strerror(errno));
+  while ((e = readdir(d)) != NULL) {
+    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+    if (!rocksdb_own_file(e->d_name)) foreign = 1;
+  }
+  closedir(d);
+  if (foreign)
+    return er__fail(err, ER_INVALID,
+                    "%s: not an eventrocks store (the directory holds other "
+                    "files; a new store needs an empty directory)",
+                    dir);
+  if (locked_by_other(dir))
+    return er__fail(err, ER_LOCKED,
+                    "%s: another process is creating a store there", dir);
+  return ER_OK;
+}
+
 /* Open the RocksDB database with our column families and any others it
  * already has (families added by newer versions must be opened too). */
 static int open_db(er_store *s, er_error *err) {
@@ -288,6 +358,13 @@ static int open_db(er_store *s, er_error *err) {
       if (strcmp(existing[i], er__cf_names[CF_LOG]) == 0) j = 1;
     if (!j) {
       rocksdb_list_column_families_destroy(existing, n_existing);
+      /* a store that another process is creating has its families added
+       * one by one, under RocksDB's lock */
+      if (locked_by_other(s->path))
+        return er__fail(err, ER_LOCKED,
+                        "%s: the store is already open for writing (another "
+                        "process is creating it)",
+                        s->path);
       return er__fail(err, ER_INVALID,
                       "%s: not an eventrocks store (no 'log' column family)",
                       s->path);
@@ -371,6 +448,21 @@ done:
   return rc;
 }
 
+/* A write past the file size limit (ulimit -f) raises SIGXFSZ, which kills
+ * the process unless it is caught or ignored.  A store that writes ignores
+ * it (when the process left it at its default), so that such a write fails
+ * with EFBIG and comes back as ER_IO like any other failed write. */
+static void ignore_xfsz(void) {
+  struct sigaction sa;
+  if (sigaction(SIGXFSZ, NULL, &sa) == 0 && !(sa.sa_flags & SA_SIGINFO) &&
+      sa.sa_handler == SIG_DFL) {
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_IGN;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGXFSZ, &sa, NULL);
+  }
+}
+
 int er_open(const char *path, const er_options *opts, er_store **out,
             er_error *err) {
   er_options defaults;
@@ -388,11 +480,14 @@ int er_open(const char *path, const er_options *opts, er_store **out,
     return er__fail(err, ER_INVALID, "max_event_size is limited to 1 GiB");
   create = opts->create && !opts->read_only;
   if (stat(path, &st) == 0) {
+    int found;
     if (!S_ISDIR(st.st_mode))
       return er__fail(err, ER_IO, "%s: not a directory", path);
-    if (!create && !file_exists(path, "CURRENT"))
+    if ((rc = has_store(path, &found, err)) != ER_OK) return rc;
+    if (!found && !create)
       return er__fail(err, ER_NOT_FOUND, "%s: no store in this directory",
                       path);
+    if (!found && (rc = may_create_in(path, err)) != ER_OK) return rc;
   } else if (errno == ENOENT) {
     if (!create)
       return er__fail(err, ER_NOT_FOUND, "%s: no such store", path);
@@ -404,6 +499,7 @@ int er_open(const char *path, const er_options *opts, er_store **out,
     return er__fail(err, ER_IO, "%s: %s", path, strerror(errno));
   }
 
+  if (!opts->read_only) ignore_xfsz();
   s = calloc(1, sizeof *s);
   if (!s) return er__fail(err, ER_NOMEM, "out of memory");
   pthread_mutex_init(&s->write_lock, NULL);

@@ -22,6 +22,7 @@
 #include <ctype.h>
 #include <sys/wait.h>
 #include <xxhash.h>
+#include <rocksdb/c.h>
 
 #define TU_STORE_FIXTURE /* fx, fx_setup, fx_teardown */
 #include "test_util.h"
@@ -1358,6 +1359,104 @@ static void test_check_time_ahead(void **state) {
   expect_report(r, "2", "more events", "ahead");
 }
 
+/* Flip one byte at `at` of the file `path`. */
+static void flip_byte(const char *path, long at) {
+  FILE *fh = fopen(path, "r+b");
+  assert_non_null(fh);
+  assert_int_equal(fseek(fh, at, SEEK_SET), 0);
+  int ch = fgetc(fh);
+  assert_true(ch != EOF);
+  assert_int_equal(fseek(fh, at, SEEK_SET), 0);
+  assert_true(fputc(ch ^ 0xff, fh) != EOF);
+  assert_int_equal(fclose(fh), 0);
+}
+
+/* The largest table file of column family `family` in the closed store
+ * at `dir` (malloc'd path; its size in `*size`), found with RocksDB's own
+ * list of live files. */
+static char *largest_table_file(const char *dir, const char *family, size_t *size) {
+  char *rerr = NULL, *path = NULL;
+  size_t ncf = 0, i;
+  rocksdb_options_t *o = rocksdb_options_create();
+  char **names = rocksdb_list_column_families(o, dir, &ncf, &rerr);
+  assert_null(rerr);
+  const rocksdb_options_t **opts = calloc(ncf, sizeof *opts);
+  rocksdb_column_family_handle_t **h = calloc(ncf, sizeof *h);
+  assert_non_null(opts);
+  assert_non_null(h);
+  for (i = 0; i < ncf; i++) opts[i] = o;
+  rocksdb_t *db = rocksdb_open_for_read_only_column_families(
+      o, dir, (int)ncf, (const char *const *)names, opts, h, 0, &rerr);
+  assert_null(rerr);
+  const rocksdb_livefiles_t *lf = rocksdb_livefiles(db);
+  *size = 0;
+  for (int j = 0; j < rocksdb_livefiles_count(lf); j++)
+    if (strcmp(rocksdb_livefiles_column_family_name(lf, j), family) == 0 &&
+        rocksdb_livefiles_size(lf, j) > *size) {
+      *size = rocksdb_livefiles_size(lf, j);
+      free(path);
+      path = tu_join(dir, rocksdb_livefiles_name(lf, j));
+    }
+  rocksdb_livefiles_destroy(lf);
+  for (i = 0; i < ncf; i++) rocksdb_column_family_handle_destroy(h[i]);
+  rocksdb_close(db);
+  rocksdb_options_destroy(o);
+  rocksdb_list_column_families_destroy(names, ncf);
+  free(opts);
+  free(h);
+  return path;
+}
+
+/* Two damaged blocks in the middle of the log's table file: check reports
+ * each range of positions it could not read, goes on past both, and checks
+ * the other families too. */
+static void test_check_damaged_log_blocks(void **state) {
+  fx *f = *state;
+  char data[1000], *path;
+  uint64_t x = 7, n;
+  size_t best = 0;
+  int i;
+  for (i = 0; i < 3000; i++) {
+    er_new_event e;
+    er_error err = fresh_err();
+    size_t j;
+    for (j = 0; j < sizeof data; j++) { /* incompressible: blocks stay many */
+      x = x * 6364136223846793005u + 1442695040888963407u;
+      data[j] = (char)(x >> 56);
+    }
+    tu_event(&e, "T", data, sizeof data);
+    assert_int_equal(er_append(f->s, i % 2 ? "odd" : "even", i % 2 ? 3 : 4,
+                               ER_ANY, &e, 1, NULL, &err), ER_OK);
+  }
+  er_close(f->s); /* the memtables go to table files */
+  f->s = NULL;
+  path = largest_table_file(f->dir, "log", &best);
+  assert_non_null(path);
+  assert_true(best > 1000000);
+  flip_byte(path, (long)(best * 3 / 10));
+  flip_byte(path, (long)(best * 6 / 10));
+  free(path);
+  f->s = tu_open(f->dir);
+  reports *r = run_check(f->s, &n);
+  size_t ranges = 0, j;
+  uint64_t prev_end = 0;
+  for (j = 0; j < r->n && j < MAX_REPORTS; j++) {
+    unsigned long long a, b;
+    if (sscanf(r->msg[j], "log: positions %llu to %llu could not be read", &a, &b) == 2) {
+      assert_true(a > prev_end + 1); /* two separate ranges, in order */
+      assert_true(b >= a && b < 3000);
+      prev_end = b;
+      ranges++;
+    }
+  }
+  if (ranges != 2) dump_reports(r);
+  assert_int_equal(ranges, 2);
+  /* the stream index (undamaged) was checked against the log: its entries
+   * for the unreadable positions are reported as unreadable there */
+  expect_report(r, "log", "could not be read");
+  assert_true(n >= 2);
+}
+
 static void test_check_null_report(void **state) {
   fx *f = *state;
   make_base(f);
@@ -1564,6 +1663,7 @@ int main(int argc, char **argv) {
       T(test_check_several_problems),
       T(test_check_null_report),
       T(test_check_time_ahead),
+      T(test_check_damaged_log_blocks),
       T(test_debug_invalid),
       T(test_debug_read_only),
       T(test_debug_clears_head_cache),
