@@ -114,9 +114,35 @@ static const char *check_stream(lua_State *L, int arg, size_t *len) {
   return s;
 }
 
-static void check_opts(lua_State *L, int arg) {
-  if (!lua_isnoneornil(L, arg)) luaL_checktype(L, arg, LUA_TTABLE);
+/* The options table at `arg`: absent, or a table whose keys are all among
+ * `known` (NULL-terminated): a misspelt option must never be dropped
+ * silently (`{expectd = 0}` would append without its concurrency check). */
+static void check_opts(lua_State *L, int arg, const char *const known[]) {
+  if (lua_isnoneornil(L, arg)) return;
+  luaL_checktype(L, arg, LUA_TTABLE);
+  lua_pushnil(L);
+  while (lua_next(L, arg)) {
+    size_t i;
+    lua_pop(L, 1); /* the value */
+    if (lua_type(L, -1) == LUA_TSTRING) {
+      const char *k = lua_tostring(L, -1);
+      for (i = 0; known[i]; i++)
+        if (strcmp(k, known[i]) == 0) break;
+      if (known[i]) continue;
+      luaL_argerror(L, arg, lua_pushfstring(L, "unknown option '%s'", k));
+    }
+    luaL_argerror(L, arg, lua_pushfstring(L, "unknown option %s",
+                                          luaL_tolstring(L, -1, NULL)));
+  }
 }
+
+static const char *const OPEN_OPTS[] = {"create", "sync", "read_only",
+                                        "max_event_size", NULL};
+static const char *const APPEND_OPTS[] = {"expected", NULL};
+static const char *const TXN_APPEND_OPTS[] = {"expected", "time", NULL};
+static const char *const READ_OPTS[] = {"from", "count", "backward", NULL};
+static const char *const ALL_OPTS[] = {"from", "count", "category", "types", NULL};
+static const char *const STREAMS_OPTS[] = {"prefix", NULL};
 
 /* opts[name] as an integer >= min, or `def` when absent. */
 static lua_Integer opt_integer(lua_State *L, int arg, const char *name,
@@ -269,7 +295,7 @@ static int l_open(lua_State *L) {
   lstore *ls;
   int rc;
   er_options_init(&o);
-  check_opts(L, 2);
+  check_opts(L, 2, OPEN_OPTS);
   o.create = opt_boolean(L, 2, "create", 1);
   o.sync = opt_boolean(L, 2, "sync", 0);
   o.read_only = opt_boolean(L, 2, "read_only", 0);
@@ -485,7 +511,6 @@ static size_t collect_events(lua_State *L, lstore *ls) {
   size_t n, i;
   reader r;
   luaL_checktype(L, 3, LUA_TTABLE);
-  check_opts(L, 4);
   ls->buf.len = 0;
   lua_settop(L, 4);
   get_reader(L, &r); /* 5, 6 */
@@ -500,7 +525,12 @@ static size_t collect_events(lua_State *L, lstore *ls) {
   } else {
     lua_pop(L, 1);
     n = (size_t)lua_rawlen(L, 3);
-    if (n == 0) luaL_argerror(L, 3, "no events to append");
+    if (n == 0) {
+      /* {} is no event; {data = ...} is one event that forgot its type */
+      lua_pushnil(L);
+      luaL_argerror(L, 3, lua_next(L, 3) ? "event 1 has no type"
+                                          : "no events to append");
+    }
     reserve_events(L, ls, n);
     for (i = 0; i < n; i++) {
       lua_rawgeti(L, 3, (lua_Integer)(i + 1));
@@ -640,7 +670,7 @@ static int store_append(lua_State *L) {
   er_appended res;
   er_error err;
   int rc;
-  check_opts(L, 4);
+  check_opts(L, 4, APPEND_OPTS);
   expected = check_expected(L, 4);
   n = collect_events(L, ls);
   before_commit(L, ls);
@@ -708,7 +738,7 @@ static int txn_append(lua_State *L) {
   lua_Integer time_at;
   er_error err;
   if (lt->borrowed) return luaL_error(L, "cannot append inside a commit hook");
-  check_opts(L, 4);
+  check_opts(L, 4, TXN_APPEND_OPTS);
   expected = check_expected(L, 4);
   time_at = opt_integer(L, 4, "time", 0, 0); /* imports keep their times */
   n = collect_events(L, ls);
@@ -1010,11 +1040,17 @@ static lstore *iter_store(lua_State *L) {
 /* The `next` function of the generic for: (iterator) -> values or nil.
  * Upvalues (return_iter): the reader's userdata and table, the iterator
  * metatable (checked by identity: luaL_checkudata looks its name up in the
- * registry at every call). */
+ * registry at every call), and the iterator itself, used when the function
+ * is called without arguments. */
 static int iter_next(lua_State *L) {
-  liter *li = lua_touserdata(L, 1);
+  liter *li;
   er_error err;
   int rc;
+  if (lua_isnoneornil(L, 1)) { /* `store:read(s)()`: no for loop around it */
+    lua_settop(L, 0);
+    lua_pushvalue(L, lua_upvalueindex(4));
+  }
+  li = lua_touserdata(L, 1);
   if (li && lua_getmetatable(L, 1) && lua_rawequal(L, -1, lua_upvalueindex(3)))
     lua_pop(L, 1);
   else
@@ -1066,7 +1102,8 @@ static int return_iter(lua_State *L) {
   reader r;
   get_reader(L, &r);
   luaL_getmetatable(L, ITER_MT);
-  lua_pushcclosure(L, iter_next, 3);
+  lua_pushvalue(L, -4); /* the iterator, for a call without arguments */
+  lua_pushcclosure(L, iter_next, 4);
   lua_insert(L, -2);
   lua_pushnil(L);
   lua_pushvalue(L, -2);
@@ -1163,7 +1200,7 @@ static int store_read(lua_State *L) {
   int backward, rc;
   er_error err;
   liter *li;
-  check_opts(L, 3);
+  check_opts(L, 3, READ_OPTS);
   from = opt_integer(L, 3, "from", 1, 0);
   count = opt_integer(L, 3, "count", 0, -1);
   backward = opt_boolean(L, 3, "backward", 0);
@@ -1187,7 +1224,7 @@ static int store_all(lua_State *L) {
   liter *li;
   int rc;
   memset(&f, 0, sizeof f);
-  check_opts(L, 2);
+  check_opts(L, 2, ALL_OPTS);
   lua_settop(L, 2);
   from = opt_integer(L, 2, "from", 1, 1);
   count = opt_integer(L, 2, "count", 0, -1);
@@ -1226,7 +1263,7 @@ static int store_streams(lua_State *L) {
   er_error err;
   liter *li;
   int rc;
-  check_opts(L, 2);
+  check_opts(L, 2, STREAMS_OPTS);
   lua_settop(L, 2);
   prefix = opt_string(L, 2, "prefix", &len);
   li = new_iter(L, LI_STREAMS);

@@ -36,6 +36,7 @@ build = {
     ["eventrocks.projection"] = "lua/eventrocks/projection.lua",
     ["eventrocks.jsonl"] = "lua/eventrocks/jsonl.lua",
     ["eventrocks.progress"] = "lua/eventrocks/progress.lua",
+    ["eventrocks.options"] = "lua/eventrocks/options.lua",
     ["eventrocks.cli"] = "lua/eventrocks/cli.lua",
     ["eventrocks.repl"] = "lua/eventrocks/repl.lua",
     ["eventrocks.jetstream"] = "lua/eventrocks/jetstream.lua",

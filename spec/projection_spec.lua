@@ -689,29 +689,52 @@ end)
 
 -- ---------------------------------------------------------------------------
 describe("projection definitions", function()
-  it("the same name with the same spec returns the same object; another spec raises", function()
+  it("the same name defined again replaces its handlers and keeps its checkpoint and read model (the REPL workflow)", function()
     local s = t.store
-    local fa, fb = function() end, function() end
-    local p = s:projection("dup", { handlers = { A = fa } })
-    assert.is_true(rawequal(p, s:projection("dup", { handlers = { A = fa } })))
-    local q = s:projection("dup-full", { category = "c", types = { "A", "B" }, handlers = { A = fa, B = fb } })
-    assert.is_true(rawequal(q, s:projection("dup-full", { category = "c", types = { "A", "B" }, handlers = { A = fa, B = fb } })))
-    for _, spec in ipairs({
-      { handlers = { A = fb } },
-      { handlers = { A = fa, B = fb } },
-      { handlers = {} },
-      { handlers = { A = fa }, category = "c" },
-      { handlers = { A = fa }, types = { "A" } },
-      { handlers = { A = fa }, inline = true },
-    }) do
-      H.raises_with(function() s:projection("dup", spec) end, "dup")
-    end
-    -- still the first definition
-    assert.is_true(rawequal(p, s:projection("dup", { handlers = { A = fa } })))
+    for i = 1, 3 do assert(s:append("acct-" .. i, H.ev("Opened", { n = i }))) end
+    local p = s:projection("dup", { handlers = { Opened = function(view, ev)
+      view:put(ev.stream, { n = ev.data.n })
+    end } })
+    assert.same({ 3, 3 }, { p:run() })
+    -- a broken handler stops the run with nothing of its batch kept
+    assert(s:append("acct-4", H.ev("Opened", { n = 4 })))
+    local q = s:projection("dup", { handlers = { Opened = function() error("typo") end } })
+    assert.is_true(rawequal(p, q))
+    H.raises_with(function() q:run() end, "typo")
+    assert.equal(3, p:position())
+    -- fixed and defined again: it goes on from its checkpoint
+    local r = s:projection("dup", { handlers = {
+      Opened = function(view, ev) view:put(ev.stream, { n = ev.data.n * 10 }) end,
+      Closed = function(view, ev) view:delete(ev.stream) end,
+    } })
+    assert.is_true(rawequal(p, r))
+    assert(s:append("acct-1", H.ev("Closed", {})))
+    assert.same({ 2, 5 }, { r:run() })
+    assert.is_nil(r:get("acct-1"))
+    assert.same({ n = 2 }, r:get("acct-2")) -- kept from the first definition
+    assert.same({ n = 40 }, r:get("acct-4"))
+    -- an old reference runs the new handlers too
+    assert(s:append("acct-5", H.ev("Opened", { n = 5 })))
+    assert.same({ 1, 6 }, { p:run() })
+    assert.same({ n = 50 }, p:get("acct-5"))
+    -- made inline: it catches up, then follows the commits
+    assert(s:append("acct-6", H.ev("Opened", { n = 6 })))
+    s:projection("dup", { inline = true, handlers = {
+      Opened = function(view, ev) view:put(ev.stream, { n = -ev.data.n }) end,
+    } })
+    assert.same({ n = -6 }, p:get("acct-6"))
+    assert(s:append("acct-7", H.ev("Opened", { n = 7 })))
+    assert.same({ n = -7 }, p:get("acct-7"))
+    -- and back: commits no longer run it
+    s:projection("dup", { handlers = { Opened = function(view, ev) view:put(ev.stream, { n = 0 }) end } })
+    assert(s:append("acct-8", H.ev("Opened", { n = 8 })))
+    assert.is_nil(p:get("acct-8"))
+    p:run()
+    assert.same({ n = 0 }, p:get("acct-8"))
     -- another store may use the name for something else
     local dir2 = H.mkdtemp()
     local s2 = assert(H.open(t, dir2))
-    local ok = pcall(s2.projection, s2, "dup", { handlers = { Z = fb } })
+    local ok = pcall(s2.projection, s2, "dup", { handlers = { Z = function() end } })
     s2:close()
     H.rmrf(dir2)
     assert.is_true(ok)

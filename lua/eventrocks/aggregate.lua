@@ -7,12 +7,19 @@
 --   local p = repo:load("42"); p:increase_price(5); assert(repo:save(p))
 local core = require "eventrocks.core"
 local pretty = require "eventrocks.pretty"
+local options = require "eventrocks.options"
 
 local M = {}
 
 local type, pairs, error, pcall = type, pairs, error, pcall
 local mtype = math.type
 local pack, unpack = table.pack, table.unpack
+
+local LOAD_OPTS = options.known { "version", "time" }
+local UPDATE_OPTS = options.known { "retries" }
+local REPOSITORY_OPTS = options.known {}
+
+local applying -- the event whose apply handler runs while a load replays (see fold)
 
 local specs = setmetatable({}, { __mode = "k" })   -- class -> checked spec
 local private = setmetatable({}, { __mode = "k" }) -- instance -> { class, queue, base, depth, saved }
@@ -217,6 +224,13 @@ local function check_id(id, fname, spec)
   if not ((t == "string" and id ~= "") or t == "number") then
     error(("bad argument #1 to '%s' (id must be a non-empty string or a number)"):format(fname), 3)
   end
+  if mtype(id) == "float" then
+    -- 101.0 names the same aggregate as 101 (they are equal in Lua)
+    if id ~= id or id == math.huge or id == -math.huge then
+      error(("bad argument #1 to '%s' (id must be a finite number)"):format(fname), 3)
+    end
+    id = math.tointeger(id) or id
+  end
   id = tostring(id)
   -- the stream is "name-id": say so here rather than let the store refuse it
   if #spec.name + 1 + #id > MAX_STREAM then
@@ -254,9 +268,34 @@ local function replay(spec, self, ev)
     error(("%s: no apply handler for event type '%s' (version %d)"):format(
       ev.stream, ev.type, ev.version), 0)
   end
+  applying = ev
   local res = handler(self.state, ev.data, ev)
+  applying = nil
   if res ~= nil then self.state = res end
   self.version = ev.version
+end
+
+-- Replay the events of `iter` (a read of the aggregate's stream) onto
+-- `agg`, calling `each(ev)` after each one when given.  An error raised by
+-- an apply handler comes out naming the aggregate, the event's type, its
+-- stream and version (one pcall for the whole load, not one per event).
+local function fold(spec, agg, max_time, each, iter, state, ctl, closing)
+  local ok, err = pcall(function()
+    for ev in iter, state, ctl, closing do
+      if max_time and ev.time > max_time then break end
+      replay(spec, agg, ev)
+      if each then each(ev) end
+    end
+  end)
+  if not ok then
+    local ev = applying
+    applying = nil
+    if ev then
+      error(("aggregate '%s': apply handler for '%s' failed at %s@%d: %s"):format(
+        spec.name, ev.type, ev.stream, ev.version, tostring(err)), 0)
+    end
+    error(err, 0)
+  end
 end
 
 local function usable_snapshot(snap, spec, max_version)
@@ -273,7 +312,7 @@ function Repo:load(id, opts)
   local spec = self.spec
   local max_version, max_time
   if opts ~= nil then
-    if type(opts) ~= "table" then error("bad argument #2 to 'load' (opts must be a table)", 2) end
+    options.check(opts, LOAD_OPTS, 2, "load")
     max_version, max_time = opts.version, opts.time
     if max_version ~= nil and (mtype(max_version) ~= "integer" or max_version < 0) then
       error("bad argument #2 to 'load' (version must be an integer >= 0)", 2)
@@ -293,10 +332,7 @@ function Repo:load(id, opts)
   if max_version == nil or agg.version < max_version then
     local read_opts = { from = agg.version + 1 }
     if max_version then read_opts.count = max_version - agg.version end
-    for ev in self.store:read(stream, read_opts) do
-      if max_time and ev.time > max_time then break end
-      replay(spec, agg, ev)
-    end
+    fold(spec, agg, max_time, nil, self.store:read(stream, read_opts))
   end
   private[agg].base = agg.version
   return agg
@@ -310,13 +346,12 @@ function Repo:history(id)
   local spec = self.spec
   local agg = new_instance(self.class, id, spec.init(id), 0)
   local rows = {}
-  for ev in self.store:read(agg.stream) do
-    replay(spec, agg, ev)
+  fold(spec, agg, nil, function(ev)
     rows[#rows + 1] = {
       version = ev.version, type = ev.type, time = ev.time, data = ev.data,
       metadata = ev.metadata, state = deepcopy(agg.state),
     }
-  end
+  end, self.store:read(agg.stream))
   return rows
 end
 
@@ -369,7 +404,7 @@ function Repo:update(id, fn, opts)
   if type(fn) ~= "function" then error("bad argument #2 to 'update' (function expected)", 2) end
   local retries = 3
   if opts ~= nil then
-    if type(opts) ~= "table" then error("bad argument #3 to 'update' (opts must be a table)", 2) end
+    options.check(opts, UPDATE_OPTS, 3, "update")
     if opts.retries ~= nil then
       retries = opts.retries
       if mtype(retries) ~= "integer" or retries < 0 then
@@ -390,7 +425,8 @@ function Repo:update(id, fn, opts)
 end
 
 --- store:repository(Aggregate)
-function M.repository(store, class)
+function M.repository(store, class, opts)
+  options.check(opts, REPOSITORY_OPTS, 2, "repository")
   local spec = specs[class]
   if not spec then error("bad argument #1 to 'repository' (an aggregate from er.aggregate expected)", 2) end
   return setmetatable({ store = store, class = class, spec = spec }, Repo)

@@ -6,6 +6,7 @@
 --   prices:run()           -- catch up from the checkpoint
 --   prices:get(key)        -- read-model value
 local core = require "eventrocks.core"
+local options = require "eventrocks.options"
 
 local M = {}
 
@@ -20,6 +21,9 @@ local DEFAULT_INTERVAL = 100 -- ms between polls in follow mode
 local registry = setmetatable({}, { __mode = "k" }) -- store -> { by_name = {}, inline = {} }
 
 local DELETED = setmetatable({}, { __name = "deleted" })
+
+local SPEC_KEYS = options.known { "handlers", "category", "types", "inline", "source" }
+local RUN_OPTS = options.known { "batch", "follow", "interval", "stop", "progress" }
 
 -- The batch buffer keeps its own copies, so that what a handler sees is
 -- what was written, whatever the caller does to its tables afterwards.
@@ -243,7 +247,7 @@ end
 function Proj:run(opts)
   local batch, follow, interval, stop = DEFAULT_BATCH, false, DEFAULT_INTERVAL, nil
   if opts ~= nil then
-    if type(opts) ~= "table" then error("bad argument #1 to 'run' (opts must be a table)", 2) end
+    options.check(opts, RUN_OPTS, 1, "run")
     if opts.batch ~= nil then
       batch = opts.batch
       if mtype(batch) ~= "integer" or batch < 1 then
@@ -335,23 +339,17 @@ end
 -- ---------------------------------------------------------------------------
 -- Definitions
 
-local function same_spec(a, b)
-  if a.category ~= b.category or a.inline ~= b.inline or a.source ~= b.source then return false end
-  for k, f in pairs(a.handlers) do if b.handlers[k] ~= f then return false end end
-  for k in pairs(b.handlers) do if a.handlers[k] == nil then return false end end
-  if (a.types == nil) ~= (b.types == nil) then return false end
-  if a.types then
-    if #a.types ~= #b.types then return false end
-    for i, t in ipairs(a.types) do if b.types[i] ~= t then return false end end
-  end
-  return true
-end
-
 local function check_spec(name, spec)
   if type(name) ~= "string" or name == "" or name:find("\0", 1, true) then
     error("bad argument #1 to 'projection' (name must be a non-empty string without NUL)", 3)
   end
   if type(spec) ~= "table" then error("bad argument #2 to 'projection' (spec must be a table)", 3) end
+  for k in pairs(spec) do
+    if not SPEC_KEYS[k] then
+      error(fmt("bad argument #2 to 'projection' (unknown option %s)",
+        type(k) == "string" and "'" .. k .. "'" or tostring(k)), 3)
+    end
+  end
   if type(spec.handlers) ~= "table" then
     error(fmt("projection '%s': spec.handlers must be a table of event type -> function", name), 3)
   end
@@ -387,19 +385,9 @@ local function check_spec(name, spec)
     source = source }
 end
 
---- store:projection(name, spec)
-function M.projection(store, name, spec)
-  local checked = check_spec(name, spec)
-  local reg = registry[store]
-  if not reg then
-    reg = { by_name = {}, inline = {} }
-    registry[store] = reg
-  end
-  local existing = reg.by_name[name]
-  if existing then
-    if same_spec(existing.spec, checked) then return existing end
-    error(fmt("projection '%s' is already defined with another spec", name), 2)
-  end
+-- Give `proj` the handlers, filters and kind of `checked` (a new
+-- projection, or one defined again).
+local function configure(proj, checked)
   -- Only the events some handler wants are read: the type filter defaults
   -- to the handlers' types.
   local types = checked.types
@@ -410,15 +398,53 @@ function M.projection(store, name, spec)
   end
   local wanted = {}
   for _, t in ipairs(types) do wanted[t] = true end
-  local proj = setmetatable({
-    store = store, name = name, prefix = name .. "\0", spec = checked,
-    handlers = checked.handlers, category = checked.category, inline = checked.inline,
-    types = #types > 0 and types or nil, wanted = wanted, source = checked.source,
-  }, Proj)
+  proj.spec, proj.handlers, proj.category, proj.inline = checked, checked.handlers, checked.category, checked.inline
+  proj.types, proj.wanted, proj.source = #types > 0 and types or nil, wanted, checked.source
   if #types == 0 then
     -- no handlers: nothing to read, but `all` refuses an empty type list
     proj.types = { "\0" }
   end
+end
+
+local function remove_inline(reg, proj)
+  for i, p in ipairs(reg.inline) do
+    if p == proj then table.remove(reg.inline, i) break end
+  end
+end
+
+--- store:projection(name, spec).  Defining a name again in the same
+-- process replaces its handlers and filters (the REPL workflow: fix a
+-- handler, define it again, run); the checkpoint and read model are kept,
+-- and the same object is returned (`reset` rebuilds).
+function M.projection(store, name, spec)
+  local checked = check_spec(name, spec)
+  local reg = registry[store]
+  if not reg then
+    reg = { by_name = {}, inline = {} }
+    registry[store] = reg
+  end
+  local proj = reg.by_name[name]
+  if proj then
+    if proj.source ~= checked.source then
+      error(fmt("projection '%s' is already defined with another source: its checkpoint means "
+        .. "nothing to another source (use another name)", name), 2)
+    end
+    local was_inline = proj.inline
+    configure(proj, checked)
+    if was_inline and not proj.inline then
+      remove_inline(reg, proj)
+      if #reg.inline == 0 then core.set_hook(store, nil) end
+    end
+    if not was_inline and proj.inline then
+      local n, err = proj:run() -- catch up before following the commits
+      if not n then error(fmt("projection '%s': catching up failed: %s", name, tostring(err)), 2) end
+      reg.inline[#reg.inline + 1] = proj
+      core.set_hook(store, inline_hook(reg))
+    end
+    return proj
+  end
+  proj = setmetatable({ store = store, name = name, prefix = name .. "\0" }, Proj)
+  configure(proj, checked)
   if proj.inline then
     local n, err = proj:run() -- catch up with the events already stored
     if not n then error(fmt("projection '%s': catching up failed: %s", name, tostring(err)), 2) end
