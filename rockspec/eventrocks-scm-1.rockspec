@@ -53,6 +53,7 @@ build = {
         "core/src/append.c",
         "core/src/check.c",
         "core/src/errors.c",
+        "core/src/heads.c",
         "core/src/read.c",
         "core/src/record.c",
         "core/src/store.c",

@@ -6,63 +6,6 @@
 #include <xxhash.h>
 
 
-/* ---- the stream-head cache (guarded by write_lock) ---------------------- */
-
-/* The ER_HEAD_CACHE_WAYS slots (a set) where `stream` may be cached: the
- * cache is set associative, a set's most recently used slot first.
- * (Direct mapped, 1,000 streams in 4,096 slots collide for about one in
- * five of them, and each collision costs a RocksDB read per append.) */
-static er_head_slot *head_set(er_store *s, const char *stream, size_t len) {
-  return &s->heads[XXH3_64bits(stream, len) %
-                   (ER_HEAD_CACHE_SLOTS / ER_HEAD_CACHE_WAYS) * ER_HEAD_CACHE_WAYS];
-}
-
-/* The slot of `stream` in `set`, moved first; NULL when it is not cached. */
-static er_head_slot *head_find(er_head_slot *set, const char *stream, size_t len) {
-  int i;
-  for (i = 0; i < ER_HEAD_CACHE_WAYS; i++) {
-    er_head_slot *slot = &set[i];
-    if (slot->stream && slot->len == len && memcmp(slot->stream, stream, len) == 0) {
-      er_head_slot t = *slot;
-      memmove(set + 1, set, (size_t)i * sizeof *set);
-      set[0] = t;
-      return &set[0];
-    }
-  }
-  return NULL;
-}
-
-static void head_remember(er_head_slot *set, const char *stream, size_t len,
-                          uint64_t version) {
-  er_head_slot *slot = head_find(set, stream, len);
-  if (!slot) {
-    char *copy = malloc(len);
-    if (!copy) return; /* not cached: the next lookup reads the store */
-    memcpy(copy, stream, len);
-    free(set[ER_HEAD_CACHE_WAYS - 1].stream); /* the least recently used goes */
-    memmove(set + 1, set, (ER_HEAD_CACHE_WAYS - 1) * sizeof *set);
-    slot = &set[0];
-    slot->stream = copy;
-    slot->len = len;
-  }
-  slot->version = version;
-}
-
-/* Current version of `stream`; the cache is authoritative because every
- * write to the heads goes through this handle under write_lock. */
-static int head_lookup(er_store *s, const char *stream, size_t len,
-                       uint64_t *version, er_error *err) {
-  er_head_slot *set = head_set(s, stream, len), *slot;
-  int rc;
-  if ((slot = head_find(set, stream, len)) != NULL) {
-    *version = slot->version;
-    return ER_OK;
-  }
-  rc = er__head_get(s, stream, len, version, err);
-  if (rc == ER_OK) head_remember(set, stream, len, *version);
-  return rc;
-}
-
 /* ---- checks -------------------------------------------------------------- */
 
 static int expected_ok(int64_t expected, uint64_t actual) {
@@ -314,25 +257,27 @@ static int version_before(er_txn *t, size_t a, uint64_t *current,
       return ER_OK;
     }
   }
-  return head_lookup(t->store, x->stream, x->stream_len, current, err);
+  return er__head_current(t->store, x->stream, x->stream_len, current, err);
 }
 
-/* Check and write every append of `t` (plus its queued key-value writes) in
- * one WriteBatch.  See er_txn_commit. */
-int er__commit(er_txn *t, er_error *err) {
-  er_store *s = t->store;
-  size_t a, i, total = 0, skey_len = 0, nevents = 0, off;
-  uint8_t *records = NULL, *skey = NULL;
-  er_event *written = NULL;
-  size_t nwritten = 0;
-  uint64_t pos;
-  int64_t now;
-  int rc = ER_OK, any_id = 0, own_time = 0, given_time = 0;
-  char *rerr = NULL;
+/* What one commit builds: every record of the commit, kept whole for the
+ * commit hook, and the events decoded from them. */
+typedef struct commit_buf {
+  uint8_t *records, *skey; /* the records; room for the longest stream key */
+  size_t off;              /* bytes of `records` used so far */
+  er_event *written;       /* the written events (for the hook) */
+  size_t nwritten;
+  uint64_t pos;            /* the last position handed out */
+  int64_t now;             /* the store's time for this commit */
+  int own_time, given_time; /* some append used the store's time / a given one */
+} commit_buf;
 
-  if (t->state != 0)
-    return er__fail(err, ER_INVALID, "the transaction was already committed");
-  t->state = 2;
+/* Allocate what the commit of `t` needs; check that no caller-given id
+ * appears twice among its events. */
+static int commit_prepare(er_txn *t, commit_buf *b, er_error *err) {
+  size_t a, i, total = 0, skey_len = 0, nevents = 0;
+  int any_id = 0, rc;
+  memset(b, 0, sizeof *b);
   for (a = 0; a < t->n_appends; a++) {
     const er__pending *x = &t->appends[a];
     if (x->stream_len + 9 > skey_len) skey_len = x->stream_len + 9;
@@ -343,126 +288,170 @@ int er__commit(er_txn *t, er_error *err) {
     nevents += x->n;
   }
   if (any_id && (rc = check_unique_ids(t, err)) != ER_OK) return rc;
-  if (nevents) {
-    /* every record of the commit, kept whole for the commit hook */
-    records = malloc(total);
-    skey = malloc(skey_len);
-    written = malloc(nevents * sizeof *written);
-    if (!records || !skey || !written) {
-      rc = er__fail(err, ER_NOMEM, "out of memory");
-      goto out;
-    }
-  }
+  if (!nevents) return ER_OK;
+  b->records = malloc(total);
+  b->skey = malloc(skey_len);
+  b->written = malloc(nevents * sizeof *b->written);
+  if (!b->records || !b->skey || !b->written)
+    return er__fail(err, ER_NOMEM, "out of memory");
+  return ER_OK;
+}
 
-  pthread_mutex_lock(&s->write_lock);
-  pos = s->last_position;
-  now = er__now_micros();
-  if (now < s->last_time) now = s->last_time; /* the store's time never goes back */
-  off = 0;
-  for (a = 0; a < t->n_appends && rc == ER_OK; a++) {
-    er__pending *x = &t->appends[a];
-    uint64_t current = 0;
-    int replay = 0;
-    int64_t at;
-    uint8_t head[9], pos_key[8], pos_val[8];
-    memset(&x->result, 0, sizeof x->result);
-    rc = version_before(t, a, &current, err);
-    if (rc == ER_OK) {
-      for (i = 0; i < x->n && !x->events[i].has_id; i++) {}
-      if (i < x->n)
-        rc = check_retry(s, x->stream, x->stream_len, x->expected, current,
-                         x->events, x->n, &x->result, &replay, err);
-    }
-    if (rc == ER_OK && !replay && !expected_ok(x->expected, current))
-      rc = wrong_version(err, x->stream, x->stream_len, x->expected, current);
-    if (rc != ER_OK) {
-      if (err) err->append_index = a;
-      break;
-    }
-    if (replay) continue;
-    /* a given time (an import, a mirror) is stored as it is and never
-     * moves the store's own clock */
-    at = x->time ? x->time : now;
-    if (x->time) given_time = 1;
-    else own_time = 1;
-    for (i = 0; i < x->n; i++) {
-      er_new_event *e = &x->events[i];
-      uint64_t p = pos + 1 + i, ver = current + 1 + i;
-      size_t sz = er__record_size(x->stream_len, e);
-      uint8_t *rec = records + off;
-      if (!e->has_id) {
-        uint8_t rnd[10];
-        next_random(s, rnd);
-        next_id(s, e->id, now, rnd);
-        e->has_id = 1;
-      }
-      er__record_encode(rec, x->stream, x->stream_len, e, p, ver, at,
-                        (uint32_t)x->n, (uint32_t)i);
-      if (s->hook) er__record_decode(rec, sz, &written[nwritten], NULL);
-      nwritten++;
-      off += sz;
-      er__put_be64(pos_key, p);
-      er__put_le64(pos_val, p);
-      er__stream_key(skey, x->stream, x->stream_len, ver);
-      rocksdb_writebatch_put_cf(t->wb, s->cf[CF_LOG], (const char *)pos_key, 8,
-                                (const char *)rec, sz);
-      rocksdb_writebatch_put_cf(t->wb, s->cf[CF_STREAMS], (const char *)skey,
-                                x->stream_len + 9, (const char *)rec, sz);
-      rocksdb_writebatch_put_cf(t->wb, s->cf[CF_IDS], (const char *)e->id, 16,
-                                (const char *)pos_val, 8);
-    }
-    er__put_le64(head, current + x->n);
-    head[8] = 0; /* flags */
-    rocksdb_writebatch_put_cf(t->wb, s->cf[CF_HEADS], x->stream, x->stream_len,
-                              (const char *)head, sizeof head);
-    x->result.first_version = current + 1;
-    x->result.version = current + x->n;
-    x->result.first_position = pos + 1;
-    x->result.position = pos + x->n;
-    pos += x->n;
-  }
-  if (rc == ER_OK && given_time) {
-    /* the log may now end with a time the store did not hand out: keep
-     * the store's own clock, and the position it goes with, for the next
-     * open (see load_counters) */
-    uint8_t clock[16];
-    er__put_le64(clock, (uint64_t)(own_time ? now : s->last_time));
-    er__put_le64(clock + 8, pos);
-    rocksdb_writebatch_put_cf(t->wb, s->cf[CF_DEFAULT], er__clock_key,
-                              sizeof er__clock_key - 1, (const char *)clock,
-                              sizeof clock);
-  }
-  if (rc == ER_OK && nwritten && s->hook) {
-    er_error local, *herr = err ? err : &local; /* hooks always get one */
-    t->in_hook = 1;
-    herr->message[0] = 0;
-    rc = s->hook(s->hook_ud, t, written, nwritten, herr);
-    t->in_hook = 0;
-    if (rc != ER_OK && herr->message[0] == 0)
-      er__fail(herr, rc, "the commit hook refused the commit");
-  }
-  if (rc == ER_OK && rocksdb_writebatch_count(t->wb) > 0) {
-    rocksdb_write(s->db, s->wopts, t->wb, &rerr);
-    if (rerr && strstr(rerr, "While open a file for appending") && strstr(rerr, ".log"))
-      s->wal_failed = 1;
-    if (rerr) rc = er__rocks_fail(err, "writing an append", rerr);
-  }
+static void commit_buf_free(commit_buf *b) {
+  free(b->records);
+  free(b->skey);
+  free(b->written);
+}
+
+/* Check append `a` of `t` against its stream's version (an idempotent
+ * retry fills its result and writes nothing) and queue its records, index
+ * entries, ids and head.  write_lock held. */
+static int commit_append(er_txn *t, size_t a, commit_buf *b, er_error *err) {
+  er_store *s = t->store;
+  er__pending *x = &t->appends[a];
+  uint64_t current = 0;
+  int replay = 0, rc;
+  size_t i;
+  int64_t at;
+  uint8_t head[9], pos_key[8], pos_val[8];
+  memset(&x->result, 0, sizeof x->result);
+  rc = version_before(t, a, &current, err);
   if (rc == ER_OK) {
-    t->state = 1;
-    if (nwritten) __atomic_store_n(&s->last_position, pos, __ATOMIC_RELEASE);
-    if (own_time) s->last_time = now;
-    for (a = 0; a < t->n_appends; a++) {
-      const er__pending *x = &t->appends[a];
-      if (!x->result.replayed)
-        head_remember(head_set(s, x->stream, x->stream_len), x->stream,
-                      x->stream_len, x->result.version);
-    }
+    for (i = 0; i < x->n && !x->events[i].has_id; i++) {}
+    if (i < x->n)
+      rc = check_retry(s, x->stream, x->stream_len, x->expected, current,
+                       x->events, x->n, &x->result, &replay, err);
   }
+  if (rc == ER_OK && !replay && !expected_ok(x->expected, current))
+    rc = wrong_version(err, x->stream, x->stream_len, x->expected, current);
+  if (rc != ER_OK) {
+    if (err) err->append_index = a;
+    return rc;
+  }
+  if (replay) return ER_OK;
+  /* a given time (an import, a mirror) is stored as it is and never moves
+   * the store's own clock */
+  at = x->time ? x->time : b->now;
+  if (x->time) b->given_time = 1;
+  else b->own_time = 1;
+  for (i = 0; i < x->n; i++) {
+    er_new_event *e = &x->events[i];
+    uint64_t p = b->pos + 1 + i, ver = current + 1 + i;
+    size_t sz = er__record_size(x->stream_len, e);
+    uint8_t *rec = b->records + b->off;
+    if (!e->has_id) {
+      uint8_t rnd[10];
+      next_random(s, rnd);
+      next_id(s, e->id, b->now, rnd);
+      e->has_id = 1;
+    }
+    er__record_encode(rec, x->stream, x->stream_len, e, p, ver, at,
+                      (uint32_t)x->n, (uint32_t)i);
+    if (s->hook) er__record_decode(rec, sz, &b->written[b->nwritten], NULL);
+    b->nwritten++;
+    b->off += sz;
+    er__put_be64(pos_key, p);
+    er__put_le64(pos_val, p);
+    er__stream_key(b->skey, x->stream, x->stream_len, ver);
+    rocksdb_writebatch_put_cf(t->wb, s->cf[CF_LOG], (const char *)pos_key, 8,
+                              (const char *)rec, sz);
+    rocksdb_writebatch_put_cf(t->wb, s->cf[CF_STREAMS], (const char *)b->skey,
+                              x->stream_len + 9, (const char *)rec, sz);
+    rocksdb_writebatch_put_cf(t->wb, s->cf[CF_IDS], (const char *)e->id, 16,
+                              (const char *)pos_val, 8);
+  }
+  er__put_le64(head, current + x->n);
+  head[8] = 0; /* flags */
+  rocksdb_writebatch_put_cf(t->wb, s->cf[CF_HEADS], x->stream, x->stream_len,
+                            (const char *)head, sizeof head);
+  x->result.first_version = current + 1;
+  x->result.version = current + x->n;
+  x->result.first_position = b->pos + 1;
+  x->result.position = b->pos + x->n;
+  b->pos += x->n;
+  return ER_OK;
+}
+
+/* After appends with given times, the log may end with a time the store
+ * did not hand out: queue the store's own clock, and the position it goes
+ * with, for the next open (see load_counters). */
+static void commit_clock(er_txn *t, const commit_buf *b) {
+  uint8_t clock[16];
+  er__put_le64(clock, (uint64_t)(b->own_time ? b->now : t->store->last_time));
+  er__put_le64(clock + 8, b->pos);
+  rocksdb_writebatch_put_cf(t->wb, t->store->cf[CF_DEFAULT], er__clock_key,
+                            sizeof er__clock_key - 1, (const char *)clock,
+                            sizeof clock);
+}
+
+/* The commit hook sees the written events and may queue key-value writes
+ * (inline projections); its error refuses the commit. */
+static int commit_hook(er_txn *t, const commit_buf *b, er_error *err) {
+  er_store *s = t->store;
+  er_error local, *herr = err ? err : &local; /* hooks always get one */
+  int rc;
+  t->in_hook = 1;
+  herr->message[0] = 0;
+  rc = s->hook(s->hook_ud, t, b->written, b->nwritten, herr);
+  t->in_hook = 0;
+  if (rc != ER_OK && herr->message[0] == 0)
+    er__fail(herr, rc, "the commit hook refused the commit");
+  return rc;
+}
+
+/* Write the batch; a failure to start a new WAL file is remembered (see
+ * store_free). */
+static int commit_write(er_txn *t, er_error *err) {
+  er_store *s = t->store;
+  char *rerr = NULL;
+  if (rocksdb_writebatch_count(t->wb) == 0) return ER_OK;
+  rocksdb_write(s->db, s->wopts, t->wb, &rerr);
+  if (!rerr) return ER_OK;
+  if (strstr(rerr, "While open a file for appending") && strstr(rerr, ".log"))
+    s->wal_failed = 1;
+  return er__rocks_fail(err, "writing an append", rerr);
+}
+
+/* The commit is written: publish the new position, clock and heads. */
+static void commit_publish(er_txn *t, const commit_buf *b) {
+  er_store *s = t->store;
+  size_t a;
+  t->state = 1;
+  if (b->nwritten) __atomic_store_n(&s->last_position, b->pos, __ATOMIC_RELEASE);
+  if (b->own_time) s->last_time = b->now;
+  for (a = 0; a < t->n_appends; a++) {
+    const er__pending *x = &t->appends[a];
+    if (!x->result.replayed)
+      er__head_cached(s, x->stream, x->stream_len, x->result.version);
+  }
+}
+
+/* Check and write every append of `t` (plus its queued key-value writes) in
+ * one WriteBatch.  See er_txn_commit. */
+int er__commit(er_txn *t, er_error *err) {
+  er_store *s = t->store;
+  commit_buf b;
+  size_t a;
+  int rc;
+
+  if (t->state != 0)
+    return er__fail(err, ER_INVALID, "the transaction was already committed");
+  t->state = 2;
+  if ((rc = commit_prepare(t, &b, err)) != ER_OK) {
+    commit_buf_free(&b);
+    return rc;
+  }
+  pthread_mutex_lock(&s->write_lock);
+  b.pos = s->last_position;
+  b.now = er__now_micros();
+  if (b.now < s->last_time) b.now = s->last_time; /* the store's time never goes back */
+  for (a = 0; a < t->n_appends && rc == ER_OK; a++) rc = commit_append(t, a, &b, err);
+  if (rc == ER_OK && b.given_time) commit_clock(t, &b);
+  if (rc == ER_OK && b.nwritten && s->hook) rc = commit_hook(t, &b, err);
+  if (rc == ER_OK) rc = commit_write(t, err);
+  if (rc == ER_OK) commit_publish(t, &b);
   pthread_mutex_unlock(&s->write_lock);
-out:
-  free(records);
-  free(skey);
-  free(written);
+  commit_buf_free(&b);
   return rc;
 }
 

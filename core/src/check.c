@@ -403,14 +403,6 @@ static int family(er_store *s, const char *name, er_error *err) {
   return family_index(name, err);
 }
 
-static void forget_heads(er_store *s) {
-  size_t i;
-  for (i = 0; i < ER_HEAD_CACHE_SLOTS; i++) {
-    free(s->heads[i].stream);
-    s->heads[i].stream = NULL;
-  }
-}
-
 int er_debug_put(er_store *s, const char *fam, const void *key, size_t key_len,
                  const void *val, size_t val_len, er_error *err) {
   int cf = family(s, fam, err);
@@ -418,7 +410,7 @@ int er_debug_put(er_store *s, const char *fam, const void *key, size_t key_len,
   if (cf < 0) return ER_INVALID;
   pthread_mutex_lock(&s->write_lock);
   rocksdb_put_cf(s->db, s->wopts, s->cf[cf], key, key_len, val_len ? val : "", val_len, &rerr);
-  forget_heads(s);
+  er__head_cache_clear(s);
   pthread_mutex_unlock(&s->write_lock);
   return rerr ? er__rocks_fail(err, "writing", rerr) : ER_OK;
 }
@@ -430,7 +422,7 @@ int er_debug_delete(er_store *s, const char *fam, const void *key, size_t key_le
   if (cf < 0) return ER_INVALID;
   pthread_mutex_lock(&s->write_lock);
   rocksdb_delete_cf(s->db, s->wopts, s->cf[cf], key, key_len, &rerr);
-  forget_heads(s);
+  er__head_cache_clear(s);
   pthread_mutex_unlock(&s->write_lock);
   return rerr ? er__rocks_fail(err, "deleting", rerr) : ER_OK;
 }

@@ -224,7 +224,17 @@ extern const char *const er__cf_names[CF_COUNT];
 extern const char er__clock_key[6];
 void er__iter_register(er_store *s, er_iter *it);
 int er__check_stream(const char *stream, size_t len, er_error *err);
+
+/* heads.c: the stored version of a stream (0 when absent), straight from
+ * RocksDB; the same through the cache, for appends (write_lock held); a
+ * committed version into the cache (write_lock held); the cache emptied
+ * (raw writes to the heads, closing). */
 int er__head_get(er_store *s, const char *stream, size_t len,
                  uint64_t *version, er_error *err);
+int er__head_current(er_store *s, const char *stream, size_t len,
+                     uint64_t *version, er_error *err);
+void er__head_cached(er_store *s, const char *stream, size_t len,
+                     uint64_t version);
+void er__head_cache_clear(er_store *s);
 
 #endif

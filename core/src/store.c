@@ -93,10 +93,8 @@ static void store_free(er_store *s) {
   if (s->scan_table_options)
     rocksdb_block_based_options_destroy(s->scan_table_options);
   if (s->cache) rocksdb_cache_destroy(s->cache);
-  if (s->heads) {
-    for (i = 0; i < ER_HEAD_CACHE_SLOTS; i++) free(s->heads[i].stream);
-    free(s->heads);
-  }
+  er__head_cache_clear(s);
+  free(s->heads);
   pthread_mutex_destroy(&s->write_lock);
   pthread_mutex_destroy(&s->iter_lock);
   free(s->path);
@@ -574,35 +572,6 @@ int er__check_stream(const char *stream, size_t len, er_error *err) {
   if (memchr(stream, 0, len))
     return er__fail(err, ER_INVALID, "stream id must not contain NUL bytes");
   return ER_OK;
-}
-
-/* The stored version of `stream` (0 when absent), straight from RocksDB. */
-int er__head_get(er_store *s, const char *stream, size_t len,
-                 uint64_t *version, er_error *err) {
-  char *rerr = NULL;
-  size_t vlen = 0;
-  char *val =
-      rocksdb_get_cf(s->db, s->ropts, s->cf[CF_HEADS], stream, len, &vlen, &rerr);
-  if (rerr) return er__rocks_fail(err, "reading a stream head", rerr);
-  if (!val) {
-    *version = 0;
-    return ER_OK;
-  }
-  if (vlen < 8) {
-    rocksdb_free(val);
-    return er__fail(err, ER_CORRUPTION, "damaged head of stream '%.*s'",
-                    (int)len, stream);
-  }
-  *version = er__get_le64((const uint8_t *)val);
-  rocksdb_free(val);
-  return ER_OK;
-}
-
-int er_version(er_store *s, const char *stream, size_t stream_len,
-               uint64_t *version, er_error *err) {
-  int rc = er__check_stream(stream, stream_len, err);
-  if (rc != ER_OK) return rc;
-  return er__head_get(s, stream, stream_len, version, err);
 }
 
 uint64_t er_last_position(er_store *s) {
