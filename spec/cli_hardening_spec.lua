@@ -409,4 +409,140 @@ describe("eventrocks command, hardened", function()
       contains(err, "--bogus", "stderr")
     end)
   end)
+  -- -------------------------------------------------------------------------
+  describe("repl", function()
+    before_each(function()
+      assert(t.store:append("a-1", { type = "A", data = 1 }))
+      t.store:close()
+    end)
+
+    local function repl(input)
+      local f = tmpdir() .. "/input.lua"
+      write_file(f, input)
+      return sh("cat " .. H.shquote(f) .. " | " .. CMD .. " --store " .. H.shquote(t.dir) .. " repl")
+    end
+
+    it("a piped script whose chunk raises exits 1, the error on stderr", function()
+      local code, out, err = repl('error("x marks the spot")\n')
+      assert.equal(1, code)
+      assert.equal("", out)
+      contains(err, "x marks the spot", "stderr")
+    end)
+
+    it("a piped script with a syntax error exits 1", function()
+      local code, _, err = repl("x = = 1\n")
+      assert.equal(1, code)
+      contains(err, "unexpected symbol", "stderr")
+    end)
+
+    it("a piped script that ends inside a chunk exits 1", function()
+      local code, _, err = repl("for i = 1, 2 do\n")
+      assert.equal(1, code)
+      contains(err, "<eof>", "stderr")
+    end)
+
+    it("a piped script without errors exits 0", function()
+      local code, out, err = repl("store:last_position()\n")
+      assert.equal(0, code, err)
+      assert.equal("1\n", out)
+    end)
+
+    -- A real terminal: tmux runs the REPL on a pty of its own.
+    describe("in a terminal", function()
+      local socket, home
+      local function tmux(args)
+        local p = assert(io.popen("tmux -L " .. socket .. " " .. args .. " 2>&1"))
+        local out = p:read("a")
+        p:close()
+        return out
+      end
+      -- (capture-pane drops the blanks at the end of a line: "er>" is the prompt)
+      local function screen() return tmux("capture-pane -p -S -100") end
+      local function count(hay, needle)
+        local n, at = 0, 1
+        while true do
+          local i = hay:find(needle, at, true)
+          if not i then return n end
+          n, at = n + 1, i + #needle
+        end
+      end
+      -- poll the screen until fn(screen) holds (10 s at most)
+      local function wait_screen(fn, what)
+        local s
+        for _ = 1, 200 do
+          s = screen()
+          if fn(s) then return s end
+          os.execute("sleep 0.05")
+        end
+        error("timed out waiting for " .. what .. "; the screen:\n" .. s)
+      end
+      local function keys(...)
+        local args = {}
+        for i = 1, select("#", ...) do args[i] = H.shquote((select(i, ...))) end
+        tmux("send-keys " .. table.concat(args, " "))
+      end
+
+      before_each(function()
+        assert.is_true(os.execute("command -v tmux >/dev/null"), "tmux is needed (tools/deps.sh installs it)")
+        socket = "eventrocks-spec-" .. tostring(os.time()) .. "-" .. tostring(math.random(1e9))
+        home = tmpdir()
+        local inner = "env HOME=" .. H.shquote(home) .. " TERM=xterm " .. VARS .. " lua5.4 " .. H.shquote(BIN)
+          .. " --store " .. H.shquote(t.dir) .. " repl; echo EXITED=$?; sleep 60"
+        tmux("new-session -d -x 150 -y 40 " .. H.shquote(inner))
+        wait_screen(function(s) return s:find("er>", 1, true) end, "the prompt")
+      end)
+      after_each(function()
+        tmux("kill-server") -- this spec's own server (-L socket) only
+      end)
+
+      it("Ctrl-C at the prompt clears the line and stays in the REPL", function()
+        keys("x = 1 + ")
+        wait_screen(function(s) return s:find("er> x = 1 +", 1, true) end, "the typed text")
+        keys("C-c")
+        wait_screen(function(s) return count(s, "er>") == 2 end, "a fresh prompt")
+        -- the line was dropped: 40 + 2 is an expression of its own
+        keys("40 + 2", "Enter")
+        local s = wait_screen(function(s) return s:find("\n42\n", 1, true) end, "42")
+        not_contains(s, "EXITED")
+        -- again, twice, and inside a multi-line chunk
+        keys("C-c")
+        keys("C-c")
+        wait_screen(function(s) return count(s, "er>") == 5 end, "two more prompts")
+        keys("for i = 1, 2 do", "Enter")
+        wait_screen(function(s) return s:find(">>", 1, true) end, "the continuation prompt")
+        keys("C-c")
+        wait_screen(function(s) return count(s, "er>") == 6 end, "a prompt after the continuation")
+        keys("print('alive' .. 7)", "Enter")
+        wait_screen(function(s) return s:find("alive7", 1, true) end, "alive7")
+        keys("C-d")
+        s = wait_screen(function(s) return s:find("EXITED=", 1, true) end, "the exit")
+        contains(s, "EXITED=0")
+      end)
+
+      it("Ctrl-C stops a running chunk and returns to the prompt", function()
+        keys("while true do end", "Enter")
+        os.execute("sleep 0.3")
+        keys("C-c")
+        wait_screen(function(s) return s:find("interrupted", 1, true) and count(s, "er>") == 2 end,
+          "the interruption")
+        keys("print('after' .. 1)", "Enter")
+        wait_screen(function(s) return s:find("after1", 1, true) end, "after1")
+        keys("C-d")
+        contains(wait_screen(function(s) return s:find("EXITED=", 1, true) end, "the exit"), "EXITED=0")
+      end)
+
+      it("saves each line to the history as it is entered", function()
+        local hist = home .. "/.eventrocks_history"
+        keys("y = 6 * 7", "Enter")
+        keys("y", "Enter")
+        wait_screen(function(s) return s:find("\n42\n", 1, true) end, "42")
+        -- still running: the lines are in the file already
+        not_contains(screen(), "EXITED")
+        assert.equal("y = 6 * 7\ny\n", read_file(hist))
+        keys("C-d")
+        contains(wait_screen(function(s) return s:find("EXITED=", 1, true) end, "the exit"), "EXITED=0")
+        assert.equal("y = 6 * 7\ny\n", read_file(hist))
+      end)
+    end)
+  end)
 end)

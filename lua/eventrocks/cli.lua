@@ -498,9 +498,10 @@ function commands.repl(args)
   end
   if not store then fail(tostring(err)) end
   local repl = require "eventrocks.repl"
-  local ok, rerr = pcall(repl.run, { store = store, dir = dir })
+  local ok, res = pcall(repl.run, { store = store, dir = dir })
   store:close()
-  if not ok then error(rerr, 0) end
+  if not ok then error(res, 0) end
+  if not res then return 1 end -- a piped script had an error
 end
 
 -- ---------------------------------------------------------------------------
