@@ -284,7 +284,7 @@ function M.run(opts)
     io.write(fmt("%s -- %s\nType help() for a guide, Ctrl-D to leave.\n", er._VERSION,
       pretty.safe(tostring(opts.store))))
   end
-  local buffer
+  local buffer, unfinished -- a chunk not complete yet, and why load says so
   local failed = false
   while true do
     local line = read(buffer and ">> " or "er> ")
@@ -316,12 +316,13 @@ function M.run(opts)
         buffer = nil
         report(err)
         failed = true
+      else
+        unfinished = err
       end
     end
   end
   if buffer then -- input ended inside a chunk
-    local _, err = load(buffer, "=repl", "t", env)
-    report(err or "incomplete chunk at the end of the input")
+    report(unfinished)
     failed = true
   end
   if interactive then io.write("\n") end
