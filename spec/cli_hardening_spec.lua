@@ -451,7 +451,7 @@ describe("eventrocks command, hardened", function()
     describe("in a terminal", function()
       local socket, home
       local function tmux(args)
-        local p = assert(io.popen("tmux -L " .. socket .. " " .. args .. " 2>&1"))
+        local p = assert(io.popen("tmux -S " .. H.shquote(socket) .. " " .. args .. " 2>&1"))
         local out = p:read("a")
         p:close()
         return out
@@ -484,15 +484,15 @@ describe("eventrocks command, hardened", function()
 
       before_each(function()
         assert.is_true(os.execute("command -v tmux >/dev/null"), "tmux is needed (tools/deps.sh installs it)")
-        socket = "eventrocks-spec-" .. tostring(os.time()) .. "-" .. tostring(math.random(1e9))
         home = tmpdir()
+        socket = home .. "/tmux.socket" -- this spec's own tmux server, removed with the directory
         local inner = "env HOME=" .. H.shquote(home) .. " TERM=xterm " .. VARS .. " lua5.4 " .. H.shquote(BIN)
           .. " --store " .. H.shquote(t.dir) .. " repl; echo EXITED=$?; sleep 60"
         tmux("new-session -d -x 150 -y 40 " .. H.shquote(inner))
         wait_screen(function(s) return s:find("er>", 1, true) end, "the prompt")
       end)
       after_each(function()
-        tmux("kill-server") -- this spec's own server (-L socket) only
+        tmux("kill-server") -- this spec's own server (-S socket) only
       end)
 
       it("Ctrl-C at the prompt clears the line and stays in the REPL", function()
