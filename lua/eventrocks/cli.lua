@@ -30,9 +30,14 @@ local function setup_colour(on)
   paint.dim, paint.bold, paint.type, paint.red, paint.green = c("2"), c("1"), c("36"), c("31"), c("32")
 end
 
+-- Stream ids, types and other names are shown escaped (pretty.escape): one
+-- name is one line, and no control byte reaches the terminal.  Only --json
+-- and export carry the exact bytes.
+local escape, safe = pretty.escape, pretty.safe
+
 local function event_line(ev)
   return fmt("%s %s %s %s %s", paint.dim(fmt("%8d", ev.position)),
-    paint.bold(ev.stream .. "@" .. ev.version), paint.type(ev.type),
+    paint.bold(escape(ev.stream) .. "@" .. ev.version), paint.type(escape(ev.type)),
     paint.dim(pretty.time(ev.time)), pretty.compact(ev.data, 2000))
 end
 
@@ -53,8 +58,10 @@ end
 -- A read-only open reads files a writer in another process may be
 -- replacing at that moment (flushes, compactions, its own open and close);
 -- such failures pass, so they are retried a few times.
-local function try_open(dir, writable)
-  local opts = writable and { create = true } or { read_only = true, create = false }
+--
+-- Only commands that write create a store (`create`); the others never do.
+local function try_open(dir, writable, create)
+  local opts = writable and { create = create or false } or { read_only = true, create = false }
   local store, err
   for attempt = 1, writable and 1 or 5 do
     store, err = er.open(dir, opts)
@@ -64,15 +71,21 @@ local function try_open(dir, writable)
   return store, err
 end
 
-local function open_store(args, writable)
-  local dir = store_dir(args)
-  local store, err = try_open(dir, writable)
-  if not store then error({ exit = 1, message = tostring(err) }, 0) end
-  return store, dir
-end
-
 local function fail(msg, code)
   error({ exit = code or 1, message = msg }, 0)
+end
+
+local function open_failed(dir, err)
+  if err.code == "not_found" then fail("no store at " .. dir) end
+  fail(tostring(err))
+end
+
+-- writable: the command writes, and creates the store when it is missing.
+local function open_store(args, writable)
+  local dir = store_dir(args)
+  local store, err = try_open(dir, writable, writable)
+  if not store then open_failed(dir, err) end
+  return store, dir
 end
 
 -- ---------------------------------------------------------------------------
@@ -86,7 +99,7 @@ function commands.streams(args)
     if args.json then
       stdout:write(jsonl.encode_value({ stream = stream, version = version }), "\n")
     else
-      stdout:write(paint.bold(stream), " ", version, "\n")
+      stdout:write(paint.bold(escape(stream)), " ", version, "\n")
     end
   end
 end
@@ -168,12 +181,12 @@ function commands.relay(args)
   -- beside a running writer, relay from a read-only handle: its checkpoint
   -- is then the JetStream stream's last message
   local dir = store_dir(args)
-  local store, err = try_open(dir, true)
+  local store, err = try_open(dir, true, false)
   if not store and err.code == "locked" then
-    stderr:write("eventrocks: relay: ", dir, " is open for writing elsewhere: relaying read-only beside it\n")
+    stderr:write("eventrocks: relay: ", safe(dir), " is open for writing elsewhere: relaying read-only beside it\n")
     store, err = try_open(dir, false)
   end
-  if not store then fail(tostring(err)) end
+  if not store then open_failed(dir, err) end
   local _ <close> = store
   local o = nats_opts(args)
   o.create_stream, o.json, o.batch = args.create_stream, args.json, args.batch
@@ -187,8 +200,8 @@ function commands.relay(args)
     progress = args.follow and function(p) stderr:write(fmt("relay %s: at position %d\n", args.name, p)) end or nil })
   relay:close()
   if not n then fail(tostring(pos)) end
-  stdout:write(fmt("relay %s: %d events published to JetStream stream %s, checkpoint at position %d "
-    .. "(%d repeats dropped by JetStream)\n", args.name, n, relay.stream, pos, relay.duplicates))
+  stdout:write(safe(fmt("relay %s: %d events published to JetStream stream %s, checkpoint at position %d "
+    .. "(%d repeats dropped by JetStream)", args.name, n, relay.stream, pos, relay.duplicates)), "\n")
 end
 
 function commands.consume(args)
@@ -214,8 +227,8 @@ function commands.consume(args)
   local n, pos = proj:run({ batch = args.batch, follow = args.follow, interval = args.interval, stop = stop_never })
   spec.source:close()
   if not n then fail(tostring(pos)) end
-  stdout:write(fmt("consume %s: %d events applied%s, at source position %d\n", args.name, n,
-    args.mirror and " and mirrored" or "", pos))
+  stdout:write(safe(fmt("consume %s: %d events applied%s, at source position %d", args.name, n,
+    args.mirror and " and mirrored" or "", pos)), "\n")
 end
 
 function commands.stats(args)
@@ -249,15 +262,15 @@ function commands.stats(args)
       size_on_disk = size, categories = categories, types = types }), "\n")
     return
   end
-  stdout:write(fmt("store          %s\n", dir))
+  stdout:write(fmt("store          %s\n", safe(dir)))
   stdout:write(fmt("events         %d\n", n))
   stdout:write(fmt("streams        %d\n", streams))
   stdout:write(fmt("last position  %d\n", total))
   stdout:write(fmt("size on disk   %s\n", size and fmt("%d bytes (%.1f MiB)", size, size / 1048576) or "?"))
   stdout:write(fmt("categories     %d\n", #cats))
-  for _, r in ipairs(cats) do stdout:write(fmt("  %-28s %d\n", r.name, r.count)) end
+  for _, r in ipairs(cats) do stdout:write(fmt("  %-28s %d\n", escape(r.name), r.count)) end
   stdout:write(fmt("event types    %d\n", #typs))
-  for _, r in ipairs(typs) do stdout:write(fmt("  %-28s %d\n", r.name, r.count)) end
+  for _, r in ipairs(typs) do stdout:write(fmt("  %-28s %d\n", escape(r.name), r.count)) end
 end
 
 function commands.export(args)
@@ -283,7 +296,50 @@ function commands.export(args)
   else
     out:flush()
   end
-  if args.file and args.file ~= "-" then stderr:write(fmt("exported %d events to %s\n", n, args.file)) end
+  if args.file and args.file ~= "-" then stderr:write(fmt("exported %d events to %s\n", n, safe(args.file))) end
+end
+
+-- The file to import: FILE, or standard input for "-".  A directory or an
+-- unreadable file is an error before the store is opened (nothing is created).
+-- Returns the handle, its size from the current offset (nil for a pipe), a
+-- closer and the function that reports a read error.
+local function open_input(file)
+  local function cannot(err)
+    err = tostring(err)
+    if err:sub(1, #file + 2) == file .. ": " then err = err:sub(#file + 3) end
+    fail(fmt("cannot import %s: %s", file == "-" and "standard input" or file, (err:gsub("^%u", string.lower))))
+  end
+  local f, err
+  if file == "-" then f = io.stdin
+  else
+    f, err = io.open(file, "r")
+    if not f then cannot(err) end
+  end
+  local probe, rerr = f:read(0) -- reading a directory fails here
+  if probe == nil and rerr then cannot(rerr) end
+  local at = f:seek("cur") -- nil on a pipe
+  local size = at and f:seek("end")
+  if size then
+    f:seek("set", at)
+    size = size - at
+  end
+  return f, size, function() if f ~= io.stdin then f:close() end end, cannot
+end
+
+-- The line of the event of an append that `err` (duplicate_event) names by
+-- its id: the second of two events with that id, else the one with it.
+local function duplicate_line(err, group, lines)
+  local id = tostring(err.message):match("%x+%-%x+%-%x+%-%x+%-%x+")
+  if not id then return nil end
+  id = id:lower()
+  local first
+  for i, ev in ipairs(group) do
+    if type(ev.id) == "string" and ev.id:lower() == id then
+      if first then return lines[i] end
+      first = i
+    end
+  end
+  return first and lines[first]
 end
 
 -- Import: consecutive lines of one stream with one time were one append;
@@ -291,10 +347,7 @@ end
 -- them and their ids and time kept, so a second import of the same file is
 -- an idempotent retry of every append and writes nothing.
 function commands.import(args)
-  local f, ferr = io.open(args.file, "r")
-  if not f then fail(ferr) end
-  local size = f:seek("end")
-  f:seek("set", 0)
+  local f, size, close, cannot = open_input(args.file)
   local store <close> = open_store(args, true)
   local bar = progress("importing", size)
   local group, appended, replayed, written = {}, 0, 0, 0
@@ -320,15 +373,28 @@ function commands.import(args)
     if ok then res, err = txn:commit() end
     txn:free()
     if not res then
-      fail(fmt("line %d: %s", lines[1], tostring(err)))
+      -- the binding tells the failing append, not the event: a duplicate
+      -- id is found by the id its message names
+      local at = type(err) == "table" and err.code == "duplicate_event"
+        and duplicate_line(err, group, lines) or lines[1]
+      fail(fmt("line %d: %s", at, tostring(err)))
     end
     if res[1].replayed then replayed = replayed + #group else written = written + #group end
     appended = appended + 1
     group, lines = {}, {}
   end
-  local line_no = 0
-  for line in f:lines() do
+  local line_no, bytes = 0, 0
+  while true do
+    local line, rerr = f:read("l")
+    if not line then
+      if rerr then
+        flush()
+        cannot(rerr)
+      end
+      break
+    end
     line_no = line_no + 1
+    bytes = bytes + #line + 1
     if line:find("%S") then
       local ok, ev = pcall(jsonl.decode_event, line, line_no)
       if not ok then
@@ -340,7 +406,7 @@ function commands.import(args)
           or head.version ~= last.version + 1) then
           flush()
         end
-        f:close()
+        close()
         fail(tostring(ev) .. fmt(" (imported %d events before it)", written))
       end
       local last = group[#group]
@@ -350,12 +416,12 @@ function commands.import(args)
       end
       group[#group + 1] = ev
       lines[#group] = line_no
-      if line_no % 1024 == 0 then bar.step(f:seek()) end
+      if line_no % 1024 == 0 then bar.step(bytes) end
     end
   end
   flush()
-  f:close()
-  if size > 0 then bar.done(size) end
+  close()
+  if bytes > 0 then bar.done(size or bytes) end
   stderr:write(fmt("imported %d events (%d appends); %d events were already there\n",
     written, appended, replayed))
 end
@@ -387,10 +453,10 @@ function commands.check(args)
       snapshots = snapshots + 1
       local v = store:version(stream)
       if type(snap) ~= "table" or math.type(snap.version) ~= "integer" then
-        problem(fmt("snapshots: the snapshot of %s is damaged", stream))
+        problem(fmt("snapshots: the snapshot of %s is damaged", escape(stream)))
       elseif v and snap.version > v then
         problem(fmt("snapshots: the snapshot of %s is at version %d, ahead of the stream (%d)",
-          stream, snap.version, v))
+          escape(stream), snap.version, v))
       end
     end
   end)
@@ -398,7 +464,7 @@ function commands.check(args)
     for name, pos in core.scan(store, "checkpoints") do
       checkpoints = checkpoints + 1
       local proj, js = name:match("^(.*)%z(jetstream)$")
-      local what = name:match("^relay:") and "relay " .. name:sub(7) or "projection " .. (proj or name)
+      local what = name:match("^relay:") and "relay " .. escape(name:sub(7)) or "projection " .. escape(proj or name)
       if js then
         -- fed from JetStream: the sequence there and a position in another store
         if type(pos) ~= "table" or math.type(pos.seq) ~= "integer" or math.type(pos.position) ~= "integer"
@@ -414,7 +480,7 @@ function commands.check(args)
   end)
   stdout:write(fmt("checked %d events, %s streams, their index, heads and ids, %d snapshots, %d checkpoints\n",
     last, streams_ok and tostring(streams) or "?", snapshots, checkpoints))
-  for _, m in ipairs(messages) do stdout:write(paint.red("problem: "), m, "\n") end
+  for _, m in ipairs(messages) do stdout:write(paint.red("problem: "), safe(m), "\n") end
   if #messages < problems then stdout:write(fmt("... and %d more\n", problems - #messages)) end
   if problems > 0 then
     stdout:write(paint.red(fmt("%d problem%s found\n", problems, problems == 1 and "" or "s")))
@@ -427,14 +493,15 @@ function commands.repl(args)
   local dir = store_dir(args)
   local store, err = er.open(dir, { read_only = args.read_only or false })
   if not store and err.code == "locked" then
-    stderr:write(fmt("%s is open for writing elsewhere: opening it read-only\n", dir))
+    stderr:write(fmt("%s is open for writing elsewhere: opening it read-only\n", safe(dir)))
     store, err = er.open(dir, { read_only = true, create = false })
   end
   if not store then fail(tostring(err)) end
   local repl = require "eventrocks.repl"
-  local ok, rerr = pcall(repl.run, { store = store, dir = dir })
+  local ok, res = pcall(repl.run, { store = store, dir = dir })
   store:close()
-  if not ok then error(rerr, 0) end
+  if not ok then error(res, 0) end
+  if not res then return 1 end -- a piped script had an error
 end
 
 -- ---------------------------------------------------------------------------
@@ -539,9 +606,16 @@ end
 function M.main(argv)
   setup_colour(use_colour())
   local p = parser()
-  local ok, args = p:pparse(argv)
+  -- argparse calls the handler with the parser that met the error: a
+  -- subcommand's, so that its usage is the one shown
+  p.error = function(cmd, msg) error({ usage_error = msg, parser = cmd }, 0) end
+  local ok, args = pcall(p.parse, p, argv)
   if not ok then
-    stderr:write(p:get_usage(), "\n\neventrocks: ", args, "\n")
+    if type(args) ~= "table" or not args.usage_error then error(args, 0) end
+    local cmd = args.parser
+    local name = cmd == p and "eventrocks" or "eventrocks " .. tostring(cmd._name)
+    stderr:write(cmd:get_usage(), "\n\neventrocks: ", safe(args.usage_error), "\n",
+      "Run '", name, " --help' for more.\n")
     return 2
   end
   if not args.command then
@@ -553,12 +627,12 @@ function M.main(argv)
   stdout:flush()
   if run_ok then return res or 0 end
   if type(res) == "table" and res.exit then
-    stderr:write("eventrocks: ", res.message, "\n")
+    stderr:write("eventrocks: ", safe(res.message), "\n")
     return res.exit
   end
   local msg = tostring(res)
   if msg:find("interrupted!", 1, true) then return 130 end
-  stderr:write("eventrocks: ", msg, "\n")
+  stderr:write("eventrocks: ", safe(msg), "\n")
   return 1
 end
 

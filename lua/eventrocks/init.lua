@@ -27,11 +27,9 @@ core.store_methods.projection = projection.projection
 core.store_methods.relay = jetstream.relay
 
 --- A one-line summary of an event, e.g.
--- `#42 product-1@3 PriceIncreased 2026-11-27T21:41:06.123456Z {delta = 5}`.
-core.event_metatable.__tostring = function(ev)
-  return string.format("#%d %s@%d %s %s %s", ev.position, ev.stream, ev.version,
-    ev.type, pretty.time(ev.time), pretty.compact(ev.data, 160))
-end
+-- `#42 product-1@3 PriceIncreased 2026-11-27T21:41:06.123456Z {delta = 5}`
+-- (control bytes in the stream id and type escaped: see pretty.escape).
+core.event_metatable.__tostring = pretty.event
 core.event_metatable.__name = "eventrocks.event"
 
 return M

@@ -23,12 +23,62 @@ local function number(n)
   return s
 end
 
+local function hex(c) return format("\\x%02x", c:byte()) end
+
+-- C1 control characters (U+0080..U+009F) in UTF-8: some terminals act on
+-- them like ESC sequences.
+local C1 = "\194[\128-\159]"
+local function c1(c) return hex(c:sub(1, 1)) .. hex(c:sub(2)) end
+
 local function str(s)
   local q = format("%q", s):gsub("\\\n", "\\n"):gsub("\r", "\\r")
   if not utf8.len(q) then -- binary: show the bytes that are not text
-    q = q:gsub("[\128-\255]", function(c) return format("\\x%02x", c:byte()) end)
+    q = q:gsub("[\128-\255]", hex)
   end
-  return q
+  return (q:gsub(C1, c1))
+end
+
+local ESCAPES = { ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t", ["\\"] = "\\\\" }
+
+-- Apply `fn` to the runs of valid UTF-8 in `s`, and show every byte that is
+-- not part of one as \xNN.
+local function by_utf8(s, fn)
+  local out, i, n = {}, 1, #s
+  while i <= n do
+    local ok, bad = utf8.len(s, i)
+    if ok then
+      out[#out + 1] = fn(s:sub(i))
+      break
+    end
+    if bad > i then out[#out + 1] = fn(s:sub(i, bad - 1)) end
+    out[#out + 1] = hex(s:sub(bad, bad))
+    i = bad + 1
+  end
+  return concat(out)
+end
+
+--- A name (stream id, type, key) for a terminal: control bytes (C0, DEL and
+-- C1), bytes that are not UTF-8 and the backslash itself escaped, as
+-- \n, \r, \t, \\ or \xNN, so that it is one line, no escape sequence
+-- reaches the terminal, and the form is unambiguous.  Other text is kept.
+function M.escape(s)
+  s = tostring(s)
+  if not s:find("[%z\1-\31\\\127-\255]") then return s end -- the usual case
+  return by_utf8(s, function(run)
+    return (run:gsub("[%z\1-\31\\\127]", function(c) return ESCAPES[c] or hex(c) end):gsub(C1, c1))
+  end)
+end
+
+--- Prose (an error message, a report line) made safe for a terminal: like
+-- escape, but backslashes are kept, and so are newlines and tabs when
+-- `multiline` is true.
+function M.safe(s, multiline)
+  s = tostring(s)
+  local pat = multiline and "[%z\1-\8\11-\31\127]" or "[%z\1-\31\127]"
+  if not s:find(pat) and not s:find("[\128-\255]") then return s end
+  return by_utf8(s, function(run)
+    return (run:gsub(pat, function(c) return ESCAPES[c] or hex(c) end):gsub(C1, c1))
+  end)
 end
 
 --- The order in which table keys are shown and exported: by type, then by
@@ -82,6 +132,14 @@ local function render(v, out, seen, depth)
     out[#out + 1] = "}"
     seen[v] = nil
   end
+end
+
+--- The one-line summary of an event that `tostring(event)` gives, e.g.
+-- `#42 product-1@3 PriceIncreased 2026-11-27T21:41:06.123456Z {delta = 5}`,
+-- the stream id and type escaped.
+function M.event(ev)
+  return format("#%d %s@%d %s %s %s", ev.position, M.escape(ev.stream), ev.version,
+    M.escape(ev.type), M.time(ev.time), M.compact(ev.data, 160))
 end
 
 --- A compact one-line, Lua-like rendering of `v`, cut to `max` bytes

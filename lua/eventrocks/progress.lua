@@ -1,9 +1,12 @@
 --- eventrocks.progress: a progress bar with rate and ETA on stderr, drawn
 -- only when stderr is a terminal (nothing at all otherwise).
 --
---   local bar = progress.new("exporting", total)   -- total may be nil
+--   local bar = progress.new("exporting", total)   -- total may be nil (unknown)
 --   bar.step(n)   -- n done so far; redrawn at most 10 times a second
 --   bar.done(n)   -- final state and a newline
+--
+-- A count that is not a number (nil: not known) draws nothing; a total that
+-- is not a positive number draws the count and rate without a bar.
 local core = require "eventrocks.core"
 
 local M = {}
@@ -16,10 +19,13 @@ function M.new(label, total)
   if not core.isatty(2) then return { step = silent, done = silent } end
   local stderr = io.stderr
   local t0, last_draw = core.monotonic(), -1
+  if type(total) ~= "number" then total = nil end
+  local drawn = false
   local function draw(n, force)
+    if type(n) ~= "number" then return end
     local now = core.monotonic()
     if not force and now - last_draw < 0.1 then return end
-    last_draw = now
+    last_draw, drawn = now, true
     local elapsed = now - t0
     local rate = elapsed > 0 and n / elapsed or 0
     if total and total > 0 then
@@ -35,7 +41,10 @@ function M.new(label, total)
   end
   return {
     step = function(n) draw(n, false) end,
-    done = function(n) draw(n, true); stderr:write("\n") end,
+    done = function(n)
+      draw(n, true)
+      if drawn then stderr:write("\n") end
+    end,
   }
 end
 

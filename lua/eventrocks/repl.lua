@@ -91,7 +91,9 @@ end
 
 function M.show(...)
   local n = select("#", ...)
-  for i = 1, n do io.write(M.format((select(i, ...))), "\n") end
+  -- names are escaped where they are rendered; what a __tostring of
+  -- someone else's gives is made safe here
+  for i = 1, n do io.write(pretty.safe(M.format((select(i, ...))), true), "\n") end
 end
 
 --- Print the state after each event of an aggregate as a table a person
@@ -103,7 +105,7 @@ function M.history(repo, id)
   local rows = repo:history(id)
   local lines = { fmt("%-8s %-22s %-28s %s", "version", "event", "time", "state after it") }
   for _, r in ipairs(rows) do
-    lines[#lines + 1] = fmt("%-8d %-22s %-28s %s", r.version, r.type, pretty.time(r.time),
+    lines[#lines + 1] = fmt("%-8d %-22s %-28s %s", r.version, pretty.escape(r.type), pretty.time(r.time),
       pretty.compact(r.state, 200))
   end
   if #rows == 0 then lines[#lines + 1] = "(no events)" end
@@ -137,65 +139,194 @@ function M.help() io.write(HELP) end
 -- ---------------------------------------------------------------------------
 -- The loop
 
+local INTERRUPTED = {} -- what read() returns when Ctrl-C was pressed at the prompt
+local INTERRUPT = "interrupted" -- the error a Ctrl-C raises in a running chunk
+
+-- History: every line is appended to the file as it is entered (a crash or
+-- a kill keeps it); the file is cut to its last HISTORY_LINES lines when the
+-- REPL starts.
+local HISTORY_LINES = 1000
+
+local function history_file()
+  local home = os.getenv("HOME")
+  if not home or home == "" then return nil end
+  return home .. "/.eventrocks_history"
+end
+
+local function trim_history(path)
+  local f = io.open(path, "r")
+  if not f then return end
+  local lines = {}
+  for l in f:lines() do lines[#lines + 1] = l end
+  f:close()
+  if #lines <= HISTORY_LINES then return end
+  f = io.open(path, "w")
+  if not f then return end
+  f:write(concat(lines, "\n", #lines - HISTORY_LINES + 1, #lines), "\n")
+  f:close()
+end
+
+local function history_writer(path)
+  local previous
+  return function(line)
+    if not path or line == "" or line == previous then return end
+    previous = line
+    local f = io.open(path, "a")
+    if f then
+      f:write(line, "\n")
+      f:close()
+    end
+  end
+end
+
+-- Ctrl-C at the prompt.  Lua has no signal API, and readline hands SIGINT
+-- on to the process's handler (lua5.4's stops the whole chunk once, then
+-- the default ends the process).  So the prompt runs readline's callback
+-- interface from a libuv loop (luv) that watches standard input and SIGINT:
+-- a SIGINT drops the line being edited and gives a fresh prompt, as lua and
+-- python do.  While a chunk runs, a count hook looks at the loop now and
+-- then, so that Ctrl-C stops a long computation and returns to the prompt.
+local function callback_reader(rl, uv)
+  local sigint, stdin = uv.new_signal(), uv.new_poll(0)
+  local interrupted = false
+  sigint:start("sigint", function() interrupted = true end)
+  local function read(prompt)
+    local done, line = false, nil
+    interrupted = false
+    rl.handler_install(prompt, function(l)
+      done, line = true, l
+      rl.handler_remove()
+    end)
+    stdin:start("r", function() rl.read_char() end)
+    while not done and not interrupted do uv.run("once") end
+    stdin:stop()
+    if done then return line end
+    interrupted = false
+    -- The handler stays installed: lua-readline's handler_remove closes its
+    -- terminal stream before readline restores the terminal through it (a
+    -- use after free) unless readline finished a line first.  The next
+    -- read's handler_install starts an empty line on the prepared terminal
+    -- (lua-readline opens the terminal anew there: one descriptor per
+    -- Ctrl-C at the prompt is not closed).
+    if rl.sigcleanup then rl.sigcleanup() end -- a half-typed key sequence or search
+    io.write("^C\n")
+    return INTERRUPTED
+  end
+  -- run fn(...) so that a Ctrl-C raises "interrupted!" in it
+  local function guarded(fn, ...)
+    interrupted = false
+    debug.sethook(function()
+      uv.run("nowait")
+      if interrupted then
+        interrupted = false
+        error(INTERRUPT, 0)
+      end
+    end, "", 10000)
+    local res = table.pack(xpcall(fn, ...))
+    debug.sethook()
+    uv.run("nowait") -- a Ctrl-C in C code (no hook there) is not kept for the prompt
+    interrupted = false
+    return table.unpack(res, 1, res.n)
+  end
+  return read, guarded
+end
+
 local function reader(interactive)
+  local save = history_writer(nil)
   if interactive then
     local ok, rl = pcall(require, "readline")
     if ok then
-      rl.set_options({ histfile = "~/.eventrocks_history", completion = false })
-      return function(prompt) return rl.readline(prompt) end, function() pcall(rl.save_history) end
+      local path = history_file()
+      if path then trim_history(path) end
+      rl.set_options({ histfile = path or "", completion = false, auto_add = true, ignoredups = true })
+      save = history_writer(path)
+      local uv_ok, uv = pcall(require, "luv")
+      if uv_ok and rl.handler_install then
+        local read, guarded = callback_reader(rl, uv)
+        return function(prompt)
+          local line = read(prompt)
+          if type(line) == "string" then save(line) end
+          return line
+        end, guarded
+      end
+      return function(prompt)
+        local line = rl.readline(prompt)
+        if line then save(line) end
+        return line
+      end, xpcall
     end
   end
   return function(prompt)
     if interactive then io.write(prompt) io.flush() end
     return io.read("l")
-  end, function() end
+  end, xpcall
 end
 
 local function incomplete(err)
   return err and err:find("<eof>$") ~= nil
 end
 
+local function report(msg)
+  io.stderr:write(pretty.safe(msg, true), "\n")
+end
+
 --- Run the prompt until end of input.  env: { store = ..., dir = ... }
+-- Returns true, or false when input that is not a terminal (a piped script)
+-- had a chunk that raised or did not compile: the command then exits 1.
 function M.run(opts)
   local interactive = core.isatty(0) and core.isatty(1)
   io.stdout:setvbuf("line") -- results and errors (stderr) in the order they happen
-  local read, finish = reader(interactive)
+  local read, run = reader(interactive)
   local env = setmetatable({
     er = er, store = opts.store, show = M.show, history = M.history, help = M.help,
   }, { __index = _G })
   if interactive then
-    io.write(fmt("%s -- %s\nType help() for a guide, Ctrl-D to leave.\n", er._VERSION, tostring(opts.store)))
+    io.write(fmt("%s -- %s\nType help() for a guide, Ctrl-D to leave.\n", er._VERSION,
+      pretty.safe(tostring(opts.store))))
   end
-  local buffer
+  local buffer, unfinished -- a chunk not complete yet, and why load says so
+  local failed = false
   while true do
     local line = read(buffer and ">> " or "er> ")
     if line == nil then break end
-    if not buffer and line:sub(1, 1) == "=" then line = "return " .. line:sub(2) end
-    buffer = buffer and (buffer .. "\n" .. line) or line
-    local chunk, err = load("return " .. buffer, "=repl", "t", env)
-    if not chunk then chunk, err = load(buffer, "=repl", "t", env) end
-    if chunk then
+    if line == INTERRUPTED then
       buffer = nil
-      local res = table.pack(xpcall(chunk, function(e)
-        if type(e) == "table" then return e end
-        -- the traceback down to the prompt's own chunk, not the REPL's frames
-        local tb = debug.traceback(tostring(e), 2)
-        local cut = tb:find("\n%s*%[C%]: in function 'xpcall'")
-        return cut and tb:sub(1, cut - 1) or tb
-      end))
-      if res[1] then
-        if res.n > 1 then M.show(table.unpack(res, 2, res.n)) end
+    else
+      if not buffer and line:sub(1, 1) == "=" then line = "return " .. line:sub(2) end
+      buffer = buffer and (buffer .. "\n" .. line) or line
+      local chunk, err = load("return " .. buffer, "=repl", "t", env)
+      if not chunk then chunk, err = load(buffer, "=repl", "t", env) end
+      if chunk then
+        buffer = nil
+        local res = table.pack(run(chunk, function(e)
+          if type(e) == "table" or e == INTERRUPT then return e end
+          -- the traceback down to the prompt's own chunk, not the REPL's frames
+          local tb = debug.traceback(tostring(e), 2)
+          local cut = tb:find("\n%s*%[C%]: in function 'xpcall'")
+          return cut and tb:sub(1, cut - 1) or tb
+        end))
+        if res[1] then
+          if res.n > 1 then M.show(table.unpack(res, 2, res.n)) end
+        else
+          local e = res[2]
+          report(type(e) == "table" and M.format(e) or tostring(e))
+          failed = true
+        end
+      elseif not incomplete(err) then
+        buffer = nil
+        report(err)
+        failed = true
       else
-        local e = res[2]
-        io.stderr:write(type(e) == "table" and M.format(e) or tostring(e), "\n")
+        unfinished = err
       end
-    elseif not incomplete(err) then
-      buffer = nil
-      io.stderr:write(err, "\n")
     end
   end
-  finish()
+  if buffer then -- input ended inside a chunk
+    report(unfinished)
+    failed = true
+  end
   if interactive then io.write("\n") end
+  return interactive or not failed
 end
 
 return M
