@@ -285,6 +285,8 @@ describe("formats read by other programs", function()
         "line 3: data: integer 123456789012345678901234567890 is outside the 64-bit range" },
       { "in metadata under a key that is not a name", { metadata = '{"a b":{"c":[[99999999999999999999]]}}' },
         'line 3: metadata["a b"].c[1][1]: integer 99999999999999999999 is outside the 64-bit range' },
+      { "under a key that is not UTF-8", { data = '{"$map":[[{"$base64":"/yA="},[18446744073709551616]]]}' },
+        'line 3: data["\\xff "][1]: integer 18446744073709551616 is outside the 64-bit range' },
       { "in a $map", { data = '{"$map":[[1,{"x":18446744073709551616}]]}' },
         "line 3: data[1].x: integer 18446744073709551616 is outside the 64-bit range" },
       { "as a $map key", { data = '{"$map":[[18446744073709551616,1]]}' },

@@ -204,8 +204,9 @@ local function place(path, depth)
       if k:find("^[%a_][%w_]*$") then out[#out + 1] = "." .. k
       else
         if #k > 40 then k = k:sub(1, 40) .. "..." end
-        if not utf8.len(k) then k = k:gsub("[\128-\255]", function(c) return fmt("\\x%02x", byte(c)) end) end
-        out[#out + 1] = '["' .. k:gsub('[%c"\\]', function(c) return fmt("\\x%02x", byte(c)) end) .. '"]'
+        -- bytes that are not text escaped (a cut UTF-8 sequence is not text)
+        local bad = utf8.len(k) and '[%c"\\]' or '[%c"\\\128-\255]'
+        out[#out + 1] = '["' .. k:gsub(bad, function(c) return fmt("\\x%02x", byte(c)) end) .. '"]'
       end
     elseif mtype(k) == "float" then out[#out + 1] = "[" .. fmt("%.17g", k) .. "]"
     else out[#out + 1] = "[" .. tostring(k) .. "]" end
