@@ -294,10 +294,21 @@ function M.encode_event(ev)
   }, OBJECT), { keyorder = { "position", "stream", "version", "type", "time", "id", "data", "metadata" } })
 end
 
+-- The value of a field that may be a tag ({"$base64": ...} for a name that
+-- is not UTF-8, {"$int": ...}): only a tag of one string is read, so that
+-- no deep table is walked here; any other table stays a table.
+local function scalar(v, line, name)
+  if type(v) ~= "table" then return v end
+  if v == json.null then return nil end
+  local k, x = next(v)
+  if type(k) == "string" and type(x) == "string" and next(v, k) == nil then
+    return from_json(v, fmt("line %d: %s", line, name))
+  end
+  return v
+end
+
 local function field(t, name, kind, line)
-  local v = t[name]
-  -- a tag ({"$base64": ...} for a name that is not UTF-8, {"$int": ...})
-  if type(v) == "table" then v = from_json(v, fmt("line %d: %s", line, name)) end
+  local v = scalar(t[name], line, name)
   if kind == "integer" then
     if mtype(v) ~= "integer" then error(fmt("line %d: %s must be an integer", line, name), 0) end
   elseif type(v) ~= kind then
@@ -352,8 +363,7 @@ function M.decode_event(s, line)
       .. " up to the end of year 9999)", line, ev.time, MAX_TIME), 0)
   end
   if t.position ~= nil then
-    local p = t.position
-    if type(p) == "table" then p = from_json(p, fmt("line %d: position", line)) end
+    local p = scalar(t.position, line, "position")
     if mtype(p) ~= "integer" or p < 1 then
       error(fmt("line %d: position must be an integer >= 1", line), 0)
     end
@@ -378,8 +388,7 @@ function M.peek_event(s)
   local ok, t = pcall(json.decode, tag_big_integers(s), 1, json.null)
   if not ok or type(t) ~= "table" then return nil end
   local function plain(v) -- tags read, as decode_event reads them
-    if type(v) ~= "table" then return v end
-    local ok2, x = pcall(from_json, v, "")
+    local ok2, x = pcall(scalar, v, 0, "")
     return ok2 and x or nil
   end
   return { stream = plain(t.stream), version = plain(t.version), time = plain(t.time) }
