@@ -15,8 +15,9 @@
 --    refuses (data or metadata: nesting, table keys), never return an error
 --    (decode_event checks every field so that no bad line reaches the store);
 --  - the event the store would keep, exported (jsonl.encode_event), is one
---    line that decode_event reads back to that same event, and exporting
---    that gives the same text again.
+--    line of strict UTF-8 JSON (no raw control bytes) that decode_event
+--    reads back to that same event, and exporting that gives the same text
+--    again.
 local jsonl = require "eventrocks.jsonl"
 local core = require "eventrocks.core"
 
@@ -120,6 +121,9 @@ return function(input)
   -- export, import again, export again
   local line2 = jsonl.encode_event(k)
   if line2:find("\n", 1, true) then fail("an exported line holds a newline: %s", line2) end
+  -- strict JSON for other programs: UTF-8, control characters escaped
+  if not utf8.len(line2) then fail("an exported line is not UTF-8: %q", line2) end
+  if line2:find("[%z\1-\31\127]") then fail("an exported line holds a raw control byte: %q", line2) end
   local ok2, ev2 = pcall(jsonl.decode_event, line2, 8)
   if not ok2 then fail("the export does not import: %s\n  line:   %s\n  export: %s", tostring(ev2), line, line2) end
   if not append_checks(ev2, line2) then fail("the export's append raised\n  export: %s", line2) end

@@ -15,6 +15,9 @@
  * er_decode_cached (the binding's decoder of events, map keys through a
  * string cache kept from input to input) must accept exactly what
  * er_decode accepts and, where v1 encodes, return a value equal to it.
+ * er_decode_msg (core.decode's) too, pushing one string when it refuses:
+ * the fallback, or for a uint 64 above 2^63-1 (refused, never a float) a
+ * message that ends with the number.
  * Equality is structural, not byte for byte: "bin" that is valid UTF-8
  * comes back as "str", float 32 as float 64, integers in their smallest
  * form, maps with duplicate or nil-valued keys without them.
@@ -128,6 +131,28 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   return 0;
 }
 
+/* er_decode_msg agrees with er_decode (`accepted`): one value pushed
+ * either way, the same value or a message; the stack as it was after. */
+static void check_msg(const uint8_t *data, size_t size, int accepted) {
+  int top = lua_gettop(L), got;
+  got = er_decode_msg(L, (const char *)data, size, "FALLBACK");
+  CHECK(got == accepted);
+  CHECK(lua_gettop(L) == top + 1);
+  if (got) {
+    CHECK(lua_type(L, -1) == lua_type(L, top)); /* same() cannot take table keys */
+  } else {
+    const char *m = lua_tostring(L, -1);
+    CHECK(m != NULL);
+    if (strcmp(m, "FALLBACK") != 0) {
+      size_t n = strlen(m);
+      const char *tail = " is outside the 64-bit range";
+      CHECK(n > strlen(tail) && strcmp(m + n - strlen(tail), tail) == 0);
+      CHECK(strstr(m, "integer ") != NULL);
+    }
+  }
+  lua_settop(L, top);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const char *msg;
   int cached;
@@ -138,9 +163,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (!er_decode(L, (const char *)data, size)) {
     CHECK(!cached);
     CHECK(lua_gettop(L) == 1); /* nothing pushed on refusal */
+    check_msg(data, size, 0);
     return 0;
   }
   CHECK(cached);
+  check_msg(data, size, 1);
   lua_remove(L, 1); /* the anchors */
   CHECK(lua_gettop(L) == 2); /* the cached decode, v1 */
   lua_insert(L, 1);

@@ -4,6 +4,7 @@
 
 #include <lauxlib.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "er_value.h"
@@ -348,6 +349,12 @@ typedef struct dec {
   const unsigned char *p, *end;
   er_strcache *cache; /* for map keys, or NULL */
   int anchors;        /* absolute index of the cache's anchors table */
+  /* A refusal of a uint 64 above 2^63-1 (Lua has no such integer, and a
+   * float would change the value): `big` holds it.  When `where` is set,
+   * the tables it is in push the path to it while they give up, one string
+   * each ("[2]", ".amount", the innermost first): `segs` of them. */
+  int range, where, segs;
+  uint64_t big;
 } dec;
 
 void er_push_cached(lua_State *L, const char *s, size_t len, er_strcache *c,
@@ -414,25 +421,77 @@ static int dec_key(dec *d, int depth) {
   return 2;
 }
 
+/* On a refusal for `range`: push the path segment of the entry that held
+ * it, the key at stack index `key` (0: the entry `index` of an array, -1:
+ * the key itself).  Runs only while a refusal unwinds.  Returns 0. */
+static int dec_where(dec *d, int key, uint64_t index) {
+  lua_State *L = d->L;
+  if (!d->range || !d->where) return 0;
+  if (d->segs < 0 || !lua_checkstack(L, 2)) {
+    d->segs = -1; /* no room: the message goes without the path */
+    return 0;
+  }
+  if (key == -1) lua_pushliteral(L, ": key");
+  else if (key == 0) lua_pushfstring(L, "[%I]", (LUAI_UACINT)index);
+  else switch (lua_type(L, key)) {
+  case LUA_TSTRING: {
+    size_t len, i;
+    const char *k = lua_tolstring(L, key, &len);
+    if (is_name(k, len)) lua_pushfstring(L, ".%s", k);
+    else {
+      luaL_Buffer B;
+      luaL_buffinit(L, &B);
+      luaL_addstring(&B, "[\"");
+      for (i = 0; i < len && i < 40; i++) {
+        unsigned char c = (unsigned char)k[i];
+        if (c < 0x20 || c == 0x7f || c == '"' || c == '\\' || c >= 0x80) {
+          char esc[5];
+          snprintf(esc, sizeof esc, "\\x%02x", c);
+          luaL_addstring(&B, esc);
+        } else {
+          luaL_addchar(&B, (char)c);
+        }
+      }
+      luaL_addstring(&B, len > 40 ? "...\"]" : "\"]");
+      luaL_pushresult(&B);
+    }
+    break;
+  }
+  case LUA_TNUMBER:
+    if (lua_isinteger(L, key)) lua_pushfstring(L, "[%I]", (LUAI_UACINT)lua_tointeger(L, key));
+    else lua_pushfstring(L, "[%f]", (LUAI_UACNUMBER)lua_tonumber(L, key));
+    break;
+  case LUA_TBOOLEAN:
+    lua_pushstring(L, lua_toboolean(L, key) ? "[true]" : "[false]");
+    break;
+  default:
+    lua_pushliteral(L, "[?]");
+  }
+  d->segs++;
+  return 0;
+}
+
 /* n entries (2n values for a map) into a new table. */
 static int dec_table(dec *d, uint64_t n, int map, int depth) {
   lua_State *L = d->L;
   uint64_t i;
+  int t;
   if (depth >= DECODE_DEPTH || n > (uint64_t)(d->end - d->p) >> map ||
       !lua_checkstack(L, 3))
     return 0;
   if (!map) {
     lua_createtable(L, (int)(n > 1u << 20 ? 1u << 20 : n), 0);
     for (i = 1; i <= n; i++) {
-      if (!dec_value(d, depth + 1)) return 0;
+      if (!dec_value(d, depth + 1)) return dec_where(d, 0, i);
       lua_rawseti(L, -2, (lua_Integer)i);
     }
     return 1;
   }
   lua_createtable(L, 0, (int)(n > 1u << 20 ? 1u << 20 : n));
+  t = lua_gettop(L);
   for (i = 0; i < n; i++) {
     int got = dec_key(d, depth + 1);
-    if (!got) return 0;
+    if (!got) return dec_where(d, -1, 0);
     if (got == 2) {
       /* a string */
     } else if (lua_type(L, -1) == LUA_TNUMBER) {
@@ -441,7 +500,7 @@ static int dec_table(dec *d, uint64_t n, int map, int depth) {
     } else if (lua_isnil(L, -1)) {
       return 0;
     }
-    if (!dec_value(d, depth + 1)) return 0;
+    if (!dec_value(d, depth + 1)) return dec_where(d, t + 1, 0); /* the key */
     lua_rawset(L, -3);
   }
   return 1;
@@ -499,8 +558,12 @@ static int dec_value(dec *d, int depth) {
   }
   case 0xcc: case 0xcd: case 0xce: case 0xcf: /* uint 8 .. 64 */
     if (!dec_uint(d, 1 << (c - 0xcc), &u)) return 0;
-    if (u > (uint64_t)LUA_MAXINTEGER) lua_pushnumber(L, (lua_Number)u);
-    else lua_pushinteger(L, (lua_Integer)u);
+    if (u > (uint64_t)LUA_MAXINTEGER) { /* another publisher's: refused */
+      d->range = 1;
+      d->big = u;
+      return 0;
+    }
+    lua_pushinteger(L, (lua_Integer)u);
     return 1;
   case 0xd0: /* int 8 .. 64 */
     if (!dec_uint(d, 1, &u)) return 0;
@@ -531,8 +594,32 @@ static int dec_value(dec *d, int depth) {
   }
 }
 
+/* The message of a refusal for `range`: the path from the `segs` strings
+ * on top of the stack (the innermost lowest), then the number. */
+static void range_message(dec *d) {
+  lua_State *L = d->L;
+  luaL_Buffer B;
+  int top = lua_gettop(L), i;
+  char num[24];
+  luaL_checkstack(L, 4, NULL);
+  luaL_buffinit(L, &B);
+  for (i = 0; i < d->segs; i++) {
+    const char *s = lua_tostring(L, top - i);
+    /* "data.amount", not ".data.amount"; "key: ...", not ": key: ..." */
+    if (i == 0 && s[0] == '.') s++;
+    else if (i == 0 && s[0] == ':') s += 2;
+    luaL_addstring(&B, s);
+  }
+  if (d->segs > 0) luaL_addstring(&B, ": ");
+  snprintf(num, sizeof num, "%llu", (unsigned long long)d->big);
+  luaL_addstring(&B, "integer ");
+  luaL_addstring(&B, num);
+  luaL_addstring(&B, " is outside the 64-bit range");
+  luaL_pushresult(&B);
+}
+
 static int decode(lua_State *L, const char *p, size_t len, er_strcache *c,
-                  int anchors) {
+                  int anchors, const char *malformed) {
   int top = lua_gettop(L);
   dec d;
   d.L = L;
@@ -540,19 +627,40 @@ static int decode(lua_State *L, const char *p, size_t len, er_strcache *c,
   d.end = d.p + len;
   d.cache = c;
   d.anchors = anchors;
-  if (len == 0 || !lua_checkstack(L, 3)) return 0;
+  d.range = d.segs = 0;
+  d.where = malformed != NULL;
+  d.big = 0;
+  if (len == 0 || !lua_checkstack(L, 3)) {
+    if (malformed) lua_pushstring(L, malformed);
+    return 0;
+  }
   if (!dec_value(&d, 0) || d.p != d.end) {
-    lua_settop(L, top);
+    if (malformed) {
+      if (d.range) {
+        if (d.segs < 0) d.segs = 0;
+        range_message(&d);
+      } else {
+        lua_pushstring(L, malformed);
+      }
+      lua_copy(L, -1, top + 1);
+      lua_settop(L, top + 1);
+    } else {
+      lua_settop(L, top);
+    }
     return 0;
   }
   return 1;
 }
 
 int er_decode(lua_State *L, const char *p, size_t len) {
-  return decode(L, p, len, NULL, 0);
+  return decode(L, p, len, NULL, 0, NULL);
+}
+
+int er_decode_msg(lua_State *L, const char *p, size_t len, const char *malformed) {
+  return decode(L, p, len, NULL, 0, malformed ? malformed : "not MessagePack");
 }
 
 int er_decode_cached(lua_State *L, const char *p, size_t len, er_strcache *c,
                      int anchors) {
-  return decode(L, p, len, c, lua_absindex(L, anchors));
+  return decode(L, p, len, c, lua_absindex(L, anchors), NULL);
 }

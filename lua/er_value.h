@@ -41,8 +41,15 @@ void er_encode_field(lua_State *L, int idx, er_buf *b, int argn,
 
 /* Push the Lua value encoded in [p, p+len).  Returns 1, or 0 with nothing
  * pushed when the bytes are not one valid MessagePack value we can turn
- * into a Lua value. */
+ * into a Lua value.  A uint 64 above 2^63-1 (only another publisher writes
+ * one: er_encode writes Lua integers) is refused, never made a float. */
 int er_decode(lua_State *L, const char *p, size_t len);
+
+/* er_decode that says why it refuses: returns 1 with the value pushed, or
+ * 0 with one string pushed: "<path>: integer N is outside the 64-bit range"
+ * for a uint 64 above 2^63-1 (the path as in "data.amount", "items[2]",
+ * "[\"a b\"]: key", none for the whole value), else `malformed`. */
+int er_decode_msg(lua_State *L, const char *p, size_t len, const char *malformed);
 
 /* A cache of short strings for a reader that makes the same strings again
  * and again (the keys of every event's data, its type, its stream): a hit

@@ -809,14 +809,16 @@ static int l_encode(lua_State *L) {
   return 1;
 }
 
-/* core.decode(bytes) -> value | nil, "does not decode": the inverse of
- * core.encode, for values that arrive from elsewhere (JetStream). */
+/* core.decode(bytes) -> value | nil, why: the inverse of core.encode, for
+ * values that arrive from elsewhere (JetStream).  why names the place of an
+ * integer Lua cannot hold ("data.amount: integer ... is outside the 64-bit
+ * range"), else says the bytes do not decode. */
 static int l_decode(lua_State *L) {
   size_t len;
   const char *p = luaL_checklstring(L, 1, &len);
-  if (len > 0 && er_decode(L, p, len)) return 1;
+  if (er_decode_msg(L, p, len, "not a well-formed stored value (MessagePack)")) return 1;
   lua_pushnil(L);
-  lua_pushliteral(L, "not a well-formed stored value (MessagePack)");
+  lua_insert(L, -2);
   return 2;
 }
 
