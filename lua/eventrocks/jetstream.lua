@@ -633,35 +633,69 @@ end
 Source.__close = Source.close
 Source.__gc = Source.close
 
-local EVENT_FIELDS = { id = "string", stream = "string", type = "string" }
+-- "JetStream message 42 of stream 'EVENTS'": what errors about a consumed
+-- message name.
+local function msg_label(stream, seq)
+  return fmt("JetStream message %d of stream '%s'", seq, stream)
+end
 
--- The event a message carries, or nil, err.
-local function event_of(body, seq)
+local UUID = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
+
+-- A name the store accepts: 1 to 1024 bytes without NUL.
+local function good_name(v)
+  return type(v) == "string" and #v >= 1 and #v <= 1024 and not v:find("\0", 1, true)
+end
+
+local EVENT_CHECKS = {
+  { "id", function(v) return type(v) == "string" and v:find(UUID) ~= nil end, "a UUID" },
+  { "stream", good_name, "1 to 1024 bytes without NUL" },
+  { "type", good_name, "1 to 1024 bytes without NUL" },
+  { "version", function(v) return mtype(v) == "integer" and v >= 1 end, "an integer >= 1" },
+  { "position", function(v) return mtype(v) == "integer" and v >= 1 end, "an integer >= 1" },
+  { "time", function(v) return mtype(v) == "integer" and v >= 1 end, "an integer >= 1 (microseconds)" },
+}
+
+-- The event a message carries, or nil, err (corruption, naming the
+-- message: `label`).  Every field the store or a handler relies on is
+-- checked here, so that a malformed message never reaches an append.
+local function event_of(body, label)
   local ev, derr
   if body:byte(1) == 0x7B then -- "{": JSON (a MessagePack map starts with 0x8_, 0xde or 0xdf)
-    local ok, v = pcall(require("eventrocks.jsonl").decode_event, body, seq)
+    local ok, v = pcall(require("eventrocks.jsonl").decode_event, body, 1)
     if ok then ev = v else derr = v end
   else
     ev, derr = decode(body)
   end
   if type(ev) ~= "table" then
-    return nil, new_error("corruption", fmt("JetStream message %d does not hold an event (%s)", seq, tostring(derr)))
+    return nil, new_error("corruption", fmt("%s does not hold an event (%s)", label, tostring(derr)))
   end
-  for k, t in pairs(EVENT_FIELDS) do
-    if type(ev[k]) ~= t then
-      return nil, new_error("corruption", fmt("JetStream message %d: its event has no valid '%s'", seq, k))
-    end
-  end
-  for _, k in ipairs({ "version", "position", "time" }) do
-    if mtype(ev[k]) ~= "integer" then
-      return nil, new_error("corruption", fmt("JetStream message %d: its event has no valid '%s'", seq, k))
+  for _, c in ipairs(EVENT_CHECKS) do
+    local k = c[1]
+    if not c[2](ev[k]) then
+      return nil, new_error("corruption", fmt("%s: its event's '%s' is not %s", label, k, c[3]))
     end
   end
   if ev.metadata == nil then ev.metadata = {} end
   if type(ev.metadata) ~= "table" then
-    return nil, new_error("corruption", fmt("JetStream message %d: its event's metadata is not a table", seq))
+    return nil, new_error("corruption", fmt("%s: its event's metadata is not a table", label))
   end
   return setmetatable(ev, core.event_metatable)
+end
+
+-- A failed mirror append or commit, its message naming the JetStream
+-- message and the event (the error's other fields kept).
+local function mirror_failed(proj, label, ev, err)
+  local e = {}
+  for k, v in pairs(err) do e[k] = v end
+  local why = err.message
+  if err.code == "wrong_expected_version" and mtype(err.actual) == "integer" and err.actual < ev.version - 1 then
+    local from, to = err.actual + 1, ev.version - 1
+    why = from == to and fmt("%s: version %d of %s is missing (a gap)", why, from, ev.stream)
+      or fmt("%s: versions %d to %d of %s are missing (a gap)", why, from, to, ev.stream)
+  end
+  e.message = fmt("projection '%s': %s: mirroring %s@%d (source position %d) failed: %s", proj.name, label,
+    ev.stream, ev.version, ev.position, why)
+  return setmetatable(e, core.error_metatable)
 end
 
 -- One batch for `proj` (see projection.lua run_batch): fetch, apply, mirror,
@@ -716,21 +750,49 @@ function Source:_batch(proj, batch, new_view, flush_view, handler_failed)
     return nil, e
   end
   local left -- what the consumer still has for us after the batch
+  -- When mirroring, a failed commit names the append that failed
+  -- (err.index): mirrored[index] = { label, event } for the mirror's own,
+  -- and the view's appends (reactor emits) are counted through a proxy.
+  local mirrored, appends = self.mirror and {}, 0
+  if mirrored then
+    view._txn = setmetatable({
+      append = function(_, ...)
+        appends = appends + 1
+        return txn:append(...)
+      end,
+    }, { __index = function(proxy, k)
+      local f = txn[k]
+      local g = function(_, ...) return f(txn, ...) end
+      rawset(proxy, k, g)
+      return g
+    end })
+  end
+  local jstream = self.stream
   for i = 1, count do
     local body, _, seq, _, pending = b:msg(i)
     left = pending
     if not seq then return abort(new_error("io", "a JetStream message without its metadata")) end
     if seq > st.seq then
-      local ev, eerr = event_of(body, seq)
-      if not ev then return abort(eerr) end
+      local label = msg_label(jstream, seq)
+      local ev, eerr = event_of(body, label)
+      if not ev then
+        eerr.message = fmt("projection '%s': %s", proj.name, eerr.message)
+        return abort(eerr)
+      end
       if ev.position > st.position then
-        if self.mirror then
-          local ok, aerr = txn:append(ev.stream, { id = ev.id, type = ev.type, data = ev.data, metadata = ev.metadata },
+        if mirrored then
+          -- event_of checked what append checks; anything it still
+          -- refuses (a value it cannot store) is the message's fault too
+          local pok, ok, aerr = pcall(txn.append, txn, ev.stream,
+            { id = ev.id, type = ev.type, data = ev.data, metadata = ev.metadata },
             { expected = ev.version - 1, time = ev.time })
-          if not ok then
-            return abort(new_error(aerr.code, fmt("projection '%s': mirroring %s@%d (source position %d) failed: %s",
-              proj.name, ev.stream, ev.version, ev.position, aerr.message)))
+          if not pok then
+            return abort(new_error("corruption", fmt("projection '%s': %s: its event cannot be mirrored (%s)",
+              proj.name, label, tostring(ok))))
           end
+          if not ok then return abort(mirror_failed(proj, label, ev, aerr)) end
+          appends = appends + 1
+          mirrored[appends] = { label, ev }
         end
         local h = handlers[ev.type]
         if h and wanted[ev.type] and (category == nil or category_of(ev.stream) == category) then
@@ -756,6 +818,8 @@ function Source:_batch(proj, batch, new_view, flush_view, handler_failed)
   if not ok then
     b:free()
     self:_close_sub()
+    local m = mirrored and mirrored[err.index]
+    if m then err = mirror_failed(proj, m[1], m[2], err) end
     return nil, err
   end
   self.open.seq = st.seq
