@@ -662,6 +662,69 @@ describe("JetStream source", function()
   end)
 end)
 
+describe("JetStream options are checked", function()
+  local t = {}
+  before_each(function() H.setup(t) end)
+  after_each(function() H.teardown(t) end)
+
+  -- f() raises exactly `bad argument #n to 'NAME' (unknown option 'KEY')`
+  local function refuses(f, n, name, key)
+    local ok, err = pcall(f)
+    assert.is_false(ok, "accepted unknown option " .. key)
+    assert.matches(("bad argument #%d to '%s' (unknown option '%s')"):format(n, name, key), tostring(err), 1, true)
+  end
+
+  it("store:relay(name, opts)", function()
+    refuses(function() t.store:relay("out", { create_steram = true }) end, 2, "relay", "create_steram")
+    refuses(function() t.store:relay("out", { url = "nats://127.0.0.1:1", max_reconect = 0 }) end, 2, "relay",
+      "max_reconect")
+    refuses(function() t.store:relay("out", { tls = { cafile = "x" } }) end, 2, "relay", "tls.cafile")
+    refuses(function() t.store:relay("out", { [1] = "x" }) end, 2, "relay", "1")
+    -- every documented option is known
+    local r = t.store:relay("out", { url = "nats://127.0.0.1:1", name = "n", user = "u", password = "p",
+      timeout = 100, reconnect = false, max_reconnect = 0, reconnect_wait = 10, ping_interval = 1000,
+      tls = { ca = "a", cert = "c", key = "k", hostname = "h" },
+      stream = "S", prefix = "p", subject = function() return "p.x" end, json = true, create_stream = true,
+      duplicate_window = 1000, storage = "memory", batch = 10, max_pending = 10, ack_timeout = 100,
+      retry_for = 0, category = "c", types = { "T" } })
+    r:close()
+    assert.is_not_nil(t.store:relay("x", { token = "t", credentials = "f", connection = nil }))
+  end)
+
+  it("relay:run(opts)", function()
+    local r = t.store:relay("out", { url = "nats://127.0.0.1:1", max_reconnect = 0, timeout = 100 })
+    refuses(function() r:run({ folow = true }) end, 1, "run", "folow")
+    refuses(function() r:run({ follow = true, stop = function() return true end, intervall = 5 }) end, 1, "run",
+      "intervall")
+    -- every documented option is known (the server is unreachable: io)
+    local n, err = r:run({ follow = false, interval = 5, stop = function() return true end, retry_for = 0,
+      on_retry = function() end, progress = function() end })
+    assert.is_nil(n)
+    assert.equal("io", err.code)
+    r:close()
+    assert.equal(0, r:position())
+  end)
+
+  it("er.jetstream_source(opts)", function()
+    refuses(function() er.jetstream_source({ mirorr = true }) end, 1, "jetstream_source", "mirorr")
+    refuses(function() er.jetstream_source({ tls = { kee = "k" } }) end, 1, "jetstream_source", "tls.kee")
+    local src = er.jetstream_source({ url = "nats://127.0.0.1:1", name = "n", user = "u", password = "p",
+      token = "t", credentials = "c", timeout = 100, reconnect = true, max_reconnect = 0, reconnect_wait = 10,
+      ping_interval = 1000, tls = true, stream = "S", prefix = "p", filter = "p.>", durable = "d", mirror = true,
+      wait = 10, ack_wait = 1000 })
+    src:close()
+  end)
+
+  it("er.jetstream_connect(opts)", function()
+    refuses(function() er.jetstream_connect({ uri = "nats://127.0.0.1:1" }) end, 1, "jetstream_connect", "uri")
+    refuses(function() er.jetstream_connect({ stream = "S" }) end, 1, "jetstream_connect", "stream")
+    local c, err = er.jetstream_connect({ url = "nats://127.0.0.1:1", max_reconnect = 0, timeout = 100,
+      tls = { ca = "x" } })
+    assert.is_nil(c)
+    assert.is_string(err.message)
+  end)
+end)
+
 describe("eventrocks relay / consume", function()
   local t, srv, stream, prefix = {}, nil, nil, nil
   before_each(function()

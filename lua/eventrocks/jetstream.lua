@@ -81,6 +81,52 @@ local CONN_KEYS = {
   ping_interval = true,
 }
 
+local TLS_KEYS = { ca = true, cert = true, key = true, hostname = true }
+
+local function with_conn_keys(t)
+  for k in pairs(CONN_KEYS) do t[k] = true end
+  return t
+end
+
+-- The options each call takes; a typo must never drop a guarantee
+-- silently.  (A local checker: the core binding, aggregates and
+-- projections have their own, to be unified.)
+M.OPTION_KEYS = {
+  relay = with_conn_keys({
+    stream = true, prefix = true, subject = true, json = true, create_stream = true, duplicate_window = true,
+    storage = true, batch = true, max_pending = true, ack_timeout = true, retry_for = true, category = true,
+    types = true, connection = true,
+  }),
+  run = { follow = true, interval = true, stop = true, retry_for = true, on_retry = true, progress = true },
+  jetstream_source = with_conn_keys({
+    stream = true, prefix = true, filter = true, durable = true, mirror = true, wait = true, ack_wait = true,
+    connection = true,
+  }),
+  jetstream_connect = with_conn_keys({}),
+  -- what a projection spec holds for JetStream (the rest is projection.lua's)
+  projection = { source = true },
+}
+
+-- Raise `bad argument #argn to 'fname' (unknown option 'k')` for a key of
+-- `opts` that `fname` does not take (tls's keys included), from the
+-- caller of the function that calls this.
+local function check_options(opts, fname, argn)
+  local known = M.OPTION_KEYS[fname]
+  for k in pairs(opts) do
+    if not known[k] then
+      error(fmt("bad argument #%d to '%s' (unknown option '%s')", argn, fname, tostring(k)), 3)
+    end
+  end
+  local tls = known.tls and rawget(opts, "tls")
+  if type(tls) == "table" then
+    for k in pairs(tls) do
+      if not TLS_KEYS[k] then
+        error(fmt("bad argument #%d to '%s' (unknown option 'tls.%s')", argn, fname, tostring(k)), 3)
+      end
+    end
+  end
+end
+
 local function conn_opts(opts)
   local o = {}
   for k in pairs(CONN_KEYS) do o[k] = opts[k] end
@@ -90,9 +136,11 @@ end
 --- er.jetstream_connect(opts): a NATS connection (see README, "Scaling out").
 function M.connect(opts)
   if opts ~= nil and type(opts) ~= "table" then
-    error("bad argument #1 to 'connect' (options table expected)", 2)
+    error("bad argument #1 to 'jetstream_connect' (options table expected)", 2)
   end
-  return nats().connect(conn_opts(opts or {}))
+  opts = opts or {}
+  check_options(opts, "jetstream_connect", 1)
+  return nats().connect(conn_opts(opts))
 end
 
 -- A NATS subject token: no dots, wildcards, blanks or control bytes.
@@ -142,6 +190,7 @@ function M.relay(store, name, opts)
   end
   if opts ~= nil and type(opts) ~= "table" then error("bad argument #2 to 'relay' (options table expected)", 2) end
   opts = opts or {}
+  check_options(opts, "relay", 2)
   local r = setmetatable({
     store = store, name = name, key = "relay:" .. name,
     conn_opts = conn_opts(opts),
@@ -438,6 +487,7 @@ end
 function Relay:run(opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("bad argument #1 to 'run' (opts must be a table)", 2) end
+  check_options(opts, "run", 1)
   local follow, interval, stop = opts.follow and true or false, opts.interval or 100, opts.stop
   local retry_for = check_int(opts.retry_for, self.retry_for, 0, "retry_for", "run")
   local on_retry = opts.on_retry
@@ -515,6 +565,7 @@ Source.__name = "eventrocks.jetstream_source"
 --- er.jetstream_source(opts)
 function M.source(opts)
   if type(opts) ~= "table" then error("bad argument #1 to 'jetstream_source' (options table expected)", 2) end
+  check_options(opts, "jetstream_source", 1)
   local s = setmetatable({
     conn_opts = conn_opts(opts),
     stream = check_name(opts.stream or M.DEFAULT_STREAM, "stream", "jetstream_source"),
