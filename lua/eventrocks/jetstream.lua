@@ -143,11 +143,16 @@ function M.connect(opts)
   return nats().connect(conn_opts(opts))
 end
 
--- A NATS subject token: no dots, wildcards, blanks or control bytes.
-local function token(s)
-  if s == "" then return "_" end
-  return (s:gsub("[%s%.%*>%c]", "_"))
-end
+-- A name as a NATS subject token, percent-encoded (see escape in
+-- eventrocks_nats.c): '%', blanks, '.', '*', '>', control bytes and bytes
+-- that are not UTF-8 are written %XX; the empty name is "%00".  Reversible:
+-- M.unescape gives the name back.
+local function token(s) return nats().escape(s, "token") end
+M.token = token
+
+--- The bytes of an escaped Eventrocks-* header value or subject token:
+-- the text, or nil, message when it is not a valid escape.
+function M.unescape(text) return nats().unescape(text) end
 
 local function category_of(stream) return stream:match("^[^-]*") end
 
