@@ -354,7 +354,7 @@ describe("JetStream relay", function()
       { "100%-1", "100% done" }, { "bin\xff\xfe-1", "Bin\xff" }, { "ctl\x01\x1b[31m-1", "Ctl\x07\r\n" },
       { "\xc2\xa0nbsp\xc2\xa0-1", "\xe3\x80\x80Ideo\xe3\x80\x80" }, { "caf\xc3\xa9-1", "\xef\xbb\xbfBOM" },
       { "we.ird*>-1", "a.b*c>d" }, { "-nocat", "%41 " }, { "over\xc0\xafl\xed\xa0\x80-1", "Big\xf4\x90\x80\x80" },
-      { "plain-1", "Plain" },
+      { "plain-1", "Plain" }, { " " .. string.rep("long\xff", 120) .. "-1", string.rep("T ", 400) },
     }
     for _, n in ipairs(names) do assert(t.store:append(n[1], { type = n[2], data = n[1] })) end
     local relay = t.store:relay("out", { url = srv.url, stream = stream, prefix = prefix, create_stream = true })
