@@ -705,7 +705,9 @@ describe("JetStream source", function()
     local conn = assert(nats.connect({ url = srv.url }))
     assert(conn:add_stream({ name = stream, subjects = { prefix .. ".>" } }))
     local pub = assert(conn:publisher())
-    for i, ev in ipairs(events) do assert(pub:publish(prefix .. ".order.Placed", core.encode(ev), "m" .. i)) end
+    for i, ev in ipairs(events) do
+      assert(pub:publish(prefix .. ".order.Placed", type(ev) == "string" and ev or core.encode(ev), "m" .. i))
+    end
     assert(pub:complete(5000))
     pub:close()
     conn:close()
@@ -743,6 +745,22 @@ describe("JetStream source", function()
     assert_refused(B, pb, "corruption", 2, "malformed id")
     src:close()
     B:close()
+  end)
+
+  it("a consumed message that holds no event, MessagePack or JSON, is a corruption error naming it", function()
+    for k, body in ipairs({ core.encode("hello"), "{not json" }) do
+      stream = unique("SRCNOEV")
+      prefix = stream:lower()
+      publish_raw({ raw_event(1, 1), body })
+      local B = assert(er.open(t.dir .. "/b" .. k))
+      local src = er.jetstream_source({ url = srv.url, stream = stream, prefix = prefix, durable = "b", mirror = true,
+        wait = 200 })
+      local pb = B:projection("counts", common.counts_spec(src))
+      assert_refused(B, pb, "corruption", 2, "body " .. k)
+      src:close()
+      B:close()
+      delete_stream(srv.url, stream)
+    end
   end)
 
   it("other malformed fields of a consumed message are corruption errors naming it", function()

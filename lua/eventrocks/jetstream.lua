@@ -711,29 +711,31 @@ local EVENT_CHECKS = {
   { "time", function(v) return mtype(v) == "integer" and v >= 1 end, "an integer >= 1 (microseconds)" },
 }
 
--- The event a message carries, or nil, err (corruption, naming the
--- message: `label`).  Every field the store or a handler relies on is
--- checked here, so that a malformed message never reaches an append.
-local function event_of(body, label)
+-- The event message `seq` of JetStream stream `jstream` carries, or nil,
+-- err (corruption, naming the message).  Every field the store or a
+-- handler relies on is checked here, so that a malformed message never
+-- reaches an append.
+local function event_of(body, seq, jstream)
   local ev, derr
   if body:byte(1) == 0x7B then -- "{": JSON (a MessagePack map starts with 0x8_, 0xde or 0xdf)
-    local ok, v = pcall(require("eventrocks.jsonl").decode_event, body, 1)
+    local ok, v = pcall(require("eventrocks.jsonl").decode_event, body, seq)
     if ok then ev = v else derr = v end
   else
     ev, derr = decode(body)
   end
   if type(ev) ~= "table" then
-    return nil, new_error("corruption", fmt("%s does not hold an event (%s)", label, tostring(derr)))
+    return nil, new_error("corruption", fmt("%s does not hold an event (%s)", msg_label(jstream, seq),
+      tostring(derr)))
   end
   for _, c in ipairs(EVENT_CHECKS) do
     local k = c[1]
     if not c[2](ev[k]) then
-      return nil, new_error("corruption", fmt("%s: its event's '%s' is not %s", label, k, c[3]))
+      return nil, new_error("corruption", fmt("%s: its event's '%s' is not %s", msg_label(jstream, seq), k, c[3]))
     end
   end
   if ev.metadata == nil then ev.metadata = {} end
   if type(ev.metadata) ~= "table" then
-    return nil, new_error("corruption", fmt("%s: its event's metadata is not a table", label))
+    return nil, new_error("corruption", fmt("%s: its event's metadata is not a table", msg_label(jstream, seq)))
   end
   return setmetatable(ev, core.event_metatable)
 end
@@ -807,7 +809,7 @@ function Source:_batch(proj, batch, new_view, flush_view, handler_failed)
   end
   local left -- what the consumer still has for us after the batch
   -- When mirroring, a failed commit names the append that failed
-  -- (err.index): mirrored[index] = { label, event } for the mirror's own,
+  -- (err.index): mirrored[index] = { sequence, event } for the mirror's own,
   -- and the view's appends (reactor emits) are counted through a proxy.
   local mirrored, appends = self.mirror and {}, 0
   if mirrored then
@@ -829,8 +831,7 @@ function Source:_batch(proj, batch, new_view, flush_view, handler_failed)
     left = pending
     if not seq then return abort(new_error("io", "a JetStream message without its metadata")) end
     if seq > st.seq then
-      local label = msg_label(jstream, seq)
-      local ev, eerr = event_of(body, label)
+      local ev, eerr = event_of(body, seq, jstream)
       if not ev then
         eerr.message = fmt("projection '%s': %s", proj.name, eerr.message)
         return abort(eerr)
@@ -844,11 +845,11 @@ function Source:_batch(proj, batch, new_view, flush_view, handler_failed)
             { expected = ev.version - 1, time = ev.time })
           if not pok then
             return abort(new_error("corruption", fmt("projection '%s': %s: its event cannot be mirrored (%s)",
-              proj.name, label, tostring(ok))))
+              proj.name, msg_label(jstream, seq), tostring(ok))))
           end
-          if not ok then return abort(mirror_failed(proj, label, ev, aerr)) end
+          if not ok then return abort(mirror_failed(proj, msg_label(jstream, seq), ev, aerr)) end
           appends = appends + 1
-          mirrored[appends] = { label, ev }
+          mirrored[appends] = { seq, ev }
         end
         local h = handlers[ev.type]
         if h and wanted[ev.type] and (category == nil or category_of(ev.stream) == category) then
@@ -875,7 +876,7 @@ function Source:_batch(proj, batch, new_view, flush_view, handler_failed)
     b:free()
     self:_close_sub()
     local m = mirrored and mirrored[err.index]
-    if m then err = mirror_failed(proj, m[1], m[2], err) end
+    if m then err = mirror_failed(proj, msg_label(jstream, m[1]), m[2], err) end
     return nil, err
   end
   self.open.seq = st.seq
