@@ -22,6 +22,7 @@
 #include <nats/nats.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -397,6 +398,26 @@ static int conn_flush(lua_State *L) {
   natsStatus s = natsConnection_FlushTimeout(c->nc, luaL_optinteger(L, 2, 5000));
   if (s != NATS_OK) return push_nerr(L, s, 0, "flush");
   lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* conn:request(subject, payload, timeout_ms) -> reply data | nil, err: a
+ * plain NATS request (e.g. to the JetStream API, whose answers hold a
+ * stored message's header bytes as the server keeps them). */
+static int conn_request(lua_State *L) {
+  lconn *c = check_conn(L, 1);
+  const char *subject = luaL_checkstring(L, 2);
+  size_t len;
+  const char *data = luaL_optlstring(L, 3, "", &len);
+  lua_Integer timeout = luaL_optinteger(L, 4, 5000);
+  natsMsg *reply = NULL;
+  natsStatus s;
+  luaL_argcheck(L, len <= INT32_MAX, 3, "payload too large");
+  luaL_argcheck(L, timeout >= 1, 4, "timeout must be >= 1 ms");
+  s = natsConnection_Request(&reply, c->nc, subject, data, (int)len, timeout);
+  if (s != NATS_OK) return push_nerr(L, s, 0, "request");
+  lua_pushlstring(L, natsMsg_GetData(reply), (size_t)natsMsg_GetDataLength(reply));
+  natsMsg_Destroy(reply);
   return 1;
 }
 
@@ -928,23 +949,184 @@ static int pub_publish(lua_State *L) {
   return send(L, p, m, s, subject);
 }
 
-/* Copy `s` into `out` (at least 3 * len + 1 bytes) with control bytes and
- * '%' written %XX: a header value is one line of text. */
-static const char *header_text(const char *s, size_t len, char *out) {
+/* ---- escaping names in headers and subjects ------------------------------
+ *
+ * Stream ids and types are any bytes but NUL.  NATS clients read header
+ * values and subjects as text: Node's and Go's trim the blanks around a
+ * header value, Node's turns bytes that are not UTF-8 into U+FFFD, and a
+ * subject token cannot hold blanks, dots, wildcards or control bytes.  So
+ * the unsafe bytes are written %XX (upper-case hex), and '%' itself, so
+ * that decoding is unambiguous: every '%' starts an escape.
+ *
+ * Unsafe everywhere: '%', control bytes (0x00-0x1F, 0x7F), and every byte
+ * that is not part of a valid UTF-8 sequence (strict: no overlong forms,
+ * surrogates or code points above U+10FFFF).  Valid UTF-8 is kept as it is.
+ * In a header value also the first and last character when it is
+ * white space to any client (' ', U+0085, U+00A0, U+1680, U+2000-U+200A,
+ * U+2028, U+2029, U+202F, U+205F, U+3000, U+FEFF: JavaScript's trim, Go's
+ * unicode.IsSpace, Python's strip), all of its bytes.  In a subject token
+ * also ' ', '.', '*' and '>', and the empty token is "%00" (names never hold
+ * NUL).  A name that needs none of it (the usual case) is used as it is. */
+
+enum { ESC_HEADER, ESC_TOKEN };
+
+/* Bytes that are safe in the middle of a value, per mode: printable ASCII
+ * but '%' (and, in tokens, ' ', '.', '*', '>'). */
+static unsigned char safe_ascii[2][256];
+
+static void init_safe_ascii(void) {
+  int c;
+  for (c = 0x20; c < 0x7f; c++) safe_ascii[ESC_HEADER][c] = safe_ascii[ESC_TOKEN][c] = 1;
+  safe_ascii[ESC_HEADER]['%'] = 0;
+  safe_ascii[ESC_TOKEN]['%'] = safe_ascii[ESC_TOKEN][' '] = safe_ascii[ESC_TOKEN]['.'] = 0;
+  safe_ascii[ESC_TOKEN]['*'] = safe_ascii[ESC_TOKEN]['>'] = 0;
+}
+
+/* The length of the valid UTF-8 sequence starting a non-ASCII byte at s
+ * (n bytes left), with its code point in *cp; 0 when it is not one. */
+static size_t utf8_seq(const unsigned char *s, size_t n, uint32_t *cp) {
+  unsigned char c = s[0];
+  if (c >= 0xC2 && c <= 0xDF) {
+    if (n < 2 || (s[1] & 0xC0) != 0x80) return 0;
+    *cp = ((uint32_t)(c & 0x1F) << 6) | (s[1] & 0x3F);
+    return 2;
+  }
+  if (c >= 0xE0 && c <= 0xEF) {
+    if (n < 3 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80) return 0;
+    if (c == 0xE0 && s[1] < 0xA0) return 0; /* overlong */
+    if (c == 0xED && s[1] > 0x9F) return 0; /* surrogate */
+    *cp = ((uint32_t)(c & 0x0F) << 12) | ((uint32_t)(s[1] & 0x3F) << 6) | (s[2] & 0x3F);
+    return 3;
+  }
+  if (c >= 0xF0 && c <= 0xF4) {
+    if (n < 4 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80 || (s[3] & 0xC0) != 0x80)
+      return 0;
+    if (c == 0xF0 && s[1] < 0x90) return 0; /* overlong */
+    if (c == 0xF4 && s[1] > 0x8F) return 0; /* above U+10FFFF */
+    *cp = ((uint32_t)(c & 0x07) << 18) | ((uint32_t)(s[1] & 0x3F) << 12) |
+          ((uint32_t)(s[2] & 0x3F) << 6) | (s[3] & 0x3F);
+    return 4;
+  }
+  return 0;
+}
+
+/* Non-ASCII white space that some client trims off a header value. */
+static int trimmed_space(uint32_t cp) {
+  return cp == 0x85 || cp == 0xA0 || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200A) ||
+         cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F || cp == 0x3000 ||
+         cp == 0xFEFF;
+}
+
+/* True when `s` can be used as it is: printable ASCII only, safe for the
+ * mode, no blank at either end of a header value, not an empty token. */
+static int escape_clean(const char *s, size_t len, int mode) {
+  const unsigned char *u = (const unsigned char *)s, *safe = safe_ascii[mode];
+  size_t i;
+  if (len == 0) return mode == ESC_HEADER;
+  if (mode == ESC_HEADER && (u[0] == ' ' || u[len - 1] == ' ')) return 0;
+  for (i = 0; i < len; i++)
+    if (!safe[u[i]]) return 0;
+  return 1;
+}
+
+/* Escape `s` into `out` (at least 3 * len + 4 bytes), NUL-terminated;
+ * returns the length written. */
+static size_t escape_into(const char *s, size_t len, int mode, char *out) {
   static const char hex[] = "0123456789ABCDEF";
-  size_t i, o = 0;
-  for (i = 0; i < len; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if (c < 0x20 || c == 0x7f || c == '%') {
-      out[o++] = '%';
-      out[o++] = hex[c >> 4];
-      out[o++] = hex[c & 15];
+  const unsigned char *u = (const unsigned char *)s, *safe = safe_ascii[mode];
+  size_t i = 0, o = 0, k, n;
+  uint32_t cp;
+  int esc;
+  if (len == 0 && mode == ESC_TOKEN) {
+    memcpy(out, "%00", 4);
+    return 3;
+  }
+  while (i < len) {
+    if (u[i] < 0x80) {
+      n = 1;
+      esc = !safe[u[i]] || (mode == ESC_HEADER && u[i] == ' ' && (i == 0 || i == len - 1));
+    } else if ((n = utf8_seq(u + i, len - i, &cp)) != 0) {
+      esc = mode == ESC_HEADER && (i == 0 || i + n == len) && trimmed_space(cp);
     } else {
-      out[o++] = (char)c;
+      n = 1;
+      esc = 1; /* not UTF-8 */
+    }
+    for (k = 0; k < n; k++, i++) {
+      if (esc) {
+        out[o++] = '%';
+        out[o++] = hex[u[i] >> 4];
+        out[o++] = hex[u[i] & 15];
+      } else {
+        out[o++] = (char)u[i];
+      }
     }
   }
   out[o] = '\0';
+  return o;
+}
+
+/* `s` escaped for `mode`: `s` itself when clean, else written to `small`
+ * (3 * 256 + 4 bytes) or to a buffer left on the Lua stack. */
+static const char *escaped(lua_State *L, const char *s, size_t len, int mode, char *small) {
+  char *out;
+  if (escape_clean(s, len, mode)) return s;
+  out = len < 256 ? small : lua_newuserdatauv(L, 3 * len + 4, 0);
+  escape_into(s, len, mode, out);
   return out;
+}
+
+static int hexval(int c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+/* nats.escape(s, "header" | "token") -> the escaped text */
+static int l_escape(lua_State *L) {
+  static const char *const modes[] = {"header", "token", NULL};
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  int mode = luaL_checkoption(L, 2, NULL, modes);
+  luaL_Buffer b;
+  if (escape_clean(s, len, mode)) {
+    lua_settop(L, 1);
+    return 1;
+  }
+  escape_into(s, len, mode, luaL_buffinitsize(L, &b, 3 * len + 4));
+  luaL_pushresultsize(&b, strlen(b.b));
+  return 1;
+}
+
+/* nats.unescape(text) -> the bytes | nil, message: every %XX decoded; a '%'
+ * not followed by two hex digits is an error. */
+static int l_unescape(lua_State *L) {
+  size_t len, i, o = 0;
+  const char *s = luaL_checklstring(L, 1, &len);
+  char *out;
+  luaL_Buffer b;
+  if (!memchr(s, '%', len)) {
+    lua_settop(L, 1);
+    return 1;
+  }
+  out = luaL_buffinitsize(L, &b, len);
+  for (i = 0; i < len; i++) {
+    if (s[i] != '%') {
+      out[o++] = s[i];
+    } else {
+      int hi = i + 2 < len ? hexval((unsigned char)s[i + 1]) : -1;
+      int lo = i + 2 < len ? hexval((unsigned char)s[i + 2]) : -1;
+      if (hi < 0 || lo < 0) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "a '%%' not followed by two hex digits at byte %I", (LUAI_UACINT)(i + 1));
+        return 2;
+      }
+      out[o++] = (char)(hi << 4 | lo);
+      i += 2;
+    }
+  }
+  luaL_pushresultsize(&b, o);
+  return 1;
 }
 
 /* pub:publish_event(subject, body, id, expected_last_seq, stream, version,
@@ -962,19 +1144,20 @@ static int pub_publish_event(lua_State *L) {
   lua_Integer version = luaL_checkinteger(L, 7), position = luaL_checkinteger(L, 8);
   const char *type = luaL_checklstring(L, 9, &tlen);
   lua_Integer time = luaL_checkinteger(L, 10);
-  char num[32], small[3 * 256 + 1], *text;
+  char num[32], small[2][3 * 256 + 4];
+  const char *stream_text, *type_text;
   natsMsg *m = NULL;
   natsStatus s;
-  size_t longest = slen > tlen ? slen : tlen;
   luaL_argcheck(L, blen <= INT32_MAX, 3, "body too large");
-  text = longest < 256 ? small : lua_newuserdatauv(L, 3 * longest + 1, 0);
+  stream_text = escaped(L, stream, slen, ESC_HEADER, small[0]);
+  type_text = escaped(L, type, tlen, ESC_HEADER, small[1]);
   s = natsMsg_Create(&m, subject, NULL, body, (int)blen);
   if (s == NATS_OK) s = natsMsgHeader_Set(m, "Nats-Msg-Id", id);
   if (s == NATS_OK) {
     snprintf(num, sizeof num, "%lld", (long long)seq);
     s = natsMsgHeader_Set(m, "Nats-Expected-Last-Sequence", num);
   }
-  if (s == NATS_OK) s = natsMsgHeader_Set(m, "Eventrocks-Stream", header_text(stream, slen, text));
+  if (s == NATS_OK) s = natsMsgHeader_Set(m, "Eventrocks-Stream", stream_text);
   if (s == NATS_OK) {
     snprintf(num, sizeof num, "%lld", (long long)version);
     s = natsMsgHeader_Set(m, "Eventrocks-Version", num);
@@ -983,7 +1166,7 @@ static int pub_publish_event(lua_State *L) {
     snprintf(num, sizeof num, "%lld", (long long)position);
     s = natsMsgHeader_Set(m, "Eventrocks-Position", num);
   }
-  if (s == NATS_OK) s = natsMsgHeader_Set(m, "Eventrocks-Type", header_text(type, tlen, text));
+  if (s == NATS_OK) s = natsMsgHeader_Set(m, "Eventrocks-Type", type_text);
   if (s == NATS_OK) {
     snprintf(num, sizeof num, "%lld", (long long)time);
     s = natsMsgHeader_Set(m, "Eventrocks-Time", num);
@@ -1111,6 +1294,7 @@ static const luaL_Reg conn_methods[] = {
   {"status", conn_status},
   {"async_error", conn_async_error},
   {"flush", conn_flush},
+  {"request", conn_request},
   {"stream_info", conn_stream_info},
   {"add_stream", conn_add_stream},
   {"delete_stream", conn_delete_stream},
@@ -1152,7 +1336,8 @@ static void new_class(lua_State *L, const char *name, const luaL_Reg *methods,
 int luaopen_eventrocks_nats(lua_State *L);
 
 int luaopen_eventrocks_nats(lua_State *L) {
-  static const luaL_Reg fns[] = {{"connect", l_connect}, {NULL, NULL}};
+  static const luaL_Reg fns[] = {
+    {"connect", l_connect}, {"escape", l_escape}, {"unescape", l_unescape}, {NULL, NULL}};
   /* the error metatable comes from the store's module */
   lua_getglobal(L, "require");
   lua_pushliteral(L, "eventrocks.core");
@@ -1164,6 +1349,7 @@ int luaopen_eventrocks_nats(lua_State *L) {
    * own allocations) until the process ends: keep it loaded when Lua
    * unloads this module, rather than pull it from under its threads. */
   (void)dlopen("libnats.so.3.4", RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE);
+  init_safe_ascii();
   new_class(L, CONN_MT, conn_methods, conn_close);
   new_class(L, PUB_MT, pub_methods, pub_close);
   new_class(L, SUB_MT, sub_methods, sub_close);

@@ -59,11 +59,91 @@ local function assert_exactly_once(store, msgs)
   assert.equal(n, #msgs, "JetStream holds more messages than the store has events")
 end
 
+-- Standard base64, decoded.
+local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+local function base64(s)
+  local out, bits, n = {}, 0, 0
+  for c in s:gmatch("[^=]") do
+    bits, n = bits << 6 | (B64:find(c, 1, true) - 1), n + 6
+    if n >= 8 then
+      n = n - 8
+      out[#out + 1] = string.char(bits >> n & 0xff)
+    end
+  end
+  return table.concat(out)
+end
+
+-- Code points some NATS client trims off a header value (JavaScript's
+-- trim, Go's unicode.IsSpace, Python's strip).
+local BLANKS = { [0x09] = 1, [0x0A] = 1, [0x0B] = 1, [0x0C] = 1, [0x0D] = 1, [0x20] = 1, [0x1C] = 1, [0x1D] = 1,
+  [0x1E] = 1, [0x1F] = 1, [0x85] = 1, [0xA0] = 1, [0x1680] = 1, [0x2028] = 1, [0x2029] = 1, [0x202F] = 1,
+  [0x205F] = 1, [0x3000] = 1, [0xFEFF] = 1 }
+for cp = 0x2000, 0x200A do BLANKS[cp] = 1 end
+
+-- Does the (UTF-8) text start or end with such a blank?
+local function edge_blank(v)
+  if v == "" then return false end
+  local first = utf8.codepoint(v, 1)
+  local last = utf8.codepoint(v, utf8.offset(v, -1))
+  return BLANKS[first] ~= nil or BLANKS[last] ~= nil
+end
+
 local function delete_stream(url, stream)
   local conn = assert(nats.connect({ url = url }))
   conn:delete_stream(stream)
   conn:close()
 end
+
+describe("escaping names for NATS headers and subjects", function()
+  local jt = require "eventrocks.jetstream"
+
+  it("writes %XX for exactly the unsafe bytes, and '%' itself", function()
+    local cases = {
+      { "order", "order", "order" }, { "a b", "a b", "a%20b" }, { " a ", "%20a%20", "%20a%20" },
+      { "100%", "100%25", "100%25" }, { "a.b*c>d", "a.b*c>d", "a%2Eb%2Ac%3Ed" }, { "\t\r\n\0\x7f", "%09%0D%0A%00%7F", "%09%0D%0A%00%7F" },
+      { "caf\xc3\xa9", "caf\xc3\xa9", "caf\xc3\xa9" }, { "\xff", "%FF", "%FF" }, { "\xc3", "%C3", "%C3" },
+      { "\xc0\xaf", "%C0%AF", "%C0%AF" }, { "\xed\xa0\x80", "%ED%A0%80", "%ED%A0%80" },
+      { "\xf4\x90\x80\x80", "%F4%90%80%80", "%F4%90%80%80" }, { "\xf0\x9f\x98\x80", "\xf0\x9f\x98\x80", "\xf0\x9f\x98\x80" },
+      { "\xc2\xa0x\xc2\xa0y\xc2\xa0", "%C2%A0x\xc2\xa0y%C2%A0", "\xc2\xa0x\xc2\xa0y\xc2\xa0" },
+      { "\xef\xbb\xbfx", "%EF%BB%BFx", "\xef\xbb\xbfx" }, { "  ", "%20%20", "%20%20" }, { "", "", "%00" },
+    }
+    for _, c in ipairs(cases) do
+      assert.equal(c[2], nats.escape(c[1], "header"), ("%q"):format(c[1]))
+      assert.equal(c[3], nats.escape(c[1], "token"), ("%q"):format(c[1]))
+      assert.equal(c[3], jt.token(c[1]))
+    end
+  end)
+
+  it("is reversible, and what it writes is UTF-8 without blanks at the ends (random names)", function()
+    math.randomseed(42)
+    local pool = { " ", "\t", "%", ".", "*", ">", "\0", "\x1b", "\x7f", "\xff", "\xc3", "\xc3\xa9", "\xc2\xa0",
+      "\xe3\x80\x80", "\xef\xbb\xbf", "\xf0\x9f\x98\x80", "\xed\xa0\x80", "a", "Z", "-", "_", "%41" }
+    for _ = 1, 3000 do
+      local parts = {}
+      for i = 1, math.random(1, 8) do
+        parts[i] = math.random(3) == 1 and string.char(math.random(0, 255)) or pool[math.random(#pool)]
+      end
+      local name = table.concat(parts)
+      local h, tok = nats.escape(name, "header"), nats.escape(name, "token")
+      assert.equal(name, nats.unescape(h))
+      assert.equal(name, jt.unescape(tok))
+      assert.is_not_nil(utf8.len(h), h)
+      assert.is_not_nil(utf8.len(tok), tok)
+      assert.is_false(edge_blank(h), h)
+      assert.is_nil(tok:find("[%s%c%.%*>]"), tok)
+      assert.is_nil(h:find("%c"), h)
+    end
+  end)
+
+  it("decoding refuses a '%' that is not an escape", function()
+    for _, bad in ipairs({ "%", "a%", "%4", "%4g", "%%41", "x%zz" }) do
+      local v, err = jt.unescape(bad)
+      assert.is_nil(v, bad)
+      assert.matches("not followed by two hex digits", err)
+    end
+    assert.equal("A%b", jt.unescape("%41%25%62"))
+  end)
+end)
 
 describe("JetStream relay", function()
   local t, srv, stream, prefix = {}, nil, nil, nil
@@ -263,9 +343,71 @@ describe("JetStream relay", function()
     local relay = t.store:relay("out", { url = srv.url, stream = stream, prefix = prefix, create_stream = true })
     assert.same({ 1, 1 }, { relay:run() })
     local m = contents(srv.url, stream)[1]
-    assert.equal(prefix .. ".we_ird_.Line_Break_100%", m.subject)
+    assert.equal(prefix .. ".we%2Eird%2A.Line%0ABreak%20100%25", m.subject)
     assert.equal("Line%0ABreak 100%25", m.type)
     relay:close()
+  end)
+
+  it("names with blanks at either end, '%', control bytes and bytes that are not UTF-8 reach every client exactly", function()
+    local names = {
+      { " lead-1", " Leading" }, { "trail -1", "Trailing " }, { "\ttab\t-1", "\tTab\t" },
+      { "100%-1", "100% done" }, { "bin\xff\xfe-1", "Bin\xff" }, { "ctl\x01\x1b[31m-1", "Ctl\x07\r\n" },
+      { "\xc2\xa0nbsp\xc2\xa0-1", "\xe3\x80\x80Ideo\xe3\x80\x80" }, { "caf\xc3\xa9-1", "\xef\xbb\xbfBOM" },
+      { "we.ird*>-1", "a.b*c>d" }, { "-nocat", "%41 " }, { "over\xc0\xafl\xed\xa0\x80-1", "Big\xf4\x90\x80\x80" },
+      { "plain-1", "Plain" }, { " " .. string.rep("long\xff", 120) .. "-1", string.rep("T ", 400) },
+    }
+    for _, n in ipairs(names) do assert(t.store:append(n[1], { type = n[2], data = n[1] })) end
+    local relay = t.store:relay("out", { url = srv.url, stream = stream, prefix = prefix, create_stream = true })
+    assert.same({ #names, #names }, { relay:run() })
+    relay:close()
+    local jt = require "eventrocks.jetstream"
+    local function name_of(tok) return tok == "%00" and "" or assert(jt.unescape(tok)) end
+    -- what the server stores, read raw through the JetStream API: the
+    -- header block and the subject are valid UTF-8, no value has a blank
+    -- at either end, and each decodes to the exact bytes
+    local conn = assert(nats.connect({ url = srv.url }))
+    local json = require "dkjson"
+    for seq, n in ipairs(names) do
+      local reply = assert(conn:request("$JS.API.STREAM.MSG.GET." .. stream, '{"seq":' .. seq .. "}"))
+      local msg = assert(json.decode(reply).message, reply)
+      local hdrs = base64(msg.hdrs)
+      assert.is_not_nil(utf8.len(hdrs), "header bytes not UTF-8: " .. hdrs)
+      local got = {}
+      for k, v in hdrs:gmatch("([%w%-]+):([^\r\n]*)\r\n") do
+        assert.equal(" ", v:sub(1, 1))
+        v = v:sub(2)
+        assert.is_false(edge_blank(v), ("%q has a blank at an end"):format(v))
+        got[k] = v
+      end
+      assert.equal(n[1], assert(jt.unescape(got["Eventrocks-Stream"])))
+      assert.equal(n[2], assert(jt.unescape(got["Eventrocks-Type"])))
+      assert.equal(tostring(seq), got["Eventrocks-Position"])
+      local subject = msg.subject
+      assert.is_not_nil(utf8.len(subject))
+      assert.is_nil(subject:find("[%s%c*>]"), subject)
+      local p, cat, ty = subject:match("^(.-)%.([^.]+)%.([^.]+)$")
+      assert.equal(prefix, p)
+      assert.equal(n[1]:match("^[^-]*"), name_of(cat))
+      assert.equal(n[2], name_of(ty))
+    end
+    conn:close()
+    -- the binding's own fetch reads the same
+    for i, m in ipairs(contents(srv.url, stream)) do
+      assert.equal(names[i][1], jt.unescape(m.stream))
+      assert.equal(names[i][2], jt.unescape(m.type))
+    end
+    -- and a mirror gets the names back exactly
+    local B = assert(er.open(t.dir .. "/b"))
+    local src = er.jetstream_source({ url = srv.url, stream = stream, prefix = prefix, mirror = true })
+    local pb = B:projection("m", { source = src, handlers = {} })
+    assert.same({ #names, #names }, { pb:run() })
+    for ev in B:all() do
+      assert.equal(names[ev.position][1], ev.stream)
+      assert.equal(names[ev.position][2], ev.type)
+      assert.equal(ev.stream, ev.data)
+    end
+    src:close()
+    B:close()
   end)
 
   it("checks its arguments", function()
@@ -557,6 +699,112 @@ describe("JetStream source", function()
     B:close()
   end)
 
+  -- Publish hand-made events (any fields, malformed ones included) as
+  -- MessagePack bodies, the way another publisher could.
+  local function publish_raw(events)
+    local conn = assert(nats.connect({ url = srv.url }))
+    assert(conn:add_stream({ name = stream, subjects = { prefix .. ".>" } }))
+    local pub = assert(conn:publisher())
+    for i, ev in ipairs(events) do
+      assert(pub:publish(prefix .. ".order.Placed", type(ev) == "string" and ev or core.encode(ev), "m" .. i))
+    end
+    assert(pub:complete(5000))
+    pub:close()
+    conn:close()
+  end
+
+  local function raw_event(version, position, fields)
+    local ev = { id = er.uuid(), stream = "order-1", version = version, position = position, type = "Placed",
+      time = 1700000000000000 + position, data = { i = position }, metadata = {} }
+    for k, v in pairs(fields or {}) do ev[k] = v end
+    return ev
+  end
+
+  -- run() fails with `code`, naming JetStream message `seq` of the stream,
+  -- keeps nothing of the batch, and says so again on the next run (the
+  -- batch was released and the consumer realigned, not left waiting for
+  -- ack_wait).
+  local function assert_refused(B, pb, code, seq, what)
+    for _ = 1, 2 do
+      local n, err = pb:run({ batch = 10 })
+      assert.is_nil(n, what)
+      assert.equal(code, err.code, what)
+      assert.matches("JetStream message " .. seq .. " of stream '" .. stream .. "'", err.message, 1, true)
+      assert.equal(0, pb:position())
+      assert.equal(0, B:last_position())
+      assert.is_nil(pb:get("order-1"))
+    end
+  end
+
+  it("a consumed message with a malformed id is a corruption error naming the message; nothing is kept", function()
+    publish_raw({ raw_event(1, 1), raw_event(2, 2, { id = "not-a-uuid" }) })
+    local B = assert(er.open(t.dir .. "/b"))
+    local src = er.jetstream_source({ url = srv.url, stream = stream, prefix = prefix, durable = "b", mirror = true,
+      wait = 200 })
+    local pb = B:projection("counts", common.counts_spec(src))
+    assert_refused(B, pb, "corruption", 2, "malformed id")
+    src:close()
+    B:close()
+  end)
+
+  it("a consumed message that holds no event, MessagePack or JSON, is a corruption error naming it", function()
+    for k, body in ipairs({ core.encode("hello"), "{not json" }) do
+      stream = unique("SRCNOEV")
+      prefix = stream:lower()
+      publish_raw({ raw_event(1, 1), body })
+      local B = assert(er.open(t.dir .. "/b" .. k))
+      local src = er.jetstream_source({ url = srv.url, stream = stream, prefix = prefix, durable = "b", mirror = true,
+        wait = 200 })
+      local pb = B:projection("counts", common.counts_spec(src))
+      assert_refused(B, pb, "corruption", 2, "body " .. k)
+      src:close()
+      B:close()
+      delete_stream(srv.url, stream)
+    end
+  end)
+
+  it("other malformed fields of a consumed message are corruption errors naming it", function()
+    local cases = {
+      { stream = "" }, { stream = "a\0b" }, { stream = string.rep("s", 1025) }, { type = "" },
+      { type = "T\0" }, { version = 0 }, { version = -3 }, { position = 0 }, { time = 0 }, { time = -1 },
+      { id = string.rep("x", 36) }, { metadata = 5 },
+    }
+    for k, fields in ipairs(cases) do
+      stream = unique("SRCBAD")
+      prefix = stream:lower()
+      publish_raw({ raw_event(1, 1), raw_event(2, 2, fields) })
+      local B = assert(er.open(t.dir .. "/b" .. k))
+      local src = er.jetstream_source({ url = srv.url, stream = stream, prefix = prefix, durable = "b", mirror = true,
+        wait = 200 })
+      local pb = B:projection("counts", common.counts_spec(src))
+      assert_refused(B, pb, "corruption", 2, "case " .. k)
+      src:close()
+      B:close()
+      delete_stream(srv.url, stream)
+    end
+  end)
+
+  it("a version gap in a mirrored stream names the JetStream message", function()
+    publish_raw({ raw_event(1, 1), raw_event(3, 2) })
+    local B = assert(er.open(t.dir .. "/b"))
+    local src = er.jetstream_source({ url = srv.url, stream = stream, prefix = prefix, durable = "b", mirror = true,
+      wait = 200 })
+    -- a reactor's emits go into the same commit: the failing append is still found
+    local pb = B:projection("mirror", { source = src, handlers = {
+      Placed = function(view) view:emit("log-1", { type = "Seen" }) end } })
+    for _ = 1, 2 do
+      local n, err = pb:run({ batch = 10 })
+      assert.is_nil(n)
+      assert.equal("wrong_expected_version", err.code)
+      assert.matches("JetStream message 2 of stream '" .. stream .. "'", err.message, 1, true)
+      assert.matches("order-1@3", err.message, 1, true)
+      assert.matches("gap", err.message, 1, true)
+      assert.equal(0, B:last_position())
+    end
+    src:close()
+    B:close()
+  end)
+
   it("a missing stream is not_found; bad options raise", function()
     local B = assert(er.open(t.dir .. "/b"))
     local src = er.jetstream_source({ url = srv.url, stream = stream, prefix = prefix, durable = "b" })
@@ -571,6 +819,69 @@ describe("JetStream source", function()
     assert.has_error(function() B:projection("y", { source = src, inline = true, handlers = {} }) end)
     src:close()
     B:close()
+  end)
+end)
+
+describe("JetStream options are checked", function()
+  local t = {}
+  before_each(function() H.setup(t) end)
+  after_each(function() H.teardown(t) end)
+
+  -- f() raises exactly `bad argument #n to 'NAME' (unknown option 'KEY')`
+  local function refuses(f, n, name, key)
+    local ok, err = pcall(f)
+    assert.is_false(ok, "accepted unknown option " .. key)
+    assert.matches(("bad argument #%d to '%s' (unknown option '%s')"):format(n, name, key), tostring(err), 1, true)
+  end
+
+  it("store:relay(name, opts)", function()
+    refuses(function() t.store:relay("out", { create_steram = true }) end, 2, "relay", "create_steram")
+    refuses(function() t.store:relay("out", { url = "nats://127.0.0.1:1", max_reconect = 0 }) end, 2, "relay",
+      "max_reconect")
+    refuses(function() t.store:relay("out", { tls = { cafile = "x" } }) end, 2, "relay", "tls.cafile")
+    refuses(function() t.store:relay("out", { [1] = "x" }) end, 2, "relay", "1")
+    -- every documented option is known
+    local r = t.store:relay("out", { url = "nats://127.0.0.1:1", name = "n", user = "u", password = "p",
+      timeout = 100, reconnect = false, max_reconnect = 0, reconnect_wait = 10, ping_interval = 1000,
+      tls = { ca = "a", cert = "c", key = "k", hostname = "h" },
+      stream = "S", prefix = "p", subject = function() return "p.x" end, json = true, create_stream = true,
+      duplicate_window = 1000, storage = "memory", batch = 10, max_pending = 10, ack_timeout = 100,
+      retry_for = 0, category = "c", types = { "T" } })
+    r:close()
+    assert.is_not_nil(t.store:relay("x", { token = "t", credentials = "f", connection = nil }))
+  end)
+
+  it("relay:run(opts)", function()
+    local r = t.store:relay("out", { url = "nats://127.0.0.1:1", max_reconnect = 0, timeout = 100 })
+    refuses(function() r:run({ folow = true }) end, 1, "run", "folow")
+    refuses(function() r:run({ follow = true, stop = function() return true end, intervall = 5 }) end, 1, "run",
+      "intervall")
+    -- every documented option is known (the server is unreachable: io)
+    local n, err = r:run({ follow = false, interval = 5, stop = function() return true end, retry_for = 0,
+      on_retry = function() end, progress = function() end })
+    assert.is_nil(n)
+    assert.equal("io", err.code)
+    r:close()
+    assert.equal(0, r:position())
+  end)
+
+  it("er.jetstream_source(opts)", function()
+    refuses(function() er.jetstream_source({ mirorr = true }) end, 1, "jetstream_source", "mirorr")
+    refuses(function() er.jetstream_source({ tls = { kee = "k" } }) end, 1, "jetstream_source", "tls.kee")
+    local src = er.jetstream_source({ url = "nats://127.0.0.1:1", name = "n", user = "u", password = "p",
+      token = "t", credentials = "c", timeout = 100, reconnect = true, max_reconnect = 0, reconnect_wait = 10,
+      ping_interval = 1000, tls = true, stream = "S", prefix = "p", filter = "p.>", durable = "d", mirror = true,
+      wait = 10, ack_wait = 1000 })
+    src:close()
+  end)
+
+  it("er.jetstream_connect(opts)", function()
+    refuses(function() er.jetstream_connect({ uri = "nats://127.0.0.1:1" }) end, 1, "jetstream_connect", "uri")
+    refuses(function() er.jetstream_connect({ stream = "S" }) end, 1, "jetstream_connect", "stream")
+    local c, err = er.jetstream_connect({ url = "nats://127.0.0.1:1", max_reconnect = 0, timeout = 100,
+      tls = { ca = "x" } })
+    assert.is_nil(c)
+    assert.is_string(err.message)
   end)
 end)
 

@@ -81,6 +81,52 @@ local CONN_KEYS = {
   ping_interval = true,
 }
 
+local TLS_KEYS = { ca = true, cert = true, key = true, hostname = true }
+
+local function with_conn_keys(t)
+  for k in pairs(CONN_KEYS) do t[k] = true end
+  return t
+end
+
+-- The options each call takes; a typo must never drop a guarantee
+-- silently.  (A local checker: the core binding, aggregates and
+-- projections have their own, to be unified.)
+M.OPTION_KEYS = {
+  relay = with_conn_keys({
+    stream = true, prefix = true, subject = true, json = true, create_stream = true, duplicate_window = true,
+    storage = true, batch = true, max_pending = true, ack_timeout = true, retry_for = true, category = true,
+    types = true, connection = true,
+  }),
+  run = { follow = true, interval = true, stop = true, retry_for = true, on_retry = true, progress = true },
+  jetstream_source = with_conn_keys({
+    stream = true, prefix = true, filter = true, durable = true, mirror = true, wait = true, ack_wait = true,
+    connection = true,
+  }),
+  jetstream_connect = with_conn_keys({}),
+  -- what a projection spec holds for JetStream (the rest is projection.lua's)
+  projection = { source = true },
+}
+
+-- Raise `bad argument #argn to 'fname' (unknown option 'k')` for a key of
+-- `opts` that `fname` does not take (tls's keys included), from the
+-- caller of the function that calls this.
+local function check_options(opts, fname, argn)
+  local known = M.OPTION_KEYS[fname]
+  for k in pairs(opts) do
+    if not known[k] then
+      error(fmt("bad argument #%d to '%s' (unknown option '%s')", argn, fname, tostring(k)), 3)
+    end
+  end
+  local tls = known.tls and rawget(opts, "tls")
+  if type(tls) == "table" then
+    for k in pairs(tls) do
+      if not TLS_KEYS[k] then
+        error(fmt("bad argument #%d to '%s' (unknown option 'tls.%s')", argn, fname, tostring(k)), 3)
+      end
+    end
+  end
+end
+
 local function conn_opts(opts)
   local o = {}
   for k in pairs(CONN_KEYS) do o[k] = opts[k] end
@@ -90,16 +136,23 @@ end
 --- er.jetstream_connect(opts): a NATS connection (see README, "Scaling out").
 function M.connect(opts)
   if opts ~= nil and type(opts) ~= "table" then
-    error("bad argument #1 to 'connect' (options table expected)", 2)
+    error("bad argument #1 to 'jetstream_connect' (options table expected)", 2)
   end
-  return nats().connect(conn_opts(opts or {}))
+  opts = opts or {}
+  check_options(opts, "jetstream_connect", 1)
+  return nats().connect(conn_opts(opts))
 end
 
--- A NATS subject token: no dots, wildcards, blanks or control bytes.
-local function token(s)
-  if s == "" then return "_" end
-  return (s:gsub("[%s%.%*>%c]", "_"))
-end
+-- A name as a NATS subject token, percent-encoded (see escape in
+-- eventrocks_nats.c): '%', blanks, '.', '*', '>', control bytes and bytes
+-- that are not UTF-8 are written %XX; the empty name is "%00".  Reversible:
+-- M.unescape gives the name back.
+local function token(s) return nats().escape(s, "token") end
+M.token = token
+
+--- The bytes of an escaped Eventrocks-* header value or subject token:
+-- the text, or nil, message when it is not a valid escape.
+function M.unescape(text) return nats().unescape(text) end
 
 local function category_of(stream) return stream:match("^[^-]*") end
 
@@ -142,6 +195,7 @@ function M.relay(store, name, opts)
   end
   if opts ~= nil and type(opts) ~= "table" then error("bad argument #2 to 'relay' (options table expected)", 2) end
   opts = opts or {}
+  check_options(opts, "relay", 2)
   local r = setmetatable({
     store = store, name = name, key = "relay:" .. name,
     conn_opts = conn_opts(opts),
@@ -438,6 +492,7 @@ end
 function Relay:run(opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("bad argument #1 to 'run' (opts must be a table)", 2) end
+  check_options(opts, "run", 1)
   local follow, interval, stop = opts.follow and true or false, opts.interval or 100, opts.stop
   local retry_for = check_int(opts.retry_for, self.retry_for, 0, "retry_for", "run")
   local on_retry = opts.on_retry
@@ -515,6 +570,7 @@ Source.__name = "eventrocks.jetstream_source"
 --- er.jetstream_source(opts)
 function M.source(opts)
   if type(opts) ~= "table" then error("bad argument #1 to 'jetstream_source' (options table expected)", 2) end
+  check_options(opts, "jetstream_source", 1)
   local s = setmetatable({
     conn_opts = conn_opts(opts),
     stream = check_name(opts.stream or M.DEFAULT_STREAM, "stream", "jetstream_source"),
@@ -633,10 +689,33 @@ end
 Source.__close = Source.close
 Source.__gc = Source.close
 
-local EVENT_FIELDS = { id = "string", stream = "string", type = "string" }
+-- "JetStream message 42 of stream 'EVENTS'": what errors about a consumed
+-- message name.
+local function msg_label(stream, seq)
+  return fmt("JetStream message %d of stream '%s'", seq, stream)
+end
 
--- The event a message carries, or nil, err.
-local function event_of(body, seq)
+local UUID = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
+
+-- A name the store accepts: 1 to 1024 bytes without NUL.
+local function good_name(v)
+  return type(v) == "string" and #v >= 1 and #v <= 1024 and not v:find("\0", 1, true)
+end
+
+local EVENT_CHECKS = {
+  { "id", function(v) return type(v) == "string" and v:find(UUID) ~= nil end, "a UUID" },
+  { "stream", good_name, "1 to 1024 bytes without NUL" },
+  { "type", good_name, "1 to 1024 bytes without NUL" },
+  { "version", function(v) return mtype(v) == "integer" and v >= 1 end, "an integer >= 1" },
+  { "position", function(v) return mtype(v) == "integer" and v >= 1 end, "an integer >= 1" },
+  { "time", function(v) return mtype(v) == "integer" and v >= 1 end, "an integer >= 1 (microseconds)" },
+}
+
+-- The event message `seq` of JetStream stream `jstream` carries, or nil,
+-- err (corruption, naming the message).  Every field the store or a
+-- handler relies on is checked here, so that a malformed message never
+-- reaches an append.
+local function event_of(body, seq, jstream)
   local ev, derr
   if body:byte(1) == 0x7B then -- "{": JSON (a MessagePack map starts with 0x8_, 0xde or 0xdf)
     local ok, v = pcall(require("eventrocks.jsonl").decode_event, body, seq)
@@ -645,23 +724,36 @@ local function event_of(body, seq)
     ev, derr = decode(body)
   end
   if type(ev) ~= "table" then
-    return nil, new_error("corruption", fmt("JetStream message %d does not hold an event (%s)", seq, tostring(derr)))
+    return nil, new_error("corruption", fmt("%s does not hold an event (%s)", msg_label(jstream, seq),
+      tostring(derr)))
   end
-  for k, t in pairs(EVENT_FIELDS) do
-    if type(ev[k]) ~= t then
-      return nil, new_error("corruption", fmt("JetStream message %d: its event has no valid '%s'", seq, k))
-    end
-  end
-  for _, k in ipairs({ "version", "position", "time" }) do
-    if mtype(ev[k]) ~= "integer" then
-      return nil, new_error("corruption", fmt("JetStream message %d: its event has no valid '%s'", seq, k))
+  for _, c in ipairs(EVENT_CHECKS) do
+    local k = c[1]
+    if not c[2](ev[k]) then
+      return nil, new_error("corruption", fmt("%s: its event's '%s' is not %s", msg_label(jstream, seq), k, c[3]))
     end
   end
   if ev.metadata == nil then ev.metadata = {} end
   if type(ev.metadata) ~= "table" then
-    return nil, new_error("corruption", fmt("JetStream message %d: its event's metadata is not a table", seq))
+    return nil, new_error("corruption", fmt("%s: its event's metadata is not a table", msg_label(jstream, seq)))
   end
   return setmetatable(ev, core.event_metatable)
+end
+
+-- A failed mirror append or commit, its message naming the JetStream
+-- message and the event (the error's other fields kept).
+local function mirror_failed(proj, label, ev, err)
+  local e = {}
+  for k, v in pairs(err) do e[k] = v end
+  local why = err.message
+  if err.code == "wrong_expected_version" and mtype(err.actual) == "integer" and err.actual < ev.version - 1 then
+    local from, to = err.actual + 1, ev.version - 1
+    why = from == to and fmt("%s: version %d of %s is missing (a gap)", why, from, ev.stream)
+      or fmt("%s: versions %d to %d of %s are missing (a gap)", why, from, to, ev.stream)
+  end
+  e.message = fmt("projection '%s': %s: mirroring %s@%d (source position %d) failed: %s", proj.name, label,
+    ev.stream, ev.version, ev.position, why)
+  return setmetatable(e, core.error_metatable)
 end
 
 -- One batch for `proj` (see projection.lua run_batch): fetch, apply, mirror,
@@ -716,21 +808,48 @@ function Source:_batch(proj, batch, new_view, flush_view, handler_failed)
     return nil, e
   end
   local left -- what the consumer still has for us after the batch
+  -- When mirroring, a failed commit names the append that failed
+  -- (err.index): mirrored[index] = { sequence, event } for the mirror's own,
+  -- and the view's appends (reactor emits) are counted through a proxy.
+  local mirrored, appends = self.mirror and {}, 0
+  if mirrored then
+    view._txn = setmetatable({
+      append = function(_, ...)
+        appends = appends + 1
+        return txn:append(...)
+      end,
+    }, { __index = function(proxy, k)
+      local f = txn[k]
+      local g = function(_, ...) return f(txn, ...) end
+      rawset(proxy, k, g)
+      return g
+    end })
+  end
+  local jstream = self.stream
   for i = 1, count do
     local body, _, seq, _, pending = b:msg(i)
     left = pending
     if not seq then return abort(new_error("io", "a JetStream message without its metadata")) end
     if seq > st.seq then
-      local ev, eerr = event_of(body, seq)
-      if not ev then return abort(eerr) end
+      local ev, eerr = event_of(body, seq, jstream)
+      if not ev then
+        eerr.message = fmt("projection '%s': %s", proj.name, eerr.message)
+        return abort(eerr)
+      end
       if ev.position > st.position then
-        if self.mirror then
-          local ok, aerr = txn:append(ev.stream, { id = ev.id, type = ev.type, data = ev.data, metadata = ev.metadata },
+        if mirrored then
+          -- event_of checked what append checks; anything it still
+          -- refuses (a value it cannot store) is the message's fault too
+          local pok, ok, aerr = pcall(txn.append, txn, ev.stream,
+            { id = ev.id, type = ev.type, data = ev.data, metadata = ev.metadata },
             { expected = ev.version - 1, time = ev.time })
-          if not ok then
-            return abort(new_error(aerr.code, fmt("projection '%s': mirroring %s@%d (source position %d) failed: %s",
-              proj.name, ev.stream, ev.version, ev.position, aerr.message)))
+          if not pok then
+            return abort(new_error("corruption", fmt("projection '%s': %s: its event cannot be mirrored (%s)",
+              proj.name, msg_label(jstream, seq), tostring(ok))))
           end
+          if not ok then return abort(mirror_failed(proj, msg_label(jstream, seq), ev, aerr)) end
+          appends = appends + 1
+          mirrored[appends] = { seq, ev }
         end
         local h = handlers[ev.type]
         if h and wanted[ev.type] and (category == nil or category_of(ev.stream) == category) then
@@ -756,6 +875,8 @@ function Source:_batch(proj, batch, new_view, flush_view, handler_failed)
   if not ok then
     b:free()
     self:_close_sub()
+    local m = mirrored and mirrored[err.index]
+    if m then err = mirror_failed(proj, msg_label(jstream, m[1]), m[2], err) end
     return nil, err
   end
   self.open.seq = st.seq
