@@ -337,49 +337,97 @@ static int may_create_in(const char *dir, er_error *err) {
   return ER_OK;
 }
 
+/* The column families of the existing store at s->path into `*existing`
+ * (NULL, 0 for a new store), checked: it must have our 'log' family (else
+ * it is not ours, or another process is still creating it), and a
+ * read-only open needs every family of this version. */
+static int existing_families(er_store *s, char ***existing, size_t *n_existing,
+                             er_error *err) {
+  char *rerr = NULL, **names;
+  size_t n = 0, i, j;
+  *existing = NULL;
+  *n_existing = 0;
+  if (!file_exists(s->path, "CURRENT")) return ER_OK;
+  names = rocksdb_list_column_families(s->options, s->path, &n, &rerr);
+  if (rerr) return er__rocks_fail(err, s->path, rerr);
+  for (i = 0, j = 0; i < n; i++)
+    if (strcmp(names[i], er__cf_names[CF_LOG]) == 0) j = 1;
+  if (!j) {
+    rocksdb_list_column_families_destroy(names, n);
+    /* a store that another process is creating has its families added
+     * one by one, under RocksDB's lock */
+    if (locked_by_other(s->path))
+      return er__fail(err, ER_LOCKED,
+                      "%s: the store is already open for writing (another "
+                      "process is creating it)",
+                      s->path);
+    return er__fail(err, ER_INVALID,
+                    "%s: not an eventrocks store (no 'log' column family)",
+                    s->path);
+  }
+  /* a read-only open cannot create the families a newer version adds */
+  for (i = 0; s->read_only && i < CF_COUNT; i++) {
+    for (j = 0; j < n; j++)
+      if (strcmp(names[j], er__cf_names[i]) == 0) break;
+    if (j == n) {
+      rocksdb_list_column_families_destroy(names, n);
+      return er__fail(err, ER_INVALID,
+                      "%s: the store lacks the '%s' column family; open it "
+                      "once for writing to upgrade it",
+                      s->path, er__cf_names[i]);
+    }
+  }
+  *existing = names;
+  *n_existing = n;
+  return ER_OK;
+}
+
+/* Open s->db with the `n` families `names` and their options: a writer, or
+ * a secondary instance for a read-only handle. */
+static int open_instance(er_store *s, int n, const char **names,
+                         const rocksdb_options_t **opts,
+                         rocksdb_column_family_handle_t **handles,
+                         er_error *err) {
+  char *rerr = NULL;
+  int rc;
+  if (s->read_only) {
+    /* A secondary instance, not RocksDB's read-only mode: it reads a
+     * consistent state even while a writer in another process flushes and
+     * deletes files, and can catch up with it later (er_refresh).  Its own
+     * log files go to a private temporary directory. */
+    const char *tmp = getenv("TMPDIR");
+    char tmpl[4096];
+    snprintf(tmpl, sizeof tmpl, "%s/eventrocks-reader-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(tmpl)) return er__fail(err, ER_IO, "%s: %s", tmpl, strerror(errno));
+    rocksdb_options_set_max_open_files(s->options, -1);
+    rocksdb_options_set_max_open_files(s->scan_options, -1);
+    s->db = rocksdb_open_as_secondary_column_families(
+        s->options, s->path, tmpl, n, names, opts, handles, &rerr);
+    /* Only its info log lives there, open and never rotated: unlink it now,
+     * so that no directory is left behind by a reader that gets killed. */
+    remove_tree(tmpl);
+  } else {
+    s->db = rocksdb_open_column_families(s->options, s->path, n, names, opts,
+                                         handles, &rerr);
+  }
+  if (!rerr) return ER_OK;
+  rc = er__rocks_fail(err, s->path, rerr);
+  if (rc == ER_LOCKED)
+    er__fail(err, ER_LOCKED, "%s: the store is already open for writing", s->path);
+  return rc;
+}
+
 /* Open the RocksDB database with our column families and any others it
  * already has (families added by newer versions must be opened too). */
 static int open_db(er_store *s, er_error *err) {
-  char *rerr = NULL;
   char **existing = NULL;
   size_t n_existing = 0, n = CF_COUNT, i, j;
   const char **names = NULL;
   const rocksdb_options_t **opts = NULL;
   rocksdb_column_family_handle_t **handles = NULL;
-  int rc = ER_OK;
+  int rc;
 
-  if (file_exists(s->path, "CURRENT")) {
-    existing = rocksdb_list_column_families(s->options, s->path, &n_existing,
-                                            &rerr);
-    if (rerr) return er__rocks_fail(err, s->path, rerr);
-    for (i = 0, j = 0; i < n_existing; i++)
-      if (strcmp(existing[i], er__cf_names[CF_LOG]) == 0) j = 1;
-    if (!j) {
-      rocksdb_list_column_families_destroy(existing, n_existing);
-      /* a store that another process is creating has its families added
-       * one by one, under RocksDB's lock */
-      if (locked_by_other(s->path))
-        return er__fail(err, ER_LOCKED,
-                        "%s: the store is already open for writing (another "
-                        "process is creating it)",
-                        s->path);
-      return er__fail(err, ER_INVALID,
-                      "%s: not an eventrocks store (no 'log' column family)",
-                      s->path);
-    }
-    /* a read-only open cannot create the families a newer version adds */
-    for (i = 0; s->read_only && i < CF_COUNT; i++) {
-      for (j = 0; j < n_existing; j++)
-        if (strcmp(existing[j], er__cf_names[i]) == 0) break;
-      if (j == n_existing) {
-        rocksdb_list_column_families_destroy(existing, n_existing);
-        return er__fail(err, ER_INVALID,
-                        "%s: the store lacks the '%s' column family; open it "
-                        "once for writing to upgrade it",
-                        s->path, er__cf_names[i]);
-      }
-    }
-  }
+  if ((rc = existing_families(s, &existing, &n_existing, err)) != ER_OK) return rc;
   names = calloc(CF_COUNT + n_existing, sizeof *names);
   opts = calloc(CF_COUNT + n_existing, sizeof *opts);
   handles = calloc(CF_COUNT + n_existing, sizeof *handles);
@@ -397,36 +445,7 @@ static int open_db(er_store *s, er_error *err) {
   for (i = 0; i < n; i++)
     opts[i] = i == CF_LOG || i == CF_STREAMS ? s->scan_options
               : i == CF_HEADS ? s->head_options : s->options;
-  if (s->read_only) {
-    /* A secondary instance, not RocksDB's read-only mode: it reads a
-     * consistent state even while a writer in another process flushes and
-     * deletes files, and can catch up with it later (er_refresh).  Its own
-     * log files go to a private temporary directory. */
-    const char *tmp = getenv("TMPDIR");
-    char tmpl[4096];
-    snprintf(tmpl, sizeof tmpl, "%s/eventrocks-reader-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(tmpl)) {
-      rc = er__fail(err, ER_IO, "%s: %s", tmpl, strerror(errno));
-      goto done;
-    }
-    rocksdb_options_set_max_open_files(s->options, -1);
-    rocksdb_options_set_max_open_files(s->scan_options, -1);
-    s->db = rocksdb_open_as_secondary_column_families(
-        s->options, s->path, tmpl, (int)n, names, opts, handles, &rerr);
-    /* Only its info log lives there, open and never rotated: unlink it now,
-     * so that no directory is left behind by a reader that gets killed. */
-    remove_tree(tmpl);
-  }
-  else
-    s->db = rocksdb_open_column_families(s->options, s->path, (int)n, names,
-                                         opts, handles, &rerr);
-  if (rerr) {
-    rc = er__rocks_fail(err, s->path, rerr);
-    if (rc == ER_LOCKED)
-      er__fail(err, ER_LOCKED, "%s: the store is already open for writing",
-               s->path);
-    goto done;
-  }
+  if ((rc = open_instance(s, (int)n, names, opts, handles, err)) != ER_OK) goto done;
   for (i = 0; i < CF_COUNT; i++) s->cf[i] = handles[i];
   if (n > CF_COUNT) {
     s->extra_cf = malloc((n - CF_COUNT) * sizeof *s->extra_cf);
