@@ -306,6 +306,7 @@ static int locked_by_other(const char *dir) {
 static int rocksdb_own_file(const char *name) {
   size_t n = strlen(name);
   return strcmp(name, "LOCK") == 0 || strcmp(name, "IDENTITY") == 0 ||
+         strcmp(name, "CURRENT") == 0 || /* written since has_store looked */
          strcmp(name, "LOG") == 0 || strncmp(name, "LOG.old.", 8) == 0 ||
          strncmp(name, "MANIFEST-", 9) == 0 || strncmp(name, "OPTIONS-", 8) == 0 ||
          (n > 4 && strcmp(name + n - 4, ".log") == 0) ||
@@ -326,14 +327,15 @@ static int may_create_in(const char *dir, er_error *err) {
     if (!rocksdb_own_file(e->d_name)) foreign = 1;
   }
   closedir(d);
+  /* the lock first: a creator's files come and go while we look */
+  if (locked_by_other(dir))
+    return er__fail(err, ER_LOCKED,
+                    "%s: another process is creating a store there", dir);
   if (foreign)
     return er__fail(err, ER_INVALID,
                     "%s: not an eventrocks store (the directory holds other "
                     "files; a new store needs an empty directory)",
                     dir);
-  if (locked_by_other(dir))
-    return er__fail(err, ER_LOCKED,
-                    "%s: another process is creating a store there", dir);
   return ER_OK;
 }
 
