@@ -17,19 +17,8 @@ function M.payload(i)
   }
 end
 
--- Wall time in seconds from a monotonic clock: eventrocks.core.monotonic
--- when the module is on the path, else os.clock (CPU time) as a fallback.
-local ok, core = pcall(require, "eventrocks.core")
-if ok and core.monotonic then
-  M.now = core.monotonic
-else
-  local has_system, system = pcall(require, "system")
-  if has_system and system.monotime then
-    M.now = system.monotime
-  else
-    M.now = os.clock
-  end
-end
+-- Wall time in seconds from a monotonic clock (lua-system).
+M.now = require("system").monotime
 
 function M.args()
   local workload, n, dir, durable = arg[1], tonumber(arg[2]), arg[3], arg[4]

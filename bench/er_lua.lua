@@ -151,7 +151,7 @@ elseif workload == "snapshot" then
 elseif workload == "latency" then
   -- Grow the store in 100-event appends (untimed) to 10k, 1M and 10M events
   -- (those below N) and N; at each size let RocksDB finish the compactions
-  -- the bulk fill left behind (core.wait_idle: the latency of a store of
+  -- the bulk fill left behind (store:_wait_idle: the latency of a store of
   -- that size, not of one still digesting a load made at full speed), then
   -- time 10,000 single appends one by one.
   local core = require "eventrocks.core"
@@ -166,7 +166,7 @@ elseif workload == "latency" then
   for _, size in ipairs(sizes) do
     local need = size - store:last_position()
     if need > 0 then fill_orders(store, need - need % 100, 100, store:last_position()) end
-    assert(core.wait_idle(store, 300000), "RocksDB did not settle in 5 minutes")
+    assert(store:_wait_idle(300000), "RocksDB did not settle in 5 minutes")
     for s = 0, 999 do ver[s] = store:version(names[s]) end
     local lat = {}
     for j = 1, 10000 do

@@ -61,7 +61,7 @@ end
 -- The binding's append of `ev` in a transaction that is dropped: true, or
 -- false and the message it raised.  Returning nil, err is a failure.
 local function append_checks(ev, line)
-  local txn = assert(core.txn(store))
+  local txn = assert(store:_txn())
   local events = { { id = ev.id, type = ev.type, data = ev.data, metadata = ev.metadata } }
   local called, ok, err = pcall(txn.append, txn, ev.stream, events,
     { expected = ev.version - 1, time = ev.time })

@@ -45,6 +45,7 @@ typedef struct lstore {
   int hook_ref;         /* registry ref of the commit hook function, or LUA_NOREF */
   int hook_err_ref;     /* registry ref of the error the hook raised, or LUA_NOREF */
   int in_hook;          /* 1 while the hook runs: no appends, commits, close */
+  int reader_ref;       /* registry ref of its class's reader (get_reader) */
 } lstore;
 
 typedef struct ltxn {
@@ -63,7 +64,7 @@ typedef struct liter {
 /* ---- helpers -------------------------------------------------------------- */
 
 static liter *new_iter(lua_State *L, int kind);
-static int return_iter(lua_State *L);
+static int return_iter(lua_State *L, const lstore *ls);
 
 static void *lalloc(lua_State *L, void *p, size_t old, size_t size) {
   void *ud;
@@ -73,8 +74,27 @@ static void *lalloc(lua_State *L, void *p, size_t old, size_t size) {
   return np;
 }
 
+/* Keys (their addresses) of the registry and of store metatables. */
+static const char store_tag = 0;   /* a store metatable holds true here */
+static const char reader_key = 0;  /* a store metatable holds its reader here */
+static const char classes_key = 0; /* registry: class table -> store metatable */
+
+/* The store at idx, open or closed; raises when it is not a store.  Stores
+ * of different classes (core.open's third argument) have different
+ * metatables, all tagged with store_tag. */
+static lstore *to_store(lua_State *L, int idx) {
+  lstore *ls = lua_touserdata(L, idx);
+  if (ls && lua_getmetatable(L, idx)) {
+    int is_store = lua_rawgetp(L, -1, &store_tag) == LUA_TBOOLEAN;
+    lua_pop(L, 2);
+    if (is_store) return ls;
+  }
+  luaL_typeerror(L, idx, STORE_MT);
+  return NULL;
+}
+
 static lstore *check_store(lua_State *L, int idx) {
-  lstore *ls = luaL_checkudata(L, idx, STORE_MT);
+  lstore *ls = to_store(L, idx);
   if (!ls->s) luaL_error(L, "attempt to use a closed store");
   return ls;
 }
@@ -200,7 +220,6 @@ static int raise_corrupt(lua_State *L, uint64_t position) {
  * value is the cache's anchors table (er_value.h); the table also holds the
  * event field names at 1..8 and the event metatable at 9, so that each
  * field is set without looking its name up from a C string. */
-static const char reader_key = 0; /* its address keys it in the registry */
 enum { F_ID = 1, F_STREAM, F_VERSION, F_POSITION, F_TYPE, F_TIME, F_DATA,
        F_METADATA, F_MT };
 static const char *const field_names[] = {
@@ -212,17 +231,18 @@ typedef struct reader {
   int t; /* stack index of the anchors table */
 } reader;
 
-/* Push the reader's userdata and its table (two slots; the caller pops
- * them or returns above them) and fill `r`. */
-static void get_reader(lua_State *L, reader *r) {
+/* Push the reader of the store's class and its table (two slots; the
+ * caller pops them or returns above them) and fill `r`. */
+static void get_reader(lua_State *L, const lstore *ls, reader *r) {
   luaL_checkstack(L, 2, NULL);
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &reader_key);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ls->reader_ref);
   r->cache = lua_touserdata(L, -1);
   lua_getiuservalue(L, -1, 1);
   r->t = lua_gettop(L);
 }
 
-static void new_reader(lua_State *L) {
+/* Push a new reader whose events get the metatable at index mt. */
+static void new_reader(lua_State *L, int mt) {
   er_strcache *c = lua_newuserdatauv(L, sizeof *c, 1);
   int i;
   memset(c, 0, sizeof *c);
@@ -231,10 +251,9 @@ static void new_reader(lua_State *L) {
     lua_pushstring(L, field_names[i]);
     lua_rawseti(L, -2, i + 1);
   }
-  luaL_getmetatable(L, EVENT_MT);
+  lua_pushvalue(L, mt);
   lua_rawseti(L, -2, F_MT);
   lua_setiuservalue(L, -2, 1);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &reader_key);
 }
 
 /* Push the event as a table with exactly the fields API.md lists, using
@@ -288,7 +307,11 @@ corrupt:
 
 /* ---- module functions ----------------------------------------------------- */
 
-static int l_open(lua_State *L) {
+static void push_store_class(lua_State *L, int cls);
+
+/* The open of l_open and of the openers: the class table at index 3 or
+ * nil there (the plain class). */
+static int open_store(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   er_options o;
   er_error err;
@@ -301,39 +324,46 @@ static int l_open(lua_State *L) {
   o.read_only = opt_boolean(L, 2, "read_only", 0);
   o.max_event_size = (size_t)opt_integer(L, 2, "max_event_size", 1,
                                          (lua_Integer)ER_DEFAULT_MAX_EVENT_SIZE);
+  push_store_class(L, lua_isnil(L, 3) ? 0 : 3); /* 4 */
   ls = lua_newuserdatauv(L, sizeof *ls, 1);
   memset(ls, 0, sizeof *ls);
-  ls->hook_ref = ls->hook_err_ref = LUA_NOREF;
-  luaL_setmetatable(L, STORE_MT);
+  ls->hook_ref = ls->hook_err_ref = ls->reader_ref = LUA_NOREF;
+  lua_pushvalue(L, 4);
+  lua_setmetatable(L, -2);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1); /* the path, for tostring */
+  lua_rawgetp(L, 4, &reader_key);
+  ls->reader_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   rc = er_open(path, &o, &ls->s, &err);
   if (rc != ER_OK) return push_error(L, &err);
   return 1;
 }
 
-/* core.sleep(ms): pause the calling thread (follow mode of projections). */
-static int l_sleep(lua_State *L) {
-  lua_Number ms = luaL_checknumber(L, 1);
-  struct timespec ts;
-  luaL_argcheck(L, ms >= 0 && ms < 1e9, 1, "milliseconds out of range");
-  ts.tv_sec = (time_t)(ms / 1000);
-  ts.tv_nsec = (long)((ms - (lua_Number)ts.tv_sec * 1000) * 1e6);
-  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
-  return 0;
+/* core.open(path [, opts [, class]]) -> store, or nil, err.  class: the
+ * methods written in Lua ({methods = {name = function}}) and the metatable
+ * of the events read ({event = mt}); none: the core's methods only. */
+static int l_open(lua_State *L) {
+  if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
+  lua_settop(L, 3);
+  return open_store(L);
 }
 
-/* core.monotonic() -> seconds (float) of a clock that never jumps */
-static int l_monotonic(lua_State *L) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
-  return 1;
+/* The function core.opener returns: open(path [, opts]). */
+static int open_class(lua_State *L) {
+  lua_settop(L, 2);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  return open_store(L);
 }
 
-/* core.isatty(fd) -> boolean */
-static int l_isatty(lua_State *L) {
-  lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+/* core.opener(class) -> open(path [, opts]) opening stores of that class
+ * (see core.open); the class is checked now.  The eventrocks module's
+ * open is one, so that argument errors name the caller's line. */
+static int l_opener(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  push_store_class(L, 1);
+  lua_pop(L, 1);
+  lua_pushcclosure(L, open_class, 1);
   return 1;
 }
 
@@ -344,28 +374,6 @@ static int l_wait_idle(lua_State *L) {
   lua_Integer ms = luaL_optinteger(L, 2, 60000);
   luaL_argcheck(L, ms >= 0 && ms <= INT_MAX, 2, "timeout out of range");
   lua_pushboolean(L, er_wait_idle(ls->s, (int)ms));
-  return 1;
-}
-
-/* core.disk_size(dir) -> bytes of the regular files in `dir`, or nil, msg */
-static int l_disk_size(lua_State *L) {
-  const char *dir = luaL_checkstring(L, 1);
-  DIR *d = opendir(dir);
-  struct dirent *e;
-  lua_Integer total = 0;
-  if (!d) {
-    lua_pushnil(L);
-    lua_pushfstring(L, "%s: %s", dir, strerror(errno));
-    return 2;
-  }
-  while ((e = readdir(d)) != NULL) {
-    struct stat st;
-    char path[4096];
-    if (snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= (int)sizeof path) continue;
-    if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) total += (lua_Integer)st.st_size;
-  }
-  closedir(d);
-  lua_pushinteger(L, total);
   return 1;
 }
 
@@ -513,7 +521,7 @@ static size_t collect_events(lua_State *L, lstore *ls) {
   luaL_checktype(L, 3, LUA_TTABLE);
   ls->buf.len = 0;
   lua_settop(L, 4);
-  get_reader(L, &r); /* 5, 6 */
+  get_reader(L, ls, &r); /* 5, 6 */
   lua_rawgeti(L, r.t, F_TYPE);
   if (lua_rawget(L, 3) != LUA_TNIL) { /* one event */
     lua_pop(L, 1);
@@ -593,7 +601,7 @@ static int lua_commit_hook(void *ud, er_txn *t, const er_event *evs, size_t n,
     err->code = ER_NOMEM;
     return ER_NOMEM;
   }
-  get_reader(L, &r);
+  get_reader(L, ls, &r);
   lua_rawgeti(L, LUA_REGISTRYINDEX, ls->hook_ref);
   lt = lua_newuserdatauv(L, sizeof *lt, 0);
   memset(lt, 0, sizeof *lt);
@@ -924,7 +932,7 @@ static int l_scan(lua_State *L) {
   li = new_iter(L, LI_KV);
   if (er_scan(ls->s, space, prefix, plen, &li->it, &err) != ER_OK)
     return raise_error(L, &err);
-  return return_iter(L);
+  return return_iter(L, ls);
 }
 
 /* ---- store: reads --------------------------------------------------------- */
@@ -992,7 +1000,7 @@ static int store_event(lua_State *L) {
     return 1;
   }
   if (rc != ER_OK) return push_error(L, &err);
-  get_reader(L, &r);
+  get_reader(L, ls, &r);
   rc = push_event(L, &ev, &r);
   er_free(*box);
   *box = NULL;
@@ -1100,9 +1108,9 @@ static int iter_next(lua_State *L) {
   return raise_error(L, &err);
 }
 
-static int return_iter(lua_State *L) {
+static int return_iter(lua_State *L, const lstore *ls) {
   reader r;
-  get_reader(L, &r);
+  get_reader(L, ls, &r);
   luaL_getmetatable(L, ITER_MT);
   lua_pushvalue(L, -4); /* the iterator, for a call without arguments */
   lua_pushcclosure(L, iter_next, 4);
@@ -1211,7 +1219,7 @@ static int store_read(lua_State *L) {
                       count < 0 ? ER_UNLIMITED : (uint64_t)count, backward,
                       &li->it, &err);
   if (rc != ER_OK) return raise_error(L, &err);
-  return return_iter(L);
+  return return_iter(L, ls);
 }
 
 static int store_all(lua_State *L) {
@@ -1255,7 +1263,7 @@ static int store_all(lua_State *L) {
   rc = er_read_all(ls->s, (uint64_t)from, count < 0 ? ER_UNLIMITED : (uint64_t)count,
                    &f, &li->it, &err);
   if (rc != ER_OK) return raise_error(L, &err);
-  return return_iter(L);
+  return return_iter(L, ls);
 }
 
 static int store_streams(lua_State *L) {
@@ -1271,19 +1279,20 @@ static int store_streams(lua_State *L) {
   li = new_iter(L, LI_STREAMS);
   rc = er_list_streams(ls->s, prefix ? prefix : "", len, &li->it, &err);
   if (rc != ER_OK) return raise_error(L, &err);
-  return return_iter(L);
+  return return_iter(L, ls);
 }
 
 /* ---- store: life cycle ---------------------------------------------------- */
 
 static int store_close(lua_State *L) {
-  lstore *ls = luaL_checkudata(L, 1, STORE_MT);
+  lstore *ls = to_store(L, 1);
   if (ls->in_hook) return luaL_error(L, "cannot close a store inside its commit hook");
   if (ls->s) er_close(ls->s);
   ls->s = NULL;
   luaL_unref(L, LUA_REGISTRYINDEX, ls->hook_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, ls->hook_err_ref);
-  ls->hook_ref = ls->hook_err_ref = LUA_NOREF;
+  luaL_unref(L, LUA_REGISTRYINDEX, ls->reader_ref);
+  ls->hook_ref = ls->hook_err_ref = ls->reader_ref = LUA_NOREF;
   er_buf_free(L, &ls->kvbuf);
   er_buf_free(L, &ls->buf);
   lalloc(L, ls->evs, ls->evs_cap * sizeof *ls->evs, 0);
@@ -1295,7 +1304,7 @@ static int store_close(lua_State *L) {
 }
 
 static int store_tostring(lua_State *L) {
-  lstore *ls = luaL_checkudata(L, 1, STORE_MT);
+  lstore *ls = to_store(L, 1);
   lua_getiuservalue(L, 1, 1);
   if (!ls->s) lua_pushfstring(L, STORE_MT " (%s, closed)", lua_tostring(L, -1));
   else if (er_is_read_only(ls->s))
@@ -1315,26 +1324,6 @@ static int error_tostring(lua_State *L) {
   if (!lua_isstring(L, -1)) lua_pushliteral(L, "eventrocks error");
   return 1;
 }
-
-static const luaL_Reg store_methods[] = {
-  {"append", store_append},
-  {"version", store_version},
-  {"read", store_read},
-  {"all", store_all},
-  {"event", store_event},
-  {"last_position", store_last_position},
-  {"refresh", store_refresh},
-  {"streams", store_streams},
-  {"close", store_close},
-  {NULL, NULL}
-};
-
-static const luaL_Reg store_meta[] = {
-  {"__gc", store_close},
-  {"__close", store_close},
-  {"__tostring", store_tostring},
-  {NULL, NULL}
-};
 
 static const luaL_Reg iter_meta[] = {
   {"__gc", iter_close},
@@ -1435,6 +1424,115 @@ static int l_debug_get(lua_State *L) {
   return 1;
 }
 
+static const luaL_Reg store_methods[] = {
+  {"append", store_append},
+  {"version", store_version},
+  {"read", store_read},
+  {"all", store_all},
+  {"event", store_event},
+  {"last_position", store_last_position},
+  {"refresh", store_refresh},
+  {"streams", store_streams},
+  {"close", store_close},
+  /* for the Lua modules, the command line and the tests */
+  {"_txn", l_txn},
+  {"_set_hook", l_set_hook},
+  {"_wait_idle", l_wait_idle},
+  {"_check", l_check},
+  {"_get", l_get},
+  {"_scan", l_scan},
+  {"_is_read_only", l_is_read_only},
+  {"_debug_put", l_debug_put},
+  {"_debug_delete", l_debug_delete},
+  {"_debug_get", l_debug_get},
+  {NULL, NULL}
+};
+
+static const luaL_Reg store_meta[] = {
+  {"__gc", store_close},
+  {"__close", store_close},
+  {"__tostring", store_tostring},
+  {NULL, NULL}
+};
+
+/* ---- store classes -------------------------------------------------------- */
+
+/* Add the methods of the class table at index cls (its field `methods`, a
+ * table of functions, or nothing) to the methods table on top.  Raises on a
+ * name that is not a string or that the store has already. */
+static void add_class_methods(lua_State *L, int cls) {
+  int methods = lua_gettop(L), extra;
+  if (lua_getfield(L, cls, "methods") == LUA_TNIL) {
+    lua_pop(L, 1);
+    return;
+  }
+  if (!lua_istable(L, -1)) luaL_argerror(L, cls, "methods must be a table");
+  extra = lua_gettop(L);
+  lua_pushnil(L);
+  while (lua_next(L, extra)) {
+    if (lua_type(L, -2) != LUA_TSTRING || !lua_isfunction(L, -1))
+      luaL_argerror(L, cls, "methods must map names to functions");
+    lua_pushvalue(L, -2);
+    if (lua_rawget(L, methods) != LUA_TNIL)
+      luaL_argerror(L, cls, lua_pushfstring(L, "'%s' is a method of the store already",
+                                          lua_tostring(L, -3)));
+    lua_pop(L, 1);
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, methods);
+  }
+  lua_pop(L, 1);
+}
+
+/* Push the event metatable of the class table at index cls (its field
+ * `event`), or the plain one when cls is 0 or has none. */
+static void push_event_metatable(lua_State *L, int cls) {
+  if (cls && lua_getfield(L, cls, "event") != LUA_TNIL) {
+    if (!lua_istable(L, -1)) luaL_argerror(L, cls, "event must be a metatable");
+    return;
+  }
+  if (cls) lua_pop(L, 1);
+  luaL_getmetatable(L, EVENT_MT);
+}
+
+/* Push the store metatable of the class table at index cls (0: the plain
+ * class), made at its first use and kept as long as the class table lives.
+ * As liolib's createmeta, the metamethods live in the metatable and the
+ * methods in a table of their own, its __index. */
+static void push_store_class(lua_State *L, int cls) {
+  static const char *const class_keys[] = {"methods", "event", NULL};
+  int classes, mt;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &classes_key);
+  classes = lua_gettop(L);
+  if (cls) lua_pushvalue(L, cls);
+  else lua_pushboolean(L, 1); /* the plain class */
+  if (lua_rawget(L, classes) != LUA_TNIL) {
+    lua_remove(L, classes);
+    return;
+  }
+  lua_pop(L, 1);
+  if (cls) check_opts(L, cls, class_keys);
+  lua_createtable(L, 0, 6);
+  mt = lua_gettop(L);
+  luaL_setfuncs(L, store_meta, 0);
+  lua_pushliteral(L, STORE_MT);
+  lua_setfield(L, mt, "__name");
+  lua_pushboolean(L, 1);
+  lua_rawsetp(L, mt, &store_tag);
+  luaL_newlib(L, store_methods);
+  if (cls) add_class_methods(L, cls);
+  lua_setfield(L, mt, "__index");
+  push_event_metatable(L, cls);
+  new_reader(L, lua_gettop(L));
+  lua_rawsetp(L, mt, &reader_key);
+  lua_pop(L, 1); /* the event metatable */
+  if (cls) lua_pushvalue(L, cls);
+  else lua_pushboolean(L, 1); /* the plain class */
+  lua_pushvalue(L, mt);
+  lua_rawset(L, classes);
+  lua_remove(L, classes);
+}
+
 static int txn_tostring(lua_State *L) {
   ltxn *lt = luaL_checkudata(L, 1, TXN_MT);
   lua_pushfstring(L, TXN_MT " (%s)", lt->t ? "open" : "finished");
@@ -1457,22 +1555,9 @@ static const luaL_Reg txn_meta[] = {
 
 static const luaL_Reg functions[] = {
   {"open", l_open},
+  {"opener", l_opener},
   {"uuid", l_uuid},
-  {"txn", l_txn},
-  {"set_hook", l_set_hook},
-  {"sleep", l_sleep},
-  {"isatty", l_isatty},
-  {"monotonic", l_monotonic},
-  {"disk_size", l_disk_size},
-  {"wait_idle", l_wait_idle},
-  {"check", l_check},
-  {"debug_put", l_debug_put},
-  {"debug_delete", l_debug_delete},
-  {"debug_get", l_debug_get},
-  {"get", l_get},
-  {"scan", l_scan},
   {"decode", l_decode},
-  {"is_read_only", l_is_read_only},
   {"log_raw", l_log_raw},
   {NULL, NULL}
 };
@@ -1493,13 +1578,13 @@ int luaopen_eventrocks_core(lua_State *L) {
   lua_pushinteger(L, ER_MAX_KEY_LEN);
   lua_setfield(L, -2, "MAX_KEY_LEN");
 
-  luaL_newmetatable(L, STORE_MT);
-  luaL_setfuncs(L, store_meta, 0);
-  luaL_newlib(L, store_methods);
-  lua_pushvalue(L, -1);
-  lua_setfield(L, -3, "__index");
-  lua_setfield(L, -3, "store_methods"); /* so Lua modules can add methods */
-  lua_setfield(L, -2, "store_metatable");
+  /* the store metatables of the classes (push_store_class), weak keys */
+  lua_createtable(L, 0, 1);
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &classes_key);
 
   luaL_newmetatable(L, ITER_MT);
   luaL_setfuncs(L, iter_meta, 0);
@@ -1513,9 +1598,8 @@ int luaopen_eventrocks_core(lua_State *L) {
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
 
-  luaL_newmetatable(L, EVENT_MT);
-  lua_setfield(L, -2, "event_metatable");
-  new_reader(L);
+  luaL_newmetatable(L, EVENT_MT); /* the events of the plain class */
+  lua_pop(L, 1);
 
   luaL_newmetatable(L, MEM_MT);
   lua_pushcfunction(L, mem_gc);

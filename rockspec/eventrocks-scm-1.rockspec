@@ -1,7 +1,8 @@
 -- eventrocks: an embedded event store for Lua 5.4 with a C core on RocksDB.
 -- Build from a checkout:  luarocks --lua-version=5.4 make rockspec/eventrocks-scm-1.rockspec
 -- System packages (Debian): liblua5.4-dev librocksdb-dev libmsgpuck-dev libxxhash-dev libnats-dev,
--- and for the eventrocks command lua-argparse lua-dkjson lua-readline (tools/deps.sh).
+-- lua-system lua-filesystem lua-luv, and for the eventrocks command lua-argparse lua-dkjson
+-- lua-readline (tools/deps.sh).
 rockspec_format = "3.0"
 package = "eventrocks"
 version = "scm-1"
@@ -37,6 +38,7 @@ build = {
     ["eventrocks.jsonl"] = "lua/eventrocks/jsonl.lua",
     ["eventrocks.progress"] = "lua/eventrocks/progress.lua",
     ["eventrocks.options"] = "lua/eventrocks/options.lua",
+    ["eventrocks.sys"] = "lua/eventrocks/sys.lua",
     ["eventrocks.cli"] = "lua/eventrocks/cli.lua",
     ["eventrocks.repl"] = "lua/eventrocks/repl.lua",
     ["eventrocks.jetstream"] = "lua/eventrocks/jetstream.lua",

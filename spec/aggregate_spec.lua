@@ -82,12 +82,12 @@ local function range(a, b)
 end
 
 local function snapshot(store, stream)
-  return core.get(store, "snapshots", stream)
+  return store:_get("snapshots", stream)
 end
 
 local function snapshot_keys(store)
   local out = {}
-  for k, v in core.scan(store, "snapshots") do out[#out + 1] = { k, v.version } end
+  for k, v in store:_scan("snapshots") do out[#out + 1] = { k, v.version } end
   return out
 end
 

@@ -6,6 +6,7 @@
 local H = require "helper"
 local jsonl = require "eventrocks.jsonl"
 local core = require "eventrocks.core"
+local pretty = require "eventrocks.pretty"
 
 local fmt = string.format
 
@@ -209,7 +210,7 @@ describe("formats read by other programs", function()
       for p, i, s, v, y, tm, b in core.log_raw(t.store, 1, 1) do
         pos, id, stream, version, ty, time, body = p, i, s, v, y, tm, b
       end
-      local ev = setmetatable(core.decode(body), core.event_metatable)
+      local ev = setmetatable(core.decode(body), pretty.event_metatable)
       local text = jsonl.encode_event(ev)
       local file = os.tmpname()
       write_file(file, text .. "\n")
@@ -371,8 +372,8 @@ describe("formats read by other programs", function()
     end)
 
     it("stored as a value, reads back as a corruption error, not a float", function()
-      assert(core.debug_put(t.store, "views", "k", "\129\161x" .. MAX))
-      local v, err = core.get(t.store, "views", "k")
+      assert(t.store:_debug_put("views", "k", "\129\161x" .. MAX))
+      local v, err = t.store:_get("views", "k")
       assert.is_nil(v)
       assert.equal("corruption", err.code)
     end)

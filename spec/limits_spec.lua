@@ -207,7 +207,7 @@ describe("limits", function()
       local s = assert(H.open(t, t.dir))
       assert.equal(N, s:version("big-1"))
       assert.equal(N, s:event(N + 1).data)
-      local problems = core.check(s)
+      local problems = s:_check()
       assert.equal(0, problems)
     end)
 

@@ -102,17 +102,11 @@ local M = {}
 
 local fmt = string.format
 
-local ok_core, core = pcall(require, "eventrocks.core")
-if not ok_core then core = nil end
+local system = require "system" -- lua-system: a monotonic clock and sleeping
 
-function M.now()
-  if core then return core.monotonic() end
-  return os.time()
-end
+function M.now() return system.monotime() end
 
-function M.sleep(s)
-  if core then core.sleep(math.max(1, math.floor(s * 1000 + 0.5))) else os.execute(fmt("sleep %.3f", s)) end
-end
+function M.sleep(s) system.sleep(math.max(0.001, s)) end
 
 local function shquote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 M.shquote = shquote

@@ -7,7 +7,7 @@
 set -eu
 PKGS="make gcc libc6-dev pkg-config lua5.4 liblua5.4-dev librocksdb-dev
 libmsgpuck-dev libxxhash-dev libcmocka-dev lua-busted luarocks valgrind jq python3
-lua-argparse lua-dkjson lua-readline lua-luv nats-server libnats-dev openssl
+lua-system lua-filesystem lua-argparse lua-dkjson lua-readline lua-luv nats-server libnats-dev openssl
 tmux"
 for group in "$@"; do
   case $group in

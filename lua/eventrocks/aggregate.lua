@@ -324,7 +324,7 @@ function Repo:load(id, opts)
   local stream = spec.name .. "-" .. id
   local agg = new_instance(self.class, id, spec.init(id), 0)
   if max_time == nil and max_version ~= 0 then
-    local snap = core.get(self.store, "snapshots", stream)
+    local snap = self.store:_get("snapshots", stream)
     if usable_snapshot(snap, spec, max_version) then
       agg.state, agg.version = snap.state, snap.version
     end
@@ -367,7 +367,7 @@ function Repo:save(agg)
   local queue = p.queue
   if #queue == 0 then return agg.version end
   local spec = self.spec
-  local txn, err = core.txn(self.store)
+  local txn, err = self.store:_txn()
   if not txn then return nil, err end
   local ok
   ok, err = txn:append(agg.stream, queue, { expected = p.base })

@@ -9,6 +9,8 @@ local argparse = require "argparse"
 local er = require "eventrocks"
 local core = require "eventrocks.core"
 local pretty = require "eventrocks.pretty"
+local system = require "system"
+local sys = require "eventrocks.sys"
 local jsonl = require "eventrocks.jsonl"
 
 local M = {}
@@ -20,7 +22,7 @@ local stdout, stderr = io.stdout, io.stderr
 -- Output helpers
 
 local function use_colour()
-  return core.isatty(1) and (os.getenv("NO_COLOR") or "") == "" and os.getenv("TERM") ~= "dumb"
+  return sys.isatty(1) and (os.getenv("NO_COLOR") or "") == "" and os.getenv("TERM") ~= "dumb"
 end
 
 local paint = {}
@@ -66,7 +68,7 @@ local function try_open(dir, writable, create)
   for attempt = 1, writable and 1 or 5 do
     store, err = er.open(dir, opts)
     if store or (err.code ~= "io" and err.code ~= "corruption") then break end
-    core.sleep(20 * attempt)
+    system.sleep(0.02 * attempt)
   end
   return store, err
 end
@@ -150,7 +152,7 @@ function commands.tail(args)
       error(err, 0)
     end
     stdout:flush()
-    core.sleep(interval)
+    system.sleep(interval / 1000)
     store:refresh() -- a failure here is retried at the next poll
   end
 end
@@ -246,7 +248,7 @@ function commands.stats(args)
     if n % 4096 == 0 then bar.step(n) end
   end
   if n > 0 then bar.done(n) end
-  local size = core.disk_size(dir)
+  local size = sys.disk_size(dir)
   local function sorted(t)
     local rows = {}
     for k, v in pairs(t) do rows[#rows + 1] = { name = k, count = v } end
@@ -355,7 +357,7 @@ function commands.import(args)
   local function flush()
     if #group == 0 then return end
     local first = group[1]
-    local txn = assert(core.txn(store))
+    local txn = assert(store:_txn())
     local events = {}
     for i, ev in ipairs(group) do
       events[i] = { id = ev.id, type = ev.type, data = ev.data, metadata = ev.metadata }
@@ -430,7 +432,7 @@ function commands.check(args)
   local store <close> = open_store(args)
   local last = store:last_position()
   local bar = progress("checking", 3 * last)
-  local problems, messages = core.check(store, function(done) bar.step(done) end)
+  local problems, messages = store:_check(function(done) bar.step(done) end)
   if not problems then fail(tostring(messages)) end
   if last > 0 then bar.done(3 * last) end
   local function problem(msg)
@@ -445,11 +447,11 @@ function commands.check(args)
   end
   local streams = 0
   local streams_ok = pcall(function() for _ in store:streams() do streams = streams + 1 end end)
-  -- (a damaged head is one of core.check's problems already)
+  -- (a damaged head is one of store:_check's problems already)
   -- snapshots and checkpoints belong to the Lua layer: check them here
   local snapshots, checkpoints = 0, 0
   guarded("snapshots", function()
-    for stream, snap in core.scan(store, "snapshots") do
+    for stream, snap in store:_scan("snapshots") do
       snapshots = snapshots + 1
       local v = store:version(stream)
       if type(snap) ~= "table" or math.type(snap.version) ~= "integer" then
@@ -461,7 +463,7 @@ function commands.check(args)
     end
   end)
   guarded("checkpoints", function()
-    for name, pos in core.scan(store, "checkpoints") do
+    for name, pos in store:_scan("checkpoints") do
       checkpoints = checkpoints + 1
       local proj, js = name:match("^(.*)%z(jetstream)$")
       local what = name:match("^relay:") and "relay " .. escape(name:sub(7)) or "projection " .. escape(proj or name)
@@ -622,7 +624,7 @@ function M.main(argv)
     stdout:write(p:get_help(), "\n")
     return 0
   end
-  if not core.isatty(1) then stdout:setvbuf("full") end
+  if not sys.isatty(1) then stdout:setvbuf("full") end
   local run_ok, res = pcall(commands[args.command], args)
   stdout:flush()
   if run_ok then return res or 0 end

@@ -1,11 +1,24 @@
 --- eventrocks: an embedded event store for Lua 5.4 on RocksDB.
 -- The store itself lives in the C module `eventrocks.core`; this module
--- gives it its public face (see README.md and API.md).
+-- gives it its public face (see README.md and doc/api.md): the stores it
+-- opens have the methods written in Lua below besides the core's own, and
+-- their events print with pretty.event.
 local core = require "eventrocks.core"
 local pretty = require "eventrocks.pretty"
 local aggregate = require "eventrocks.aggregate"
 local projection = require "eventrocks.projection"
-local jetstream = require "eventrocks.jetstream"
+
+local function jetstream() return require "eventrocks.jetstream" end
+
+-- The class of the stores eventrocks.open opens (see core.open).
+local STORE = {
+  methods = {
+    repository = aggregate.repository,
+    projection = projection.projection,
+    relay = function(store, ...) return jetstream().relay(store, ...) end,
+  },
+  event = pretty.event_metatable,
+}
 
 local M = {
   _VERSION = "eventrocks " .. core.version,
@@ -14,22 +27,12 @@ local M = {
   STREAM_EXISTS = core.STREAM_EXISTS,
   FORMAT = core.FORMAT,
   MAX_DEPTH = core.MAX_DEPTH,
-  open = core.open,
+  --- open(path [, opts]) -> store, or nil, err
+  open = core.opener(STORE),
   uuid = core.uuid,
   aggregate = aggregate.aggregate,
-  jetstream_source = jetstream.source,
-  jetstream_connect = jetstream.connect,
+  jetstream_source = function(...) return jetstream().source(...) end,
+  jetstream_connect = function(...) return jetstream().connect(...) end,
 }
-
--- store methods written in Lua
-core.store_methods.repository = aggregate.repository
-core.store_methods.projection = projection.projection
-core.store_methods.relay = jetstream.relay
-
---- A one-line summary of an event, e.g.
--- `#42 product-1@3 PriceIncreased 2026-11-27T21:41:06.123456Z {delta = 5}`
--- (control bytes in the stream id and type escaped: see pretty.escape).
-core.event_metatable.__tostring = pretty.event
-core.event_metatable.__name = "eventrocks.event"
 
 return M

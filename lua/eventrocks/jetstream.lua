@@ -24,6 +24,8 @@
 --   events), and acknowledges afterwards; a redelivered message is at or
 --   below the recorded sequence and is skipped.
 local core = require "eventrocks.core"
+local system = require "system"
+local pretty = require "eventrocks.pretty"
 
 local M = {}
 
@@ -43,7 +45,7 @@ end
 
 -- Write (value nil: delete) one checkpoint, in a write of its own.
 local function write_checkpoint(store, key, value)
-  local txn, err = core.txn(store)
+  local txn, err = store:_txn()
   if not txn then return nil, err end
   if value == nil then txn:delete("checkpoints", key) else txn:put("checkpoints", key, value) end
   local ok
@@ -228,7 +230,7 @@ function M.relay(store, name, opts)
   if opts.connection ~= nil then r.conn, r.own_conn = opts.connection, false end
   -- Beside a writer (a read-only handle), the relay cannot write its
   -- checkpoint: the chain makes JetStream's last message one (see _sync).
-  r.read_only = core.is_read_only(store)
+  r.read_only = store:_is_read_only()
   r.mem_cp = 0
   r.cat_cache, r.cat_count, r.subj_cache = {}, 0, {}
   r.sent = 0 -- messages published since the publisher's last complete
@@ -248,7 +250,7 @@ end
 
 function Relay:_checkpoint()
   if self.read_only then return self.mem_cp end
-  local cp, err = core.get(self.store, "checkpoints", self.key)
+  local cp, err = self.store:_get("checkpoints", self.key)
   if cp == nil and err == nil then return 0 end
   if mtype(cp) == "integer" and cp >= 0 then return cp end
   return nil, new_error("corruption", fmt("relay '%s': its checkpoint is damaged", self.name))
@@ -396,7 +398,7 @@ function Relay:_batch(cp)
   local seq, n, pos, seen = self.seq, 0, cp, 0
   local jsonl = self.json and require "eventrocks.jsonl"
   local category, wanted, subject_fn = self.category, self.wanted, self.subject_fn
-  local event_mt = core.event_metatable
+  local event_mt = pretty.event_metatable
   for position, id, stream, version, ty, time, body in core.log_raw(store, cp + 1, self.batch) do
     if position ~= pos + 1 then break end
     seen = seen + 1
@@ -499,7 +501,7 @@ function Relay:run(opts)
   local total, failing_since, attempt, cp = 0, nil, 0, nil
   local function failed(err)
     if not transient(err) then return false end
-    local now = core.monotonic()
+    local now = system.monotime()
     failing_since = failing_since or now
     if now - failing_since > retry_for / 1000 then return false end
     -- outages are the connection's business (max_reconnect, reconnect_wait):
@@ -507,7 +509,7 @@ function Relay:run(opts)
     if not self.conn or self.conn:status() == "closed" then return false end
     attempt = attempt + 1
     if on_retry then on_retry(err, attempt) end
-    core.sleep(math.min(50 * attempt, 1000))
+    system.sleep(math.min(0.05 * attempt, 1))
     cp = nil -- resynchronise with JetStream
     return true
   end
@@ -545,7 +547,7 @@ function Relay:run(opts)
           if done then return total, pos end
           if done == nil then return nil, derr end
         elseif not full then
-          core.sleep(interval)
+          system.sleep(interval / 1000)
         end
       end
     end
@@ -600,7 +602,7 @@ function M.is_source(v) return type(v) == "table" and rawget(v, "_is_source") ==
 local function state_key(proj) return proj.name .. "\0jetstream" end
 
 function M.state(proj)
-  local st, err = core.get(proj.store, "checkpoints", state_key(proj))
+  local st, err = proj.store:_get("checkpoints", state_key(proj))
   if st == nil and err == nil then return { seq = 0, position = 0 } end
   if type(st) == "table" and mtype(st.seq) == "integer" and mtype(st.position) == "integer" then return st end
   return nil, new_error("corruption", fmt("projection '%s': its JetStream checkpoint is damaged", proj.name))
@@ -737,7 +739,7 @@ local function event_of(body, seq, jstream)
   if type(ev.metadata) ~= "table" then
     return nil, new_error("corruption", fmt("%s: its event's metadata is not a table", msg_label(jstream, seq)))
   end
-  return setmetatable(ev, core.event_metatable)
+  return setmetatable(ev, pretty.event_metatable)
 end
 
 -- A failed mirror append or commit, its message naming the JetStream
@@ -792,7 +794,7 @@ function Source:_batch(proj, batch, new_view, flush_view, handler_failed)
   end
   local store = proj.store
   local txn
-  txn, err = core.txn(store)
+  txn, err = store:_txn()
   if not txn then
     b:free()
     self:_close_sub()

@@ -152,4 +152,9 @@ function M.compact(v, max)
   return s
 end
 
+--- The metatable of the events that stores opened with `eventrocks.open`
+-- read, and of those the JetStream source builds: `tostring(event)` is
+-- M.event.
+M.event_metatable = { __name = "eventrocks.event", __tostring = M.event }
+
 return M

@@ -7,7 +7,8 @@
 --
 -- A count that is not a number (nil: not known) draws nothing; a total that
 -- is not a positive number draws the count and rate without a bar.
-local core = require "eventrocks.core"
+local system = require "system"
+local sys = require "eventrocks.sys"
 
 local M = {}
 
@@ -16,14 +17,14 @@ local fmt = string.format
 local function silent() end
 
 function M.new(label, total)
-  if not core.isatty(2) then return { step = silent, done = silent } end
+  if not sys.isatty(2) then return { step = silent, done = silent } end
   local stderr = io.stderr
-  local t0, last_draw = core.monotonic(), -1
+  local t0, last_draw = system.monotime(), -1
   if type(total) ~= "number" then total = nil end
   local drawn = false
   local function draw(n, force)
     if type(n) ~= "number" then return end
-    local now = core.monotonic()
+    local now = system.monotime()
     if not force and now - last_draw < 0.1 then return end
     last_draw, drawn = now, true
     local elapsed = now - t0

@@ -6,6 +6,7 @@
 --   prices:run()           -- catch up from the checkpoint
 --   prices:get(key)        -- read-model value
 local core = require "eventrocks.core"
+local system = require "system"
 local options = require "eventrocks.options"
 
 local M = {}
@@ -64,7 +65,7 @@ function View:get(key)
     if v == DELETED then return nil end
     return copy(v)
   end
-  return core.get(self._store, "views", self._prefix .. key)
+  return self._store:_get("views", self._prefix .. key)
 end
 
 --- Write `value` (any storable value; nil deletes) under `key`.  The value
@@ -161,7 +162,7 @@ function Proj:_checkpoint()
     if not st then return nil, err end
     return st.position
   end
-  local cp, err = core.get(self.store, "checkpoints", self.name)
+  local cp, err = self.store:_get("checkpoints", self.name)
   if cp == nil and err == nil then return 0 end
   if mtype(cp) == "integer" and cp >= 0 then return cp end
   return nil, setmetatable({ code = "corruption", message = fmt("projection '%s': its checkpoint is damaged (%s)",
@@ -171,7 +172,7 @@ end
 --- A read-model value, or nil.
 function Proj:get(key)
   check_key(key, "get")
-  return core.get(self.store, "views", self.prefix .. key)
+  return self.store:_get("views", self.prefix .. key)
 end
 
 --- Iterate the read model: `for key, value in proj:each([prefix]) do`.
@@ -179,7 +180,7 @@ function Proj:each(prefix)
   if prefix ~= nil and type(prefix) ~= "string" then
     error("bad argument #1 to 'each' (prefix must be a string)", 2)
   end
-  local nextkv, state, _, closer = core.scan(self.store, "views", self.prefix .. (prefix or ""))
+  local nextkv, state, _, closer = self.store:_scan("views", self.prefix .. (prefix or ""))
   local skip = #self.prefix + 1
   return function(st)
     local k, v = nextkv(st)
@@ -205,7 +206,7 @@ local function run_batch(proj, batch)
   if not cp then return nil, cerr end
   local last = store:last_position()
   if last <= cp then return 0, cp, false end
-  local txn, terr = core.txn(store)
+  local txn, terr = store:_txn()
   if not txn then return nil, terr end
   local view = new_view(proj, txn, false)
   local handlers = proj.handlers
@@ -286,7 +287,7 @@ function Proj:run(opts)
     end
     if not full then
       if not follow or (stop and stop()) then return total, pos end
-      core.sleep(interval)
+      system.sleep(interval / 1000)
     elseif follow and stop and stop() then
       return total, pos
     end
@@ -296,7 +297,7 @@ end
 --- Drop the read model and the checkpoint; the next run rebuilds it (an
 -- inline projection is rebuilt at once).
 function Proj:reset()
-  local txn, terr = core.txn(self.store)
+  local txn, terr = self.store:_txn()
   if not txn then return nil, terr end
   txn:delete_prefix("views", self.prefix)
   txn:delete("checkpoints", self.name)
@@ -433,13 +434,13 @@ function M.projection(store, name, spec)
     configure(proj, checked)
     if was_inline and not proj.inline then
       remove_inline(reg, proj)
-      if #reg.inline == 0 then core.set_hook(store, nil) end
+      if #reg.inline == 0 then store:_set_hook(nil) end
     end
     if not was_inline and proj.inline then
       local n, err = proj:run() -- catch up before following the commits
       if not n then error(fmt("projection '%s': catching up failed: %s", name, tostring(err)), 2) end
       reg.inline[#reg.inline + 1] = proj
-      core.set_hook(store, inline_hook(reg))
+      store:_set_hook(inline_hook(reg))
     end
     return proj
   end
@@ -449,7 +450,7 @@ function M.projection(store, name, spec)
     local n, err = proj:run() -- catch up with the events already stored
     if not n then error(fmt("projection '%s': catching up failed: %s", name, tostring(err)), 2) end
     reg.inline[#reg.inline + 1] = proj
-    core.set_hook(store, inline_hook(reg))
+    store:_set_hook(inline_hook(reg))
   end
   reg.by_name[name] = proj
   return proj

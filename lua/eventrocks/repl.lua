@@ -7,6 +7,7 @@
 local er = require "eventrocks"
 local core = require "eventrocks.core"
 local pretty = require "eventrocks.pretty"
+local sys = require "eventrocks.sys"
 local aggregate = require "eventrocks.aggregate"
 
 local M = {}
@@ -17,7 +18,7 @@ local fmt, concat = string.format, table.concat
 -- show: a multi-line pretty printer
 
 local function is_event(x)
-  return getmetatable(x) == core.event_metatable
+  return getmetatable(x) == pretty.event_metatable
 end
 
 local function is_error(x)
@@ -274,7 +275,7 @@ end
 -- Returns true, or false when input that is not a terminal (a piped script)
 -- had a chunk that raised or did not compile: the command then exits 1.
 function M.run(opts)
-  local interactive = core.isatty(0) and core.isatty(1)
+  local interactive = sys.isatty(0) and sys.isatty(1)
   io.stdout:setvbuf("line") -- results and errors (stderr) in the order they happen
   local read, run = reader(interactive)
   local env = setmetatable({

@@ -31,12 +31,13 @@
 -- line is a busted-like summary (one success or failure per round), which
 -- CI adds to its counts.
 local er = require "eventrocks"
-local core = require "eventrocks.core"
+local system = require "system"
+local sys = require "eventrocks.sys"
 local C = require "crash.common"
 
 local ROUNDS = tonumber(arg[1] or os.getenv("ROUNDS") or 100)
 local MODES = arg[2] or os.getenv("MODES") or "both"
-local SEED = tonumber(arg[3] or os.getenv("SEED") or "") or (os.time() * 1000 + math.floor(core.monotonic() * 1000) % 1000)
+local SEED = tonumber(arg[3] or os.getenv("SEED") or "") or (os.time() * 1000 + math.floor(system.monotime() * 1000) % 1000)
 local LUA = os.getenv("LUA") or "lua5.4"
 
 local fmt = string.format
@@ -172,7 +173,7 @@ local function verify(dir, acklog, sync, round)
       if after // C.SNAPSHOT_EVERY > v // C.SNAPSHOT_EVERY then want = after end
       v = after
     end
-    local snap = core.get(store, "snapshots", stream)
+    local snap = store:_get("snapshots", stream)
     local got = snap and snap.version
     if got ~= want then
       fail("%s (version %d): snapshot at version %s, expected %s", stream, #s, tostring(got), tostring(want))
@@ -199,11 +200,11 @@ local function verify(dir, acklog, sync, round)
     return rows
   end
   local function check_projection(name, row_of)
-    local cp = core.get(store, "checkpoints", name) or 0
+    local cp = store:_get("checkpoints", name) or 0
     if cp > last then fail("projection %s: checkpoint %d is ahead of the log (%d)", name, cp, last) end
     local rows = expected_rows(cp)
     local seen = 0
-    for key, value in core.scan(store, "views", name .. "\0") do
+    for key, value in store:_scan("views", name .. "\0") do
       local stream = key:sub(#name + 2)
       local r = rows[stream]
       local want = r and row_of(r)
@@ -237,7 +238,7 @@ local function verify(dir, acklog, sync, round)
   if v ~= v0 + 1 or p ~= last + 1 then
     fail("the append after the crash returned %s, %s (expected %d, %d)", tostring(v), tostring(p), v0 + 1, last + 1)
   end
-  if core.get(store, "views", "heads\0log-1") ~= v then fail("the inline projection missed the append after the crash") end
+  if store:_get("views", "heads\0log-1") ~= v then fail("the inline projection missed the append after the crash") end
   return n, #acks
 end
 
@@ -269,7 +270,7 @@ local function run_mode(mode, rounds, rng_seed)
     local p = assert(io.popen(cmd, "r"))
     local pid = tonumber(p:read("l"))
     local delay = math.random() < 0.1 and math.random(0, 10) or math.random(20, 300)
-    if delay > 0 then core.sleep(delay) end
+    if delay > 0 then system.sleep(delay / 1000) end
     -- the PID is our child's (the shell exec'd the writer): it cannot be
     -- reused before p:close() reaps it
     os.execute("kill -9 " .. pid)
@@ -312,14 +313,14 @@ local function run_mode(mode, rounds, rng_seed)
   local ssts = 0
   for f in p:lines() do if f:match("%.sst$") then ssts = ssts + 1 end end
   p:close()
-  local bytes = core.disk_size(dir) or 0
+  local bytes = sys.disk_size(dir) or 0
   if failed == 0 then os.execute("rm -rf " .. shquote(base)) end
   print(fmt("%-6s %d of %d rounds survived; %d appends acknowledged in all; %d rounds killed before the first ack;"
     .. " store left with %d table files, %.1f MiB", mode, ok_rounds, rounds, acked_total, at_open, ssts, bytes / 1048576))
   return ok_rounds, failed
 end
 
-local t0 = core.monotonic()
+local t0 = system.monotime()
 print(fmt("crash harness: %d rounds per mode, modes %s, seed %d", ROUNDS, MODES, SEED))
 local successes, failures = 0, 0
 local modes = MODES == "both" and { "sync", "nosync" } or { MODES }
@@ -329,5 +330,5 @@ for i, mode in ipairs(modes) do
   successes, failures = successes + s, failures + f
 end
 print(fmt("%d success%s / %d failure%s / 0 errors / 0 pending : %.2f seconds", successes,
-  successes == 1 and "" or "es", failures, failures == 1 and "" or "s", core.monotonic() - t0))
+  successes == 1 and "" or "es", failures, failures == 1 and "" or "s", system.monotime() - t0))
 os.exit(failures == 0 and 0 or 1)
