@@ -302,7 +302,7 @@ describe("damaged bytes", function()
       local p = t.store:projection("counter", { handlers = { A = count, B = count } })
       assert.same({ 4, 4 }, { p:run() })
       assert.equal(4, p:get("n"))
-      assert(t.store:_debug_put("checkpoints", "counter", "\193")) -- 0xc1: never valid MessagePack
+      assert(t.store:_debug_put("checkpoints", "\0projection\0counter", "\193")) -- 0xc1: never valid MessagePack
       local ok, e = pcall(p.position, p)
       assert.is_false(ok)
       H.check_err(e, "corruption")
@@ -312,7 +312,7 @@ describe("damaged bytes", function()
       H.check_err(err, "corruption")
       assert.equal(4, p:get("n"))
       -- a checkpoint that decodes to something else than a position
-      assert(t.store:_debug_put("checkpoints", "counter", "\161x")) -- the string "x"
+      assert(t.store:_debug_put("checkpoints", "\0projection\0counter", "\161x")) -- the string "x"
       n, err = p:run()
       assert.is_nil(n)
       H.check_err(err, "corruption")

@@ -12,6 +12,8 @@ local pretty = require "eventrocks.pretty"
 local system = require "system"
 local sys = require "eventrocks.sys"
 local jsonl = require "eventrocks.jsonl"
+local checkpoints = require "eventrocks.checkpoints"
+local projection = require "eventrocks.projection"
 
 local M = {}
 
@@ -449,7 +451,7 @@ function commands.check(args)
   local streams_ok = pcall(function() for _ in store:streams() do streams = streams + 1 end end)
   -- (a damaged head is one of store:_check's problems already)
   -- snapshots and checkpoints belong to the Lua layer: check them here
-  local snapshots, checkpoints = 0, 0
+  local snapshots, checkpoints_n = 0, 0
   guarded("snapshots", function()
     for stream, snap in store:_scan("snapshots") do
       snapshots = snapshots + 1
@@ -462,26 +464,24 @@ function commands.check(args)
       end
     end
   end)
+  -- each checkpoint is judged by the module that keeps it
   guarded("checkpoints", function()
-    for name, pos in store:_scan("checkpoints") do
-      checkpoints = checkpoints + 1
-      local proj, js = name:match("^(.*)%z(jetstream)$")
-      local what = name:match("^relay:") and "relay " .. escape(name:sub(7)) or "projection " .. escape(proj or name)
-      if js then
-        -- fed from JetStream: the sequence there and a position in another store
-        if type(pos) ~= "table" or math.type(pos.seq) ~= "integer" or math.type(pos.position) ~= "integer"
-          or pos.seq < 0 or pos.position < 0 then
-          problem(fmt("checkpoints: the JetStream checkpoint of %s is damaged", what))
-        end
-      elseif math.type(pos) ~= "integer" or pos < 0 then
-        problem(fmt("checkpoints: the checkpoint of %s is damaged", what))
-      elseif pos > last then
-        problem(fmt("checkpoints: %s is at position %d, ahead of the log (%d)", what, pos, last))
+    local js_ok, js = pcall(require, "eventrocks.jetstream")
+    for kind, name, value in checkpoints.each(store) do
+      checkpoints_n = checkpoints_n + 1
+      local why
+      if kind == "projection" then
+        why = projection.checkpoint_problem(escape(name), value, last)
+      elseif js_ok then
+        why = js.checkpoint_problem(kind, escape(name), value, last)
+      else
+        why = fmt("the %s checkpoint %s was not checked: %s", kind, escape(name), tostring(js))
       end
+      if why then problem("checkpoints: " .. why) end
     end
   end)
   stdout:write(fmt("checked %d events, %s streams, their index, heads and ids, %d snapshots, %d checkpoints\n",
-    last, streams_ok and tostring(streams) or "?", snapshots, checkpoints))
+    last, streams_ok and tostring(streams) or "?", snapshots, checkpoints_n))
   for _, m in ipairs(messages) do stdout:write(paint.red("problem: "), safe(m), "\n") end
   if #messages < problems then stdout:write(fmt("... and %d more\n", problems - #messages)) end
   if problems > 0 then

@@ -24,6 +24,7 @@
 --   events), and acknowledges afterwards; a redelivered message is at or
 --   below the recorded sequence and is skipped.
 local core = require "eventrocks.core"
+local checkpoints = require "eventrocks.checkpoints"
 local system = require "system"
 local pretty = require "eventrocks.pretty"
 
@@ -43,17 +44,6 @@ local function new_error(code, message)
   return setmetatable({ code = code, message = message }, core.error_metatable)
 end
 
--- Write (value nil: delete) one checkpoint, in a write of its own.
-local function write_checkpoint(store, key, value)
-  local txn, err = store:_txn()
-  if not txn then return nil, err end
-  if value == nil then txn:delete("checkpoints", key) else txn:put("checkpoints", key, value) end
-  local ok
-  ok, err = txn:commit()
-  txn:free()
-  if not ok then return nil, err end
-  return true
-end
 
 -- The connection of a relay or a source, opened (again) when it has none
 -- or it closed; a closed one of its own is freed first.
@@ -199,7 +189,7 @@ function M.relay(store, name, opts)
   opts = opts or {}
   check_options(opts, "relay", 2)
   local r = setmetatable({
-    store = store, name = name, key = "relay:" .. name,
+    store = store, name = name,
     conn_opts = conn_opts(opts),
     stream = check_name(opts.stream or M.DEFAULT_STREAM, "stream", "relay"),
     prefix = check_string(opts.prefix or M.DEFAULT_PREFIX, "prefix", "relay"),
@@ -250,7 +240,7 @@ end
 
 function Relay:_checkpoint()
   if self.read_only then return self.mem_cp end
-  local cp, err = self.store:_get("checkpoints", self.key)
+  local cp, err = checkpoints.get(self.store, "relay", self.name)
   if cp == nil and err == nil then return 0 end
   if mtype(cp) == "integer" and cp >= 0 then return cp end
   return nil, new_error("corruption", fmt("relay '%s': its checkpoint is damaged", self.name))
@@ -268,7 +258,7 @@ function Relay:_put_checkpoint(value)
     self.mem_cp = value
     return true
   end
-  return write_checkpoint(self.store, self.key, value)
+  return checkpoints.write(self.store, "relay", self.name, value)
 end
 
 --- Forget the checkpoint: the next run publishes the log from the start
@@ -278,7 +268,7 @@ function Relay:reset()
     self.mem_cp = 0
     return true
   end
-  return write_checkpoint(self.store, self.key, nil)
+  return checkpoints.write(self.store, "relay", self.name, nil)
 end
 
 function Relay:subject(ev)
@@ -593,28 +583,39 @@ function Source:__tostring()
   return fmt("jetstream source %s (%s)%s", self.stream, self.filter, self.mirror and " mirrored" or "")
 end
 
-function M.is_source(v) return type(v) == "table" and rawget(v, "_is_source") == true end
-
--- What a projection fed from JetStream records: the JetStream sequence of
--- the last message it took and the source position of the last event it
--- applied.  Kept apart from the local checkpoints (key "<name>\0jetstream"),
--- since those positions belong to another store.
-local function state_key(proj) return proj.name .. "\0jetstream" end
-
-function M.state(proj)
-  local st, err = proj.store:_get("checkpoints", state_key(proj))
+-- What a projection fed from JetStream records (checkpoint kind
+-- "jetstream"): the JetStream sequence of the last message it took, the
+-- source position of the last event it applied, and the consumer's name.
+-- Positions belong to another store: apart from the local checkpoints.
+function Source:load(proj)
+  local st, err = checkpoints.get(proj.store, "jetstream", proj.name)
   if st == nil and err == nil then return { seq = 0, position = 0 } end
   if type(st) == "table" and mtype(st.seq) == "integer" and mtype(st.position) == "integer" then return st end
   return nil, new_error("corruption", fmt("projection '%s': its JetStream checkpoint is damaged", proj.name))
 end
 
+function Source:position(st) return st.position end
+
 -- Back to the start of the JetStream stream, keeping the consumer's name.
-function M.reset_state(proj, txn)
-  local st = M.state(proj)
+function Source:reset(proj, txn)
+  local st = self:load(proj)
   if st and st.durable then
-    txn:put("checkpoints", state_key(proj), { seq = 0, position = 0, durable = st.durable })
-  else
-    txn:delete("checkpoints", state_key(proj))
+    return checkpoints.put(txn, "jetstream", proj.name, { seq = 0, position = 0, durable = st.durable })
+  end
+  return checkpoints.delete(txn, "jetstream", proj.name)
+end
+
+--- checkpoint_problem(kind, name, value, last) -> what is wrong with a
+-- checkpoint of the relay or of a projection fed from JetStream (kinds
+-- "relay", "jetstream"), or nil (`eventrocks check`).
+function M.checkpoint_problem(kind, name, value, last)
+  if kind == "relay" then
+    if mtype(value) ~= "integer" or value < 0 then return fmt("the checkpoint of relay %s is damaged", name) end
+    if value > last then return fmt("relay %s is at position %d, ahead of the log (%d)", name, value, last) end
+  elseif type(value) ~= "table" or mtype(value.seq) ~= "integer" or mtype(value.position) ~= "integer"
+    or value.seq < 0 or value.position < 0 then
+    -- fed from JetStream: the sequence there and a position in another store
+    return fmt("the JetStream checkpoint of projection %s is damaged", name)
   end
 end
 
@@ -627,7 +628,7 @@ local function durable_of(src, proj, st)
   if type(st.durable) == "string" then return st.durable end
   local name = proj.name:gsub("[%s%.%*>%c]", "_"):sub(1, 200) .. "_" .. core.uuid():sub(-12)
   st.durable = name
-  local ok, err = write_checkpoint(proj.store, state_key(proj), st)
+  local ok, err = checkpoints.write(proj.store, "jetstream", proj.name, st)
   if not ok then return nil, err end
   return name
 end
@@ -758,15 +759,15 @@ local function mirror_failed(proj, label, ev, err)
   return setmetatable(e, core.error_metatable)
 end
 
--- One batch for `proj` (see projection.lua run_batch): fetch, apply, mirror,
--- commit with the new JetStream checkpoint, acknowledge.  Returns events
--- applied, source position, whether the batch was full; nil, err; or
--- raises the handler's error with nothing of the batch kept.
-function Source:_batch(proj, batch, new_view, flush_view, handler_failed)
-  local st, err = M.state(proj)
-  if not st then return nil, err end
-  local sub
-  sub, err = self:_open(proj, batch, st)
+-- A batch of messages for `proj` (see the source interface in
+-- projection.lua): fetched, then, as the projection iterates it, checked,
+-- mirrored into the batch's write and handed over; acknowledged after the
+-- commit.
+local Batch = {}
+Batch.__index = Batch
+
+function Source:fetch(proj, st, max)
+  local sub, err = self:_open(proj, max, st)
   if not sub then return nil, err end
   -- Fetch only when the consumer has messages for us: a fetch with
   -- nothing to deliver waits its whole timeout.  The count comes with the
@@ -778,10 +779,10 @@ function Source:_batch(proj, batch, new_view, flush_view, handler_failed)
       return nil, cerr
     end
     self.pending = ci.pending
-    if ci.pending == 0 then return 0, st.position, false end
+    if ci.pending == 0 then return { count = 0 } end
   end
   local b
-  b, err = sub:fetch(batch, self.wait)
+  b, err = sub:fetch(max, self.wait)
   if not b then
     self:_close_sub()
     return nil, err
@@ -790,32 +791,23 @@ function Source:_batch(proj, batch, new_view, flush_view, handler_failed)
   if count == 0 then
     b:free()
     self.pending = nil
-    return 0, st.position, false
+    return { count = 0 }
   end
-  local store = proj.store
-  local txn
-  txn, err = store:_txn()
-  if not txn then
-    b:free()
-    self:_close_sub()
-    return nil, err
-  end
-  local view = new_view(proj, txn, false)
-  local handlers, category, wanted = proj.handlers, proj.category, proj.wanted
-  local n, seq0 = 0, st.seq
-  local function abort(e)
-    txn:free()
-    b:free()
-    self:_close_sub() -- realign: the unacknowledged messages come again
-    return nil, e
-  end
-  local left -- what the consumer still has for us after the batch
-  -- When mirroring, a failed commit names the append that failed
-  -- (err.index): mirrored[index] = { sequence, event } for the mirror's own,
-  -- and the view's appends (reactor emits) are counted through a proxy.
-  local mirrored, appends = self.mirror and {}, 0
+  return setmetatable({ src = self, proj = proj, st = st, msgs = b, count = count, full = count == max,
+    seq0 = st.seq }, Batch)
+end
+
+-- The transaction the handlers write to: when mirroring, a failed commit
+-- names the append that failed (err.index): mirrored[index] = { sequence,
+-- event } for the mirror's own, and the view's appends (reactor emits) are
+-- counted through a proxy.
+function Batch:begin(txn)
+  local src, proj, st, msgs = self.src, self.proj, self.st, self.msgs
+  local view_txn, appends = txn, 0
+  local mirrored = src.mirror and {}
+  self.mirrored = mirrored
   if mirrored then
-    view._txn = setmetatable({
+    view_txn = setmetatable({
       append = function(_, ...)
         appends = appends + 1
         return txn:append(...)
@@ -827,67 +819,70 @@ function Source:_batch(proj, batch, new_view, flush_view, handler_failed)
       return g
     end })
   end
-  local jstream = self.stream
-  for i = 1, count do
-    local body, _, seq, _, pending = b:msg(i)
-    left = pending
-    if not seq then return abort(new_error("io", "a JetStream message without its metadata")) end
-    if seq > st.seq then
-      local ev, eerr = event_of(body, seq, jstream)
-      if not ev then
-        eerr.message = fmt("projection '%s': %s", proj.name, eerr.message)
-        return abort(eerr)
-      end
-      if ev.position > st.position then
-        if mirrored then
-          -- event_of checked what append checks; anything it still
-          -- refuses (a value it cannot store) is the message's fault too
-          local pok, ok, aerr = pcall(txn.append, txn, ev.stream,
-            { id = ev.id, type = ev.type, data = ev.data, metadata = ev.metadata },
-            { expected = ev.version - 1, time = ev.time })
-          if not pok then
-            return abort(new_error("corruption", fmt("projection '%s': %s: its event cannot be mirrored (%s)",
-              proj.name, msg_label(jstream, seq), tostring(ok))))
-          end
-          if not ok then return abort(mirror_failed(proj, msg_label(jstream, seq), ev, aerr)) end
-          appends = appends + 1
-          mirrored[appends] = { seq, ev }
+  local jstream, i, count = src.stream, 0, self.count
+  local function fail(e)
+    self.err = e
+    return nil
+  end
+  return view_txn, function()
+    while i < count do
+      i = i + 1
+      local body, _, seq, _, pending = msgs:msg(i)
+      src.pending = pending
+      if not seq then return fail(new_error("io", "a JetStream message without its metadata")) end
+      if seq > st.seq then
+        st.seq = seq
+        local ev, eerr = event_of(body, seq, jstream)
+        if not ev then
+          eerr.message = fmt("projection '%s': %s", proj.name, eerr.message)
+          return fail(eerr)
         end
-        local h = handlers[ev.type]
-        if h and wanted[ev.type] and (category == nil or category_of(ev.stream) == category) then
-          view._event = ev
-          local ok, herr = pcall(h, view, ev)
-          if not ok then
-            abort()
-            error(handler_failed(proj, ev, herr), 0)
+        if ev.position > st.position then
+          if mirrored then
+            -- event_of checked what append checks; anything it still
+            -- refuses (a value it cannot store) is the message's fault too
+            local pok, ok, aerr = pcall(txn.append, txn, ev.stream,
+              { id = ev.id, type = ev.type, data = ev.data, metadata = ev.metadata },
+              { expected = ev.version - 1, time = ev.time })
+            if not pok then
+              return fail(new_error("corruption", fmt("projection '%s': %s: its event cannot be mirrored (%s)",
+                proj.name, msg_label(jstream, seq), tostring(ok))))
+            end
+            if not ok then return fail(mirror_failed(proj, msg_label(jstream, seq), ev, aerr)) end
+            appends = appends + 1
+            mirrored[appends] = { seq, ev }
           end
+          st.position = ev.position
+          return ev
         end
-        n, st.position = n + 1, ev.position
       end
-      st.seq = seq
     end
   end
-  self.pending = left
-  local ok
-  ok, err = flush_view(view)
-  if not ok then return abort(err) end
-  if st.seq ~= seq0 then txn:put("checkpoints", state_key(proj), st) end
-  ok, err = txn:commit()
-  txn:free()
-  if not ok then
-    b:free()
-    self:_close_sub()
-    local m = mirrored and mirrored[err.index]
-    if m then err = mirror_failed(proj, msg_label(jstream, m[1]), m[2], err) end
-    return nil, err
+end
+
+function Source:save(proj, st, b, txn)
+  if st.seq ~= b.seq0 then return checkpoints.put(txn, "jetstream", proj.name, st) end
+  return true
+end
+
+-- After the commit (err nil): acknowledge; AckAll covers the whole batch,
+-- and a lost acknowledgement only means a redelivery, which is skipped.
+-- On a failure: drop the batch and realign, so that the unacknowledged
+-- messages come again.
+function Batch:finish(err)
+  local src, msgs = self.src, self.msgs
+  if err == nil then
+    src.open.seq = self.st.seq
+    local acked = msgs:ack(self.count)
+    msgs:free()
+    if not acked then src:_close_sub() end
+    return nil
   end
-  self.open.seq = st.seq
-  -- acknowledged after the commit; AckAll covers the whole batch.  A lost
-  -- acknowledgement only means a redelivery, which is skipped.
-  local acked = b:ack(count)
-  b:free()
-  if not acked then self:_close_sub() end
-  return n, st.position, count == batch
+  msgs:free()
+  src:_close_sub()
+  local m = type(err) == "table" and self.mirrored and self.mirrored[err.index]
+  if m then err = mirror_failed(self.proj, msg_label(src.stream, m[1]), m[2], err) end
+  return err
 end
 
 return M

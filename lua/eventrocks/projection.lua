@@ -8,6 +8,7 @@
 local core = require "eventrocks.core"
 local system = require "system"
 local options = require "eventrocks.options"
+local checkpoints = require "eventrocks.checkpoints"
 
 local M = {}
 
@@ -154,19 +155,11 @@ function Proj:position()
   return cp
 end
 
--- The checkpoint, or nil, err (code "corruption") when its bytes are
--- damaged: reading it as 0 would apply every event a second time.
+-- The checkpoint, or nil, err (code "corruption") when it is damaged.
 function Proj:_checkpoint()
-  if self.source then
-    local st, err = require("eventrocks.jetstream").state(self)
-    if not st then return nil, err end
-    return st.position
-  end
-  local cp, err = self.store:_get("checkpoints", self.name)
-  if cp == nil and err == nil then return 0 end
-  if mtype(cp) == "integer" and cp >= 0 then return cp end
-  return nil, setmetatable({ code = "corruption", message = fmt("projection '%s': its checkpoint is damaged (%s)",
-    self.name, err and err.message or "not a position") }, core.error_metatable)
+  local st, err = self.source:load(self)
+  if not st then return nil, err end
+  return self.source:position(st)
 end
 
 --- A read-model value, or nil.
@@ -194,49 +187,133 @@ local function handler_failed(proj, ev, err)
     proj.name, ev.type, ev.position, ev.stream, tostring(err))
 end
 
--- One batch from the checkpoint: returns events processed, the new
--- checkpoint and whether the batch was full; or nil, err when the commit
--- failed.  A handler error raises, and nothing of the batch is kept.
-local function run_batch(proj, batch)
-  if proj.source then
-    return proj.source:_batch(proj, batch, new_view, flush_view, handler_failed)
-  end
-  local store = proj.store
-  local cp, cerr = proj:_checkpoint()
-  if not cp then return nil, cerr end
-  local last = store:last_position()
-  if last <= cp then return 0, cp, false end
-  local txn, terr = store:_txn()
-  if not txn then return nil, terr end
-  local view = new_view(proj, txn, false)
-  local handlers = proj.handlers
-  local n, pos = 0, cp
-  for ev in store:all({ from = cp + 1, count = batch, category = proj.category, types = proj.types }) do
+local function category_of(stream)
+  return stream:match("^[^-]*")
+end
+
+-- The one dispatch loop of projections (catch-up batches of every source,
+-- and inline projections inside a commit): hand each event the iterator
+-- yields to its handler, with the view.  `filter`: the iterator yields
+-- events of every category and type (apply the projection's own filter).
+-- Returns the number of events and the last one's position, or nil, message
+-- when a handler failed (the caller drops the batch).
+local function apply(proj, view, filter, iter, state, init, closer)
+  local handlers, wanted, category = proj.handlers, proj.wanted, proj.category
+  local n, last = 0, nil
+  for ev in iter, state, init, closer do
     local h = handlers[ev.type]
-    if h then
+    if h and (not filter or (wanted[ev.type] and (category == nil or category_of(ev.stream) == category))) then
       view._event = ev
       local ok, err = pcall(h, view, ev)
-      if not ok then
-        txn:free()
-        error(handler_failed(proj, ev, err), 0)
-      end
+      if not ok then return nil, handler_failed(proj, ev, err) end
     end
-    n, pos = n + 1, ev.position
+    n, last = n + 1, ev.position
   end
-  local full = n == batch
-  -- a short batch read everything up to the iterator's view, which holds at
-  -- least the events up to `last`
-  if not full and last > pos then pos = last end
-  local ok, ferr = flush_view(view)
-  if not ok then
+  return n, last
+end
+
+-- ---------------------------------------------------------------------------
+-- Sources.  A projection's events come from a source: the store's own log
+-- (below) or another one (eventrocks.jetstream's, say).  A source is an
+-- object with
+--   src:load(proj) -> state, or nil, err       what the projection recorded
+--   src:position(state) -> the last source position applied
+--   src:fetch(proj, state, max) -> batch, or nil, err
+--   src:save(proj, state, batch, txn) -> true, or nil, err
+--                      record the new state in the batch's write
+--   src:reset(proj, txn)   forget the state, in the reset's write
+--   src._is_source = true
+-- and a batch is
+--   batch.count        what was fetched (0: nothing new; no write follows)
+--   batch.full         whether the fetch was cut at max
+--   batch.filtered     whether its events are the projection's only
+--   batch:begin(txn) -> the transaction handlers' writes go to (txn, or a
+--                       wrapper of it), and the iterator of the events
+--                       (iter, state, init, closer); an error met while
+--                       iterating ends it and is left in batch.err
+--   batch:finish(err) -> after the commit (err nil), or on any failure (the
+--                       batch is dropped): returns the error to report
+
+local Log = { _is_source = true }
+Log.__index = Log
+Log.__name = "eventrocks.log_source"
+
+-- The checkpoint, or nil, err (code "corruption") when its bytes are
+-- damaged: reading it as 0 would apply every event a second time.
+function Log:load(proj)
+  local cp, err = checkpoints.get(proj.store, "projection", proj.name)
+  if cp == nil and err == nil then return { position = 0 } end
+  if mtype(cp) == "integer" and cp >= 0 then return { position = cp } end
+  return nil, setmetatable({ code = "corruption", message = fmt("projection '%s': its checkpoint is damaged (%s)",
+    proj.name, err and err.message or "not a position") }, core.error_metatable)
+end
+
+function Log:position(st) return st.position end
+
+local LogBatch = {}
+LogBatch.__index = LogBatch
+
+function Log:fetch(proj, st, max)
+  local last = proj.store:last_position()
+  if last <= st.position then return setmetatable({ count = 0 }, LogBatch) end
+  return setmetatable({ count = last - st.position, last = last, max = max, proj = proj, from = st.position,
+    filtered = true }, LogBatch)
+end
+
+function LogBatch:begin(txn)
+  local proj = self.proj
+  return txn, proj.store:all({ from = self.from + 1, count = self.max, category = proj.category, types = proj.types })
+end
+
+function LogBatch:finish(err) return err end
+
+function Log:save(proj, st, b, txn)
+  -- a short batch read everything up to the iterator's view, which holds
+  -- at least the events up to `last`
+  local pos = b.n == b.max and b.pos or math.max(b.pos or st.position, b.last)
+  st.position = pos
+  b.full = b.n == b.max
+  return checkpoints.put(txn, "projection", proj.name, pos)
+end
+
+function Log:reset(proj, txn) return checkpoints.delete(txn, "projection", proj.name) end
+
+local LOG = setmetatable({}, Log)
+
+-- One batch from the source: returns events processed, the new position
+-- and whether the batch was full; or nil, err when the fetch or the commit
+-- failed.  A handler error raises, and nothing of the batch is kept.
+local function run_batch(proj, max)
+  local src = proj.source
+  local st, err = src:load(proj)
+  if not st then return nil, err end
+  local b
+  b, err = src:fetch(proj, st, max)
+  if not b then return nil, err end
+  if b.count == 0 then return 0, src:position(st), false end
+  local txn
+  txn, err = proj.store:_txn()
+  if not txn then return nil, b:finish(err) end
+  local view_txn, iter, state, init, closer = b:begin(txn)
+  local view = new_view(proj, view_txn, false)
+  local n, pos = apply(proj, view, not b.filtered, iter, state, init, closer)
+  if not n then
     txn:free()
-    return nil, ferr
+    error(b:finish(pos), 0)
   end
-  txn:put("checkpoints", proj.name, pos)
-  local res, err = txn:commit()
+  if b.err then
+    txn:free()
+    return nil, b:finish(b.err)
+  end
+  b.n, b.pos = n, pos
+  local ok
+  ok, err = flush_view(view)
+  if ok then ok, err = src:save(proj, st, b, txn) end
+  if ok then ok, err = txn:commit() end
   txn:free()
-  if not res then return nil, err end
-  return n, pos, full
+  if not ok then return nil, b:finish(err) end
+  b:finish(nil)
+  return n, src:position(st), b.full
 end
 
 --- Catch up from the checkpoint, one atomic write per batch.  Returns the
@@ -300,9 +377,8 @@ function Proj:reset()
   local txn, terr = self.store:_txn()
   if not txn then return nil, terr end
   txn:delete_prefix("views", self.prefix)
-  txn:delete("checkpoints", self.name)
-  if self.source then require("eventrocks.jetstream").reset_state(self, txn) end
-  local res, err = txn:commit()
+  local res, err = self.source:reset(self, txn)
+  if res then res, err = txn:commit() end
   txn:free()
   if not res then return nil, err end
   if self.inline then return self:run() end
@@ -312,29 +388,33 @@ end
 -- ---------------------------------------------------------------------------
 -- Inline projections: applied inside every commit, in its WriteBatch
 
-local function category_of(stream)
-  return stream:match("^[^-]*")
+-- The events of a commit, one by one.
+local function each_of(events)
+  local i = 0
+  return function()
+    i = i + 1
+    return events[i]
+  end
 end
 
 local function inline_hook(reg)
   return function(txn, events)
     for _, proj in ipairs(reg.inline) do
       local view = new_view(proj, txn, true)
-      local handlers, category, wanted = proj.handlers, proj.category, proj.wanted
-      local last
-      for _, ev in ipairs(events) do
-        local h = handlers[ev.type]
-        if h and (wanted == nil or wanted[ev.type]) and (category == nil or category_of(ev.stream) == category) then
-          local ok, err = pcall(h, view, ev)
-          if not ok then error(handler_failed(proj, ev, err), 0) end
-        end
-        last = ev.position
-      end
+      local n, last = apply(proj, view, true, each_of(events))
+      if not n then error(last, 0) end
       local ok, err = flush_view(view)
+      if ok then ok, err = checkpoints.put(txn, "projection", proj.name, last) end
       if not ok then error(err, 0) end
-      txn:put("checkpoints", proj.name, last)
     end
   end
+end
+
+--- checkpoint_problem(name, value, last) -> what is wrong with the stored
+-- checkpoint of projection `name`, or nil (`eventrocks check`).
+function M.checkpoint_problem(name, value, last)
+  if mtype(value) ~= "integer" or value < 0 then return fmt("the checkpoint of projection %s is damaged", name) end
+  if value > last then return fmt("projection %s is at position %d, ahead of the log (%d)", name, value, last) end
 end
 
 -- ---------------------------------------------------------------------------
@@ -377,8 +457,8 @@ local function check_spec(name, spec)
   end
   local source = spec.source
   if source ~= nil then
-    if not require("eventrocks.jetstream").is_source(source) then
-      error(fmt("projection '%s': source must be made by er.jetstream_source", name), 3)
+    if type(source) ~= "table" or source._is_source ~= true then
+      error(fmt("projection '%s': source must be a projection source (er.jetstream_source makes one)", name), 3)
     end
     if spec.inline then error(fmt("projection '%s': an inline projection cannot have a source", name), 3) end
   end
@@ -400,7 +480,7 @@ local function configure(proj, checked)
   local wanted = {}
   for _, t in ipairs(types) do wanted[t] = true end
   proj.spec, proj.handlers, proj.category, proj.inline = checked, checked.handlers, checked.category, checked.inline
-  proj.types, proj.wanted, proj.source = #types > 0 and types or nil, wanted, checked.source
+  proj.types, proj.wanted, proj.source = #types > 0 and types or nil, wanted, checked.source or LOG
   if #types == 0 then
     -- no handlers: nothing to read, but `all` refuses an empty type list
     proj.types = { "\0" }
@@ -426,7 +506,7 @@ function M.projection(store, name, spec)
   end
   local proj = reg.by_name[name]
   if proj then
-    if proj.source ~= checked.source then
+    if proj.source ~= (checked.source or LOG) then
       error(fmt("projection '%s' is already defined with another source: its checkpoint means "
         .. "nothing to another source (use another name)", name), 2)
     end
