@@ -67,20 +67,12 @@ static int is_name(const char *s, size_t len) {
   return 1;
 }
 
-/* Raise with the path to the current place, e.g. "data.items[3]: ...". */
-static void enc_fail(enc *e, const char *problem) {
+/* Push the path below the root to the current place, e.g. ".items[3]". */
+static void push_inner_path(enc *e) {
   lua_State *L = e->L;
   luaL_Buffer B;
   int d;
-  luaL_checkstack(L, 4, NULL);
   luaL_buffinit(L, &B);
-  if (e->root_field && e->root_index > 0)
-    lua_pushfstring(L, "%s[%I].%s", e->root, (LUAI_UACINT)e->root_index, e->root_field);
-  else if (e->root_field)
-    lua_pushfstring(L, "%s.%s", e->root, e->root_field);
-  else
-    lua_pushstring(L, e->root);
-  luaL_addvalue(&B);
   for (d = 1; d <= e->depth; d++) {
     int slot = e->keyslot[d];
     if (slot == 0) {
@@ -110,10 +102,48 @@ static void enc_fail(enc *e, const char *problem) {
     }
     luaL_addvalue(&B);
   }
-  luaL_addstring(&B, ": ");
-  luaL_addstring(&B, problem);
   luaL_pushresult(&B);
-  luaL_argerror(L, e->argn, lua_tostring(L, -1));
+}
+
+/* Raise with the path to the current place, e.g. "data.items[3]: ...":
+ * an argument error, or with argn 0 an error value {code = "invalid",
+ * message, path, reason, index}: path the place inside the root's value
+ * ("items[3]", "" for the value itself; below its field when there is
+ * one: "data.items[3]"), index the root's index (events[index]). */
+static void enc_fail(enc *e, const char *problem) {
+  lua_State *L = e->L;
+  int inner;
+  luaL_checkstack(L, 8, NULL);
+  push_inner_path(e);
+  inner = lua_gettop(L);
+  if (e->root_field && e->root_index > 0)
+    lua_pushfstring(L, "%s[%I].%s%s: %s", e->root, (LUAI_UACINT)e->root_index, e->root_field,
+                    lua_tostring(L, inner), problem);
+  else if (e->root_field)
+    lua_pushfstring(L, "%s.%s%s: %s", e->root, e->root_field, lua_tostring(L, inner), problem);
+  else
+    lua_pushfstring(L, "%s%s: %s", e->root, lua_tostring(L, inner), problem);
+  if (e->argn != 0) luaL_argerror(L, e->argn, lua_tostring(L, -1));
+  lua_createtable(L, 0, 5);
+  lua_pushliteral(L, "invalid");
+  lua_setfield(L, -2, "code");
+  lua_insert(L, -2);
+  lua_setfield(L, -2, "message");
+  if (e->root_field)
+    lua_pushfstring(L, "%s%s", e->root_field, lua_tostring(L, inner));
+  else {
+    const char *p = lua_tostring(L, inner);
+    lua_pushstring(L, p[0] == '.' ? p + 1 : p);
+  }
+  lua_setfield(L, -2, "path");
+  lua_pushstring(L, problem);
+  lua_setfield(L, -2, "reason");
+  if (e->root_index > 0) {
+    lua_pushinteger(L, e->root_index);
+    lua_setfield(L, -2, "index");
+  }
+  luaL_setmetatable(L, "eventrocks.error");
+  lua_error(L);
 }
 
 static int utf8_valid(const unsigned char *s, size_t len) {

@@ -31,7 +31,10 @@ void er_buf_free(lua_State *L, er_buf *b);
 /* Append the MessagePack form of the value at stack index `idx` to `b`.
  * On a value that cannot be stored raises
  * "bad argument #argn to '<fn>' (<where>: <problem>)", where <where> names
- * the place inside the value, starting with `root` ("data", ...). */
+ * the place inside the value, starting with `root` ("data", ...); with
+ * argn 0 raises an error value instead, whose fields name the place
+ * (code "invalid", message "<where>: <problem>", path, index: see
+ * enc_fail), for callers that test fields rather than read messages. */
 void er_encode(lua_State *L, int idx, er_buf *b, int argn, const char *root);
 
 /* er_encode whose messages start with "<root>[<index>].<field>" ("events[3].data"),

@@ -445,7 +445,7 @@ static const char *event_label(lua_State *L, lua_Integer index) {
  * (event_label); `names` is the stack index of the reader's table, whose
  * field names spare a lookup of C strings. */
 static void collect_event(lua_State *L, lstore *ls, size_t i, lua_Integer index,
-                          int names) {
+                          int names, int enc_argn) {
   int t = lua_gettop(L);
   er_new_event *e = &ls->evs[i];
   size_t *off = &ls->offs[4 * i];
@@ -491,7 +491,7 @@ static void collect_event(lua_State *L, lstore *ls, size_t i, lua_Integer index,
   lua_rawgeti(L, names, F_DATA);
   off[0] = ls->buf.len;
   if (lua_rawget(L, t) != LUA_TNIL)
-    er_encode_field(L, -1, &ls->buf, 3, index ? "events" : "event", index, "data");
+    er_encode_field(L, -1, &ls->buf, enc_argn, index ? "events" : "event", index, "data");
   off[1] = ls->buf.len - off[0];
   lua_settop(L, t);
 
@@ -501,7 +501,7 @@ static void collect_event(lua_State *L, lstore *ls, size_t i, lua_Integer index,
   case LUA_TNIL:
     break;
   case LUA_TTABLE:
-    er_encode_field(L, -1, &ls->buf, 3, index ? "events" : "event", index, "metadata");
+    er_encode_field(L, -1, &ls->buf, enc_argn, index ? "events" : "event", index, "metadata");
     break;
   default:
     got = luaL_typename(L, -1);
@@ -515,7 +515,7 @@ static void collect_event(lua_State *L, lstore *ls, size_t i, lua_Integer index,
 /* Validate and encode the arguments (stream, events, opts) at 2, 3, 4 into
  * ls->evs; returns the number of events.  Raises on bad input.  Leaves the
  * reader (get_reader) at 5 and 6. */
-static size_t collect_events(lua_State *L, lstore *ls) {
+static size_t collect_events(lua_State *L, lstore *ls, int enc_argn) {
   size_t n, i;
   reader r;
   luaL_checktype(L, 3, LUA_TTABLE);
@@ -528,7 +528,7 @@ static size_t collect_events(lua_State *L, lstore *ls) {
     n = 1;
     reserve_events(L, ls, 1);
     lua_pushvalue(L, 3);
-    collect_event(L, ls, 0, 0, r.t);
+    collect_event(L, ls, 0, 0, r.t, enc_argn);
     lua_settop(L, 6);
   } else {
     lua_pop(L, 1);
@@ -542,7 +542,7 @@ static size_t collect_events(lua_State *L, lstore *ls) {
     reserve_events(L, ls, n);
     for (i = 0; i < n; i++) {
       lua_rawgeti(L, 3, (lua_Integer)(i + 1));
-      collect_event(L, ls, i, (lua_Integer)(i + 1), r.t);
+      collect_event(L, ls, i, (lua_Integer)(i + 1), r.t, enc_argn);
       lua_settop(L, 6);
     }
   }
@@ -680,7 +680,7 @@ static int store_append(lua_State *L) {
   int rc;
   check_opts(L, 4, APPEND_OPTS);
   expected = check_expected(L, 4);
-  n = collect_events(L, ls);
+  n = collect_events(L, ls, 3);
   before_commit(L, ls);
   rc = er_append(ls->s, stream, slen, expected, ls->evs, n, &res, &err);
   after_commit(L, ls);
@@ -694,7 +694,7 @@ static int store_append(lua_State *L) {
 }
 
 /* ---- transactions and key-value spaces (for the Lua modules) --------------
- * core.txn(store) -> txn; txn:append(stream, events [, opts]) -> true or
+ * store:_txn() -> txn; txn:append(stream, events [, opts]) -> true or
  * nil, err; txn:put(space, key, value); txn:delete(space, key);
  * txn:delete_prefix(space, prefix); txn:commit() -> results or nil, err,
  * where results[i] = { version =, position =, replayed = } for the i-th
@@ -749,7 +749,9 @@ static int txn_append(lua_State *L) {
   check_opts(L, 4, TXN_APPEND_OPTS);
   expected = check_expected(L, 4);
   time_at = opt_integer(L, 4, "time", 0, 0); /* imports keep their times */
-  n = collect_events(L, ls);
+  /* a value that cannot be stored raises an error value (code, path,
+   * index): the Lua modules above report it in their own terms */
+  n = collect_events(L, ls, 0);
   if (er_txn_append_at(lt->t, stream, slen, expected, ls->evs, n, (int64_t)time_at,
                        &err) != ER_OK) {
     lua_pushvalue(L, 2);
@@ -779,7 +781,7 @@ static int txn_put(lua_State *L) {
   luaL_checkany(L, 4);
   b = &ls->kvbuf;
   b->len = 0;
-  er_encode(L, 4, b, 4, "value");
+  er_encode(L, 4, b, 0, "value"); /* an error value: see txn:put */
   if (er_txn_put(lt->t, space, key, klen, b->p, b->len, &err) != ER_OK)
     return push_error(L, &err);
   lua_pushboolean(L, 1);

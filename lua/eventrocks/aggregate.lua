@@ -379,8 +379,11 @@ function Repo:save(agg)
       { version = new_version, schema = spec.schema, state = agg.state })
     if not put_ok then
       txn:free()
-      -- "bad argument #3 to 'put' (value.state.x: ...)": the state is the culprit
-      local why = tostring(perr):match("%(value%.(.*)%)$") or tostring(perr)
+      -- an error value naming the place: the state is the culprit
+      local why = tostring(perr)
+      if type(perr) == "table" and perr.code == "invalid" and perr.path then
+        why = (perr.path ~= "" and perr.path .. ": " or "") .. perr.reason
+      end
       error(("aggregate '%s': the snapshot of %s at version %d cannot be stored: %s")
         :format(spec.name, agg.stream, new_version, why), 2)
     end
