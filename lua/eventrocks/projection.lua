@@ -66,7 +66,7 @@ function View:get(key)
     if v == DELETED then return nil end
     return copy(v)
   end
-  return self._store:_get("views", self._prefix .. key)
+  return self._get(self._store, "views", self._prefix .. key)
 end
 
 --- Write `value` (any storable value; nil deletes) under `key`.  The value
@@ -131,7 +131,8 @@ end
 
 local function new_view(proj, txn, inline)
   return setmetatable({
-    _store = proj.store, _prefix = proj.prefix, _txn = txn, _buf = {}, _pending = {},
+    _store = proj.store, _get = proj.store._get, -- (looked up once: handlers call get per event)
+    _prefix = proj.prefix, _txn = txn, _buf = {}, _pending = {},
     _inline = inline,
   }, View)
 end
