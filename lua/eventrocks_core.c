@@ -568,14 +568,28 @@ static void push_expected(lua_State *L, int64_t e) {
 }
 
 /* nil, err for a failed append of `stream` (pushed by the caller at top). */
-static int push_append_error(lua_State *L, const er_error *err) {
-  int stream = lua_gettop(L);
-  push_error(L, err);
+/* Add the fields of an append's error to the error table on top:
+ * expected and actual of wrong_expected_version, id of duplicate_event. */
+static void set_append_error_fields(lua_State *L, const er_error *err) {
   if (err->code == ER_WRONG_EXPECTED_VERSION) {
     push_expected(L, err->expected);
     lua_setfield(L, -2, "expected");
     lua_pushinteger(L, (lua_Integer)err->actual);
     lua_setfield(L, -2, "actual");
+  } else if (err->code == ER_DUPLICATE_EVENT) {
+    char id[37];
+    er_uuid_format(err->id, id);
+    lua_pushlstring(L, id, 36);
+    lua_setfield(L, -2, "id");
+  }
+}
+
+/* nil, err of a failed append of the stream at the top of the stack. */
+static int push_append_error(lua_State *L, const er_error *err) {
+  int stream = lua_gettop(L);
+  push_error(L, err);
+  set_append_error_fields(L, err);
+  if (err->code == ER_WRONG_EXPECTED_VERSION) {
     lua_pushvalue(L, stream);
     lua_setfield(L, -2, "stream");
   }
@@ -870,12 +884,7 @@ static int txn_commit(lua_State *L) {
     push_error(L, &err);
     lua_pushinteger(L, (lua_Integer)err.append_index + 1);
     lua_setfield(L, -2, "index");
-    if (err.code == ER_WRONG_EXPECTED_VERSION) {
-      push_expected(L, err.expected);
-      lua_setfield(L, -2, "expected");
-      lua_pushinteger(L, (lua_Integer)err.actual);
-      lua_setfield(L, -2, "actual");
-    }
+    set_append_error_fields(L, &err);
     return 2;
   }
   n = er_txn_appends(lt->t);

@@ -143,3 +143,30 @@ describe("encoding failures inside a transaction", function()
     assert.truthy(tostring(err):find("bad argument #3 to '?' (event.data.x: cannot store a function)", 1, true), err)
   end)
 end)
+
+describe("duplicate_event errors", function()
+  local H = require "helper"
+  local t = {}
+  before_each(function() H.setup(t) end)
+  after_each(function() H.teardown(t) end)
+
+  it("name the duplicate id in err.id, in an append and in a transaction", function()
+    local id = t.store:append("a-1", { type = "A" }) and assert(t.store:event(1)).id
+    local id2 = "0190a0b0-0000-7000-8000-00000000000b"
+    local ok, err = t.store:append("b-1", { type = "B", id = id2 })
+    assert.truthy(ok)
+    ok, err = t.store:append("c-1", { { type = "C", id = id:upper() } })
+    assert.is_nil(ok)
+    H.check_err(err, "duplicate_event")
+    assert.equal(id, err.id)
+    local txn = assert(t.store:_txn())
+    assert(txn:append("d-1", { type = "D", id = "0190a0b0-0000-7000-8000-00000000000c" }))
+    assert(txn:append("e-1", { type = "E", id = "0190a0b0-0000-7000-8000-00000000000c" }))
+    ok, err = txn:commit()
+    txn:free()
+    assert.is_nil(ok)
+    H.check_err(err, "duplicate_event")
+    assert.equal("0190a0b0-0000-7000-8000-00000000000c", err.id)
+    assert.equal(2, err.index)
+  end)
+end)

@@ -74,6 +74,7 @@ typedef struct er_error {
   uint64_t actual;   /* ER_WRONG_EXPECTED_VERSION: the stream's version */
   uint64_t position; /* ER_CORRUPTION: position of the bad record, 0 if none */
   size_t append_index; /* er_txn_commit: index of the append that failed */
+  uint8_t id[16];      /* ER_DUPLICATE_EVENT: the event id (binary UUID) */
   char message[512]; /* NUL-terminated, never empty on failure */
 } er_error;
 

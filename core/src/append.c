@@ -112,7 +112,10 @@ static int check_unique_ids(const er_txn *t, er_error *err) {
       rc = er__fail(err, ER_DUPLICATE_EVENT,
                     "event id %s appears twice in one %s", text,
                     t->n_appends > 1 ? "transaction" : "append");
-      if (err) err->append_index = ids[i].append;
+      if (err) {
+        err->append_index = ids[i].append;
+        memcpy(err->id, ids[i].id, 16);
+      }
       break;
     }
   free(ids);
@@ -138,10 +141,12 @@ static int id_lookup(er_store *s, const uint8_t id[16], uint64_t *pos,
 
 static int duplicate(er_error *err, const uint8_t id[16], uint64_t pos) {
   char text[37];
+  int rc;
   er_uuid_format(id, text);
-  return er__fail(err, ER_DUPLICATE_EVENT,
-                  "event id %s already exists (at position %llu)", text,
-                  (unsigned long long)pos);
+  rc = er__fail(err, ER_DUPLICATE_EVENT, "event id %s already exists (at position %llu)", text,
+                (unsigned long long)pos);
+  if (err) memcpy(err->id, id, 16);
+  return rc;
 }
 
 /* With caller-given ids: decide between a normal append (ER_OK, *replay 0),

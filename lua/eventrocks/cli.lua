@@ -334,9 +334,8 @@ end
 -- The line of the event of an append that `err` (duplicate_event) names by
 -- its id: the second of two events with that id, else the one with it.
 local function duplicate_line(err, group, lines)
-  local id = tostring(err.message):match("%x+%-%x+%-%x+%-%x+%-%x+")
-  if not id then return nil end
-  id = id:lower()
+  local id = err.id
+  if type(id) ~= "string" then return nil end
   local first
   for i, ev in ipairs(group) do
     if type(ev.id) == "string" and ev.id:lower() == id then
@@ -380,8 +379,8 @@ function commands.import(args)
     if ok then res, err = txn:commit() end
     txn:free()
     if not res then
-      -- the binding tells the failing append, not the event: a duplicate
-      -- id is found by the id its message names
+      -- the error names the failing append and the duplicate id (err.id):
+      -- the line is the event of the group with that id
       local at = type(err) == "table" and err.code == "duplicate_event"
         and duplicate_line(err, group, lines) or lines[1]
       fail(fmt("line %d: %s", at, tostring(err)))
