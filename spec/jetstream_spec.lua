@@ -828,10 +828,12 @@ describe("JetStream options are checked", function()
   after_each(function() H.teardown(t) end)
 
   -- f() raises exactly `bad argument #n to 'NAME' (unknown option 'KEY')`
+  -- (a key that is not a string unquoted, as everywhere else)
   local function refuses(f, n, name, key)
     local ok, err = pcall(f)
-    assert.is_false(ok, "accepted unknown option " .. key)
-    assert.matches(("bad argument #%d to '%s' (unknown option '%s')"):format(n, name, key), tostring(err), 1, true)
+    assert.is_false(ok, "accepted unknown option " .. tostring(key))
+    local shown = type(key) == "string" and "'" .. key .. "'" or tostring(key)
+    assert.matches(("bad argument #%d to '%s' (unknown option %s)"):format(n, name, shown), tostring(err), 1, true)
   end
 
   it("store:relay(name, opts)", function()
@@ -839,7 +841,7 @@ describe("JetStream options are checked", function()
     refuses(function() t.store:relay("out", { url = "nats://127.0.0.1:1", max_reconect = 0 }) end, 2, "relay",
       "max_reconect")
     refuses(function() t.store:relay("out", { tls = { cafile = "x" } }) end, 2, "relay", "tls.cafile")
-    refuses(function() t.store:relay("out", { [1] = "x" }) end, 2, "relay", "1")
+    refuses(function() t.store:relay("out", { [1] = "x" }) end, 2, "relay", 1)
     -- every documented option is known
     local r = t.store:relay("out", { url = "nats://127.0.0.1:1", name = "n", user = "u", password = "p",
       timeout = 100, reconnect = false, max_reconnect = 0, reconnect_wait = 10, ping_interval = 1000,

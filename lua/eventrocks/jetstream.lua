@@ -25,6 +25,7 @@
 --   below the recorded sequence and is skipped.
 local core = require "eventrocks.core"
 local checkpoints = require "eventrocks.checkpoints"
+local options = require "eventrocks.options"
 local system = require "system"
 local pretty = require "eventrocks.pretty"
 
@@ -81,8 +82,7 @@ local function with_conn_keys(t)
 end
 
 -- The options each call takes; a typo must never drop a guarantee
--- silently.  (A local checker: the core binding, aggregates and
--- projections have their own, to be unified.)
+-- silently (eventrocks.options checks them, as for every Lua call).
 M.OPTION_KEYS = {
   relay = with_conn_keys({
     stream = true, prefix = true, subject = true, json = true, create_stream = true, duplicate_window = true,
@@ -104,19 +104,9 @@ M.OPTION_KEYS = {
 -- caller of the function that calls this.
 local function check_options(opts, fname, argn)
   local known = M.OPTION_KEYS[fname]
-  for k in pairs(opts) do
-    if not known[k] then
-      error(fmt("bad argument #%d to '%s' (unknown option '%s')", argn, fname, tostring(k)), 3)
-    end
-  end
+  options.check(opts, known, argn, fname, 1)
   local tls = known.tls and rawget(opts, "tls")
-  if type(tls) == "table" then
-    for k in pairs(tls) do
-      if not TLS_KEYS[k] then
-        error(fmt("bad argument #%d to '%s' (unknown option 'tls.%s')", argn, fname, tostring(k)), 3)
-      end
-    end
-  end
+  if type(tls) == "table" then options.check(tls, TLS_KEYS, argn, fname, 1, "tls.") end
 end
 
 local function conn_opts(opts)
