@@ -41,9 +41,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "eventrocks.h"
 #include "fuzz_util.h"
+#include "internal.h" /* ER_CLOCK_AHEAD_LIMIT */
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -92,7 +94,7 @@ typedef struct model {
   mappend ap[MAX_EVENTS];
   size_t nap;
   uint64_t version[NSTREAMS];
-  int64_t max_time; /* newest time written so far */
+  int64_t max_time; /* newest time the store itself gave (not given ones) */
   uint8_t kv[NKEYS][MAX_PAYLOAD];
   size_t kv_len[NKEYS];
   int kv_set[NKEYS];
@@ -478,6 +480,20 @@ static void report(void *ud, const char *problem) {
   fprintf(stderr, "er_check: %s\n", problem);
 }
 
+
+/* The problems er_check reports for the model's events that were given a
+ * time more than a day ahead of now (a mirror or an import may carry one):
+ * the first ten one by one, then one line for the rest. */
+static uint64_t ahead_problems(void) {
+  struct timespec ts;
+  int64_t limit;
+  uint64_t i, n = 0;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  limit = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000 + ER_CLOCK_AHEAD_LIMIT;
+  for (i = 0; i < M.n; i++) n += M.ev[i].time > limit;
+  return n <= 10 ? n : 11;
+}
+
 static void check_everything(void) {
   er_error err;
   uint64_t problems = 0;
@@ -492,7 +508,9 @@ static void check_everything(void) {
   check_kv();
   rc = er_check(S, report, NULL, NULL, &problems, &err);
   if (rc != ER_OK) FAIL("er_check: %s %s", code_name(rc), err.message);
-  if (problems) FAIL("er_check: %llu problems", (unsigned long long)problems);
+  if (problems != ahead_problems())
+    FAIL("er_check: %llu problems, %llu expected (events given times more than a day ahead)",
+         (unsigned long long)problems, (unsigned long long)ahead_problems());
 }
 
 /* ------------------------------------------------------------------------ */
@@ -681,7 +699,8 @@ static void learn(uint64_t from, uint64_t to, const int64_t *given,
       clock = ev.time;
     }
     m->time = ev.time;
-    if (ev.time > newest) newest = ev.time;
+    /* the store's own clock: given times (imports, mirrors) never move it */
+    if (!given[k] && ev.time > newest) newest = ev.time;
     same_event(&ev, m, "the event just written");
     er_free(mem);
   }
