@@ -1435,6 +1435,17 @@ static int l_debug_get(lua_State *L) {
   return 1;
 }
 
+/* store:backup(dir) -> the last position the copy holds, or nil, err */
+static int store_backup(lua_State *L) {
+  lstore *ls = check_store(L, 1);
+  const char *dir = luaL_checkstring(L, 2);
+  uint64_t position = 0;
+  er_error err;
+  if (er_backup(ls->s, dir, &position, &err) != ER_OK) return push_error(L, &err);
+  lua_pushinteger(L, (lua_Integer)position);
+  return 1;
+}
+
 static const luaL_Reg store_methods[] = {
   {"append", store_append},
   {"version", store_version},
@@ -1445,6 +1456,7 @@ static const luaL_Reg store_methods[] = {
   {"refresh", store_refresh},
   {"streams", store_streams},
   {"close", store_close},
+  {"backup", store_backup},
   /* for the Lua modules, the command line and the tests */
   {"_txn", l_txn},
   {"_set_hook", l_set_hook},

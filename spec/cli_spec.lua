@@ -949,6 +949,42 @@ describe("eventrocks command", function()
   end)
 
   -- -------------------------------------------------------------------------
+  describe("backup", function()
+    it("copies a store nobody has open, and the copy passes check", function()
+      assert(t.store:append("a-1", H.evs(3)))
+      t.store:close()
+      local dest = tmpdir() .. "/copy"
+      local code, out, err = erun(t.dir, "backup " .. H.shquote(dest))
+      assert.equal(0, code, err)
+      contains(out, "events up to position 3")
+      code, out, err = erun(dest, "check")
+      assert.equal(0, code, err)
+      contains(out, "checked 3 events")
+    end)
+
+    it("beside a writer in another process, says why it needs the writer's handle and copies nothing", function()
+      assert(t.store:append("a-1", H.evs(3))) -- this process holds the writer
+      local dest = tmpdir() .. "/copy"
+      local code, out, err = erun(t.dir, "backup " .. H.shquote(dest))
+      assert.equal(1, code)
+      assert.equal("", out)
+      contains(err, "open for writing in another process")
+      contains(err, "store:backup(dir)")
+      assert.is_false(H.exists(dest))
+    end)
+
+    it("refuses a directory that exists and a missing store", function()
+      t.store:close()
+      local code, _, err = erun(t.dir, "backup " .. H.shquote(tmpdir()))
+      assert.equal(1, code)
+      contains(err, "exists already")
+      code, _, err = erun(tmpdir() .. "/none", "backup " .. H.shquote(tmpdir() .. "/x"))
+      assert.equal(1, code)
+      contains(err, "no store at")
+    end)
+  end)
+
+  -- -------------------------------------------------------------------------
   describe("check", function()
     before_each(function()
       local s = t.store

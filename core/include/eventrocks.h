@@ -215,6 +215,16 @@ int er_refresh(er_store *s, er_error *err);
  * with).  A read-only handle is always idle. */
 int er_wait_idle(er_store *s, int timeout_ms);
 
+/* Take a consistent copy of the store into the new directory `dir` (it
+ * must not exist; its parent must) while the store stays open and
+ * writable: RocksDB's checkpoint, hard links where `dir` is on the same
+ * file system.  The copy holds every append acknowledged before the call
+ * and a prefix of those made during it, never part of one; it opens as a
+ * normal store.  `*position` is the last position it holds.  ER_INVALID for
+ * an existing `dir` or a read-only handle (it cannot flush the writer's
+ * memtables), ER_IO when the copy fails (a partial `dir` may be left). */
+int er_backup(er_store *s, const char *dir, uint64_t *position, er_error *err);
+
 /* The directory the store was opened with (owned by the store). */
 const char *er_path(const er_store *s);
 

@@ -432,6 +432,25 @@ function commands.import(args)
     written, appended, replayed))
 end
 
+-- A backup needs the writer's handle (it flushes the memtables first), so
+-- it opens the store for writing; beside a writer in another process it
+-- says so rather than copy a store that misses acknowledged appends.
+function commands.backup(args)
+  local dir = store_dir(args)
+  local store, err = try_open(dir, true, false)
+  if not store and err.code == "locked" then
+    fail(fmt("%s is open for writing in another process: a backup needs the writer's handle, whose "
+      .. "memtables it flushes first (a read-only handle would copy a store that misses acknowledged "
+      .. "appends); call store:backup(dir) in that process, or stop it and run this again", safe(dir)))
+  end
+  if not store then open_failed(dir, err) end
+  local position, berr = store:backup(args.dir)
+  store:close()
+  if not position then fail(tostring(berr)) end
+  stdout:write(safe(fmt("backup of %s in %s: events up to position %d", dir, args.dir, position)), "\n")
+  return 0
+end
+
 function commands.check(args)
   local store <close> = open_store(args)
   local last = store:last_position()
@@ -565,6 +584,9 @@ local function parser()
   c:argument("file", "The file to import.")
 
   p:command("check", "Verify the store's invariants; exit status 1 and a report when one fails.")
+
+  c = p:command("backup", "Copy the store, consistently, into a new directory (hard links where it can).")
+  c:argument("dir", "The new directory (must not exist).")
 
   local function nats_options(cmd)
     cmd:option("--url", "NATS server URL; repeatable or comma-separated (default $EVENTROCKS_NATS_URL, "
