@@ -53,6 +53,7 @@ build = {
         "lua/eventrocks_core.c",
         "lua/er_value.c",
         "core/src/append.c",
+        "core/src/backup.c",
         "core/src/check.c",
         "core/src/errors.c",
         "core/src/heads.c",
