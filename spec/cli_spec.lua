@@ -949,6 +949,41 @@ describe("eventrocks command", function()
   end)
 
   -- -------------------------------------------------------------------------
+  describe("projections and dead-letters", function()
+    it("list each projection with its position, lag and failures, and a projection's dead letters", function()
+      local s = t.store
+      for i = 1, 5 do assert(s:append("a-" .. i % 2, { type = "N", data = { n = i } })) end
+      local p = s:projection("counts", { on_error = "park", handlers = { N = function(_, ev)
+        if ev.data.n == 2 then error("boom\27[31m") end
+      end } })
+      assert(p:run({ batch = 3 }))
+      assert(s:append("b-1", { type = "N", data = { n = 6 } }))
+      assert(s:projection("idle", { handlers = { N = function() end } }):run({ batch = 1 }))
+      local code, out, err = erun(t.dir, "projections")
+      assert.equal(0, code, err)
+      assert.equal("counts (log) position 5, lag 1, 2 dead letters, 0 skipped\n"
+        .. "  last error: projection 'counts': handler for 'N' failed at position 2 (stream a-0): "
+        .. "spec/cli_spec.lua:" .. debug.getinfo(1, "l").currentline - 9 .. ": boom\\x1b[31m\n"
+        .. "idle (log) position 6, lag 0, 0 dead letters, 0 skipped\n", out)
+      code, out = erun(t.dir, "projections --json")
+      assert.equal(0, code)
+      local rows = decode_lines(out)
+      assert.equal("counts", rows[1].name)
+      assert.equal(2, rows[1].dead_letters)
+      assert.equal(1, rows[1].lag)
+      code, out = erun(t.dir, "dead-letters counts")
+      assert.equal(0, code)
+      local l = lines(out)
+      assert.equal(2, #l)
+      assert.truthy(l[1]:find("^#2 a%-0@1 N, failed %d%d%d%d%-"), l[1])
+      assert.truthy(l[2]:find("parked behind position 2", 1, true), l[2])
+      code, out = erun(t.dir, "dead-letters idle")
+      assert.equal(0, code)
+      assert.equal("", out)
+    end)
+  end)
+
+  -- -------------------------------------------------------------------------
   describe("backup", function()
     it("copies a store nobody has open, and the copy passes check", function()
       assert(t.store:append("a-1", H.evs(3)))

@@ -12,7 +12,7 @@
 -- write of the new one, so an old store keeps its positions.
 local M = {}
 
-local KINDS = { projection = true, relay = true, jetstream = true }
+local KINDS = { projection = true, relay = true, jetstream = true, deadletter = true, skipped = true }
 
 local function check_kind(kind)
   if not KINDS[kind] then error("eventrocks.checkpoints: unknown kind " .. tostring(kind), 3) end
@@ -66,20 +66,66 @@ function M.write(store, kind, name, value)
   return true
 end
 
---- each(store) -> iterator of kind, name, value over every checkpoint, old
--- keys included (a scan meeting bytes that do not decode raises).
-function M.each(store)
-  local nextkv, state, init, closer = store:_scan("checkpoints")
+-- ---------------------------------------------------------------------------
+-- Items: records kept under one owner's name, in byte order of their item
+-- key (a projection's dead letters and skipped errors, by position):
+--
+--   "\0" .. kind .. "\0" .. name .. "\0" .. item
+
+local function item_prefix(kind, name) return "\0" .. kind .. "\0" .. name .. "\0" end
+
+--- The item key of a position: ordered as the positions are.
+function M.position_item(position) return string.pack(">I8", position) end
+
+--- put_item(txn, kind, name, item, value): nil deletes.
+function M.put_item(txn, kind, name, item, value)
+  check_kind(kind)
+  if value == nil then return txn:delete("checkpoints", item_prefix(kind, name) .. item) end
+  return txn:put("checkpoints", item_prefix(kind, name) .. item, value)
+end
+
+--- get_item(store, kind, name, item) -> value, or nil, or nil, err
+function M.get_item(store, kind, name, item)
+  check_kind(kind)
+  return store:_get("checkpoints", item_prefix(kind, name) .. item)
+end
+
+--- each_item(store, kind, name) -> iterator of item, value in item order.
+function M.each_item(store, kind, name)
+  check_kind(kind)
+  local prefix = item_prefix(kind, name)
+  local nextkv, state, init, closer = store:_scan("checkpoints", prefix)
+  local skip = #prefix + 1
   return function(st)
     local k, v = nextkv(st)
     if k == nil then return nil end
+    return k:sub(skip), v
+  end, state, init, closer
+end
+
+--- delete_items(txn, kind, name): every item of that owner.
+function M.delete_items(txn, kind, name)
+  check_kind(kind)
+  return txn:delete_prefix("checkpoints", item_prefix(kind, name))
+end
+
+--- each(store) -> iterator of kind, name, value over every checkpoint (not
+-- the items), old keys included (a scan meeting bytes that do not decode
+-- raises).
+function M.each(store)
+  local nextkv, state, init, closer = store:_scan("checkpoints")
+  local function step(st)
+    local k, v = nextkv(st)
+    if k == nil then return nil end
     local kind, name = k:match("^%z([^%z]+)%z(.*)$")
+    if kind and name:find("\0", 1, true) then return step(st) end -- an item
     if kind then return kind, name, v end
     name = k:match("^(.*)%zjetstream$")
     if name then return "jetstream", name, v end
     if k:sub(1, 6) == "relay:" then return "relay", k:sub(7), v end
     return "projection", k, v
-  end, state, init, closer
+  end
+  return step, state, init, closer
 end
 
 return M

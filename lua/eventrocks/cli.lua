@@ -432,6 +432,37 @@ function commands.import(args)
     written, appended, replayed))
 end
 
+function commands.projections(args)
+  local store <close> = open_store(args)
+  local list = projection.list(store)
+  for _, p in ipairs(list) do
+    if args.json then
+      stdout:write(jsonl.encode_value(p), "\n")
+    else
+      local lag = p.lag and fmt(", lag %d", p.lag) or ""
+      stdout:write(paint.bold(escape(p.name)), fmt(" (%s) position %s%s, %d dead letter%s, %d skipped",
+        p.source, p.position and tostring(p.position) or "damaged", lag, p.dead_letters,
+        p.dead_letters == 1 and "" or "s", p.skipped), "\n")
+      if p.last_error then stdout:write("  last error: ", safe(p.last_error), "\n") end
+    end
+  end
+  if #list == 0 and not args.json then stdout:write("no projections\n") end
+end
+
+function commands.dead_letters(args)
+  local store <close> = open_store(args)
+  for _, l in ipairs(projection.dead_letters_of(store, args.name)) do
+    if args.json then
+      stdout:write(jsonl.encode_value(l), "\n")
+    else
+      stdout:write(fmt("#%s %s@%s %s, failed %s: ", tostring(l.position), escape(tostring(l.stream)),
+        tostring(l.version), escape(tostring(l.type)), pretty.time(l.at)), safe(tostring(l.error)), "\n")
+    end
+  end
+end
+
+commands["dead-letters"] = commands.dead_letters
+
 -- A backup needs the writer's handle (it flushes the memtables first), so
 -- it opens the store for writing; beside a writer in another process it
 -- says so rather than copy a store that misses acknowledged appends.
@@ -584,6 +615,13 @@ local function parser()
   c:argument("file", "The file to import.")
 
   p:command("check", "Verify the store's invariants; exit status 1 and a report when one fails.")
+
+  c = p:command("projections", "List the projections: position, lag, dead letters, skipped events, last error.")
+  c:flag("--json", "JSON lines.")
+
+  c = p:command("dead-letters", "Print the dead letters of a projection (events parked by on_error = \"park\").")
+  c:argument("name", "The projection's name.")
+  c:flag("--json", "JSON lines (the whole event of each).")
 
   c = p:command("backup", "Copy the store, consistently, into a new directory (hard links where it can).")
   c:argument("dir", "The new directory (must not exist).")

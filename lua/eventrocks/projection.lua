@@ -9,6 +9,7 @@ local core = require "eventrocks.core"
 local system = require "system"
 local options = require "eventrocks.options"
 local checkpoints = require "eventrocks.checkpoints"
+local pretty = require "eventrocks.pretty"
 
 local M = {}
 
@@ -24,7 +25,9 @@ local registry = setmetatable({}, { __mode = "k" }) -- store -> { by_name = {}, 
 
 local DELETED = setmetatable({}, { __name = "deleted" })
 
-local SPEC_KEYS = options.known { "handlers", "category", "types", "inline", "source" }
+local failures_of -- (below)
+
+local SPEC_KEYS = options.known { "handlers", "category", "types", "inline", "source", "on_error" }
 local RUN_OPTS = options.known { "batch", "follow", "interval", "stop", "progress" }
 
 -- The batch buffer keeps its own copies, so that what a handler sees is
@@ -72,22 +75,34 @@ end
 --- Write `value` (any storable value; nil deletes) under `key`.  The value
 -- is encoded now, so that a value the store cannot hold raises here, in the
 -- handler; each key is written once per batch, with its last value.
+-- While a handler that may fail without stopping the projection runs
+-- (on_error), the first write of each key keeps what the key held, so
+-- that its writes can be taken back.
+local function remember(view, key)
+  local j = view._journal
+  if j and j[key] == nil then j[key] = { view._pending[key], view._buf[key] } end
+end
+
 function View:put(key, value)
   check_key(key, "put")
   check_length(self, key, "put")
   if value == nil then return self:delete(key) end
-  self._pending[key] = encode(value) -- raises on a value it cannot store
+  local bytes = encode(value) -- raises on a value it cannot store
+  remember(self, key)
+  self._pending[key] = bytes
   self._buf[key] = copy(value) -- storable values have no cycles
 end
 
 function View:delete(key)
   check_key(key, "delete")
   check_length(self, key, "delete")
+  remember(self, key)
   self._pending[key] = false
   self._buf[key] = DELETED
 end
 
--- Write the batch's read-model changes into its transaction.
+-- Write the batch's read-model changes, and the failures it recorded
+-- (dead letters, skipped errors), into its transaction.
 local function flush_view(view)
   local txn, prefix = view._txn, view._prefix
   for key, bytes in pairs(view._pending) do
@@ -100,6 +115,11 @@ local function flush_view(view)
     if not ok then return nil, err end
   end
   view._pending = {}
+  for _, f in ipairs(view._failures) do
+    local ok, err = checkpoints.put_item(txn, f[1], view._name, checkpoints.position_item(f[2].position), f[2])
+    if not ok then return nil, err end
+  end
+  view._failures = {}
   return true
 end
 
@@ -123,17 +143,45 @@ function View:emit(stream, event, opts)
   end
   meta.causation_id = src.id
   meta.correlation_id = src.metadata.correlation_id or src.id
-  local ok, err = self._txn:append(stream, {
-    type = event.type, data = event.data, metadata = meta, id = event.id,
-  }, opts)
+  local ev = { type = event.type, data = event.data, metadata = meta, id = event.id }
+  if self._emits then -- on_error: appended once the handler has succeeded
+    self._emits[#self._emits + 1] = { stream, ev, opts }
+    return
+  end
+  local ok, err = self._txn:append(stream, ev, opts)
   if not ok then error(err, 2) end
+end
+
+-- Around one handler call that may fail without stopping the projection:
+-- begin journals its writes and holds its emits back; commit appends the
+-- emits (ok, or nil, err); undo takes its writes back.
+function View:_begin_event()
+  self._journal, self._emits = {}, {}
+end
+
+function View:_commit_event()
+  local emits = self._emits
+  self._journal, self._emits = nil, nil
+  for _, e in ipairs(emits) do
+    local ok, called, err = pcall(self._txn.append, self._txn, e[1], e[2], e[3])
+    if not ok then return nil, called end
+    if not called then return nil, err end
+  end
+  return true
+end
+
+function View:_undo_event()
+  for key, old in pairs(self._journal) do
+    self._pending[key], self._buf[key] = old[1], old[2]
+  end
+  self._journal, self._emits = nil, nil
 end
 
 local function new_view(proj, txn, inline)
   return setmetatable({
     _store = proj.store, _get = proj.store._get, -- (looked up once: handlers call get per event)
     _prefix = proj.prefix, _txn = txn, _buf = {}, _pending = {},
-    _inline = inline,
+    _inline = inline, _name = proj.name, _failures = {},
   }, View)
 end
 
@@ -192,25 +240,90 @@ local function category_of(stream)
   return stream:match("^[^-]*")
 end
 
+-- What a failure leaves behind: the event (a dead letter keeps all of it,
+-- to be applied by retry), the error and when.
+local function failure_record(ev, message, parked_behind)
+  return {
+    position = ev.position, stream = ev.stream, type = ev.type, version = ev.version, id = ev.id,
+    time = ev.time, data = ev.data, metadata = ev.metadata, error = message,
+    at = math.floor(system.gettime() * 1000000), parked_behind = parked_behind,
+  }
+end
+
+-- The action on_error chooses for a failed handler: "stop", "skip" or
+-- "park" (a function deciding raises: stop).
+local function decide(proj, ev, message)
+  local policy = proj.on_error
+  if type(policy) ~= "function" then return policy end
+  local ok, action = pcall(policy, message, ev)
+  if ok and (action == "stop" or action == "skip" or (action == "park" and not proj.inline)) then return action end
+  return "stop"
+end
+
+-- One handler call under on_error "skip" / "park" / a function: its writes
+-- are taken back and the failure recorded when it fails and the policy
+-- does not stop.  Returns nil, message to stop.
+local function guarded_call(proj, view, h, ev)
+  view:_begin_event()
+  local ok, err = pcall(h, view, ev)
+  if ok then ok, err = view:_commit_event() end
+  if ok then return true end
+  view:_undo_event()
+  local message = handler_failed(proj, ev, err)
+  local action = decide(proj, ev, message)
+  if action == "skip" then
+    view._failures[#view._failures + 1] = { "skipped", failure_record(ev, message) }
+  elseif action == "park" then
+    view._failures[#view._failures + 1] = { "deadletter", failure_record(ev, message) }
+    view._parked[ev.stream] = ev.position
+  else
+    return nil, message
+  end
+  return true
+end
+
 -- The one dispatch loop of projections (catch-up batches of every source,
--- and inline projections inside a commit): hand each event the iterator
--- yields to its handler, with the view.  `filter`: the iterator yields
--- events of every category and type (apply the projection's own filter).
--- Returns the number of events and the last one's position, or nil, message
--- when a handler failed (the caller drops the batch).
+-- inline projections inside a commit, retries of dead letters): hand each
+-- event the iterator yields to its handler, with the view.  `filter`: the
+-- iterator yields events of every category and type (apply the
+-- projection's own filter).  An event of a parked stream is parked behind
+-- the first.  Returns the number of events and the last one's position, or
+-- nil, message when a handler failed and on_error stops (the caller drops
+-- the batch).
 local function apply(proj, view, filter, iter, state, init, closer)
   local handlers, wanted, category = proj.handlers, proj.wanted, proj.category
+  local guarded, parked = proj.on_error ~= "stop", view._parked
   local n, last = 0, nil
   for ev in iter, state, init, closer do
     local h = handlers[ev.type]
     if h and (not filter or (wanted[ev.type] and (category == nil or category_of(ev.stream) == category))) then
       view._event = ev
-      local ok, err = pcall(h, view, ev)
-      if not ok then return nil, handler_failed(proj, ev, err) end
+      if not guarded then
+        local ok, err = pcall(h, view, ev)
+        if not ok then return nil, handler_failed(proj, ev, err) end
+      elseif parked and parked[ev.stream] then
+        view._failures[#view._failures + 1] = { "deadletter", failure_record(ev,
+          fmt("projection '%s': parked behind position %d of stream %s", proj.name, parked[ev.stream], ev.stream),
+          parked[ev.stream]) }
+      else
+        local ok, err = guarded_call(proj, view, h, ev)
+        if not ok then return nil, err end
+      end
     end
     n, last = n + 1, ev.position
   end
   return n, last
+end
+
+-- The streams with a dead letter, each with its first one's position.
+local function parked_streams(proj)
+  local parked = {}
+  for _, letter in checkpoints.each_item(proj.store, "deadletter", proj.name) do
+    if type(letter) == "table" and type(letter.stream) == "string" and not parked[letter.stream] then
+      parked[letter.stream] = letter.position
+    end
+  end
+  return parked
 end
 
 -- ---------------------------------------------------------------------------
@@ -297,6 +410,7 @@ local function run_batch(proj, max)
   if not txn then return nil, b:finish(err) end
   local view_txn, iter, state, init, closer = b:begin(txn)
   local view = new_view(proj, view_txn, false)
+  if proj.on_error ~= "stop" then view._parked = parked_streams(proj) end
   local n, pos = apply(proj, view, not b.filtered, iter, state, init, closer)
   if not n then
     txn:free()
@@ -372,12 +486,124 @@ function Proj:run(opts)
   end
 end
 
+-- The failures projection `name` recorded: the number of dead letters, of
+-- skipped events, and the message of the newest handler failure (not the
+-- events merely parked behind one), or nil.
+function failures_of(store, name)
+  local counts, newest, last_error = { deadletter = 0, skipped = 0 }, -1, nil
+  for kind in pairs(counts) do
+    for _, rec in checkpoints.each_item(store, kind, name) do
+      counts[kind] = counts[kind] + 1
+      if type(rec) == "table" and math.type(rec.at) == "integer" and rec.at > newest and not rec.parked_behind then
+        newest, last_error = rec.at, rec.error
+      end
+    end
+  end
+  return counts.deadletter, counts.skipped, last_error
+end
+
+--- Iterate the dead letters: `for position, message in proj:dead_letters() do`,
+-- in position order.
+function Proj:dead_letters()
+  local nextkv, state, init, closer = checkpoints.each_item(self.store, "deadletter", self.name)
+  return function(st)
+    local _, letter = nextkv(st)
+    if letter == nil then return nil end
+    return letter.position, letter.error
+  end, state, init, closer
+end
+
+-- The dead letters, oldest first (all of them, or the one at `position`).
+local function letters_of(proj, position)
+  local out = {}
+  for _, letter in checkpoints.each_item(proj.store, "deadletter", proj.name) do
+    if type(letter) ~= "table" or math.type(letter.position) ~= "integer" then
+      error(setmetatable({ code = "corruption", message = fmt("projection '%s': a dead letter is damaged",
+        proj.name) }, core.error_metatable), 0)
+    end
+    if position == nil or letter.position == position then out[#out + 1] = letter end
+  end
+  return out
+end
+
+--- Apply dead letters again, in position order: all of them, or the one at
+-- `position` (which must be the first of its stream).  One that fails
+-- again stays, with its new error, and holds back the rest of its stream.
+-- Returns the number applied (dropped when no handler takes its type any
+-- more), or nil, err when the commit failed.
+function Proj:retry(position)
+  if position ~= nil and math.type(position) ~= "integer" then
+    error("bad argument #1 to 'retry' (position must be an integer)", 2)
+  end
+  local letters = letters_of(self, position)
+  if position ~= nil then
+    if #letters == 0 then error(fmt("projection '%s' has no dead letter at position %d", self.name, position), 2) end
+    local first = parked_streams(self)[letters[1].stream]
+    if first ~= position then
+      error(fmt("projection '%s': position %d is parked behind position %d of stream %s: retry that first",
+        self.name, position, first, letters[1].stream), 2)
+    end
+  end
+  local txn, terr = self.store:_txn()
+  if not txn then return nil, terr end
+  local view = new_view(self, txn, self.inline)
+  view._parked = {}
+  local applied, handlers = 0, self.handlers
+  for _, letter in ipairs(letters) do
+    if not view._parked[letter.stream] then
+      local ev = setmetatable({ id = letter.id, stream = letter.stream, version = letter.version,
+        position = letter.position, type = letter.type, time = letter.time, data = letter.data,
+        metadata = letter.metadata or {} }, pretty.event_metatable)
+      local h = handlers[ev.type]
+      local ok, err = true, nil
+      if h then
+        view._event = ev
+        view:_begin_event()
+        ok, err = pcall(h, view, ev)
+        if ok then ok, err = view:_commit_event() end
+        if not ok then view:_undo_event() end
+      end
+      local item = checkpoints.position_item(letter.position)
+      if ok then
+        checkpoints.put_item(txn, "deadletter", self.name, item, nil)
+        applied = applied + 1
+      else
+        letter.error, letter.at = handler_failed(self, ev, err), math.floor(system.gettime() * 1000000)
+        checkpoints.put_item(txn, "deadletter", self.name, item, letter)
+        view._parked[letter.stream] = letter.position
+      end
+    end
+  end
+  local ok, err = flush_view(view)
+  if ok then ok, err = txn:commit() end
+  txn:free()
+  if not ok then return nil, err end
+  return applied
+end
+
+--- { position, last_position, lag, dead_letters, skipped, last_error }:
+-- lag is what the store's log holds beyond the position (nil for another
+-- source); last_error the newest recorded failure's message, or nil.
+function Proj:status()
+  local position, err = self:_checkpoint()
+  if not position then error(err, 2) end
+  local st = { position = position, dead_letters = 0, skipped = 0 }
+  if self.source == LOG then
+    st.last_position = self.store:last_position()
+    st.lag = math.max(0, st.last_position - position)
+  end
+  st.dead_letters, st.skipped, st.last_error = failures_of(self.store, self.name)
+  return st
+end
+
 --- Drop the read model and the checkpoint; the next run rebuilds it (an
 -- inline projection is rebuilt at once).
 function Proj:reset()
   local txn, terr = self.store:_txn()
   if not txn then return nil, terr end
   txn:delete_prefix("views", self.prefix)
+  checkpoints.delete_items(txn, "deadletter", self.name)
+  checkpoints.delete_items(txn, "skipped", self.name)
   local res, err = self.source:reset(self, txn)
   if res then res, err = txn:commit() end
   txn:free()
@@ -409,6 +635,37 @@ local function inline_hook(reg)
       if not ok then error(err, 0) end
     end
   end
+end
+
+--- list(store) -> every projection the store has a checkpoint of, by name:
+-- { name, source ("log" or "jetstream"), position, lag (log only),
+-- dead_letters, skipped, last_error }.  For `eventrocks projections`.
+function M.list(store)
+  local out, last = {}, store:last_position()
+  for kind, name, value in checkpoints.each(store) do
+    if kind == "projection" or kind == "jetstream" then
+      local p = { name = name, source = kind == "projection" and "log" or "jetstream", dead_letters = 0, skipped = 0 }
+      if kind == "projection" then
+        p.position = math.type(value) == "integer" and value or nil
+        p.lag = p.position and math.max(0, last - p.position)
+      else
+        p.position = type(value) == "table" and math.type(value.position) == "integer" and value.position or nil
+      end
+      p.dead_letters, p.skipped, p.last_error = failures_of(store, name)
+      out[#out + 1] = p
+    end
+  end
+  table.sort(out, function(a, b) return a.name < b.name end)
+  return out
+end
+
+--- dead_letters_of(store, name) -> the dead letters of projection `name`,
+-- oldest first, as stored ({ position, stream, version, type, error, at,
+-- ... }).  For `eventrocks dead-letters`.
+function M.dead_letters_of(store, name)
+  local out = {}
+  for _, letter in checkpoints.each_item(store, "deadletter", name) do out[#out + 1] = letter end
+  return out
 end
 
 --- checkpoint_problem(name, value, last) -> what is wrong with the stored
@@ -463,8 +720,18 @@ local function check_spec(name, spec)
     end
     if spec.inline then error(fmt("projection '%s': an inline projection cannot have a source", name), 3) end
   end
+  local on_error = spec.on_error
+  if on_error == nil then on_error = "stop" end
+  if on_error ~= "stop" and on_error ~= "skip" and on_error ~= "park" and type(on_error) ~= "function" then
+    error(fmt("projection '%s': on_error must be \"stop\", \"skip\", \"park\" or a function(message, event) "
+      .. "choosing one", name), 3)
+  end
+  if on_error == "park" and spec.inline then
+    error(fmt("projection '%s': an inline projection cannot park events (its handler runs inside the append, "
+      .. "which fails instead): use \"stop\" or \"skip\"", name), 3)
+  end
   return { handlers = handlers, category = spec.category, types = types, inline = spec.inline and true or false,
-    source = source }
+    source = source, on_error = on_error }
 end
 
 -- Give `proj` the handlers, filters and kind of `checked` (a new
@@ -481,6 +748,7 @@ local function configure(proj, checked)
   local wanted = {}
   for _, t in ipairs(types) do wanted[t] = true end
   proj.spec, proj.handlers, proj.category, proj.inline = checked, checked.handlers, checked.category, checked.inline
+  proj.on_error = checked.on_error
   proj.types, proj.wanted, proj.source = #types > 0 and types or nil, wanted, checked.source or LOG
   if #types == 0 then
     -- no handlers: nothing to read, but `all` refuses an empty type list

@@ -1,0 +1,150 @@
+-- on_error = "stop" | "skip" | "park" | function: poison events, dead
+-- letters, retry and status.
+local H = require "helper"
+
+describe("projection failures", function()
+  local t = {}
+  before_each(function() H.setup(t) end)
+  after_each(function() H.teardown(t) end)
+
+  -- a-1: 1, 2(bad), 3; b-1: 4; a-1: 5; c-1: 6
+  local function fill()
+    local s = t.store
+    assert(s:append("a-1", { type = "N", data = { n = 1 } }))
+    assert(s:append("a-1", { type = "N", data = { n = 2, bad = true } }))
+    assert(s:append("a-1", { type = "N", data = { n = 3 } }))
+    assert(s:append("b-1", { type = "N", data = { n = 4 } }))
+    assert(s:append("a-1", { type = "N", data = { n = 5 } }))
+    assert(s:append("c-1", { type = "N", data = { n = 6, bad = true } }))
+  end
+
+  -- appends each n to the list of its stream; writes "touched" before failing
+  local function handlers(fixed)
+    return {
+      N = function(view, ev)
+        local list = view:get(ev.stream) or {}
+        list[#list + 1] = ev.data.n
+        view:put(ev.stream, list)
+        view:put("touched-" .. ev.data.n, true)
+        if ev.data.bad and not fixed then error("bad event " .. ev.data.n) end
+      end,
+    }
+  end
+
+  it("stop (the default) keeps today's behaviour: the batch is dropped and the error raised", function()
+    fill()
+    local p = t.store:projection("p", { handlers = handlers() })
+    assert.has_error(function() p:run() end)
+    assert.equal(0, p:position())
+    assert.is_nil(p:get("a-1"))
+  end)
+
+  it("skip drops the failing event with its writes and goes on; the error is recorded with the batch", function()
+    fill()
+    local p = t.store:projection("p", { handlers = handlers(), on_error = "skip" })
+    assert.same({ 6, 6 }, { p:run() })
+    assert.same({ 1, 3, 5 }, p:get("a-1"))
+    assert.same({ 4 }, p:get("b-1"))
+    assert.is_nil(p:get("c-1"))
+    assert.is_nil(p:get("touched-2")) -- the failing handler's own writes are taken back
+    assert.is_true(p:get("touched-3"))
+    local st = p:status()
+    assert.equal(6, st.position)
+    assert.equal(0, st.lag)
+    assert.equal(0, st.dead_letters)
+    assert.equal(2, st.skipped)
+    assert.truthy(st.last_error:find("bad event 6", 1, true), st.last_error)
+    assert.is_nil(p:dead_letters()())
+  end)
+
+  it("park holds back the rest of the failing event's stream, in order, until retried", function()
+    fill()
+    local p = t.store:projection("p", { handlers = handlers(), on_error = "park" })
+    assert.same({ 6, 6 }, { p:run({ batch = 4 }) }) -- position 5 (a-1) parked in the next batch
+    assert.same({ 1 }, p:get("a-1"))
+    assert.same({ 4 }, p:get("b-1"))
+    local letters = {}
+    for pos, msg in p:dead_letters() do letters[#letters + 1] = { pos, msg } end
+    assert.same({ 2, 3, 5, 6 }, H.pluck(letters, 1))
+    assert.truthy(letters[1][2]:find("bad event 2", 1, true), letters[1][2])
+    assert.truthy(letters[2][2]:find("parked behind position 2", 1, true), letters[2][2])
+    local st = p:status()
+    assert.equal(4, st.dead_letters)
+    assert.equal(6, st.position)
+    -- later events of a parked stream are parked too
+    assert(t.store:append("a-1", { type = "N", data = { n = 7 } }))
+    assert(t.store:append("b-1", { type = "N", data = { n = 8 } }))
+    p:run()
+    assert.same({ 4, 8 }, p:get("b-1"))
+    assert.equal(5, p:status().dead_letters)
+    -- retrying one that is not first of its stream is refused
+    assert.has_error(function() p:retry(3) end, "projection 'p': position 3 is parked behind position 2 of stream a-1: retry that first")
+    -- still failing: nothing applied, the stream stays parked
+    assert.equal(0, p:retry(2))
+    assert.equal(5, p:status().dead_letters)
+    -- fixed: the same object gets the new handlers; retry applies the stream in order
+    t.store:projection("p", { handlers = handlers(true), on_error = "park" })
+    assert.equal(5, p:retry())
+    assert.same({ 1, 2, 3, 5, 7 }, p:get("a-1"))
+    assert.same({ 6 }, p:get("c-1"))
+    assert.equal(0, p:status().dead_letters)
+    assert.is_nil(p:dead_letters()())
+    -- and new events of the stream flow again
+    assert(t.store:append("a-1", { type = "N", data = { n = 9 } }))
+    p:run()
+    assert.same({ 1, 2, 3, 5, 7, 9 }, p:get("a-1"))
+  end)
+
+  it("a function chooses per error; one that raises or answers nonsense stops", function()
+    fill()
+    local seen = {}
+    local p = t.store:projection("p", { handlers = handlers(), on_error = function(msg, ev)
+      seen[#seen + 1] = ev.position
+      if ev.stream == "a-1" then return "skip" end
+      return "park"
+    end })
+    assert.same({ 6, 6 }, { p:run() })
+    assert.same({ 2, 6 }, seen)
+    assert.same({ 1, 3, 5 }, p:get("a-1"))
+    assert.equal(1, p:status().dead_letters)
+    assert.equal(1, p:status().skipped)
+    local q = t.store:projection("q", { handlers = handlers(), on_error = function() return "ignore" end })
+    assert.has_error(function() q:run() end)
+    assert.equal(0, q:position())
+  end)
+
+  it("a skipped reactor's emits are not appended; the others' are", function()
+    fill()
+    local p = t.store:projection("r", { on_error = "skip", handlers = { N = function(view, ev)
+      view:emit("out-" .. ev.data.n, { type = "Seen" })
+      if ev.data.bad then error("no") end
+    end } })
+    p:run()
+    assert.equal(1, t.store:version("out-1"))
+    assert.equal(0, t.store:version("out-2"))
+    assert.equal(0, t.store:version("out-6"))
+  end)
+
+  it("inline projections may skip, never park", function()
+    local ok, err = pcall(t.store.projection, t.store, "i", { inline = true, on_error = "park", handlers = handlers() })
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("cannot park", 1, true), err)
+    local p = t.store:projection("i", { inline = true, on_error = "skip", handlers = handlers() })
+    fill() -- the bad events are skipped inside their appends, which succeed
+    assert.same({ 1, 3, 5 }, p:get("a-1"))
+    assert.equal(2, p:status().skipped)
+  end)
+
+  it("refuses an unknown on_error, and reset forgets the failures", function()
+    assert.has_error(function() t.store:projection("x", { handlers = handlers(), on_error = "retry" }) end)
+    fill()
+    local p = t.store:projection("p", { handlers = handlers(), on_error = "park" })
+    p:run()
+    assert.equal(4, p:status().dead_letters)
+    assert(p:reset())
+    local st = p:status()
+    assert.equal(0, st.dead_letters)
+    assert.equal(0, st.skipped)
+    assert.equal(0, st.position)
+  end)
+end)
