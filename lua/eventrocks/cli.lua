@@ -10,6 +10,7 @@ local er = require "eventrocks"
 local core = require "eventrocks.core"
 local pretty = require "eventrocks.pretty"
 local jsonl = require "eventrocks.jsonl"
+local rocks = require "eventrocks.rocks"
 
 local M = {}
 
@@ -177,7 +178,14 @@ end
 
 local function stop_never() return false end
 
+-- relay and consume need the eventrocks-jetstream rock: say so before anything else
+local function need_jetstream(command)
+  local js, err = rocks.jetstream(command)
+  if not js then fail(err) end
+end
+
 function commands.relay(args)
+  need_jetstream("relay")
   -- beside a running writer, relay from a read-only handle: its checkpoint
   -- is then the JetStream stream's last message
   local dir = store_dir(args)
@@ -205,6 +213,7 @@ function commands.relay(args)
 end
 
 function commands.consume(args)
+  need_jetstream("consume")
   if not args.mirror and not args.script then
     fail("consume: nothing to do: give --mirror, --script FILE, or both", 2)
   end

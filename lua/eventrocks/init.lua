@@ -5,7 +5,7 @@ local core = require "eventrocks.core"
 local pretty = require "eventrocks.pretty"
 local aggregate = require "eventrocks.aggregate"
 local projection = require "eventrocks.projection"
-local jetstream = require "eventrocks.jetstream"
+local rocks = require "eventrocks.rocks" -- JetStream: a rock of its own, loaded when first used
 
 local M = {
   _VERSION = "eventrocks " .. core.version,
@@ -17,14 +17,14 @@ local M = {
   open = core.open,
   uuid = core.uuid,
   aggregate = aggregate.aggregate,
-  jetstream_source = jetstream.source,
-  jetstream_connect = jetstream.connect,
+  jetstream_source = function(opts) return rocks.need_jetstream("er.jetstream_source").source(opts) end,
+  jetstream_connect = function(opts) return rocks.need_jetstream("er.jetstream_connect").connect(opts) end,
 }
 
 -- store methods written in Lua
 core.store_methods.repository = aggregate.repository
 core.store_methods.projection = projection.projection
-core.store_methods.relay = jetstream.relay
+core.store_methods.relay = function(store, ...) return rocks.need_jetstream("store:relay").relay(store, ...) end
 
 --- A one-line summary of an event, e.g.
 -- `#42 product-1@3 PriceIncreased 2026-11-27T21:41:06.123456Z {delta = 5}`

@@ -376,7 +376,10 @@ local function check_spec(name, spec)
   end
   local source = spec.source
   if source ~= nil then
-    if not require("eventrocks.jetstream").is_source(source) then
+    -- no source can have been made before eventrocks.jetstream was loaded
+    -- (it is a rock of its own: eventrocks.rocks)
+    local js = package.loaded["eventrocks.jetstream"]
+    if not (js and js.is_source(source)) then
       error(fmt("projection '%s': source must be made by er.jetstream_source", name), 3)
     end
     if spec.inline then error(fmt("projection '%s': an inline projection cannot have a source", name), 3) end
