@@ -125,7 +125,7 @@ rock-base:
 rock-jetstream:
 	$(call rock_install,nats.so,$(JETSTREAM_LUA))
 
-# (the last line: what the builtin rockspec of before left in the tree)
+# (the last two lines: what the builtin rockspec of before left in the tree)
 clean:
 	rm -rf build build-asan build-fuzz
 	rm -f core/src/*.o lua/*.o lua/*.so eventrocks/core.so eventrocks/nats.so
