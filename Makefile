@@ -5,8 +5,13 @@
 #   make asan       the same tests built with -fsanitize=address,undefined
 #   make valgrind   the C tests under valgrind (leaks are errors)
 #   make examples   run every script in examples/
-#   make install    luarocks make into the default 5.4 tree (TREE=dir to choose)
+#   make install    luarocks make of both rocks, eventrocks then eventrocks-jetstream,
+#                   into the default 5.4 tree (TREE=dir to choose)
 #   make clean
+#
+# The rocks (rockspec/*.rockspec) build through rock-base and rock-jetstream
+# below.  CPPFLAGS, CFLAGS and LDFLAGS are added after the project's flags
+# (luarocks passes its own and the include and library directories it found).
 
 CC ?= cc
 LUA ?= lua5.4
@@ -19,7 +24,7 @@ WARN = -std=c99 -Wall -Wextra -pedantic -Wshadow -Wcast-qual \
 WERROR ?=
 OPT ?= -O2 -g
 SAN =
-CFLAGS_ALL = $(WARN) $(WERROR) $(OPT) $(SAN) -fPIC -Icore/include
+CFLAGS_ALL = $(WARN) $(WERROR) $(OPT) $(SAN) -fPIC -Icore/include $(CPPFLAGS) $(CFLAGS)
 LIBS = -lrocksdb -lxxhash -lpthread
 TEST_LIBS = $(LIBS) -lcmocka
 
@@ -31,7 +36,7 @@ BIND_SRC = lua/eventrocks_core.c lua/er_value.c
 BIND_OBJ = $(BIND_SRC:lua/%.c=$(B)/lua/%.o)
 C_TESTS = $(patsubst core/test/%.c,$(B)/%,$(wildcard core/test/test_*.c))
 
-.PHONY: all test test-c test-lua asan valgrind examples install clean
+.PHONY: all test test-c test-lua asan valgrind examples install rock-base rock-jetstream clean
 
 all: $(B)/eventrocks/core.so $(B)/eventrocks/nats.so $(B)/libeventrocks.a
 
@@ -41,19 +46,19 @@ $(B)/core/%.o: core/src/%.c $(CORE_HDR)
 
 $(B)/lua/%.o: lua/%.c lua/er_value.h core/include/eventrocks.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $(LUA_CFLAGS) -Ilua -c $< -o $@
+	$(CC) $(CFLAGS_ALL) -Ilua $(LUA_CFLAGS) -c $< -o $@
 
 $(B)/libeventrocks.a: $(CORE_OBJ)
 	ar rcs $@ $^
 
 $(B)/eventrocks/core.so: $(BIND_OBJ) $(CORE_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(SAN) -shared -o $@ $^ $(LIBS)
+	$(CC) $(SAN) -shared $(LDFLAGS) -o $@ $^ $(LIBS)
 
 # eventrocks.nats: the binding to the NATS C client (JetStream relay/consumer)
 $(B)/eventrocks/nats.so: $(B)/lua/eventrocks_nats.o
 	@mkdir -p $(dir $@)
-	$(CC) $(SAN) -shared -o $@ $^ -lnats -lpthread
+	$(CC) $(SAN) -shared $(LDFLAGS) -o $@ $^ -lnats -lpthread
 
 $(B)/test_%: core/test/test_%.c core/test/test_util.h $(B)/libeventrocks.a
 	$(CC) $(CFLAGS_ALL) -D_GNU_SOURCE -o $@ $< $(B)/libeventrocks.a $(TEST_LIBS)
@@ -93,9 +98,38 @@ examples: all
 TREE ?=
 install:
 	$(LUAROCKS) make rockspec/eventrocks-scm-1.rockspec $(if $(TREE),--tree=$(TREE))
+	$(LUAROCKS) make rockspec/eventrocks-jetstream-scm-1.rockspec $(if $(TREE),--tree=$(TREE))
 
+# What the rockspecs run (build.type = "make"): `make rock-base LUADIR=dir
+# LIBDIR=dir` builds the C module with the rules above in a temporary
+# directory outside the tree, installs it into LIBDIR and the rock's Lua
+# modules into LUADIR, and removes the temporary directory, whatever
+# happens: nothing is left in the source tree.  The base rock has every
+# module of lua/eventrocks/ but the JetStream one.
+JETSTREAM_LUA = lua/eventrocks/jetstream.lua
+BASE_LUA = $(filter-out $(JETSTREAM_LUA),$(sort $(shell find lua/eventrocks -name '*.lua')))
+
+# rock_install SO,LUA: $(1) the C module under eventrocks/, $(2) the Lua files
+define rock_install
+	@test -n '$(LUADIR)' && test -n '$(LIBDIR)' || \
+	  { echo 'make $@: give LUADIR=dir LIBDIR=dir (the rockspec does)' >&2; exit 2; }
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; trap 'exit 130' INT TERM; \
+	  $(MAKE) --no-print-directory B="$$tmp" "$$tmp/eventrocks/$(1)"; \
+	  install -D -m 755 "$$tmp/eventrocks/$(1)" '$(LIBDIR)/eventrocks/$(1)'; \
+	  for f in $(2); do install -D -m 644 "$$f" "$(LUADIR)/$${f#lua/}"; done
+endef
+
+rock-base:
+	$(call rock_install,core.so,$(BASE_LUA))
+
+rock-jetstream:
+	$(call rock_install,nats.so,$(JETSTREAM_LUA))
+
+# (the last two lines: what the builtin rockspec of before left in the tree)
 clean:
 	rm -rf build build-asan build-fuzz
+	rm -f core/src/*.o lua/*.o lua/*.so eventrocks/core.so eventrocks/nats.so
+	rmdir eventrocks 2>/dev/null || true
 
 # Further targets (bench, fuzz, crash tests) live in their own fragments.
 include $(wildcard mk/*.mk)

@@ -1,8 +1,14 @@
 -- eventrocks: an embedded event store for Lua 5.4 with a C core on RocksDB.
 -- Build from a checkout:  luarocks --lua-version=5.4 make rockspec/eventrocks-scm-1.rockspec
--- System packages (Debian): liblua5.4-dev librocksdb-dev libmsgpuck-dev libxxhash-dev libnats-dev,
+-- System packages (Debian): liblua5.4-dev librocksdb-dev libmsgpuck-dev libxxhash-dev,
 -- lua-system lua-filesystem lua-luv, and for the eventrocks command lua-argparse lua-dkjson
--- lua-readline (tools/deps.sh).
+-- lua-readline (tools/deps.sh base).
+-- The NATS JetStream relay and source are the eventrocks-jetstream rock
+-- (rockspec/eventrocks-jetstream-scm-1.rockspec), installed after this one.
+--
+-- Built by the Makefile (`make rock-base`): its list of sources, its flags,
+-- and a temporary build directory outside the source tree.  Everything
+-- happens in the install pass, which LuaRocks skips with --no-install.
 rockspec_format = "3.0"
 package = "eventrocks"
 version = "scm-1"
@@ -26,50 +32,18 @@ external_dependencies = {
   ROCKSDB = { header = "rocksdb/c.h", library = "rocksdb" },
   XXHASH = { header = "xxhash.h", library = "xxhash" },
   MSGPUCK = { header = "msgpuck.h" },
-  NATS = { header = "nats/nats.h", library = "nats" },
 }
 build = {
-  type = "builtin",
-  modules = {
-    ["eventrocks"] = "lua/eventrocks/init.lua",
-    ["eventrocks.pretty"] = "lua/eventrocks/pretty.lua",
-    ["eventrocks.aggregate"] = "lua/eventrocks/aggregate.lua",
-    ["eventrocks.projection"] = "lua/eventrocks/projection.lua",
-    ["eventrocks.jsonl"] = "lua/eventrocks/jsonl.lua",
-    ["eventrocks.progress"] = "lua/eventrocks/progress.lua",
-    ["eventrocks.options"] = "lua/eventrocks/options.lua",
-    ["eventrocks.sys"] = "lua/eventrocks/sys.lua",
-    ["eventrocks.checkpoints"] = "lua/eventrocks/checkpoints.lua",
-    ["eventrocks.testing"] = "lua/eventrocks/testing.lua",
-    ["eventrocks.cli"] = "lua/eventrocks/cli.lua",
-    ["eventrocks.repl"] = "lua/eventrocks/repl.lua",
-    ["eventrocks.jetstream"] = "lua/eventrocks/jetstream.lua",
-    ["eventrocks.nats"] = {
-      sources = { "lua/eventrocks_nats.c" },
-      incdirs = { "$(NATS_INCDIR)" },
-      libdirs = { "$(NATS_LIBDIR)" },
-      libraries = { "nats", "pthread" },
-    },
-    ["eventrocks.core"] = {
-      sources = {
-        "lua/eventrocks_core.c",
-        "lua/er_value.c",
-        "core/src/append.c",
-        "core/src/backup.c",
-        "core/src/check.c",
-        "core/src/errors.c",
-        "core/src/heads.c",
-        "core/src/read.c",
-        "core/src/record.c",
-        "core/src/store.c",
-        "core/src/txn.c",
-        "core/src/uuid.c",
-      },
-      incdirs = { "core/include", "lua", "$(ROCKSDB_INCDIR)", "$(XXHASH_INCDIR)",
-                  "$(MSGPUCK_INCDIR)" },
-      libdirs = { "$(ROCKSDB_LIBDIR)", "$(XXHASH_LIBDIR)" },
-      libraries = { "rocksdb", "xxhash", "pthread" },
-    },
+  type = "make",
+  build_pass = false,
+  install_target = "rock-base",
+  variables = {
+    CFLAGS = "$(CFLAGS)",
+    CPPFLAGS = "-I$(ROCKSDB_INCDIR) -I$(XXHASH_INCDIR) -I$(MSGPUCK_INCDIR)",
+    LDFLAGS = "-L$(ROCKSDB_LIBDIR) -L$(XXHASH_LIBDIR)",
+    LUA_CFLAGS = "-I$(LUA_INCDIR)",
+    LUADIR = "$(LUADIR)",
+    LIBDIR = "$(LIBDIR)",
   },
   install = {
     bin = { eventrocks = "bin/eventrocks" },

@@ -2,18 +2,31 @@
 # Install the Debian packages eventrocks needs to build, test and run.
 # Installs only what is missing; uses sudo when not run as root.
 #
-#   tools/deps.sh              build, test and run
+#   tools/deps.sh              everything to build, test and run both rocks
+#   tools/deps.sh base         only what the eventrocks rock needs to build and run
+#   tools/deps.sh jetstream    that and libnats-dev, for the eventrocks-jetstream rock
 #   tools/deps.sh bench fuzz   also what `make bench` / `make fuzz` need
 set -eu
-PKGS="make gcc libc6-dev pkg-config lua5.4 liblua5.4-dev librocksdb-dev
-libmsgpuck-dev libxxhash-dev libcmocka-dev lua-busted luarocks valgrind jq python3
-lua-system lua-filesystem lua-argparse lua-dkjson lua-readline lua-luv nats-server libnats-dev openssl
-tmux"
+# the eventrocks rock and its command (lua-system: clock and sleep; luv and
+# LuaFileSystem: eventrocks.sys, and Ctrl-C at the REPL's prompt)
+BASE="make gcc libc6-dev pkg-config lua5.4 liblua5.4-dev librocksdb-dev libmsgpuck-dev
+libxxhash-dev luarocks lua-system lua-filesystem lua-argparse lua-dkjson lua-readline lua-luv"
+# the eventrocks-jetstream rock
+JETSTREAM="libnats-dev"
+# the tests (C tests, specs, valgrind, the JetStream specs' nats-server)
+TEST="libcmocka-dev lua-busted valgrind jq python3 nats-server openssl tmux"
+# a rock group alone is that rock's packages only
+case " $* " in
+*" base "* | *" jetstream "*) PKGS=$BASE ;;
+*) PKGS="$BASE $JETSTREAM $TEST" ;;
+esac
 for group in "$@"; do
   case $group in
+  base) ;;
+  jetstream) PKGS="$PKGS $JETSTREAM" ;;
   bench) PKGS="$PKGS lua-sql-sqlite3 lua-sql-postgres lua-cjson postgresql" ;;
   fuzz) PKGS="$PKGS clang libclang-rt-14-dev" ;;
-  *) echo "tools/deps.sh: unknown group '$group' (bench, fuzz)" >&2; exit 2 ;;
+  *) echo "tools/deps.sh: unknown group '$group' (base, jetstream, bench, fuzz)" >&2; exit 2 ;;
   esac
 done
 missing=""

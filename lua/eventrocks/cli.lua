@@ -14,6 +14,7 @@ local sys = require "eventrocks.sys"
 local jsonl = require "eventrocks.jsonl"
 local checkpoints = require "eventrocks.checkpoints"
 local projection = require "eventrocks.projection"
+local rocks = require "eventrocks.rocks"
 
 local M = {}
 
@@ -182,7 +183,14 @@ end
 
 local function stop_never() return false end
 
+-- relay and consume need the eventrocks-jetstream rock: say so before anything else
+local function need_jetstream(command)
+  local js, err = rocks.jetstream(command)
+  if not js then fail(err) end
+end
+
 function commands.relay(args)
+  need_jetstream("relay")
   -- beside a running writer, relay from a read-only handle: its checkpoint
   -- is then the JetStream stream's last message
   local dir = store_dir(args)
@@ -210,6 +218,7 @@ function commands.relay(args)
 end
 
 function commands.consume(args)
+  need_jetstream("consume")
   if not args.mirror and not args.script then
     fail("consume: nothing to do: give --mirror, --script FILE, or both", 2)
   end

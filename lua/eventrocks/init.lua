@@ -7,15 +7,14 @@ local core = require "eventrocks.core"
 local pretty = require "eventrocks.pretty"
 local aggregate = require "eventrocks.aggregate"
 local projection = require "eventrocks.projection"
-
-local function jetstream() return require "eventrocks.jetstream" end
+local rocks = require "eventrocks.rocks" -- JetStream: a rock of its own, loaded when first used
 
 -- The class of the stores eventrocks.open opens (see core.open).
 local STORE = {
   methods = {
     repository = aggregate.repository,
     projection = projection.projection,
-    relay = function(store, ...) return jetstream().relay(store, ...) end,
+    relay = function(store, ...) return rocks.need_jetstream("store:relay").relay(store, ...) end,
   },
   event = pretty.event_metatable,
 }
@@ -31,8 +30,8 @@ local M = {
   open = core.opener(STORE),
   uuid = core.uuid,
   aggregate = aggregate.aggregate,
-  jetstream_source = function(...) return jetstream().source(...) end,
-  jetstream_connect = function(...) return jetstream().connect(...) end,
+  jetstream_source = function(opts) return rocks.need_jetstream("er.jetstream_source").source(opts) end,
+  jetstream_connect = function(opts) return rocks.need_jetstream("er.jetstream_connect").connect(opts) end,
 }
 
 return M

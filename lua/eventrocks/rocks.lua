@@ -1,0 +1,54 @@
+--- eventrocks.rocks: the parts of eventrocks that come in a rock of their own.
+--
+-- The base rock (eventrocks) needs RocksDB, msgpuck and xxhash only.  The
+-- NATS JetStream relay and source are the eventrocks-jetstream rock: the
+-- module eventrocks.jetstream and its binding eventrocks.nats, linked with
+-- libnats.  Everything that reaches for them (store:relay,
+-- er.jetstream_source, er.jetstream_connect, the command's relay and
+-- consume) goes through M.jetstream, so that a missing rock is one message
+-- naming the rock and how to install it.
+local M = {}
+
+local fmt = string.format
+
+M.JETSTREAM_ROCK = "eventrocks-jetstream"
+M.JETSTREAM_INSTALL = "luarocks --lua-version=5.4 make rockspec/eventrocks-jetstream-scm-1.rockspec"
+
+-- The modules of the rock, the Lua one first (it loads the binding when
+-- first used, so the binding is required here to find out whether it loads).
+local JETSTREAM_MODULES = { "eventrocks.jetstream", "eventrocks.nats" }
+
+-- require's own message when no searcher found `name` (Lua 5.4 loadlib.c)
+local function not_found(name, err)
+  return type(err) == "string" and err:find("module '" .. name .. "' not found:", 1, true) == 1
+end
+
+--- The module eventrocks.jetstream, its binding loaded; or nil and a
+-- message that starts with `what` (who needs it: "store:relay", "relay"):
+-- one for a rock that is not installed (a module of it not found), another
+-- for one installed that failed to load (libnats missing, say).
+function M.jetstream(what)
+  for _, name in ipairs(JETSTREAM_MODULES) do
+    local ok, err = pcall(require, name)
+    if not ok and not_found(name, err) then
+      return nil, fmt("%s needs the %s rock, which is not installed (no module '%s'); "
+        .. "install it from a checkout of eventrocks: tools/deps.sh jetstream && %s",
+        what, M.JETSTREAM_ROCK, name, M.JETSTREAM_INSTALL)
+    elseif not ok then
+      return nil, fmt("%s: the %s rock is installed but its module '%s' failed to load "
+        .. "(is libnats installed? tools/deps.sh jetstream): %s",
+        what, M.JETSTREAM_ROCK, name, (tostring(err):gsub("%s+", " ")))
+    end
+  end
+  return require "eventrocks.jetstream"
+end
+
+--- M.jetstream, raising its message in the caller of the function that
+-- calls need_jetstream.
+function M.need_jetstream(what)
+  local js, err = M.jetstream(what)
+  if not js then error(err, 3) end
+  return js
+end
+
+return M
