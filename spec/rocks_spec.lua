@@ -18,6 +18,15 @@ local function template(name)
 end
 local DEPS = template("argparse") .. ";" .. template("dkjson")
 
+-- The same for Debian's modules the base rock uses (lua-system: a Lua
+-- package over system.core; luv; LuaFileSystem).
+local function ctemplate(name)
+  local file = assert(package.searchpath(name, package.cpath), name .. " not found")
+  return (file:gsub(name:gsub("%.", "/") .. "%.so$", "?.so"))
+end
+DEPS = DEPS .. ";" .. (assert(package.searchpath("system", package.path)):gsub("system/init%.lua$", "?/init.lua"))
+local CDEPS = ctemplate("system.core") .. ";" .. ctemplate("luv") .. ";" .. ctemplate("lfs")
+
 local MODULES = {}
 for f in assert(io.popen("ls lua/eventrocks")):lines() do
   if f:match("%.lua$") then MODULES[#MODULES + 1] = f end
@@ -48,7 +57,7 @@ end
 -- dkjson); returns exit status, stdout and stderr.
 local function lua(d, args)
   local prelude = ("package.path = %q; package.cpath = %q"):format(
-    d .. "/lua/?.lua;" .. d .. "/lua/?/init.lua;" .. DEPS, d .. "/lib/?.so")
+    d .. "/lua/?.lua;" .. d .. "/lua/?/init.lua;" .. DEPS, d .. "/lib/?.so;" .. CDEPS)
   local errf = os.tmpname()
   local p = assert(io.popen("lua5.4 -e " .. H.shquote(prelude) .. " " .. args .. " 2>" .. H.shquote(errf) .. " </dev/null"))
   local out = p:read("a")
@@ -145,7 +154,7 @@ describe("the eventrocks rock without eventrocks-jetstream", function()
       local s = assert(er.open(arg[1]))
       catch(s.projection, s, "p", { source = {}, handlers = {} })
     ]])
-    contains(out, "projection 'p': source must be made by er.jetstream_source")
+    contains(out, "projection 'p': source must be a projection source (er.jetstream_source makes one)")
   end)
 
   it("has `eventrocks relay` and `eventrocks consume` name the rock, exit 1, and the other commands work", function()

@@ -15,12 +15,15 @@ M.JETSTREAM_ROCK = "eventrocks-jetstream"
 M.JETSTREAM_INSTALL = "luarocks --lua-version=5.4 make rockspec/eventrocks-jetstream-scm-1.rockspec"
 
 -- The modules of the rock, the Lua one first (it loads the binding when
--- first used, so the binding is required here to find out whether it loads).
-local JETSTREAM_MODULES = { "eventrocks.jetstream", "eventrocks.nats" }
+-- first used, so the binding is required here to find out whether it
+-- loads), each with the path list it is searched on.
+local JETSTREAM_MODULES = { { "eventrocks.jetstream", "path" }, { "eventrocks.nats", "cpath" } }
 
--- require's own message when no searcher found `name` (Lua 5.4 loadlib.c)
-local function not_found(name, err)
-  return type(err) == "string" and err:find("module '" .. name .. "' not found:", 1, true) == 1
+-- Whether `name` is installed: loaded already, or a file on its path (the
+-- question asked of package.searchpath, never of require's message).
+local function installed(name, path)
+  return package.loaded[name] ~= nil or package.preload[name] ~= nil
+    or package.searchpath(name, package[path]) ~= nil
 end
 
 --- The module eventrocks.jetstream, its binding loaded; or nil and a
@@ -28,9 +31,11 @@ end
 -- one for a rock that is not installed (a module of it not found), another
 -- for one installed that failed to load (libnats missing, say).
 function M.jetstream(what)
-  for _, name in ipairs(JETSTREAM_MODULES) do
-    local ok, err = pcall(require, name)
-    if not ok and not_found(name, err) then
+  for _, m in ipairs(JETSTREAM_MODULES) do
+    local name = m[1]
+    local ok, err = true, nil
+    if installed(name, m[2]) then ok, err = pcall(require, name) end
+    if not installed(name, m[2]) then
       return nil, fmt("%s needs the %s rock, which is not installed (no module '%s'); "
         .. "install it from a checkout of eventrocks: tools/deps.sh jetstream && %s",
         what, M.JETSTREAM_ROCK, name, M.JETSTREAM_INSTALL)
