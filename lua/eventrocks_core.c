@@ -21,12 +21,12 @@
 #include <string.h>
 
 #include "eventrocks.h"
+#include "er_aux.h"
 #include "er_value.h"
 
 #define STORE_MT "eventrocks.store"
 #define ITER_MT "eventrocks.iterator"
 #define EVENT_MT "eventrocks.event"
-#define ERROR_MT "eventrocks.error"
 #define MEM_MT "eventrocks.memory"
 #define TXN_MT "eventrocks.txn"
 
@@ -83,16 +83,11 @@ static lstore *check_store(lua_State *L, int idx) {
 static int push_error(lua_State *L, const er_error *err) {
   if (err->code == ER_NOMEM) return luaL_error(L, "eventrocks: not enough memory");
   lua_pushnil(L);
-  lua_createtable(L, 0, 4);
-  lua_pushstring(L, er_code_name(err->code));
-  lua_setfield(L, -2, "code");
-  lua_pushstring(L, err->message);
-  lua_setfield(L, -2, "message");
+  er_new_error(L, er_code_name(err->code), err->message);
   if (err->code == ER_CORRUPTION && err->position) {
     lua_pushinteger(L, (lua_Integer)err->position);
     lua_setfield(L, -2, "position");
   }
-  luaL_setmetatable(L, ERROR_MT);
   return 2;
 }
 
@@ -114,28 +109,8 @@ static const char *check_stream(lua_State *L, int arg, size_t *len) {
   return s;
 }
 
-/* The options table at `arg`: absent, or a table whose keys are all among
- * `known` (NULL-terminated): a misspelt option must never be dropped
+/* Options tables (er_aux.h): a misspelt option must never be dropped
  * silently (`{expectd = 0}` would append without its concurrency check). */
-static void check_opts(lua_State *L, int arg, const char *const known[]) {
-  if (lua_isnoneornil(L, arg)) return;
-  luaL_checktype(L, arg, LUA_TTABLE);
-  lua_pushnil(L);
-  while (lua_next(L, arg)) {
-    size_t i;
-    lua_pop(L, 1); /* the value */
-    if (lua_type(L, -1) == LUA_TSTRING) {
-      const char *k = lua_tostring(L, -1);
-      for (i = 0; known[i]; i++)
-        if (strcmp(k, known[i]) == 0) break;
-      if (known[i]) continue;
-      luaL_argerror(L, arg, lua_pushfstring(L, "unknown option '%s'", k));
-    }
-    luaL_argerror(L, arg, lua_pushfstring(L, "unknown option %s",
-                                          luaL_tolstring(L, -1, NULL)));
-  }
-}
-
 static const char *const OPEN_OPTS[] = {"create", "sync", "read_only",
                                         "max_event_size", NULL};
 static const char *const APPEND_OPTS[] = {"expected", NULL};
@@ -143,47 +118,6 @@ static const char *const TXN_APPEND_OPTS[] = {"expected", "time", NULL};
 static const char *const READ_OPTS[] = {"from", "count", "backward", NULL};
 static const char *const ALL_OPTS[] = {"from", "count", "category", "types", NULL};
 static const char *const STREAMS_OPTS[] = {"prefix", NULL};
-
-/* opts[name] as an integer >= min, or `def` when absent. */
-static lua_Integer opt_integer(lua_State *L, int arg, const char *name,
-                               lua_Integer min, lua_Integer def) {
-  lua_Integer v = def;
-  if (lua_isnoneornil(L, arg)) return def;
-  if (lua_getfield(L, arg, name) != LUA_TNIL) {
-    int ok;
-    v = lua_tointegerx(L, -1, &ok);
-    if (!ok || v < min)
-      luaL_argerror(L, arg, lua_pushfstring(L, "%s must be an integer >= %I", name,
-                                            (LUAI_UACINT)min));
-  }
-  lua_pop(L, 1);
-  return v;
-}
-
-static int opt_boolean(lua_State *L, int arg, const char *name, int def) {
-  int v = def;
-  if (lua_isnoneornil(L, arg)) return def;
-  if (lua_getfield(L, arg, name) != LUA_TNIL) {
-    if (!lua_isboolean(L, -1))
-      luaL_argerror(L, arg, lua_pushfstring(L, "%s must be a boolean", name));
-    v = lua_toboolean(L, -1);
-  }
-  lua_pop(L, 1);
-  return v;
-}
-
-/* opts[name] as a string (left on the stack) or NULL (nothing left). */
-static const char *opt_string(lua_State *L, int arg, const char *name,
-                              size_t *len) {
-  if (lua_isnoneornil(L, arg)) return NULL;
-  if (lua_getfield(L, arg, name) == LUA_TNIL) {
-    lua_pop(L, 1);
-    return NULL;
-  }
-  if (lua_type(L, -1) != LUA_TSTRING)
-    luaL_argerror(L, arg, lua_pushfstring(L, "%s must be a string", name));
-  return lua_tolstring(L, -1, len);
-}
 
 static int raise_corrupt(lua_State *L, uint64_t position) {
   er_error err;
@@ -295,12 +229,12 @@ static int l_open(lua_State *L) {
   lstore *ls;
   int rc;
   er_options_init(&o);
-  check_opts(L, 2, OPEN_OPTS);
-  o.create = opt_boolean(L, 2, "create", 1);
-  o.sync = opt_boolean(L, 2, "sync", 0);
-  o.read_only = opt_boolean(L, 2, "read_only", 0);
-  o.max_event_size = (size_t)opt_integer(L, 2, "max_event_size", 1,
-                                         (lua_Integer)ER_DEFAULT_MAX_EVENT_SIZE);
+  er_check_opts(L, 2, NULL, OPEN_OPTS);
+  o.create = er_opt_boolean(L, 2, "create", 1);
+  o.sync = er_opt_boolean(L, 2, "sync", 0);
+  o.read_only = er_opt_boolean(L, 2, "read_only", 0);
+  o.max_event_size = (size_t)er_opt_integer(L, 2, "max_event_size", 1, ER_NO_MAX,
+                                            (lua_Integer)ER_DEFAULT_MAX_EVENT_SIZE);
   ls = lua_newuserdatauv(L, sizeof *ls, 1);
   memset(ls, 0, sizeof *ls);
   ls->hook_ref = ls->hook_err_ref = LUA_NOREF;
@@ -670,7 +604,7 @@ static int store_append(lua_State *L) {
   er_appended res;
   er_error err;
   int rc;
-  check_opts(L, 4, APPEND_OPTS);
+  er_check_opts(L, 4, NULL, APPEND_OPTS);
   expected = check_expected(L, 4);
   n = collect_events(L, ls);
   before_commit(L, ls);
@@ -738,9 +672,9 @@ static int txn_append(lua_State *L) {
   lua_Integer time_at;
   er_error err;
   if (lt->borrowed) return luaL_error(L, "cannot append inside a commit hook");
-  check_opts(L, 4, TXN_APPEND_OPTS);
+  er_check_opts(L, 4, NULL, TXN_APPEND_OPTS);
   expected = check_expected(L, 4);
-  time_at = opt_integer(L, 4, "time", 0, 0); /* imports keep their times */
+  time_at = er_opt_integer(L, 4, "time", 0, ER_NO_MAX, 0); /* imports keep their times */
   n = collect_events(L, ls);
   if (er_txn_append_at(lt->t, stream, slen, expected, ls->evs, n, (int64_t)time_at,
                        &err) != ER_OK) {
@@ -1202,10 +1136,10 @@ static int store_read(lua_State *L) {
   int backward, rc;
   er_error err;
   liter *li;
-  check_opts(L, 3, READ_OPTS);
-  from = opt_integer(L, 3, "from", 1, 0);
-  count = opt_integer(L, 3, "count", 0, -1);
-  backward = opt_boolean(L, 3, "backward", 0);
+  er_check_opts(L, 3, NULL, READ_OPTS);
+  from = er_opt_integer(L, 3, "from", 1, ER_NO_MAX, 0);
+  count = er_opt_integer(L, 3, "count", 0, ER_NO_MAX, -1);
+  backward = er_opt_boolean(L, 3, "backward", 0);
   li = new_iter(L, LI_EVENTS);
   rc = er_read_stream(ls->s, stream, len, (uint64_t)from,
                       count < 0 ? ER_UNLIMITED : (uint64_t)count, backward,
@@ -1226,23 +1160,23 @@ static int store_all(lua_State *L) {
   liter *li;
   int rc;
   memset(&f, 0, sizeof f);
-  check_opts(L, 2, ALL_OPTS);
+  er_check_opts(L, 2, NULL, ALL_OPTS);
   lua_settop(L, 2);
-  from = opt_integer(L, 2, "from", 1, 1);
-  count = opt_integer(L, 2, "count", 0, -1);
-  f.category = opt_string(L, 2, "category", &f.category_len); /* stays at 3 */
-  if (!f.category) lua_pushnil(L);
-  if (!lua_isnoneornil(L, 2) && lua_getfield(L, 2, "types") != LUA_TNIL) { /* 4 */
+  from = er_opt_integer(L, 2, "from", 1, ER_NO_MAX, 1);
+  count = er_opt_integer(L, 2, "count", 0, ER_NO_MAX, -1);
+  /* (the strings stay in the options table during the call) */
+  f.category = er_opt_string(L, 2, "category", &f.category_len);
+  if (!lua_isnoneornil(L, 2) && lua_getfield(L, 2, "types") != LUA_TNIL) { /* 3 */
     size_t i, n;
-    if (!lua_istable(L, 4)) luaL_argerror(L, 2, "types must be an array of strings");
-    n = (size_t)lua_rawlen(L, 4);
+    if (!lua_istable(L, 3)) luaL_argerror(L, 2, "types must be an array of strings");
+    n = (size_t)lua_rawlen(L, 3);
     if (n == 0) luaL_argerror(L, 2, "types must not be empty");
     if (n > 16) {
-      types = lua_newuserdatauv(L, n * sizeof *types, 0); /* 5 */
-      lens = lua_newuserdatauv(L, n * sizeof *lens, 0);   /* 6 */
+      types = lua_newuserdatauv(L, n * sizeof *types, 0); /* 4 */
+      lens = lua_newuserdatauv(L, n * sizeof *lens, 0);   /* 5 */
     }
     for (i = 0; i < n; i++) {
-      if (lua_rawgeti(L, 4, (lua_Integer)(i + 1)) != LUA_TSTRING)
+      if (lua_rawgeti(L, 3, (lua_Integer)(i + 1)) != LUA_TSTRING)
         luaL_argerror(L, 2, "types must be an array of strings");
       types[i] = lua_tolstring(L, -1, &lens[i]); /* anchored by the table */
       lua_pop(L, 1);
@@ -1265,9 +1199,9 @@ static int store_streams(lua_State *L) {
   er_error err;
   liter *li;
   int rc;
-  check_opts(L, 2, STREAMS_OPTS);
+  er_check_opts(L, 2, NULL, STREAMS_OPTS);
   lua_settop(L, 2);
-  prefix = opt_string(L, 2, "prefix", &len);
+  prefix = er_opt_string(L, 2, "prefix", &len);
   li = new_iter(L, LI_STREAMS);
   rc = er_list_streams(ls->s, prefix ? prefix : "", len, &li->it, &err);
   if (rc != ER_OK) return raise_error(L, &err);
@@ -1307,12 +1241,6 @@ static int store_tostring(lua_State *L) {
 static int iter_tostring(lua_State *L) {
   liter *li = luaL_checkudata(L, 1, ITER_MT);
   lua_pushfstring(L, ITER_MT " (%s)", li->it ? "open" : "closed");
-  return 1;
-}
-
-static int error_tostring(lua_State *L) {
-  lua_getfield(L, 1, "message");
-  if (!lua_isstring(L, -1)) lua_pushliteral(L, "eventrocks error");
   return 1;
 }
 
@@ -1522,9 +1450,7 @@ int luaopen_eventrocks_core(lua_State *L) {
   lua_setfield(L, -2, "__gc");
   lua_pop(L, 1);
 
-  luaL_newmetatable(L, ERROR_MT);
-  lua_pushcfunction(L, error_tostring);
-  lua_setfield(L, -2, "__tostring");
+  er_error_metatable(L);
   lua_setfield(L, -2, "error_metatable");
 
   lua_pushliteral(L, S_ANY);

@@ -41,8 +41,8 @@ build = {
     ["eventrocks.repl"] = "lua/eventrocks/repl.lua",
     ["eventrocks.jetstream"] = "lua/eventrocks/jetstream.lua",
     ["eventrocks.nats"] = {
-      sources = { "lua/eventrocks_nats.c" },
-      incdirs = { "$(NATS_INCDIR)" },
+      sources = { "lua/eventrocks_nats.c", "lua/er_aux.c" },
+      incdirs = { "lua", "$(NATS_INCDIR)" },
       libdirs = { "$(NATS_LIBDIR)" },
       libraries = { "nats", "pthread" },
     },
@@ -50,6 +50,7 @@ build = {
       sources = {
         "lua/eventrocks_core.c",
         "lua/er_value.c",
+        "lua/er_aux.c",
         "core/src/append.c",
         "core/src/check.c",
         "core/src/errors.c",
