@@ -58,6 +58,7 @@ enum { LI_EVENTS, LI_STREAMS, LI_KV };
 typedef struct liter {
   er_iter *it; /* NULL once exhausted or closed */
   int kind;    /* LI_EVENTS, LI_STREAMS (stream, version), LI_KV (key, value) */
+  int raw;     /* LI_EVENTS: data and metadata as raw values (push_event_raw) */
 } liter;
 
 /* ---- helpers -------------------------------------------------------------- */
@@ -115,8 +116,8 @@ static const char *const OPEN_OPTS[] = {"create", "sync", "read_only",
                                         "max_event_size", NULL};
 static const char *const APPEND_OPTS[] = {"expected", NULL};
 static const char *const TXN_APPEND_OPTS[] = {"expected", "time", NULL};
-static const char *const READ_OPTS[] = {"from", "count", "backward", NULL};
-static const char *const ALL_OPTS[] = {"from", "count", "category", "types", NULL};
+static const char *const READ_OPTS[] = {"from", "count", "backward", "raw", NULL};
+static const char *const ALL_OPTS[] = {"from", "count", "category", "types", "raw", NULL};
 static const char *const STREAMS_OPTS[] = {"prefix", NULL};
 
 static int raise_corrupt(lua_State *L, uint64_t position) {
@@ -132,11 +133,12 @@ static int raise_corrupt(lua_State *L, uint64_t position) {
 /* What push_event needs at every event, made once per Lua state by
  * luaopen: a userdata holding the string cache of the decoder, whose user
  * value is the cache's anchors table (er_value.h); the table also holds the
- * event field names at 1..8 and the event metatable at 9, so that each
- * field is set without looking its name up from a C string. */
+ * event field names at 1..8, the event metatable at 9 and the raw value of
+ * an empty map at 10, so that each field is set without looking its name
+ * up from a C string. */
 static const char reader_key = 0; /* its address keys it in the registry */
 enum { F_ID = 1, F_STREAM, F_VERSION, F_POSITION, F_TYPE, F_TIME, F_DATA,
-       F_METADATA, F_MT };
+       F_METADATA, F_MT, F_NO_METADATA };
 static const char *const field_names[] = {
   "id", "stream", "version", "position", "type", "time", "data", "metadata"
 };
@@ -167,6 +169,8 @@ static void new_reader(lua_State *L) {
   }
   luaL_getmetatable(L, EVENT_MT);
   lua_rawseti(L, -2, F_MT);
+  er_push_raw(L, "\x80", 1); /* {} */
+  lua_rawseti(L, -2, F_NO_METADATA);
   lua_setiuservalue(L, -2, 1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &reader_key);
 }
@@ -218,6 +222,28 @@ static int push_event(lua_State *L, const er_event *ev, const reader *r) {
 corrupt:
   lua_settop(L, top);
   return 0;
+}
+
+/* Push the event of a raw read as values, no table: id, stream, version,
+ * position, type, time, data, metadata, with data and metadata raw values
+ * of the bytes stored (er_value.h: nothing decoded, for messages that
+ * carry them on), data nil when there is none and metadata an empty map.
+ * Returns 8. */
+static int push_event_raw(lua_State *L, const er_event *ev, const reader *r) {
+  char id[37];
+  luaL_checkstack(L, 8, NULL);
+  er_uuid_format(ev->id, id);
+  lua_pushlstring(L, id, 36);
+  er_push_cached(L, ev->stream, ev->stream_len, r->cache, r->t);
+  lua_pushinteger(L, (lua_Integer)ev->version);
+  lua_pushinteger(L, (lua_Integer)ev->position);
+  er_push_cached(L, ev->type, ev->type_len, r->cache, r->t);
+  lua_pushinteger(L, (lua_Integer)ev->time);
+  if (ev->data_len) er_push_raw(L, ev->data, ev->data_len);
+  else lua_pushnil(L);
+  if (ev->metadata_len) er_push_raw(L, ev->metadata, ev->metadata_len);
+  else lua_rawgeti(L, r->t, F_NO_METADATA);
+  return 8;
 }
 
 /* ---- module functions ----------------------------------------------------- */
@@ -732,24 +758,57 @@ static int txn_put_encoded(lua_State *L) {
 
 /* core.encode(value [, name]) -> the MessagePack bytes the store would
  * write for `value`; raises as an append would (`name`, default "value",
- * starts the path in the message).  Upvalue 1: a reused buffer. */
+ * starts the path in the message).  Raw values (a read with raw = true)
+ * are written as they are.  Upvalue 1: a reused buffer. */
 static int l_encode(lua_State *L) {
   er_buf *b = lua_touserdata(L, lua_upvalueindex(1));
   const char *name = luaL_optstring(L, 2, "value");
   luaL_checkany(L, 1);
   b->len = 0;
-  er_encode(L, 1, b, 1, name);
+  er_encode_message(L, 1, b, 1, name);
   lua_pushlstring(L, b->p ? b->p : "", b->len);
   return 1;
 }
 
+/* The function of core.map_encoder: (values...) -> bytes.  Upvalues: the
+ * buffer, the prepared keys, the name. */
+static int encode_map(lua_State *L) {
+  er_buf *b = lua_touserdata(L, lua_upvalueindex(1));
+  b->len = 0;
+  er_encode_map(L, 1, lua_upvalueindex(2), b, 1, lua_tostring(L, lua_upvalueindex(3)));
+  lua_pushlstring(L, b->p, b->len);
+  return 1;
+}
+
+/* core.map_encoder(keys [, name]) -> function(v1, v2, ...) -> the
+ * MessagePack map keys[1] = v1, keys[2] = v2, ... of every key in `keys`
+ * (1 to 200 strings or integers), in that order, nil values included; it
+ * raises as core.encode does, naming "<name>.<key>" (name: "value" by
+ * default).  Made once for messages of fixed fields, such as the relay's
+ * bodies: the same values give the same bytes.  Upvalue 1: the buffer. */
+static int l_map_encoder(lua_State *L) {
+  er_buf *b = lua_touserdata(L, lua_upvalueindex(1));
+  luaL_optstring(L, 2, "value");
+  lua_settop(L, 2);
+  if (lua_isnil(L, 2)) {
+    lua_pushliteral(L, "value");
+    lua_replace(L, 2);
+  }
+  lua_pushvalue(L, lua_upvalueindex(1));
+  er_prepare_map(L, 1, b, 1);
+  lua_pushvalue(L, 2);
+  lua_pushcclosure(L, encode_map, 3);
+  return 1;
+}
+
 /* core.decode(bytes) -> value | nil, why: the inverse of core.encode, for
- * values that arrive from elsewhere (JetStream).  why names the place of an
- * integer Lua cannot hold ("data.amount: integer ... is outside the 64-bit
- * range"), else says the bytes do not decode. */
+ * values that arrive from elsewhere (JetStream), and for raw values.  why
+ * names the place of an integer Lua cannot hold ("data.amount: integer ...
+ * is outside the 64-bit range"), else says the bytes do not decode. */
 static int l_decode(lua_State *L) {
   size_t len;
-  const char *p = luaL_checklstring(L, 1, &len);
+  const char *p = er_to_raw(L, 1, &len);
+  if (!p) p = luaL_checklstring(L, 1, &len);
   if (er_decode_msg(L, p, len, "not a well-formed stored value (MessagePack)")) return 1;
   lua_pushnil(L);
   lua_insert(L, -2);
@@ -946,6 +1005,7 @@ static liter *new_iter(lua_State *L, int kind) {
   liter *li = lua_newuserdatauv(L, sizeof *li, 1);
   li->it = NULL;
   li->kind = kind;
+  li->raw = 0;
   luaL_setmetatable(L, ITER_MT);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);
@@ -1024,6 +1084,7 @@ static int iter_next(lua_State *L) {
       reader r;
       r.cache = lua_touserdata(L, lua_upvalueindex(1));
       r.t = lua_upvalueindex(2);
+      if (li->raw) return push_event_raw(L, &ev, &r);
       if (push_event(L, &ev, &r)) return 1;
       iter_close(L);
       return raise_corrupt(L, ev.position);
@@ -1133,14 +1194,16 @@ static int store_read(lua_State *L) {
   size_t len;
   const char *stream = check_stream(L, 2, &len);
   lua_Integer from, count;
-  int backward, rc;
+  int backward, raw, rc;
   er_error err;
   liter *li;
   er_check_opts(L, 3, NULL, READ_OPTS);
   from = er_opt_integer(L, 3, "from", 1, ER_NO_MAX, 0);
   count = er_opt_integer(L, 3, "count", 0, ER_NO_MAX, -1);
   backward = er_opt_boolean(L, 3, "backward", 0);
+  raw = er_opt_boolean(L, 3, "raw", 0);
   li = new_iter(L, LI_EVENTS);
+  li->raw = raw;
   rc = er_read_stream(ls->s, stream, len, (uint64_t)from,
                       count < 0 ? ER_UNLIMITED : (uint64_t)count, backward,
                       &li->it, &err);
@@ -1158,12 +1221,13 @@ static int store_all(lua_State *L) {
   size_t *lens = lens_small;
   er_error err;
   liter *li;
-  int rc;
+  int rc, raw;
   memset(&f, 0, sizeof f);
   er_check_opts(L, 2, NULL, ALL_OPTS);
   lua_settop(L, 2);
   from = er_opt_integer(L, 2, "from", 1, ER_NO_MAX, 1);
   count = er_opt_integer(L, 2, "count", 0, ER_NO_MAX, -1);
+  raw = er_opt_boolean(L, 2, "raw", 0);
   /* (the strings stay in the options table during the call) */
   f.category = er_opt_string(L, 2, "category", &f.category_len);
   if (!lua_isnoneornil(L, 2) && lua_getfield(L, 2, "types") != LUA_TNIL) { /* 3 */
@@ -1186,6 +1250,7 @@ static int store_all(lua_State *L) {
     f.ntypes = n;
   }
   li = new_iter(L, LI_EVENTS);
+  li->raw = raw;
   rc = er_read_all(ls->s, (uint64_t)from, count < 0 ? ER_UNLIMITED : (uint64_t)count,
                    &f, &li->it, &err);
   if (rc != ER_OK) return raise_error(L, &err);
@@ -1416,8 +1481,11 @@ int luaopen_eventrocks_core(lua_State *L) {
   lua_pushcfunction(L, encode_buffer_gc);
   lua_setfield(L, -2, "__gc");
   lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
   lua_pushcclosure(L, l_encode, 1);
-  lua_setfield(L, -2, "encode");
+  lua_setfield(L, -3, "encode");
+  lua_pushcclosure(L, l_map_encoder, 1);
+  lua_setfield(L, -2, "map_encoder");
   lua_pushinteger(L, ER_MAX_KEY_LEN);
   lua_setfield(L, -2, "MAX_KEY_LEN");
 
@@ -1443,6 +1511,7 @@ int luaopen_eventrocks_core(lua_State *L) {
 
   luaL_newmetatable(L, EVENT_MT);
   lua_setfield(L, -2, "event_metatable");
+  er_raw_init(L);
   new_reader(L);
 
   luaL_newmetatable(L, MEM_MT);
