@@ -1107,88 +1107,6 @@ static int return_iter(lua_State *L) {
   return 4;
 }
 
-/* ---- the relay's raw view of the log -------------------------------------- */
-
-static void buf_put(lua_State *L, er_buf *b, const void *p, size_t n) {
-  er_buf_reserve(L, b, n);
-  memcpy(b->p + b->len, p, n);
-  b->len += n;
-}
-
-/* The `next` of core.log_raw: position, id, stream, version, type, time,
- * body; body is the event as a MessagePack map of the fields an event
- * read back has, its data and metadata copied as stored (no decoding). */
-static int raw_next(lua_State *L) {
-  liter *li = luaL_checkudata(L, 1, ITER_MT);
-  lstore *ls;
-  er_error err;
-  er_event ev;
-  char id[37];
-  er_buf *b;
-  int rc, base;
-  if (!li->it) return 0;
-  ls = iter_store(L);
-  rc = er_iter_next(li->it, &ev, &err);
-  if (rc != ER_OK) {
-    iter_close(L);
-    if (rc == ER_NOT_FOUND) return 0;
-    return raise_error(L, &err);
-  }
-  luaL_checkstack(L, 8, NULL);
-  base = lua_gettop(L);
-  er_uuid_format(ev.id, id);
-  lua_pushinteger(L, (lua_Integer)ev.position);
-  lua_pushlstring(L, id, 36);
-  lua_pushlstring(L, ev.stream, ev.stream_len);
-  lua_pushinteger(L, (lua_Integer)ev.version);
-  lua_pushlstring(L, ev.type, ev.type_len);
-  lua_pushinteger(L, (lua_Integer)ev.time);
-  b = &ls->kvbuf;
-  b->len = 0;
-  buf_put(L, b, "\x88\xa2id", 4);
-  er_encode(L, base + 2, b, 1, "id");
-  buf_put(L, b, "\xa6stream", 7);
-  er_encode(L, base + 3, b, 1, "stream");
-  buf_put(L, b, "\xa7version", 8);
-  er_encode(L, base + 4, b, 1, "version");
-  buf_put(L, b, "\xa8position", 9);
-  er_encode(L, base + 1, b, 1, "position");
-  buf_put(L, b, "\xa4type", 5);
-  er_encode(L, base + 5, b, 1, "type");
-  buf_put(L, b, "\xa4time", 5);
-  er_encode(L, base + 6, b, 1, "time");
-  buf_put(L, b, "\xa4" "data", 5);
-  if (ev.data_len) buf_put(L, b, ev.data, ev.data_len);
-  else buf_put(L, b, "\xc0", 1); /* nil */
-  buf_put(L, b, "\xa8metadata", 9);
-  if (ev.metadata_len) buf_put(L, b, ev.metadata, ev.metadata_len);
-  else buf_put(L, b, "\x80", 1); /* {} */
-  lua_pushlstring(L, b->p, b->len);
-  return 7;
-}
-
-/* core.log_raw(store, from, count) -> iterator over the global log for the
- * JetStream relay (see raw_next), with the closing value of a generic for. */
-static int l_log_raw(lua_State *L) {
-  lstore *ls = check_store(L, 1);
-  lua_Integer from = luaL_checkinteger(L, 2), count = luaL_checkinteger(L, 3);
-  er_filter f;
-  er_error err;
-  liter *li;
-  luaL_argcheck(L, from >= 1, 2, "position must be >= 1");
-  luaL_argcheck(L, count >= 1, 3, "count must be >= 1");
-  memset(&f, 0, sizeof f);
-  lua_settop(L, 1);
-  li = new_iter(L, LI_EVENTS);
-  if (er_read_all(ls->s, (uint64_t)from, (uint64_t)count, &f, &li->it, &err) != ER_OK)
-    return raise_error(L, &err);
-  lua_pushcfunction(L, raw_next);
-  lua_insert(L, -2);
-  lua_pushnil(L);
-  lua_pushvalue(L, -2);
-  return 4;
-}
-
 static int store_read(lua_State *L) {
   lstore *ls = check_store(L, 1);
   size_t len;
@@ -1466,7 +1384,6 @@ static const luaL_Reg functions[] = {
   {"scan", l_scan},
   {"decode", l_decode},
   {"is_read_only", l_is_read_only},
-  {"log_raw", l_log_raw},
   {NULL, NULL}
 };
 

@@ -914,28 +914,64 @@ static int send(lua_State *L, lpub *p, natsMsg *m, natsStatus s, const char *sub
   return 1;
 }
 
-/* pub:publish(subject, body, msgid [, key, value]...) -> true | nil, err.
- * Asynchronous: returns once the message is handed to the connection; blocks
- * while max_pending messages wait for their acknowledgement. */
+/* `v` in decimal, written at the end of `buf` (24 bytes); returns where
+ * it starts.  (snprintf costs as much as the rest of a header.) */
+static const char *decimal(char *buf, lua_Integer v) {
+  char *p = buf + 23;
+  unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+  *p = '\0';
+  do {
+    *--p = (char)('0' + u % 10);
+    u /= 10;
+  } while (u);
+  if (v < 0) *--p = '-';
+  return p;
+}
+
+/* Set the headers of `m` from the table at `idx`: { name = value }, each
+ * value a string or an integer (written in decimal).  Returns the status;
+ * on a bad header raises, `m` destroyed. */
+static natsStatus set_headers(lua_State *L, int idx, natsMsg *m) {
+  natsStatus s = NATS_OK;
+  lua_pushnil(L);
+  while (s == NATS_OK && lua_next(L, idx)) {
+    char num[24];
+    const char *v = NULL;
+    if (lua_type(L, -2) != LUA_TSTRING) {
+      natsMsg_Destroy(m);
+      luaL_argerror(L, idx, "header names must be strings");
+    }
+    if (lua_type(L, -1) == LUA_TSTRING)
+      v = lua_tostring(L, -1);
+    else if (lua_isinteger(L, -1))
+      v = decimal(num, lua_tointeger(L, -1));
+    else {
+      const char *k = lua_tostring(L, -2);
+      natsMsg_Destroy(m);
+      luaL_argerror(L, idx, lua_pushfstring(L, "header '%s' must be a string or an integer", k));
+    }
+    s = natsMsgHeader_Set(m, lua_tostring(L, -2), v);
+    lua_pop(L, 1);
+  }
+  if (s != NATS_OK) lua_pop(L, 1); /* the key lua_next left */
+  return s;
+}
+
+/* pub:publish(subject, body [, headers]) -> true | nil, err, headers a
+ * table { name = string or integer }.  Asynchronous: returns once the
+ * message is handed to the connection; blocks while max_pending messages
+ * wait for their acknowledgement. */
 static int pub_publish(lua_State *L) {
   lpub *p = check_pub(L);
   const char *subject = luaL_checkstring(L, 2);
   size_t blen;
   const char *body = luaL_checklstring(L, 3, &blen);
-  const char *msgid = luaL_checkstring(L, 4);
-  int top = lua_gettop(L), i;
   natsMsg *m = NULL;
   natsStatus s;
-  luaL_argcheck(L, (top - 4) % 2 == 0, top, "headers come in key, value pairs");
   luaL_argcheck(L, blen <= INT32_MAX, 3, "body too large");
+  if (!lua_isnoneornil(L, 4)) luaL_checktype(L, 4, LUA_TTABLE);
   s = natsMsg_Create(&m, subject, NULL, body, (int)blen);
-  if (s == NATS_OK) s = natsMsgHeader_Set(m, "Nats-Msg-Id", msgid);
-  for (i = 5; s == NATS_OK && i < top; i += 2) {
-    const char *k = luaL_checkstring(L, i);
-    const char *v = luaL_tolstring(L, i + 1, NULL);
-    s = natsMsgHeader_Set(m, k, v);
-    lua_pop(L, 1);
-  }
+  if (s == NATS_OK && !lua_isnoneornil(L, 4)) s = set_headers(L, 4, m);
   return send(L, p, m, s, subject);
 }
 
@@ -1055,16 +1091,6 @@ static size_t escape_into(const char *s, size_t len, int mode, char *out) {
   return o;
 }
 
-/* `s` escaped for `mode`: `s` itself when clean, else written to `small`
- * (3 * 256 + 4 bytes) or to a buffer left on the Lua stack. */
-static const char *escaped(lua_State *L, const char *s, size_t len, int mode, char *small) {
-  char *out;
-  if (escape_clean(s, len, mode)) return s;
-  out = len < 256 ? small : lua_newuserdatauv(L, 3 * len + 4, 0);
-  escape_into(s, len, mode, out);
-  return out;
-}
-
 static int hexval(int c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'A' && c <= 'F') return c - 'A' + 10;
@@ -1117,51 +1143,6 @@ static int l_unescape(lua_State *L) {
   }
   luaL_pushresultsize(&b, o);
   return 1;
-}
-
-/* pub:publish_event(subject, body, id, expected_last_seq, stream, version,
- * position, type, time) -> true | nil, err: the relay's message, its
- * headers made here (Nats-Msg-Id, Nats-Expected-Last-Sequence and the
- * Eventrocks-* ones) rather than through one Lua call per value. */
-static int pub_publish_event(lua_State *L) {
-  lpub *p = check_pub(L);
-  const char *subject = luaL_checkstring(L, 2);
-  size_t blen, slen, tlen;
-  const char *body = luaL_checklstring(L, 3, &blen);
-  const char *id = luaL_checkstring(L, 4);
-  lua_Integer seq = luaL_checkinteger(L, 5);
-  const char *stream = luaL_checklstring(L, 6, &slen);
-  lua_Integer version = luaL_checkinteger(L, 7), position = luaL_checkinteger(L, 8);
-  const char *type = luaL_checklstring(L, 9, &tlen);
-  lua_Integer time = luaL_checkinteger(L, 10);
-  char num[32], small[2][3 * 256 + 4];
-  const char *stream_text, *type_text;
-  natsMsg *m = NULL;
-  natsStatus s;
-  luaL_argcheck(L, blen <= INT32_MAX, 3, "body too large");
-  stream_text = escaped(L, stream, slen, ESC_HEADER, small[0]);
-  type_text = escaped(L, type, tlen, ESC_HEADER, small[1]);
-  s = natsMsg_Create(&m, subject, NULL, body, (int)blen);
-  if (s == NATS_OK) s = natsMsgHeader_Set(m, "Nats-Msg-Id", id);
-  if (s == NATS_OK) {
-    snprintf(num, sizeof num, "%lld", (long long)seq);
-    s = natsMsgHeader_Set(m, "Nats-Expected-Last-Sequence", num);
-  }
-  if (s == NATS_OK) s = natsMsgHeader_Set(m, "Eventrocks-Stream", stream_text);
-  if (s == NATS_OK) {
-    snprintf(num, sizeof num, "%lld", (long long)version);
-    s = natsMsgHeader_Set(m, "Eventrocks-Version", num);
-  }
-  if (s == NATS_OK) {
-    snprintf(num, sizeof num, "%lld", (long long)position);
-    s = natsMsgHeader_Set(m, "Eventrocks-Position", num);
-  }
-  if (s == NATS_OK) s = natsMsgHeader_Set(m, "Eventrocks-Type", type_text);
-  if (s == NATS_OK) {
-    snprintf(num, sizeof num, "%lld", (long long)time);
-    s = natsMsgHeader_Set(m, "Eventrocks-Time", num);
-  }
-  return send(L, p, m, s, subject);
 }
 
 /* pub:wait(count, timeout_ms) -> true | nil, err: waits until the first
@@ -1298,7 +1279,7 @@ static const luaL_Reg conn_methods[] = {
   {NULL, NULL}};
 
 static const luaL_Reg pub_methods[] = {
-  {"publish", pub_publish}, {"publish_event", pub_publish_event}, {"wait", pub_wait},
+  {"publish", pub_publish}, {"wait", pub_wait},
   {"complete", pub_complete},
   {"close", pub_close}, {NULL, NULL}};
 

@@ -1,7 +1,7 @@
 -- The NATS binding on its own (lua/eventrocks_nats.c): it wraps libnats and
 -- nothing else: error values of the store's shape without eventrocks.core,
--- options tables checked as the store binding checks its own, and libnats
--- kept loaded whatever its file name.
+-- options tables checked as the store binding checks its own, a generic
+-- publish with any headers, and libnats kept loaded whatever its file name.
 local H = require "helper"
 local ns = require "nats_server"
 local nats = require "eventrocks.nats"
@@ -91,5 +91,38 @@ describe("the NATS binding with a server", function()
     assert.has_error(function() conn:publisher({ max_pendng = 1 }) end,
       "bad argument #1 to 'publisher' (unknown option 'max_pendng')")
     assert.is_nil(conn:stream_info("X"))
+  end)
+
+  it("publishes a body with any headers, integers written in decimal", function()
+    local pub = assert(conn:publisher())
+    local subject = stream:lower() .. ".a"
+    assert(pub:publish(subject, "one", { ["Nats-Msg-Id"] = "m1", ["X-Text"] = "caf\195\169",
+      ["X-Int"] = -42, ["X-Min"] = math.mininteger, ["X-Zero"] = 0 }))
+    assert(pub:publish(subject, "two"))
+    assert(pub:publish(subject, "one again", { ["Nats-Msg-Id"] = "m1" })) -- a duplicate: the id arrived
+    local acked, dups, last = pub:complete(5000)
+    assert.same({ 3, 1, 2 }, { acked, dups, last })
+    pub:close()
+    local m = assert(ns.stream_msg(srv.url, stream, 1)) -- read without the binding
+    assert.equal("one", m.data)
+    assert.same({ ["Nats-Msg-Id"] = "m1", ["X-Text"] = "caf\195\169", ["X-Int"] = "-42",
+      ["X-Min"] = "-9223372036854775808", ["X-Zero"] = "0" }, m.headers)
+    m = assert(conn:get_msg(stream, 2))
+    assert.equal("two", m.data)
+    assert.same({}, m.headers)
+  end)
+
+  it("refuses a bad header and publishes nothing", function()
+    local pub = assert(conn:publisher())
+    local subject = stream:lower() .. ".a"
+    assert.has_error(function() pub:publish(subject, "x", { ["X-Float"] = 1.5 }) end,
+      "bad argument #3 to 'publish' (header 'X-Float' must be a string or an integer)")
+    assert.has_error(function() pub:publish(subject, "x", { "no name" }) end,
+      "bad argument #3 to 'publish' (header names must be strings)")
+    assert.has_error(function() pub:publish(subject, "x", "Nats-Msg-Id") end)
+    local acked = pub:complete(5000)
+    assert.equal(0, acked)
+    pub:close()
+    assert.equal(0, assert(conn:stream_info(stream)).messages)
   end)
 end)
