@@ -32,7 +32,7 @@ B ?= build
 CORE_SRC = $(wildcard core/src/*.c)
 CORE_HDR = core/include/eventrocks.h core/src/internal.h
 CORE_OBJ = $(CORE_SRC:core/src/%.c=$(B)/core/%.o)
-BIND_SRC = lua/eventrocks_core.c lua/er_value.c
+BIND_SRC = lua/eventrocks_core.c lua/er_value.c lua/er_aux.c
 BIND_OBJ = $(BIND_SRC:lua/%.c=$(B)/lua/%.o)
 C_TESTS = $(patsubst core/test/%.c,$(B)/%,$(wildcard core/test/test_*.c))
 
@@ -44,7 +44,7 @@ $(B)/core/%.o: core/src/%.c $(CORE_HDR)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
 
-$(B)/lua/%.o: lua/%.c lua/er_value.h core/include/eventrocks.h
+$(B)/lua/%.o: lua/%.c lua/er_value.h lua/er_aux.h core/include/eventrocks.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -Ilua $(LUA_CFLAGS) -c $< -o $@
 
@@ -56,7 +56,7 @@ $(B)/eventrocks/core.so: $(BIND_OBJ) $(CORE_OBJ)
 	$(CC) $(SAN) -shared $(LDFLAGS) -o $@ $^ $(LIBS)
 
 # eventrocks.nats: the binding to the NATS C client (JetStream relay/consumer)
-$(B)/eventrocks/nats.so: $(B)/lua/eventrocks_nats.o
+$(B)/eventrocks/nats.so: $(B)/lua/eventrocks_nats.o $(B)/lua/er_aux.o
 	@mkdir -p $(dir $@)
 	$(CC) $(SAN) -shared $(LDFLAGS) -o $@ $^ -lnats -lpthread
 

@@ -42,6 +42,8 @@ void er_buf_free(lua_State *L, er_buf *b) {
 
 /* ---- encoding ------------------------------------------------------------- */
 
+#define PREPARED_KEY (-1) /* a keyslot[] naming a prepared key */
+
 typedef struct enc {
   lua_State *L;
   er_buf *b;
@@ -49,9 +51,14 @@ typedef struct enc {
   const char *root;                  /* errors name the place from here: */
   lua_Integer root_index;            /* root[root_index].root_field when */
   const char *root_field;            /* root_field is not NULL */
+  int raw_ok;                        /* raw values are written (messages) */
+  const void *raw_mt;                /* their metatable, once looked up */
   int depth;                         /* tables open */
   const void *open[ER_MAX_DEPTH + 1]; /* those tables, for cycle checks */
-  int keyslot[ER_MAX_DEPTH + 1];      /* stack slot of the current key, or 0 */
+  int keyslot[ER_MAX_DEPTH + 1];      /* stack slot of the current key, or 0;
+                                       * PREPARED_KEY: key index[] of the
+                                       * prepared keys (er_encode_map) */
+  int prepared;                      /* their index, for an error message */
   lua_Integer index[ER_MAX_DEPTH + 1]; /* the array index when keyslot is 0 */
 } enc;
 
@@ -74,7 +81,13 @@ static void push_inner_path(enc *e) {
   int d;
   luaL_buffinit(L, &B);
   for (d = 1; d <= e->depth; d++) {
-    int slot = e->keyslot[d];
+    int slot = e->keyslot[d], fetched = slot == PREPARED_KEY;
+    if (fetched) {
+      lua_getiuservalue(L, e->prepared, 1);
+      lua_rawgeti(L, -1, e->index[d]);
+      lua_remove(L, -2);
+      slot = lua_gettop(L);
+    }
     if (slot == 0) {
       lua_pushfstring(L, "[%I]", (LUAI_UACINT)e->index[d]);
     } else {
@@ -100,6 +113,7 @@ static void push_inner_path(enc *e) {
         lua_pushfstring(L, "[%s key]", luaL_typename(L, slot));
       }
     }
+    if (fetched) lua_remove(L, -2);
     luaL_addvalue(&B);
   }
   luaL_pushresult(&B);
@@ -201,6 +215,22 @@ static void enc_integer(enc *e, lua_Integer i) {
 
 static void enc_value(enc *e, int idx);
 
+/* The key at stack slot `slot`, the current one of the table open at
+ * depth d. */
+static void enc_key(enc *e, int slot, int d) {
+  lua_State *L = e->L;
+  int t = lua_type(L, slot);
+  e->keyslot[d] = slot;
+  if (t == LUA_TSTRING || t == LUA_TNUMBER || t == LUA_TBOOLEAN) {
+    enc_value(e, slot);
+  } else {
+    const char *what = lua_pushfstring(
+        L, "a %s cannot be a key (keys may be strings, numbers or booleans)",
+        luaL_typename(L, slot));
+    enc_fail(e, what);
+  }
+}
+
 /* The key-value pairs of the table at `idx` (open at depth d); returns
  * their number. */
 static lua_Unsigned enc_entries(enc *e, int idx, int d) {
@@ -209,25 +239,7 @@ static lua_Unsigned enc_entries(enc *e, int idx, int d) {
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     int top = lua_gettop(L);
-    e->keyslot[d] = top - 1;
-    switch (lua_type(L, top - 1)) {
-    case LUA_TSTRING: {
-      size_t len;
-      const char *k = lua_tolstring(L, top - 1, &len);
-      enc_string(e, k, len);
-      break;
-    }
-    case LUA_TNUMBER:
-    case LUA_TBOOLEAN:
-      enc_value(e, top - 1);
-      break;
-    default: {
-      const char *what = lua_pushfstring(
-          L, "a %s cannot be a key (keys may be strings, numbers or booleans)",
-          luaL_typename(L, top - 1));
-      enc_fail(e, what);
-    }
-    }
+    enc_key(e, top - 1, d);
     enc_value(e, top);
     lua_pop(L, 1);
     count++;
@@ -255,21 +267,27 @@ static void enc_map(enc *e, int idx, int d) {
   mp_encode_map(b->p + at, (uint32_t)count);
 }
 
-/* A table at absolute index `idx`: array when its keys are exactly 1..n. */
-static void enc_table(enc *e, int idx) {
-  lua_State *L = e->L;
-  er_buf *b = e->b;
-  const void *ptr = lua_topointer(L, idx);
-  lua_Unsigned n = lua_rawlen(L, idx), count = 0;
-  int is_array = n > 0, d;
+/* Open the table at `idx` one level deeper; returns that depth. */
+static int enc_open(enc *e, int idx) {
+  const void *ptr = lua_topointer(e->L, idx);
+  int d;
   for (d = 1; d <= e->depth; d++)
     if (e->open[d] == ptr) enc_fail(e, "cyclic table (a table that contains itself)");
   if (e->depth >= ER_MAX_DEPTH) enc_fail(e, "nesting deeper than 200 tables");
-  luaL_checkstack(L, 6, "value nested too deeply");
+  luaL_checkstack(e->L, 6, "value nested too deeply");
   d = ++e->depth;
   e->open[d] = ptr;
   e->keyslot[d] = 0;
   e->index[d] = 0;
+  return d;
+}
+
+/* A table at absolute index `idx`: array when its keys are exactly 1..n. */
+static void enc_table(enc *e, int idx) {
+  lua_State *L = e->L;
+  er_buf *b = e->b;
+  lua_Unsigned n = lua_rawlen(L, idx), count = 0;
+  int is_array = n > 0, d = enc_open(e, idx);
   if (n == 0) {
     enc_map(e, idx, d);
     e->depth--;
@@ -301,6 +319,26 @@ static void enc_table(enc *e, int idx) {
     enc_entries(e, idx, d);
   }
   e->depth--;
+}
+
+static const char raw_key = 0; /* its address keys the raw values' metatable
+                                * in the registry */
+static const char *raw_bytes(lua_State *L, int idx, size_t *len);
+
+/* The bytes of the raw value at `idx`, or NULL: er_to_raw with the
+ * metatable looked up once per encoding. */
+static const char *enc_raw(enc *e, int idx, size_t *len) {
+  lua_State *L = e->L;
+  const void *mt;
+  if (!lua_getmetatable(L, idx)) return NULL;
+  if (!e->raw_mt) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &raw_key);
+    e->raw_mt = lua_topointer(L, -1);
+    lua_pop(L, 1);
+  }
+  mt = lua_topointer(L, -1);
+  lua_pop(L, 1);
+  return mt == e->raw_mt ? raw_bytes(L, idx, len) : NULL;
 }
 
 static void enc_value(enc *e, int idx) {
@@ -337,7 +375,17 @@ static void enc_value(enc *e, int idx) {
   case LUA_TTHREAD:
     enc_fail(e, "cannot store a thread (coroutine)");
     break;
-  case LUA_TUSERDATA:
+  case LUA_TUSERDATA: {
+    size_t len = 0;
+    const char *bytes = enc_raw(e, idx, &len);
+    if (!bytes) enc_fail(e, "cannot store a userdata");
+    if (!e->raw_ok) enc_fail(e, "cannot store a raw value (one read with raw = true)");
+    if (e->depth > ER_RAW_MAX_DEPTH) enc_fail(e, "a raw value inside more than 56 tables");
+    reserve(L, b, len);
+    memcpy(b->p + b->len, bytes, len);
+    b->len += len;
+    break;
+  }
   case LUA_TLIGHTUSERDATA:
     enc_fail(e, "cannot store a userdata");
     break;
@@ -350,22 +398,170 @@ void er_encode(lua_State *L, int idx, er_buf *b, int argn, const char *root) {
   er_encode_field(L, idx, b, argn, root, 0, NULL);
 }
 
+static void enc_init(enc *e, lua_State *L, er_buf *b, int argn, const char *root) {
+  e->L = L;
+  e->b = b;
+  e->argn = argn;
+  e->root = root;
+  e->root_index = 0;
+  e->root_field = NULL;
+  e->raw_ok = 0;
+  e->raw_mt = NULL;
+  e->depth = 0;
+}
+
 void er_encode_field(lua_State *L, int idx, er_buf *b, int argn,
                      const char *root, lua_Integer index, const char *field) {
   enc e;
-  e.L = L;
-  e.b = b;
-  e.argn = argn;
-  e.root = root;
+  enc_init(&e, L, b, argn, root);
   e.root_index = index;
   e.root_field = field;
-  e.depth = 0;
   enc_value(&e, lua_absindex(L, idx));
+}
+
+void er_encode_message(lua_State *L, int idx, er_buf *b, int argn, const char *root) {
+  enc e;
+  enc_init(&e, L, b, argn, root);
+  e.raw_ok = 1;
+  enc_value(&e, lua_absindex(L, idx));
+}
+
+/* ---- maps of prepared keys ------------------------------------------------ */
+
+/* The userdata of er_prepare_map: n keys, key i (0-based) encoded at
+ * bytes + off[i] up to bytes + off[i + 1]; its user value is a copy of the
+ * keys array. */
+typedef struct keys {
+  size_t n;
+  size_t off[]; /* n + 1 offsets, then the bytes */
+} keys;
+
+#define KEY_BYTES(k) ((char *)((k)->off + (k)->n + 1))
+#define PREPARED_MT "eventrocks.map_keys"
+
+void er_prepare_map(lua_State *L, int arr, er_buf *b, int argn) {
+  lua_Unsigned n, i;
+  keys *k;
+  size_t *off;
+  int top = lua_gettop(L), copy;
+  enc e;
+  arr = lua_absindex(L, arr);
+  luaL_checktype(L, arr, LUA_TTABLE);
+  n = lua_rawlen(L, arr);
+  luaL_argcheck(L, n >= 1 && n <= ER_MAP_MAX_KEYS, argn, "keys must be an array of 1 to 200 keys");
+  enc_init(&e, L, b, argn, "keys");
+  off = lua_newuserdatauv(L, (size_t)(n + 1) * sizeof *off, 0); /* top + 1 */
+  lua_createtable(L, (int)n, 0);                                 /* top + 2: the copy */
+  lua_createtable(L, 0, (int)n);                                 /* top + 3: a set */
+  copy = top + 2;
+  b->len = 0;
+  for (i = 1; i <= n; i++) {
+    int t = lua_rawgeti(L, arr, (lua_Integer)i);
+    if (t != LUA_TSTRING && !lua_isinteger(L, -1))
+      luaL_argerror(L, argn, lua_pushfstring(L, "keys[%I] must be a string or an integer",
+                                             (LUAI_UACINT)i));
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, top + 3) != LUA_TNIL)
+      luaL_argerror(L, argn, lua_pushfstring(L, "keys[%I] repeats a key", (LUAI_UACINT)i));
+    lua_pop(L, 1);
+    lua_pushvalue(L, -1);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, top + 3);
+    off[i - 1] = b->len;
+    enc_key(&e, top + 4, 0);
+    lua_rawseti(L, copy, (lua_Integer)i);
+  }
+  off[n] = b->len;
+  lua_pop(L, 1); /* the set */
+  k = lua_newuserdatauv(L, sizeof *k + (size_t)(n + 1) * sizeof *off + b->len, 1);
+  k->n = (size_t)n;
+  memcpy(k->off, off, (size_t)(n + 1) * sizeof *off);
+  memcpy(KEY_BYTES(k), b->p, b->len);
+  lua_insert(L, copy);       /* top + 2: k, top + 3: the copy */
+  lua_setiuservalue(L, copy, 1);
+  luaL_newmetatable(L, PREPARED_MT);
+  lua_setmetatable(L, copy);
+  lua_replace(L, top + 1);   /* k where the offsets were */
+}
+
+void er_encode_map(lua_State *L, int first, int prepared, er_buf *b, int argn,
+                   const char *root) {
+  keys *k = lua_touserdata(L, prepared);
+  const char *kb = KEY_BYTES(k);
+  int top = lua_gettop(L);
+  size_t i;
+  enc e;
+  first = lua_absindex(L, first);
+  if (top - first + 1 > (int)k->n)
+    luaL_argerror(L, argn + (int)k->n, lua_pushfstring(L, "%s: more values than its %d keys",
+                                                      root, (int)k->n));
+  enc_init(&e, L, b, argn, root);
+  e.raw_ok = 1;
+  e.depth = 1; /* the map's entries name the places */
+  e.open[1] = NULL;
+  e.keyslot[1] = PREPARED_KEY;
+  e.prepared = lua_absindex(L, prepared);
+  reserve(L, b, 5);
+  b->len = (size_t)(mp_encode_map(b->p + b->len, (uint32_t)k->n) - b->p);
+  for (i = 0; i < k->n; i++) {
+    size_t klen = k->off[i + 1] - k->off[i];
+    int at = first + (int)i;
+    reserve(L, b, klen + 1);
+    memcpy(b->p + b->len, kb + k->off[i], klen);
+    b->len += klen;
+    e.index[1] = (lua_Integer)i + 1;
+    if (at <= top) enc_value(&e, at);
+    else b->len = (size_t)(mp_encode_nil(b->p + b->len) - b->p); /* a value not given */
+  }
+}
+
+/* ---- raw values ----------------------------------------------------------- */
+
+typedef struct raw {
+  size_t len;
+  char bytes[];
+} raw;
+
+static int raw_tostring(lua_State *L) {
+  raw *r = luaL_checkudata(L, 1, ER_RAW_MT);
+  lua_pushfstring(L, ER_RAW_MT " (%I bytes)", (LUAI_UACINT)r->len);
+  return 1;
+}
+
+void er_raw_init(lua_State *L) {
+  luaL_newmetatable(L, ER_RAW_MT);
+  lua_pushcfunction(L, raw_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &raw_key);
+}
+
+void er_push_raw(lua_State *L, const void *p, size_t len) {
+  raw *r = lua_newuserdatauv(L, sizeof(raw) + len, 0);
+  r->len = len;
+  if (len) memcpy(r->bytes, p, len);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &raw_key);
+  lua_setmetatable(L, -2);
+}
+
+static const char *raw_bytes(lua_State *L, int idx, size_t *len) {
+  raw *r = lua_touserdata(L, idx);
+  *len = r->len;
+  return r->bytes;
+}
+
+const char *er_to_raw(lua_State *L, int idx, size_t *len) {
+  int same;
+  if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx)) return NULL;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &raw_key);
+  same = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return same ? raw_bytes(L, idx, len) : NULL;
 }
 
 /* ---- decoding ------------------------------------------------------------- */
 
-#define DECODE_DEPTH (ER_MAX_DEPTH + 56) /* tolerate a little foreign data */
+/* tolerate a little foreign data, and raw values embedded in a message */
+#define DECODE_DEPTH (ER_MAX_DEPTH + ER_RAW_MAX_DEPTH)
 
 /* One pass over the bytes: every read is checked against the end, so a
  * value is refused (0, nothing pushed) the moment its bytes stop making

@@ -7,7 +7,8 @@
  * whose keys are exactly 1..n (n >= 1) -> array; other tables -> map with
  * string, integer, float or boolean keys.  Tables are read raw (metatables
  * are ignored).  Functions, userdata, threads, cycles, table keys and
- * nesting deeper than ER_MAX_DEPTH tables are refused.
+ * nesting deeper than ER_MAX_DEPTH tables are refused (raw values, below,
+ * are the one userdata a message may hold).
  */
 #ifndef ER_VALUE_H
 #define ER_VALUE_H
@@ -41,6 +42,52 @@ void er_encode(lua_State *L, int idx, er_buf *b, int argn, const char *root);
  * or "<root>.<field>" when index is 0: the name is only made for an error. */
 void er_encode_field(lua_State *L, int idx, er_buf *b, int argn,
                      const char *root, lua_Integer index, const char *field);
+
+/* er_encode for a message that leaves the store (core.encode: the relay's
+ * bodies, the projections' view values): raw values (below) are written
+ * as they are. */
+void er_encode_message(lua_State *L, int idx, er_buf *b, int argn, const char *root);
+
+/* Maps of fixed keys, as a message writes one per event: the keys are
+ * checked and encoded once, and each map takes its values in the keys'
+ * order, nil values included, so that the same values always give the
+ * same bytes.
+ *
+ * er_prepare_map: the array at stack index `keys` (1 to ER_MAP_MAX_KEYS
+ * distinct strings or integers; else raises on argument `argn`), with `b`
+ * as scratch space.  Pushes the prepared keys (a userdata that keeps a
+ * copy of the array).
+ * er_encode_map: append the map of the prepared keys at stack index
+ * `prepared` whose values are at stack slots first, first + 1, ... (nil
+ * beyond the top; more values than keys raise), raising on a value as
+ * er_encode_message does, the place named "<root>.<key>". */
+#define ER_MAP_MAX_KEYS 200
+void er_prepare_map(lua_State *L, int keys, er_buf *b, int argn);
+void er_encode_map(lua_State *L, int first, int prepared, er_buf *b, int argn,
+                   const char *root);
+
+/* Raw values: one MessagePack value kept as its bytes, a userdata whose
+ * metatable is ER_RAW_MT.  A store read with raw = true gives data and
+ * metadata so, to be sent on without decoding them.  er_encode_message
+ * and er_encode_map write a raw value verbatim where it stands (inside at most
+ * ER_RAW_MAX_DEPTH tables: the bytes nest at most ER_MAX_DEPTH deep, and
+ * the whole must still decode).  er_encode and er_encode_field (appends,
+ * txn:put) refuse it like any userdata: an event's data is always a value
+ * checked as it was encoded. */
+#define ER_RAW_MT "eventrocks.msgpack"
+#define ER_RAW_MAX_DEPTH 56
+
+/* Register the metatable of raw values; once per Lua state, before the
+ * functions below. */
+void er_raw_init(lua_State *L);
+
+/* Push a raw value holding a copy of [p, p+len): one MessagePack value
+ * that er_encode wrote (the caller's guarantee: the store's own bytes). */
+void er_push_raw(lua_State *L, const void *p, size_t len);
+
+/* The bytes of the raw value at `idx` (their length in *len), or NULL when
+ * the value there is not one. */
+const char *er_to_raw(lua_State *L, int idx, size_t *len);
 
 /* Push the Lua value encoded in [p, p+len).  Returns 1, or 0 with nothing
  * pushed when the bytes are not one valid MessagePack value we can turn

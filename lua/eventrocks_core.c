@@ -21,12 +21,12 @@
 #include <string.h>
 
 #include "eventrocks.h"
+#include "er_aux.h"
 #include "er_value.h"
 
 #define STORE_MT "eventrocks.store"
 #define ITER_MT "eventrocks.iterator"
 #define EVENT_MT "eventrocks.event"
-#define ERROR_MT "eventrocks.error"
 #define MEM_MT "eventrocks.memory"
 #define TXN_MT "eventrocks.txn"
 
@@ -59,6 +59,7 @@ enum { LI_EVENTS, LI_STREAMS, LI_KV };
 typedef struct liter {
   er_iter *it; /* NULL once exhausted or closed */
   int kind;    /* LI_EVENTS, LI_STREAMS (stream, version), LI_KV (key, value) */
+  int raw;     /* LI_EVENTS: data and metadata as raw values (push_event_raw) */
 } liter;
 
 /* ---- helpers -------------------------------------------------------------- */
@@ -103,16 +104,11 @@ static lstore *check_store(lua_State *L, int idx) {
 static int push_error(lua_State *L, const er_error *err) {
   if (err->code == ER_NOMEM) return luaL_error(L, "eventrocks: not enough memory");
   lua_pushnil(L);
-  lua_createtable(L, 0, 4);
-  lua_pushstring(L, er_code_name(err->code));
-  lua_setfield(L, -2, "code");
-  lua_pushstring(L, err->message);
-  lua_setfield(L, -2, "message");
+  er_new_error(L, er_code_name(err->code), err->message);
   if (err->code == ER_CORRUPTION && err->position) {
     lua_pushinteger(L, (lua_Integer)err->position);
     lua_setfield(L, -2, "position");
   }
-  luaL_setmetatable(L, ERROR_MT);
   return 2;
 }
 
@@ -134,76 +130,15 @@ static const char *check_stream(lua_State *L, int arg, size_t *len) {
   return s;
 }
 
-/* The options table at `arg`: absent, or a table whose keys are all among
- * `known` (NULL-terminated): a misspelt option must never be dropped
+/* Options tables (er_aux.h): a misspelt option must never be dropped
  * silently (`{expectd = 0}` would append without its concurrency check). */
-static void check_opts(lua_State *L, int arg, const char *const known[]) {
-  if (lua_isnoneornil(L, arg)) return;
-  luaL_checktype(L, arg, LUA_TTABLE);
-  lua_pushnil(L);
-  while (lua_next(L, arg)) {
-    size_t i;
-    lua_pop(L, 1); /* the value */
-    if (lua_type(L, -1) == LUA_TSTRING) {
-      const char *k = lua_tostring(L, -1);
-      for (i = 0; known[i]; i++)
-        if (strcmp(k, known[i]) == 0) break;
-      if (known[i]) continue;
-      luaL_argerror(L, arg, lua_pushfstring(L, "unknown option '%s'", k));
-    }
-    luaL_argerror(L, arg, lua_pushfstring(L, "unknown option %s",
-                                          luaL_tolstring(L, -1, NULL)));
-  }
-}
-
 static const char *const OPEN_OPTS[] = {"create", "sync", "read_only",
                                         "max_event_size", NULL};
 static const char *const APPEND_OPTS[] = {"expected", NULL};
 static const char *const TXN_APPEND_OPTS[] = {"expected", "time", NULL};
-static const char *const READ_OPTS[] = {"from", "count", "backward", NULL};
-static const char *const ALL_OPTS[] = {"from", "count", "category", "types", NULL};
+static const char *const READ_OPTS[] = {"from", "count", "backward", "raw", NULL};
+static const char *const ALL_OPTS[] = {"from", "count", "category", "types", "raw", NULL};
 static const char *const STREAMS_OPTS[] = {"prefix", NULL};
-
-/* opts[name] as an integer >= min, or `def` when absent. */
-static lua_Integer opt_integer(lua_State *L, int arg, const char *name,
-                               lua_Integer min, lua_Integer def) {
-  lua_Integer v = def;
-  if (lua_isnoneornil(L, arg)) return def;
-  if (lua_getfield(L, arg, name) != LUA_TNIL) {
-    int ok;
-    v = lua_tointegerx(L, -1, &ok);
-    if (!ok || v < min)
-      luaL_argerror(L, arg, lua_pushfstring(L, "%s must be an integer >= %I", name,
-                                            (LUAI_UACINT)min));
-  }
-  lua_pop(L, 1);
-  return v;
-}
-
-static int opt_boolean(lua_State *L, int arg, const char *name, int def) {
-  int v = def;
-  if (lua_isnoneornil(L, arg)) return def;
-  if (lua_getfield(L, arg, name) != LUA_TNIL) {
-    if (!lua_isboolean(L, -1))
-      luaL_argerror(L, arg, lua_pushfstring(L, "%s must be a boolean", name));
-    v = lua_toboolean(L, -1);
-  }
-  lua_pop(L, 1);
-  return v;
-}
-
-/* opts[name] as a string (left on the stack) or NULL (nothing left). */
-static const char *opt_string(lua_State *L, int arg, const char *name,
-                              size_t *len) {
-  if (lua_isnoneornil(L, arg)) return NULL;
-  if (lua_getfield(L, arg, name) == LUA_TNIL) {
-    lua_pop(L, 1);
-    return NULL;
-  }
-  if (lua_type(L, -1) != LUA_TSTRING)
-    luaL_argerror(L, arg, lua_pushfstring(L, "%s must be a string", name));
-  return lua_tolstring(L, -1, len);
-}
 
 static int raise_corrupt(lua_State *L, uint64_t position) {
   er_error err;
@@ -218,10 +153,11 @@ static int raise_corrupt(lua_State *L, uint64_t position) {
 /* What push_event needs at every event, made once per Lua state by
  * luaopen: a userdata holding the string cache of the decoder, whose user
  * value is the cache's anchors table (er_value.h); the table also holds the
- * event field names at 1..8 and the event metatable at 9, so that each
- * field is set without looking its name up from a C string. */
+ * event field names at 1..8, the event metatable at 9 and the raw value of
+ * an empty map at 10, so that each field is set without looking its name
+ * up from a C string. */
 enum { F_ID = 1, F_STREAM, F_VERSION, F_POSITION, F_TYPE, F_TIME, F_DATA,
-       F_METADATA, F_MT };
+       F_METADATA, F_MT, F_NO_METADATA };
 static const char *const field_names[] = {
   "id", "stream", "version", "position", "type", "time", "data", "metadata"
 };
@@ -253,6 +189,8 @@ static void new_reader(lua_State *L, int mt) {
   }
   lua_pushvalue(L, mt);
   lua_rawseti(L, -2, F_MT);
+  er_push_raw(L, "\x80", 1); /* {} */
+  lua_rawseti(L, -2, F_NO_METADATA);
   lua_setiuservalue(L, -2, 1);
 }
 
@@ -305,6 +243,28 @@ corrupt:
   return 0;
 }
 
+/* Push the event of a raw read as values, no table: id, stream, version,
+ * position, type, time, data, metadata, with data and metadata raw values
+ * of the bytes stored (er_value.h: nothing decoded, for messages that
+ * carry them on), data nil when there is none and metadata an empty map.
+ * Returns 8. */
+static int push_event_raw(lua_State *L, const er_event *ev, const reader *r) {
+  char id[37];
+  luaL_checkstack(L, 8, NULL);
+  er_uuid_format(ev->id, id);
+  lua_pushlstring(L, id, 36);
+  er_push_cached(L, ev->stream, ev->stream_len, r->cache, r->t);
+  lua_pushinteger(L, (lua_Integer)ev->version);
+  lua_pushinteger(L, (lua_Integer)ev->position);
+  er_push_cached(L, ev->type, ev->type_len, r->cache, r->t);
+  lua_pushinteger(L, (lua_Integer)ev->time);
+  if (ev->data_len) er_push_raw(L, ev->data, ev->data_len);
+  else lua_pushnil(L);
+  if (ev->metadata_len) er_push_raw(L, ev->metadata, ev->metadata_len);
+  else lua_rawgeti(L, r->t, F_NO_METADATA);
+  return 8;
+}
+
 /* ---- module functions ----------------------------------------------------- */
 
 static void push_store_class(lua_State *L, int cls);
@@ -318,12 +278,12 @@ static int open_store(lua_State *L) {
   lstore *ls;
   int rc;
   er_options_init(&o);
-  check_opts(L, 2, OPEN_OPTS);
-  o.create = opt_boolean(L, 2, "create", 1);
-  o.sync = opt_boolean(L, 2, "sync", 0);
-  o.read_only = opt_boolean(L, 2, "read_only", 0);
-  o.max_event_size = (size_t)opt_integer(L, 2, "max_event_size", 1,
-                                         (lua_Integer)ER_DEFAULT_MAX_EVENT_SIZE);
+  er_check_opts(L, 2, NULL, OPEN_OPTS);
+  o.create = er_opt_boolean(L, 2, "create", 1);
+  o.sync = er_opt_boolean(L, 2, "sync", 0);
+  o.read_only = er_opt_boolean(L, 2, "read_only", 0);
+  o.max_event_size = (size_t)er_opt_integer(L, 2, "max_event_size", 1, ER_NO_MAX,
+                                            (lua_Integer)ER_DEFAULT_MAX_EVENT_SIZE);
   push_store_class(L, lua_isnil(L, 3) ? 0 : 3); /* 4 */
   ls = lua_newuserdatauv(L, sizeof *ls, 1);
   memset(ls, 0, sizeof *ls);
@@ -692,7 +652,7 @@ static int store_append(lua_State *L) {
   er_appended res;
   er_error err;
   int rc;
-  check_opts(L, 4, APPEND_OPTS);
+  er_check_opts(L, 4, NULL, APPEND_OPTS);
   expected = check_expected(L, 4);
   n = collect_events(L, ls, 3);
   before_commit(L, ls);
@@ -760,9 +720,9 @@ static int txn_append(lua_State *L) {
   lua_Integer time_at;
   er_error err;
   if (lt->borrowed) return luaL_error(L, "cannot append inside a commit hook");
-  check_opts(L, 4, TXN_APPEND_OPTS);
+  er_check_opts(L, 4, NULL, TXN_APPEND_OPTS);
   expected = check_expected(L, 4);
-  time_at = opt_integer(L, 4, "time", 0, 0); /* imports keep their times */
+  time_at = er_opt_integer(L, 4, "time", 0, ER_NO_MAX, 0); /* imports keep their times */
   /* a value that cannot be stored raises an error value (code, path,
    * index): the Lua modules above report it in their own terms */
   n = collect_events(L, ls, 0);
@@ -822,24 +782,57 @@ static int txn_put_encoded(lua_State *L) {
 
 /* core.encode(value [, name]) -> the MessagePack bytes the store would
  * write for `value`; raises as an append would (`name`, default "value",
- * starts the path in the message).  Upvalue 1: a reused buffer. */
+ * starts the path in the message).  Raw values (a read with raw = true)
+ * are written as they are.  Upvalue 1: a reused buffer. */
 static int l_encode(lua_State *L) {
   er_buf *b = lua_touserdata(L, lua_upvalueindex(1));
   const char *name = luaL_optstring(L, 2, "value");
   luaL_checkany(L, 1);
   b->len = 0;
-  er_encode(L, 1, b, 1, name);
+  er_encode_message(L, 1, b, 1, name);
   lua_pushlstring(L, b->p ? b->p : "", b->len);
   return 1;
 }
 
+/* The function of core.map_encoder: (values...) -> bytes.  Upvalues: the
+ * buffer, the prepared keys, the name. */
+static int encode_map(lua_State *L) {
+  er_buf *b = lua_touserdata(L, lua_upvalueindex(1));
+  b->len = 0;
+  er_encode_map(L, 1, lua_upvalueindex(2), b, 1, lua_tostring(L, lua_upvalueindex(3)));
+  lua_pushlstring(L, b->p, b->len);
+  return 1;
+}
+
+/* core.map_encoder(keys [, name]) -> function(v1, v2, ...) -> the
+ * MessagePack map keys[1] = v1, keys[2] = v2, ... of every key in `keys`
+ * (1 to 200 strings or integers), in that order, nil values included; it
+ * raises as core.encode does, naming "<name>.<key>" (name: "value" by
+ * default).  Made once for messages of fixed fields, such as the relay's
+ * bodies: the same values give the same bytes.  Upvalue 1: the buffer. */
+static int l_map_encoder(lua_State *L) {
+  er_buf *b = lua_touserdata(L, lua_upvalueindex(1));
+  luaL_optstring(L, 2, "value");
+  lua_settop(L, 2);
+  if (lua_isnil(L, 2)) {
+    lua_pushliteral(L, "value");
+    lua_replace(L, 2);
+  }
+  lua_pushvalue(L, lua_upvalueindex(1));
+  er_prepare_map(L, 1, b, 1);
+  lua_pushvalue(L, 2);
+  lua_pushcclosure(L, encode_map, 3);
+  return 1;
+}
+
 /* core.decode(bytes) -> value | nil, why: the inverse of core.encode, for
- * values that arrive from elsewhere (JetStream).  why names the place of an
- * integer Lua cannot hold ("data.amount: integer ... is outside the 64-bit
- * range"), else says the bytes do not decode. */
+ * values that arrive from elsewhere (JetStream), and for raw values.  why
+ * names the place of an integer Lua cannot hold ("data.amount: integer ...
+ * is outside the 64-bit range"), else says the bytes do not decode. */
 static int l_decode(lua_State *L) {
   size_t len;
-  const char *p = luaL_checklstring(L, 1, &len);
+  const char *p = er_to_raw(L, 1, &len);
+  if (!p) p = luaL_checklstring(L, 1, &len);
   if (er_decode_msg(L, p, len, "not a well-formed stored value (MessagePack)")) return 1;
   lua_pushnil(L);
   lua_insert(L, -2);
@@ -1031,6 +1024,7 @@ static liter *new_iter(lua_State *L, int kind) {
   liter *li = lua_newuserdatauv(L, sizeof *li, 1);
   li->it = NULL;
   li->kind = kind;
+  li->raw = 0;
   luaL_setmetatable(L, ITER_MT);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);
@@ -1109,6 +1103,7 @@ static int iter_next(lua_State *L) {
       reader r;
       r.cache = lua_touserdata(L, lua_upvalueindex(1));
       r.t = lua_upvalueindex(2);
+      if (li->raw) return push_event_raw(L, &ev, &r);
       if (push_event(L, &ev, &r)) return 1;
       iter_close(L);
       return raise_corrupt(L, ev.position);
@@ -1131,101 +1126,21 @@ static int return_iter(lua_State *L, const lstore *ls) {
   return 4;
 }
 
-/* ---- the relay's raw view of the log -------------------------------------- */
-
-static void buf_put(lua_State *L, er_buf *b, const void *p, size_t n) {
-  er_buf_reserve(L, b, n);
-  memcpy(b->p + b->len, p, n);
-  b->len += n;
-}
-
-/* The `next` of core.log_raw: position, id, stream, version, type, time,
- * body; body is the event as a MessagePack map of the fields an event
- * read back has, its data and metadata copied as stored (no decoding). */
-static int raw_next(lua_State *L) {
-  liter *li = luaL_checkudata(L, 1, ITER_MT);
-  lstore *ls;
-  er_error err;
-  er_event ev;
-  char id[37];
-  er_buf *b;
-  int rc, base;
-  if (!li->it) return 0;
-  ls = iter_store(L);
-  rc = er_iter_next(li->it, &ev, &err);
-  if (rc != ER_OK) {
-    iter_close(L);
-    if (rc == ER_NOT_FOUND) return 0;
-    return raise_error(L, &err);
-  }
-  luaL_checkstack(L, 8, NULL);
-  base = lua_gettop(L);
-  er_uuid_format(ev.id, id);
-  lua_pushinteger(L, (lua_Integer)ev.position);
-  lua_pushlstring(L, id, 36);
-  lua_pushlstring(L, ev.stream, ev.stream_len);
-  lua_pushinteger(L, (lua_Integer)ev.version);
-  lua_pushlstring(L, ev.type, ev.type_len);
-  lua_pushinteger(L, (lua_Integer)ev.time);
-  b = &ls->kvbuf;
-  b->len = 0;
-  buf_put(L, b, "\x88\xa2id", 4);
-  er_encode(L, base + 2, b, 1, "id");
-  buf_put(L, b, "\xa6stream", 7);
-  er_encode(L, base + 3, b, 1, "stream");
-  buf_put(L, b, "\xa7version", 8);
-  er_encode(L, base + 4, b, 1, "version");
-  buf_put(L, b, "\xa8position", 9);
-  er_encode(L, base + 1, b, 1, "position");
-  buf_put(L, b, "\xa4type", 5);
-  er_encode(L, base + 5, b, 1, "type");
-  buf_put(L, b, "\xa4time", 5);
-  er_encode(L, base + 6, b, 1, "time");
-  buf_put(L, b, "\xa4" "data", 5);
-  if (ev.data_len) buf_put(L, b, ev.data, ev.data_len);
-  else buf_put(L, b, "\xc0", 1); /* nil */
-  buf_put(L, b, "\xa8metadata", 9);
-  if (ev.metadata_len) buf_put(L, b, ev.metadata, ev.metadata_len);
-  else buf_put(L, b, "\x80", 1); /* {} */
-  lua_pushlstring(L, b->p, b->len);
-  return 7;
-}
-
-/* core.log_raw(store, from, count) -> iterator over the global log for the
- * JetStream relay (see raw_next), with the closing value of a generic for. */
-static int l_log_raw(lua_State *L) {
-  lstore *ls = check_store(L, 1);
-  lua_Integer from = luaL_checkinteger(L, 2), count = luaL_checkinteger(L, 3);
-  er_filter f;
-  er_error err;
-  liter *li;
-  luaL_argcheck(L, from >= 1, 2, "position must be >= 1");
-  luaL_argcheck(L, count >= 1, 3, "count must be >= 1");
-  memset(&f, 0, sizeof f);
-  lua_settop(L, 1);
-  li = new_iter(L, LI_EVENTS);
-  if (er_read_all(ls->s, (uint64_t)from, (uint64_t)count, &f, &li->it, &err) != ER_OK)
-    return raise_error(L, &err);
-  lua_pushcfunction(L, raw_next);
-  lua_insert(L, -2);
-  lua_pushnil(L);
-  lua_pushvalue(L, -2);
-  return 4;
-}
-
 static int store_read(lua_State *L) {
   lstore *ls = check_store(L, 1);
   size_t len;
   const char *stream = check_stream(L, 2, &len);
   lua_Integer from, count;
-  int backward, rc;
+  int backward, raw, rc;
   er_error err;
   liter *li;
-  check_opts(L, 3, READ_OPTS);
-  from = opt_integer(L, 3, "from", 1, 0);
-  count = opt_integer(L, 3, "count", 0, -1);
-  backward = opt_boolean(L, 3, "backward", 0);
+  er_check_opts(L, 3, NULL, READ_OPTS);
+  from = er_opt_integer(L, 3, "from", 1, ER_NO_MAX, 0);
+  count = er_opt_integer(L, 3, "count", 0, ER_NO_MAX, -1);
+  backward = er_opt_boolean(L, 3, "backward", 0);
+  raw = er_opt_boolean(L, 3, "raw", 0);
   li = new_iter(L, LI_EVENTS);
+  li->raw = raw;
   rc = er_read_stream(ls->s, stream, len, (uint64_t)from,
                       count < 0 ? ER_UNLIMITED : (uint64_t)count, backward,
                       &li->it, &err);
@@ -1243,25 +1158,26 @@ static int store_all(lua_State *L) {
   size_t *lens = lens_small;
   er_error err;
   liter *li;
-  int rc;
+  int rc, raw;
   memset(&f, 0, sizeof f);
-  check_opts(L, 2, ALL_OPTS);
+  er_check_opts(L, 2, NULL, ALL_OPTS);
   lua_settop(L, 2);
-  from = opt_integer(L, 2, "from", 1, 1);
-  count = opt_integer(L, 2, "count", 0, -1);
-  f.category = opt_string(L, 2, "category", &f.category_len); /* stays at 3 */
-  if (!f.category) lua_pushnil(L);
-  if (!lua_isnoneornil(L, 2) && lua_getfield(L, 2, "types") != LUA_TNIL) { /* 4 */
+  from = er_opt_integer(L, 2, "from", 1, ER_NO_MAX, 1);
+  count = er_opt_integer(L, 2, "count", 0, ER_NO_MAX, -1);
+  raw = er_opt_boolean(L, 2, "raw", 0);
+  /* (the strings stay in the options table during the call) */
+  f.category = er_opt_string(L, 2, "category", &f.category_len);
+  if (!lua_isnoneornil(L, 2) && lua_getfield(L, 2, "types") != LUA_TNIL) { /* 3 */
     size_t i, n;
-    if (!lua_istable(L, 4)) luaL_argerror(L, 2, "types must be an array of strings");
-    n = (size_t)lua_rawlen(L, 4);
+    if (!lua_istable(L, 3)) luaL_argerror(L, 2, "types must be an array of strings");
+    n = (size_t)lua_rawlen(L, 3);
     if (n == 0) luaL_argerror(L, 2, "types must not be empty");
     if (n > 16) {
-      types = lua_newuserdatauv(L, n * sizeof *types, 0); /* 5 */
-      lens = lua_newuserdatauv(L, n * sizeof *lens, 0);   /* 6 */
+      types = lua_newuserdatauv(L, n * sizeof *types, 0); /* 4 */
+      lens = lua_newuserdatauv(L, n * sizeof *lens, 0);   /* 5 */
     }
     for (i = 0; i < n; i++) {
-      if (lua_rawgeti(L, 4, (lua_Integer)(i + 1)) != LUA_TSTRING)
+      if (lua_rawgeti(L, 3, (lua_Integer)(i + 1)) != LUA_TSTRING)
         luaL_argerror(L, 2, "types must be an array of strings");
       types[i] = lua_tolstring(L, -1, &lens[i]); /* anchored by the table */
       lua_pop(L, 1);
@@ -1271,6 +1187,7 @@ static int store_all(lua_State *L) {
     f.ntypes = n;
   }
   li = new_iter(L, LI_EVENTS);
+  li->raw = raw;
   rc = er_read_all(ls->s, (uint64_t)from, count < 0 ? ER_UNLIMITED : (uint64_t)count,
                    &f, &li->it, &err);
   if (rc != ER_OK) return raise_error(L, &err);
@@ -1284,9 +1201,9 @@ static int store_streams(lua_State *L) {
   er_error err;
   liter *li;
   int rc;
-  check_opts(L, 2, STREAMS_OPTS);
+  er_check_opts(L, 2, NULL, STREAMS_OPTS);
   lua_settop(L, 2);
-  prefix = opt_string(L, 2, "prefix", &len);
+  prefix = er_opt_string(L, 2, "prefix", &len);
   li = new_iter(L, LI_STREAMS);
   rc = er_list_streams(ls->s, prefix ? prefix : "", len, &li->it, &err);
   if (rc != ER_OK) return raise_error(L, &err);
@@ -1330,11 +1247,6 @@ static int iter_tostring(lua_State *L) {
   return 1;
 }
 
-static int error_tostring(lua_State *L) {
-  lua_getfield(L, 1, "message");
-  if (!lua_isstring(L, -1)) lua_pushliteral(L, "eventrocks error");
-  return 1;
-}
 
 static const luaL_Reg iter_meta[] = {
   {"__gc", iter_close},
@@ -1534,7 +1446,7 @@ static void push_store_class(lua_State *L, int cls) {
     return;
   }
   lua_pop(L, 1);
-  if (cls) check_opts(L, cls, class_keys);
+  if (cls) er_check_opts(L, cls, NULL, class_keys);
   lua_createtable(L, 0, 6);
   mt = lua_gettop(L);
   luaL_setfuncs(L, store_meta, 0);
@@ -1581,7 +1493,6 @@ static const luaL_Reg functions[] = {
   {"opener", l_opener},
   {"uuid", l_uuid},
   {"decode", l_decode},
-  {"log_raw", l_log_raw},
   {NULL, NULL}
 };
 
@@ -1596,8 +1507,11 @@ int luaopen_eventrocks_core(lua_State *L) {
   lua_pushcfunction(L, encode_buffer_gc);
   lua_setfield(L, -2, "__gc");
   lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
   lua_pushcclosure(L, l_encode, 1);
-  lua_setfield(L, -2, "encode");
+  lua_setfield(L, -3, "encode");
+  lua_pushcclosure(L, l_map_encoder, 1);
+  lua_setfield(L, -2, "map_encoder");
   lua_pushinteger(L, ER_MAX_KEY_LEN);
   lua_setfield(L, -2, "MAX_KEY_LEN");
 
@@ -1623,15 +1537,14 @@ int luaopen_eventrocks_core(lua_State *L) {
 
   luaL_newmetatable(L, EVENT_MT); /* the events of the plain class */
   lua_pop(L, 1);
+  er_raw_init(L);
 
   luaL_newmetatable(L, MEM_MT);
   lua_pushcfunction(L, mem_gc);
   lua_setfield(L, -2, "__gc");
   lua_pop(L, 1);
 
-  luaL_newmetatable(L, ERROR_MT);
-  lua_pushcfunction(L, error_tostring);
-  lua_setfield(L, -2, "__tostring");
+  er_error_metatable(L);
   lua_setfield(L, -2, "error_metatable");
 
   lua_pushliteral(L, S_ANY);

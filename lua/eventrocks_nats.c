@@ -5,19 +5,22 @@
  * with acknowledgements counted in C, and pull fetches.  It knows bytes,
  * subjects and headers; what an event is lives in the Lua module.
  *
- * Failures return nil, err with err a table {code, message} sharing the
- * store's error metatable.  Codes: "io" (unreachable, disconnected, timed
- * out), "not_found" (stream, consumer or message missing),
- * "permission_denied", "too_large" (over the server's max_payload or the
- * stream's max_msg_size), "invalid" (rejected by the server).
+ * Failures return nil, err with err an error value of er_aux.h, the
+ * store's shape: {code, message [, js_code]}, tostring(err) its message.
+ * Codes: "io" (unreachable, disconnected, timed out), "not_found" (stream,
+ * consumer or message missing), "permission_denied", "too_large" (over the
+ * server's max_payload or the stream's max_msg_size), "invalid" (rejected
+ * by the server).  Options tables follow er_aux.h too: an unknown key, a
+ * value of the wrong type or out of range raises.
  *
  * Threads: libnats calls the acknowledgement and error handlers on its own
  * threads.  They never touch Lua; they update counters under a mutex that
  * the Lua side reads.
  */
-#define _GNU_SOURCE /* RTLD_NODELETE */
+#define _GNU_SOURCE /* RTLD_NODELETE, dladdr */
 #include <dlfcn.h>
 #include <lauxlib.h>
+#include <limits.h>
 #include <lua.h>
 #include <nats/nats.h>
 #include <pthread.h>
@@ -28,12 +31,16 @@
 #include <string.h>
 #include <time.h>
 
+#include "er_aux.h"
+
 #define CONN_MT "eventrocks.nats.connection"
 #define PUB_MT "eventrocks.nats.publisher"
 #define SUB_MT "eventrocks.nats.subscription"
 #define BATCH_MT "eventrocks.nats.batch"
 #define OPTS_MT "eventrocks.nats.options"
-#define ERROR_MT "eventrocks.error" /* registered by eventrocks.core */
+
+/* the longest duration in ms that libnats' nanoseconds can hold */
+#define MS_MAX ((lua_Integer)(INT64_MAX / 1000000))
 
 /* ---- errors --------------------------------------------------------------- */
 
@@ -58,14 +65,11 @@ static const char *code_of(natsStatus s, jsErrCode jerr, const char *text) {
 static int push_err(lua_State *L, const char *code, const char *fmt, ...) {
   va_list ap;
   lua_pushnil(L);
-  lua_createtable(L, 0, 2);
-  lua_pushstring(L, code);
-  lua_setfield(L, -2, "code");
   va_start(ap, fmt);
   lua_pushvfstring(L, fmt, ap);
   va_end(ap);
-  lua_setfield(L, -2, "message");
-  luaL_setmetatable(L, ERROR_MT);
+  er_new_error(L, code, lua_tostring(L, -1));
+  lua_remove(L, -2); /* the message */
   return 2;
 }
 
@@ -101,39 +105,17 @@ static int push_consumer_missing(lua_State *L, const char *stream, const char *n
                   stream);
 }
 
-/* ---- options helpers ------------------------------------------------------ */
+/* ---- options (er_aux.h) --------------------------------------------------- */
 
-static const char *opt_str(lua_State *L, int t, const char *name) {
-  const char *s = NULL;
-  int ty = lua_getfield(L, t, name);
-  if (ty == LUA_TSTRING) s = lua_tostring(L, -1);
-  else if (ty != LUA_TNIL) luaL_error(L, "option '%s' must be a string", name);
-  lua_pop(L, 1); /* the table anchors the string */
-  return s;
-}
-
-static lua_Integer opt_int(lua_State *L, int t, const char *name, lua_Integer def,
-                           lua_Integer min) {
-  lua_Integer v = def;
-  int isint = 0;
-  int ty = lua_getfield(L, t, name);
-  if (ty != LUA_TNIL) {
-    v = lua_tointegerx(L, -1, &isint);
-    if (!isint || v < min)
-      luaL_error(L, "option '%s' must be an integer >= %d", name, (int)min);
-  }
-  lua_pop(L, 1);
-  return v;
-}
-
-static int opt_bool(lua_State *L, int t, const char *name, int def) {
-  int v = def;
-  int ty = lua_getfield(L, t, name);
-  if (ty == LUA_TBOOLEAN) v = lua_toboolean(L, -1);
-  else if (ty != LUA_TNIL) luaL_error(L, "option '%s' must be a boolean", name);
-  lua_pop(L, 1);
-  return v;
-}
+static const char *const CONNECT_OPTS[] = {
+  "url", "name", "user", "password", "token", "credentials", "tls", "timeout", "reconnect",
+  "max_reconnect", "reconnect_wait", "ping_interval", NULL};
+static const char *const TLS_OPTS[] = {"ca", "cert", "key", "hostname", NULL};
+static const char *const STREAM_OPTS[] = {"name", "subjects", "duplicate_window", "storage",
+                                          "max_msg_size", NULL};
+static const char *const CONSUMER_OPTS[] = {"durable", "filter", "start_seq", "ack_wait",
+                                            "max_ack_pending", "max_deliver", NULL};
+static const char *const PUBLISHER_OPTS[] = {"max_pending", "stall_wait", NULL};
 
 /* ---- connections ---------------------------------------------------------- */
 
@@ -245,49 +227,56 @@ static natsStatus set_options(lua_State *L, natsOptions *o, lconn *c, const char
   lua_pop(L, 1);
   if (s != NATS_OK) return s;
   *what = "name";
-  if ((str = opt_str(L, 1, "name")) && (s = natsOptions_SetName(o, str)) != NATS_OK) return s;
+  if ((str = er_opt_string(L, 1, "name", NULL)) && (s = natsOptions_SetName(o, str)) != NATS_OK)
+    return s;
   *what = "user/password";
-  str = opt_str(L, 1, "user");
-  str2 = opt_str(L, 1, "password");
+  str = er_opt_string(L, 1, "user", NULL);
+  str2 = er_opt_string(L, 1, "password", NULL);
   if ((str || str2) && (s = natsOptions_SetUserInfo(o, str, str2)) != NATS_OK) return s;
   *what = "token";
-  if ((str = opt_str(L, 1, "token")) && (s = natsOptions_SetToken(o, str)) != NATS_OK) return s;
+  if ((str = er_opt_string(L, 1, "token", NULL)) && (s = natsOptions_SetToken(o, str)) != NATS_OK)
+    return s;
   *what = "credentials";
-  if ((str = opt_str(L, 1, "credentials")) &&
+  if ((str = er_opt_string(L, 1, "credentials", NULL)) &&
       (s = natsOptions_SetUserCredentialsFromFiles(o, str, NULL)) != NATS_OK)
     return s;
   *what = "tls";
-  if (lua_getfield(L, 1, "tls") == LUA_TTABLE) {
-    int t = lua_gettop(L);
-    if ((s = natsOptions_SetSecure(o, true)) != NATS_OK) return s;
-    *what = "tls.ca";
-    if ((str = opt_str(L, t, "ca")) &&
-        (s = natsOptions_LoadCATrustedCertificates(o, str)) != NATS_OK)
-      return s;
-    *what = "tls.cert/tls.key";
-    str = opt_str(L, t, "cert");
-    str2 = opt_str(L, t, "key");
-    if ((str || str2) && (s = natsOptions_LoadCertificatesChain(o, str, str2)) != NATS_OK)
-      return s;
-    *what = "tls.hostname";
-    if ((str = opt_str(L, t, "hostname")) &&
-        (s = natsOptions_SetExpectedHostname(o, str)) != NATS_OK)
-      return s;
-  } else if (lua_toboolean(L, -1)) {
-    if ((s = natsOptions_SetSecure(o, true)) != NATS_OK) return s;
+  switch (lua_getfield(L, 1, "tls")) {
+  case LUA_TNIL:
+    break;
+  case LUA_TBOOLEAN:
+  case LUA_TTABLE:
+    if (lua_toboolean(L, -1) && (s = natsOptions_SetSecure(o, true)) != NATS_OK) return s;
+    break;
+  default:
+    luaL_argerror(L, 1, "tls must be a boolean or a table");
   }
   lua_pop(L, 1);
+  *what = "tls.ca";
+  if ((str = er_opt_string(L, 1, "tls.ca", NULL)) &&
+      (s = natsOptions_LoadCATrustedCertificates(o, str)) != NATS_OK)
+    return s;
+  *what = "tls.cert/tls.key";
+  str = er_opt_string(L, 1, "tls.cert", NULL);
+  str2 = er_opt_string(L, 1, "tls.key", NULL);
+  if ((str || str2) && (s = natsOptions_LoadCertificatesChain(o, str, str2)) != NATS_OK)
+    return s;
+  *what = "tls.hostname";
+  if ((str = er_opt_string(L, 1, "tls.hostname", NULL)) &&
+      (s = natsOptions_SetExpectedHostname(o, str)) != NATS_OK)
+    return s;
   *what = "timeout";
-  n = opt_int(L, 1, "timeout", 2000, 1);
+  n = er_opt_integer(L, 1, "timeout", 1, ER_NO_MAX, 2000);
   if ((s = natsOptions_SetTimeout(o, n)) != NATS_OK) return s;
   *what = "reconnect";
-  if ((s = natsOptions_SetAllowReconnect(o, opt_bool(L, 1, "reconnect", 1))) != NATS_OK) return s;
-  n = opt_int(L, 1, "max_reconnect", 60, -1);
+  if ((s = natsOptions_SetAllowReconnect(o, er_opt_boolean(L, 1, "reconnect", 1))) != NATS_OK)
+    return s;
+  n = er_opt_integer(L, 1, "max_reconnect", -1, INT_MAX, 60);
   if ((s = natsOptions_SetMaxReconnect(o, (int)n)) != NATS_OK) return s;
-  n = opt_int(L, 1, "reconnect_wait", 500, 0);
+  n = er_opt_integer(L, 1, "reconnect_wait", 0, ER_NO_MAX, 500);
   if ((s = natsOptions_SetReconnectWait(o, n)) != NATS_OK) return s;
   *what = "ping_interval";
-  n = opt_int(L, 1, "ping_interval", 0, 0);
+  n = er_opt_integer(L, 1, "ping_interval", 0, ER_NO_MAX, 0);
   if (n && (s = natsOptions_SetPingInterval(o, n)) != NATS_OK) return s;
   return NATS_OK;
 }
@@ -302,7 +291,8 @@ static int l_connect(lua_State *L) {
     lua_settop(L, 0);
     lua_newtable(L);
   }
-  luaL_checktype(L, 1, LUA_TTABLE);
+  er_check_opts(L, 1, NULL, CONNECT_OPTS);
+  er_check_opts(L, 1, "tls", TLS_OPTS);
   lua_settop(L, 1);
   c = lua_newuserdatauv(L, sizeof *c, 0); /* 2 */
   memset(c, 0, sizeof *c);
@@ -481,9 +471,10 @@ static int conn_add_stream(lua_State *L) {
   const char *storage;
   int i, n;
   luaL_checktype(L, 2, LUA_TTABLE);
+  er_check_opts(L, 2, NULL, STREAM_OPTS);
   lua_settop(L, 2);
   jsStreamConfig_Init(&cfg);
-  cfg.Name = opt_str(L, 2, "name");
+  cfg.Name = er_opt_string(L, 2, "name", NULL);
   luaL_argcheck(L, cfg.Name && *cfg.Name, 2, "name must be a non-empty string");
   if (lua_getfield(L, 2, "subjects") != LUA_TTABLE) /* 3 */
     luaL_argerror(L, 2, "subjects must be an array of strings");
@@ -498,9 +489,9 @@ static int conn_add_stream(lua_State *L) {
   }
   cfg.Subjects = subjects;
   cfg.SubjectsLen = n;
-  cfg.Duplicates = (int64_t)opt_int(L, 2, "duplicate_window", 120000, 1) * 1000000;
-  cfg.MaxMsgSize = (int32_t)opt_int(L, 2, "max_msg_size", -1, -1);
-  storage = opt_str(L, 2, "storage");
+  cfg.Duplicates = (int64_t)er_opt_integer(L, 2, "duplicate_window", 1, MS_MAX, 120000) * 1000000;
+  cfg.MaxMsgSize = (int32_t)er_opt_integer(L, 2, "max_msg_size", -1, INT32_MAX, -1);
+  storage = er_opt_string(L, 2, "storage", NULL);
   if (storage && strcmp(storage, "memory") == 0) cfg.Storage = js_MemoryStorage;
   else if (storage && strcmp(storage, "file") != 0)
     luaL_argerror(L, 2, "storage must be \"file\" or \"memory\"");
@@ -626,12 +617,13 @@ static int conn_add_consumer(lua_State *L) {
   natsStatus s;
   lua_Integer start;
   luaL_checktype(L, 3, LUA_TTABLE);
+  er_check_opts(L, 3, NULL, CONSUMER_OPTS);
   lua_settop(L, 3);
   jsConsumerConfig_Init(&cfg);
-  cfg.Durable = opt_str(L, 3, "durable");
+  cfg.Durable = er_opt_string(L, 3, "durable", NULL);
   luaL_argcheck(L, cfg.Durable && *cfg.Durable, 3, "durable must be a non-empty string");
-  cfg.FilterSubject = opt_str(L, 3, "filter");
-  start = opt_int(L, 3, "start_seq", 1, 1);
+  cfg.FilterSubject = er_opt_string(L, 3, "filter", NULL);
+  start = er_opt_integer(L, 3, "start_seq", 1, ER_NO_MAX, 1);
   if (start > 1) {
     cfg.DeliverPolicy = js_DeliverByStartSequence;
     cfg.OptStartSeq = (uint64_t)start;
@@ -639,9 +631,9 @@ static int conn_add_consumer(lua_State *L) {
     cfg.DeliverPolicy = js_DeliverAll;
   }
   cfg.AckPolicy = js_AckAll;
-  cfg.AckWait = (int64_t)opt_int(L, 3, "ack_wait", 30000, 1) * 1000000;
-  cfg.MaxAckPending = (int64_t)opt_int(L, 3, "max_ack_pending", 20000, 1);
-  cfg.MaxDeliver = (int64_t)opt_int(L, 3, "max_deliver", -1, -1);
+  cfg.AckWait = (int64_t)er_opt_integer(L, 3, "ack_wait", 1, MS_MAX, 30000) * 1000000;
+  cfg.MaxAckPending = (int64_t)er_opt_integer(L, 3, "max_ack_pending", 1, ER_NO_MAX, 20000);
+  cfg.MaxDeliver = (int64_t)er_opt_integer(L, 3, "max_deliver", -1, ER_NO_MAX, -1);
   s = js_AddConsumer(&ci, c->js, stream, &cfg, NULL, &jerr);
   if (s != NATS_OK) {
     if (jerr == JSStreamNotFoundErr)
@@ -848,12 +840,10 @@ static int conn_publisher(lua_State *L) {
   jsOptions jo;
   natsStatus s;
   lpub *p;
-  lua_Integer max_pending = 256, stall = 1000;
-  if (!lua_isnoneornil(L, 2)) {
-    luaL_checktype(L, 2, LUA_TTABLE);
-    max_pending = opt_int(L, 2, "max_pending", 256, 1);
-    stall = opt_int(L, 2, "stall_wait", 1000, 1);
-  }
+  lua_Integer max_pending, stall;
+  er_check_opts(L, 2, NULL, PUBLISHER_OPTS);
+  max_pending = er_opt_integer(L, 2, "max_pending", 1, ER_NO_MAX, 256);
+  stall = er_opt_integer(L, 2, "stall_wait", 1, ER_NO_MAX, 1000);
   p = lua_newuserdatauv(L, sizeof *p, 1);
   memset(p, 0, sizeof *p);
   luaL_setmetatable(L, PUB_MT);
@@ -924,28 +914,64 @@ static int send(lua_State *L, lpub *p, natsMsg *m, natsStatus s, const char *sub
   return 1;
 }
 
-/* pub:publish(subject, body, msgid [, key, value]...) -> true | nil, err.
- * Asynchronous: returns once the message is handed to the connection; blocks
- * while max_pending messages wait for their acknowledgement. */
+/* `v` in decimal, written at the end of `buf` (24 bytes); returns where
+ * it starts.  (snprintf costs as much as the rest of a header.) */
+static const char *decimal(char *buf, lua_Integer v) {
+  char *p = buf + 23;
+  unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+  *p = '\0';
+  do {
+    *--p = (char)('0' + u % 10);
+    u /= 10;
+  } while (u);
+  if (v < 0) *--p = '-';
+  return p;
+}
+
+/* Set the headers of `m` from the table at `idx`: { name = value }, each
+ * value a string or an integer (written in decimal).  Returns the status;
+ * on a bad header raises, `m` destroyed. */
+static natsStatus set_headers(lua_State *L, int idx, natsMsg *m) {
+  natsStatus s = NATS_OK;
+  lua_pushnil(L);
+  while (s == NATS_OK && lua_next(L, idx)) {
+    char num[24];
+    const char *v = NULL;
+    if (lua_type(L, -2) != LUA_TSTRING) {
+      natsMsg_Destroy(m);
+      luaL_argerror(L, idx, "header names must be strings");
+    }
+    if (lua_type(L, -1) == LUA_TSTRING)
+      v = lua_tostring(L, -1);
+    else if (lua_isinteger(L, -1))
+      v = decimal(num, lua_tointeger(L, -1));
+    else {
+      const char *k = lua_tostring(L, -2);
+      natsMsg_Destroy(m);
+      luaL_argerror(L, idx, lua_pushfstring(L, "header '%s' must be a string or an integer", k));
+    }
+    s = natsMsgHeader_Set(m, lua_tostring(L, -2), v);
+    lua_pop(L, 1);
+  }
+  if (s != NATS_OK) lua_pop(L, 1); /* the key lua_next left */
+  return s;
+}
+
+/* pub:publish(subject, body [, headers]) -> true | nil, err, headers a
+ * table { name = string or integer }.  Asynchronous: returns once the
+ * message is handed to the connection; blocks while max_pending messages
+ * wait for their acknowledgement. */
 static int pub_publish(lua_State *L) {
   lpub *p = check_pub(L);
   const char *subject = luaL_checkstring(L, 2);
   size_t blen;
   const char *body = luaL_checklstring(L, 3, &blen);
-  const char *msgid = luaL_checkstring(L, 4);
-  int top = lua_gettop(L), i;
   natsMsg *m = NULL;
   natsStatus s;
-  luaL_argcheck(L, (top - 4) % 2 == 0, top, "headers come in key, value pairs");
   luaL_argcheck(L, blen <= INT32_MAX, 3, "body too large");
+  if (!lua_isnoneornil(L, 4)) luaL_checktype(L, 4, LUA_TTABLE);
   s = natsMsg_Create(&m, subject, NULL, body, (int)blen);
-  if (s == NATS_OK) s = natsMsgHeader_Set(m, "Nats-Msg-Id", msgid);
-  for (i = 5; s == NATS_OK && i < top; i += 2) {
-    const char *k = luaL_checkstring(L, i);
-    const char *v = luaL_tolstring(L, i + 1, NULL);
-    s = natsMsgHeader_Set(m, k, v);
-    lua_pop(L, 1);
-  }
+  if (s == NATS_OK && !lua_isnoneornil(L, 4)) s = set_headers(L, 4, m);
   return send(L, p, m, s, subject);
 }
 
@@ -1065,16 +1091,6 @@ static size_t escape_into(const char *s, size_t len, int mode, char *out) {
   return o;
 }
 
-/* `s` escaped for `mode`: `s` itself when clean, else written to `small`
- * (3 * 256 + 4 bytes) or to a buffer left on the Lua stack. */
-static const char *escaped(lua_State *L, const char *s, size_t len, int mode, char *small) {
-  char *out;
-  if (escape_clean(s, len, mode)) return s;
-  out = len < 256 ? small : lua_newuserdatauv(L, 3 * len + 4, 0);
-  escape_into(s, len, mode, out);
-  return out;
-}
-
 static int hexval(int c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'A' && c <= 'F') return c - 'A' + 10;
@@ -1127,51 +1143,6 @@ static int l_unescape(lua_State *L) {
   }
   luaL_pushresultsize(&b, o);
   return 1;
-}
-
-/* pub:publish_event(subject, body, id, expected_last_seq, stream, version,
- * position, type, time) -> true | nil, err: the relay's message, its
- * headers made here (Nats-Msg-Id, Nats-Expected-Last-Sequence and the
- * Eventrocks-* ones) rather than through one Lua call per value. */
-static int pub_publish_event(lua_State *L) {
-  lpub *p = check_pub(L);
-  const char *subject = luaL_checkstring(L, 2);
-  size_t blen, slen, tlen;
-  const char *body = luaL_checklstring(L, 3, &blen);
-  const char *id = luaL_checkstring(L, 4);
-  lua_Integer seq = luaL_checkinteger(L, 5);
-  const char *stream = luaL_checklstring(L, 6, &slen);
-  lua_Integer version = luaL_checkinteger(L, 7), position = luaL_checkinteger(L, 8);
-  const char *type = luaL_checklstring(L, 9, &tlen);
-  lua_Integer time = luaL_checkinteger(L, 10);
-  char num[32], small[2][3 * 256 + 4];
-  const char *stream_text, *type_text;
-  natsMsg *m = NULL;
-  natsStatus s;
-  luaL_argcheck(L, blen <= INT32_MAX, 3, "body too large");
-  stream_text = escaped(L, stream, slen, ESC_HEADER, small[0]);
-  type_text = escaped(L, type, tlen, ESC_HEADER, small[1]);
-  s = natsMsg_Create(&m, subject, NULL, body, (int)blen);
-  if (s == NATS_OK) s = natsMsgHeader_Set(m, "Nats-Msg-Id", id);
-  if (s == NATS_OK) {
-    snprintf(num, sizeof num, "%lld", (long long)seq);
-    s = natsMsgHeader_Set(m, "Nats-Expected-Last-Sequence", num);
-  }
-  if (s == NATS_OK) s = natsMsgHeader_Set(m, "Eventrocks-Stream", stream_text);
-  if (s == NATS_OK) {
-    snprintf(num, sizeof num, "%lld", (long long)version);
-    s = natsMsgHeader_Set(m, "Eventrocks-Version", num);
-  }
-  if (s == NATS_OK) {
-    snprintf(num, sizeof num, "%lld", (long long)position);
-    s = natsMsgHeader_Set(m, "Eventrocks-Position", num);
-  }
-  if (s == NATS_OK) s = natsMsgHeader_Set(m, "Eventrocks-Type", type_text);
-  if (s == NATS_OK) {
-    snprintf(num, sizeof num, "%lld", (long long)time);
-    s = natsMsgHeader_Set(m, "Eventrocks-Time", num);
-  }
-  return send(L, p, m, s, subject);
 }
 
 /* pub:wait(count, timeout_ms) -> true | nil, err: waits until the first
@@ -1308,7 +1279,7 @@ static const luaL_Reg conn_methods[] = {
   {NULL, NULL}};
 
 static const luaL_Reg pub_methods[] = {
-  {"publish", pub_publish}, {"publish_event", pub_publish_event}, {"wait", pub_wait},
+  {"publish", pub_publish}, {"wait", pub_wait},
   {"complete", pub_complete},
   {"close", pub_close}, {NULL, NULL}};
 
@@ -1338,17 +1309,15 @@ int luaopen_eventrocks_nats(lua_State *L);
 int luaopen_eventrocks_nats(lua_State *L) {
   static const luaL_Reg fns[] = {
     {"connect", l_connect}, {"escape", l_escape}, {"unescape", l_unescape}, {NULL, NULL}};
-  /* the error metatable comes from the store's module */
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, "eventrocks.core");
-  lua_call(L, 1, 0);
-  if (luaL_getmetatable(L, ERROR_MT) != LUA_TTABLE)
-    return luaL_error(L, "eventrocks.nats needs eventrocks.core");
+  Dl_info lib;
+  er_error_metatable(L);
   lua_pop(L, 1);
   /* libnats keeps process-wide state (its threads, timers, the library's
    * own allocations) until the process ends: keep it loaded when Lua
-   * unloads this module, rather than pull it from under its threads. */
-  (void)dlopen("libnats.so.3.4", RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE);
+   * unloads this module, rather than pull it from under its threads.  The
+   * library is the one that holds nats_Open, whatever its file name. */
+  if (dladdr((void *)(uintptr_t)nats_Open, &lib) && lib.dli_fname)
+    (void)dlopen(lib.dli_fname, RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE);
   init_safe_ascii();
   new_class(L, CONN_MT, conn_methods, conn_close);
   new_class(L, PUB_MT, pub_methods, pub_close);

@@ -30,7 +30,7 @@ FUZZ_LINK = $(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $(FUZZ_SAN)
 fuzz-objs:
 	@$(MAKE) --no-print-directory B=$(FZ) CC=$(FUZZ_CC) OPT="$(FUZZ_OPT)" \
 	  SAN="-fsanitize=fuzzer-no-link $(FUZZ_SAN)" \
-	  $(FZ)/libeventrocks.a $(FZ)/lua/er_value.o $(FZ)/lua/eventrocks_core.o
+	  $(FZ)/libeventrocks.a $(FZ)/lua/er_value.o $(FZ)/lua/er_aux.o $(FZ)/lua/eventrocks_core.o
 
 $(FZ)/record_decode: fuzz/record_decode.c fuzz-objs
 	$(FUZZ_LINK) -o $@ $< $(FZ)/libeventrocks.a $(LIBS)
@@ -39,7 +39,7 @@ $(FZ)/msgpack_decode: fuzz/msgpack_decode.c fuzz-objs
 	$(FUZZ_LINK) -o $@ $< $(FZ)/lua/er_value.o $(LUA_LIBS) -lm
 
 $(FZ)/jsonl_import: fuzz/jsonl_import.c fuzz/jsonl_import.lua fuzz-objs
-	$(FUZZ_LINK) -o $@ $< $(FZ)/lua/eventrocks_core.o $(FZ)/lua/er_value.o \
+	$(FUZZ_LINK) -o $@ $< $(FZ)/lua/eventrocks_core.o $(FZ)/lua/er_value.o $(FZ)/lua/er_aux.o \
 	  $(FZ)/libeventrocks.a $(LIBS) $(LUA_LIBS) -lm
 
 $(FZ)/ops: fuzz/ops.c fuzz-objs

@@ -206,10 +206,8 @@ describe("formats read by other programs", function()
 
     it("and a JSON relay body (encode_event of a decoded event) is too", function()
       assert(t.store:append(BIN, { type = "T\255", data = KEYS, metadata = { ["\200"] = 1 } }))
-      local pos, id, stream, version, ty, time, body
-      for p, i, s, v, y, tm, b in core.log_raw(t.store, 1, 1) do
-        pos, id, stream, version, ty, time, body = p, i, s, v, y, tm, b
-      end
+      -- the relay's body: the event read raw, its fields in order
+      local body = require("eventrocks.jetstream").event_body(t.store:all({ count = 1, raw = true })())
       local ev = setmetatable(core.decode(body), pretty.event_metatable)
       local text = jsonl.encode_event(ev)
       local file = os.tmpname()

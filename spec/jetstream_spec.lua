@@ -706,7 +706,8 @@ describe("JetStream source", function()
     assert(conn:add_stream({ name = stream, subjects = { prefix .. ".>" } }))
     local pub = assert(conn:publisher())
     for i, ev in ipairs(events) do
-      assert(pub:publish(prefix .. ".order.Placed", type(ev) == "string" and ev or core.encode(ev), "m" .. i))
+      assert(pub:publish(prefix .. ".order.Placed", type(ev) == "string" and ev or core.encode(ev),
+        { ["Nats-Msg-Id"] = "m" .. i }))
     end
     assert(pub:complete(5000))
     pub:close()

@@ -213,6 +213,8 @@ function M.relay(store, name, opts)
   r.read_only = store:_is_read_only()
   r.mem_cp = 0
   r.cat_cache, r.cat_count, r.subj_cache = {}, 0, {}
+  r.hdr_cache, r.hdr_count = {}, 0
+  r.headers = {} -- one message's headers, refilled for each (see _batch)
   r.sent = 0 -- messages published since the publisher's last complete
   if r.types then
     r.wanted = {}
@@ -334,6 +336,17 @@ function Relay:_sync()
   return cp
 end
 
+-- A stream id or type escaped for its Eventrocks-* header, cached (names
+-- repeat).
+function Relay:_header_value(name)
+  local v = self.hdr_cache[name]
+  if v then return v end
+  if self.hdr_count >= 100000 then self.hdr_cache, self.hdr_count = {}, 0 end
+  v = nats().escape(name, "header")
+  self.hdr_cache[name], self.hdr_count = v, self.hdr_count + 1
+  return v
+end
+
 -- The default subject of an event, cached by stream and type.
 function Relay:_default_subject(stream, ty)
   local cats = self.cat_cache
@@ -359,14 +372,22 @@ function Relay:_default_subject(stream, ty)
   return subject
 end
 
+--- The body of a relayed event: M.event_body(id, stream, version,
+-- position, type, time, data, metadata), the values a read with raw = true
+-- gives, is the MessagePack map of those fields, always in this order
+-- (M.EVENT_FIELDS), data and metadata written as the store holds them.
+M.EVENT_FIELDS = { "id", "stream", "version", "position", "type", "time", "data", "metadata" }
+local event_body = core.map_encoder(M.EVENT_FIELDS, "event")
+M.event_body = event_body
+
 -- Publish one batch from the checkpoint and commit the new checkpoint once
 -- JetStream has acknowledged it.  Returns events published, new position,
 -- whether the batch was full; or nil, err.
 --
--- The log is read raw (core.log_raw: the event's MessagePack body built
--- from the stored bytes, nothing decoded) and in order: a read-only view
--- can briefly lack an event that a later one has (the writer flushing), so
--- a batch stops at a gap.  Filters apply here.
+-- The log is read raw (data and metadata as stored, nothing decoded: the
+-- body is the event's MessagePack map with those bytes in it) and in
+-- order: a read-only view can briefly lack an event that a later one has
+-- (the writer flushing), so a batch stops at a gap.  Filters apply here.
 function Relay:_batch(cp)
   local store, pub = self.store, self.pub
   if self.read_only then
@@ -379,11 +400,13 @@ function Relay:_batch(cp)
   local jsonl = self.json and require "eventrocks.jsonl"
   local category, wanted, subject_fn = self.category, self.wanted, self.subject_fn
   local event_mt = pretty.event_metatable
-  for position, id, stream, version, ty, time, body in core.log_raw(store, cp + 1, self.batch) do
+  local headers, hdr_cache = self.headers, self.hdr_cache
+  for id, stream, version, position, ty, time, data, metadata in
+      store:all({ from = cp + 1, count = self.batch, raw = true }) do
     if position ~= pos + 1 then break end
     seen = seen + 1
     if (category == nil or category_of(stream) == category) and (wanted == nil or wanted[ty]) then
-      local subject
+      local body, subject = event_body(id, stream, version, position, ty, time, data, metadata), nil
       if subject_fn or jsonl then
         local ev = setmetatable(decode(body), event_mt)
         if jsonl then body = jsonl.encode_event(ev) end
@@ -391,9 +414,16 @@ function Relay:_batch(cp)
       else
         subject = self:_default_subject(stream, ty)
       end
+      headers["Nats-Msg-Id"] = id
       -- the chain: JetStream stores this message only right after the
       -- previous one
-      local ok, err = pub:publish_event(subject, body, id, seq, stream, version, position, ty, time)
+      headers["Nats-Expected-Last-Sequence"] = seq
+      headers["Eventrocks-Stream"] = hdr_cache[stream] or self:_header_value(stream)
+      headers["Eventrocks-Version"] = version
+      headers["Eventrocks-Position"] = position
+      headers["Eventrocks-Type"] = hdr_cache[ty] or self:_header_value(ty)
+      headers["Eventrocks-Time"] = time
+      local ok, err = pub:publish(subject, body, headers)
       if not ok then
         self:_settle(false) -- what the previous batch got through stays done
         self:_abandon()
