@@ -327,7 +327,7 @@ static int l_opener(lua_State *L) {
   return 1;
 }
 
-/* core.wait_idle(store [, timeout_ms = 60000]) -> true when RocksDB has no
+/* store:_wait_idle([timeout_ms = 60000]) -> true when RocksDB has no
  * flush or compaction running or due, false when the time ran out */
 static int l_wait_idle(lua_State *L) {
   lstore *ls = check_store(L, 1);
@@ -627,7 +627,7 @@ static void after_commit(lua_State *L, lstore *ls) {
   }
 }
 
-/* core.set_hook(store, fn or nil) */
+/* store:_set_hook(fn or nil) */
 static int l_set_hook(lua_State *L) {
   lstore *ls = check_store(L, 1);
   if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
@@ -672,8 +672,8 @@ static int store_append(lua_State *L) {
  * nil, err; txn:put(space, key, value); txn:delete(space, key);
  * txn:delete_prefix(space, prefix); txn:commit() -> results or nil, err,
  * where results[i] = { version =, position =, replayed = } for the i-th
- * append.  core.get(store, space, key) -> value or nil;
- * core.scan(store, space [, prefix]) -> iterator of key, value.  Values are
+ * append.  store:_get(space, key) -> value or nil;
+ * store:_scan(space [, prefix]) -> iterator of key, value.  Values are
  * Lua values stored as MessagePack like event data. */
 
 
@@ -961,7 +961,7 @@ static int store_refresh(lua_State *L) {
   return 1;
 }
 
-/* core.is_read_only(store) -> boolean */
+/* store:_is_read_only() -> boolean */
 static int l_is_read_only(lua_State *L) {
   lstore *ls = check_store(L, 1);
   lua_pushboolean(L, er_is_read_only(ls->s));
@@ -1283,7 +1283,7 @@ static void check_progress(void *ud, uint64_t done, uint64_t total) {
   if (lua_pcall(c->L, 2, 0, 0) != LUA_OK) lua_pop(c->L, 1); /* progress is advisory */
 }
 
-/* core.check(store [, progress]) -> problems (count), messages (at most
+/* store:_check([progress]) -> problems (count), messages (at most
  * 1000), or nil, err */
 static int l_check(lua_State *L) {
   lstore *ls = check_store(L, 1);
@@ -1327,7 +1327,7 @@ static int l_debug_delete(lua_State *L) {
   return 1;
 }
 
-/* core.debug_get(store, family, key) -> raw bytes, or nil when absent,
+/* store:_debug_get(family, key) -> raw bytes, or nil when absent,
  * or nil, err (tests: corrupting a record needs its bytes) */
 static int l_debug_get(lua_State *L) {
   lstore *ls = check_store(L, 1);

@@ -102,11 +102,11 @@ describe("a raw value", function()
     local last = t.store:last_position()
     assert.has_error(function() t.store:append("r-2", { type = "T", data = { d } }) end,
       "bad argument #2 to 'append' (event.data[1]: cannot store a raw value (one read with raw = true))")
-    local txn = assert(core.txn(t.store))
+    local txn = assert(t.store:_txn())
     assert.has_error(function() txn:put("views", "k", d) end)
     txn:free()
     assert.equal(last, t.store:last_position())
-    assert.is_nil(core.get(t.store, "views", "k"))
+    assert.is_nil(t.store:_get("views", "k"))
   end)
 
   it("inside more than 56 tables is refused: the whole would not decode", function()
