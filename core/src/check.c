@@ -408,10 +408,10 @@ int er_debug_put(er_store *s, const char *fam, const void *key, size_t key_len,
   int cf = family(s, fam, err);
   char *rerr = NULL;
   if (cf < 0) return ER_INVALID;
-  pthread_mutex_lock(&s->write_lock);
+  er__lock(s);
   rocksdb_put_cf(s->db, s->wopts, s->cf[cf], key, key_len, val_len ? val : "", val_len, &rerr);
   er__head_cache_clear(s);
-  pthread_mutex_unlock(&s->write_lock);
+  er__unlock(s);
   return rerr ? er__rocks_fail(err, "writing", rerr) : ER_OK;
 }
 
@@ -420,29 +420,20 @@ int er_debug_delete(er_store *s, const char *fam, const void *key, size_t key_le
   int cf = family(s, fam, err);
   char *rerr = NULL;
   if (cf < 0) return ER_INVALID;
-  pthread_mutex_lock(&s->write_lock);
+  er__lock(s);
   rocksdb_delete_cf(s->db, s->wopts, s->cf[cf], key, key_len, &rerr);
   er__head_cache_clear(s);
-  pthread_mutex_unlock(&s->write_lock);
+  er__unlock(s);
   return rerr ? er__rocks_fail(err, "deleting", rerr) : ER_OK;
 }
 
 int er_debug_get(er_store *s, const char *fam, const void *key, size_t key_len,
                  void **val, size_t *val_len, er_error *err) {
-  int cf = family_index(fam, err);
-  char *rerr = NULL, *v, *copy;
-  size_t len = 0;
+  int cf = family_index(fam, err), rc;
   *val = NULL;
   *val_len = 0;
   if (cf < 0) return ER_INVALID;
-  v = rocksdb_get_cf(s->db, s->ropts, s->cf[cf], key, key_len, &len, &rerr);
-  if (rerr) return er__rocks_fail(err, "reading", rerr);
-  if (!v) return er__fail(err, ER_NOT_FOUND, "no such key");
-  copy = malloc(len ? len : 1);
-  if (copy && len) memcpy(copy, v, len);
-  rocksdb_free(v);
-  if (!copy) return er__fail(err, ER_NOMEM, "out of memory");
-  *val = copy;
-  *val_len = len;
-  return ER_OK;
+  rc = er__get(s, cf, key, key_len, val, val_len, "reading", err);
+  if (rc == ER_NOT_FOUND) er__fail(err, ER_NOT_FOUND, "no such key");
+  return rc;
 }
