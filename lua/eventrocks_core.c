@@ -237,7 +237,7 @@ static void new_reader(lua_State *L) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &reader_key);
 }
 
-/* Push the event as a table with exactly the fields API.md lists, using
+/* Push the event as a table with exactly the fields doc/api.md lists, using
  * the reader `r`.  Returns 0 with nothing pushed when its data or metadata
  * do not decode. */
 static int push_event(lua_State *L, const er_event *ev, const reader *r) {
@@ -366,6 +366,17 @@ static int l_disk_size(lua_State *L) {
   }
   closedir(d);
   lua_pushinteger(L, total);
+  return 1;
+}
+
+/* core.category(stream) -> the stream's category: the text before its
+ * first '-', the whole id when it has none (the core's rule) */
+static int l_category(lua_State *L) {
+  size_t len;
+  const char *stream;
+  luaL_checktype(L, 1, LUA_TSTRING); /* no silent number conversion */
+  stream = lua_tolstring(L, 1, &len);
+  lua_pushlstring(L, stream, er_category(stream, len));
   return 1;
 }
 
@@ -690,7 +701,8 @@ static int store_append(lua_State *L) {
  * nil, err; txn:put(space, key, value); txn:delete(space, key);
  * txn:delete_prefix(space, prefix); txn:commit() -> results or nil, err,
  * where results[i] = { version =, position =, replayed = } for the i-th
- * append.  core.get(store, space, key) -> value or nil;
+ * append; txn:close() releases it (as do __close and __gc; idempotent).
+ * core.get(store, space, key) -> value or nil;
  * core.scan(store, space [, prefix]) -> iterator of key, value.  Values are
  * Lua values stored as MessagePack like event data. */
 
@@ -1451,13 +1463,14 @@ static const luaL_Reg txn_meta[] = {
   {"delete", txn_delete},
   {"delete_prefix", txn_delete_prefix},
   {"commit", txn_commit},
-  {"free", txn_gc},
+  {"close", txn_gc},
   {NULL, NULL}
 };
 
 static const luaL_Reg functions[] = {
   {"open", l_open},
   {"uuid", l_uuid},
+  {"category", l_category},
   {"txn", l_txn},
   {"set_hook", l_set_hook},
   {"sleep", l_sleep},
@@ -1492,6 +1505,10 @@ int luaopen_eventrocks_core(lua_State *L) {
   lua_setfield(L, -2, "encode");
   lua_pushinteger(L, ER_MAX_KEY_LEN);
   lua_setfield(L, -2, "MAX_KEY_LEN");
+  lua_pushinteger(L, ER_MAX_STREAM_LEN);
+  lua_setfield(L, -2, "MAX_STREAM_LEN");
+  lua_pushinteger(L, ER_MAX_TYPE_LEN);
+  lua_setfield(L, -2, "MAX_TYPE_LEN");
 
   luaL_newmetatable(L, STORE_MT);
   luaL_setfuncs(L, store_meta, 0);

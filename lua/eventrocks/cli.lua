@@ -364,14 +364,14 @@ function commands.import(args)
       { expected = first.version - 1, time = first.time })
     if not called then
       -- a value the store refuses (e.g. nested too deep): name its line
-      txn:free()
+      txn:close()
       local msg = tostring(ok):gsub("^.-bad argument #%d+ to '[^']*' %((.*)%)$", "%1")
       local i, rest = msg:match("^events%[(%d+)%]%.?(.*)$")
       fail(fmt("line %d: %s", i and lines[tonumber(i)] or lines[1], rest or msg))
     end
     local res
     if ok then res, err = txn:commit() end
-    txn:free()
+    txn:close()
     if not res then
       -- the binding tells the failing append, not the event: a duplicate
       -- id is found by the id its message names

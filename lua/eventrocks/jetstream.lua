@@ -48,7 +48,7 @@ local function write_checkpoint(store, key, value)
   if value == nil then txn:delete("checkpoints", key) else txn:put("checkpoints", key, value) end
   local ok
   ok, err = txn:commit()
-  txn:free()
+  txn:close()
   if not ok then return nil, err end
   return true
 end
@@ -802,7 +802,7 @@ function Source:_batch(proj, batch, new_view, flush_view, handler_failed)
   local handlers, category, wanted = proj.handlers, proj.category, proj.wanted
   local n, seq0 = 0, st.seq
   local function abort(e)
-    txn:free()
+    txn:close()
     b:free()
     self:_close_sub() -- realign: the unacknowledged messages come again
     return nil, e
@@ -871,7 +871,7 @@ function Source:_batch(proj, batch, new_view, flush_view, handler_failed)
   if not ok then return abort(err) end
   if st.seq ~= seq0 then txn:put("checkpoints", state_key(proj), st) end
   ok, err = txn:commit()
-  txn:free()
+  txn:close()
   if not ok then
     b:free()
     self:_close_sub()

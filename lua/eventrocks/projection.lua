@@ -216,7 +216,7 @@ local function run_batch(proj, batch)
       view._event = ev
       local ok, err = pcall(h, view, ev)
       if not ok then
-        txn:free()
+        txn:close()
         error(handler_failed(proj, ev, err), 0)
       end
     end
@@ -228,12 +228,12 @@ local function run_batch(proj, batch)
   if not full and last > pos then pos = last end
   local ok, ferr = flush_view(view)
   if not ok then
-    txn:free()
+    txn:close()
     return nil, ferr
   end
   txn:put("checkpoints", proj.name, pos)
   local res, err = txn:commit()
-  txn:free()
+  txn:close()
   if not res then return nil, err end
   return n, pos, full
 end
@@ -302,7 +302,7 @@ function Proj:reset()
   txn:delete("checkpoints", self.name)
   if self.source then require("eventrocks.jetstream").reset_state(self, txn) end
   local res, err = txn:commit()
-  txn:free()
+  txn:close()
   if not res then return nil, err end
   if self.inline then return self:run() end
   return true
