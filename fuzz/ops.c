@@ -31,7 +31,8 @@
  *
  * Reusing ids in a way that is not a retry of one append (another stream,
  * a prefix, another order, mixed with new ids) is ER_DUPLICATE_EVENT
- * whatever the expectation (API.md: "an id that exists anywhere else");
+ * whatever the expectation (eventrocks.h, er_append: "any other use of
+ * existing ids");
  * only ids that are exactly one earlier append to this stream are judged
  * by the expectation.  (Until 2026-11-27 the header said otherwise; the
  * model followed the code, and -DOPS_STRICT, which now changes nothing,
