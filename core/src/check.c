@@ -14,6 +14,8 @@ typedef struct checker {
   uint64_t problems, done, total;
   int64_t ahead;    /* times past this are more than a day ahead of now */
   uint64_t n_ahead; /* events timed past `ahead` */
+  uint8_t key[ER_MAX_STREAM_LEN + 9]; /* room for a stream index key */
+  char stream[ER_MAX_STREAM_LEN];     /* check_streams: the current stream */
 } checker;
 
 #define AHEAD_SHOWN 10 /* events timed ahead reported one by one */
@@ -117,40 +119,84 @@ static void format_time(int64_t t, char *buf, size_t cap) {
 
 #define SHOWN(len) (int)((len) > 80 ? 80 : (len))
 
+/* The log record `v` at `pos`: whole, with a valid stream id, not timed
+ * far ahead, with its stream index entry (the same bytes) and its id
+ * entry. */
+static void check_record(checker *c, uint64_t pos, const char *v, size_t vlen) {
+  size_t ilen = 0, xlen = 0;
+  er_event ev;
+  char *idx, *id;
+  int unreadable;
+  if (er__record_decode(v, vlen, &ev, NULL) != ER_OK || ev.position != pos) {
+    problem(c, "log: the record at position %llu is damaged", (unsigned long long)pos);
+    return;
+  }
+  if (ev.stream_len == 0 || ev.stream_len > ER_MAX_STREAM_LEN) {
+    problem(c, "log: the record at position %llu has a bad stream id", (unsigned long long)pos);
+    return;
+  }
+  if (ev.time > c->ahead && ++c->n_ahead <= AHEAD_SHOWN) {
+    char when[64];
+    format_time(ev.time, when, sizeof when);
+    problem(c, "log: the event at position %llu is timed %s, more than a day "
+            "ahead of now", (unsigned long long)pos, when);
+  }
+  er__stream_key(c->key, ev.stream, ev.stream_len, ev.version);
+  idx = get(c, CF_STREAMS, c->key, ev.stream_len + 9, &ilen, &unreadable);
+  if (!idx && !unreadable)
+    problem(c, "streams: no index entry for %.*s@%llu (position %llu)",
+            SHOWN(ev.stream_len), ev.stream, (unsigned long long)ev.version,
+            (unsigned long long)pos);
+  else if (idx && (ilen != vlen || memcmp(idx, v, vlen) != 0))
+    problem(c, "streams: the index entry of %.*s@%llu differs from the log record at position %llu",
+            SHOWN(ev.stream_len), ev.stream, (unsigned long long)ev.version,
+            (unsigned long long)pos);
+  rocksdb_free(idx);
+  id = get(c, CF_IDS, ev.id, 16, &xlen, &unreadable);
+  if (!unreadable && (!id || xlen != 8 || er__get_le64((const uint8_t *)id) != pos)) {
+    char text[37];
+    er_uuid_format(ev.id, text);
+    problem(c, "ids: event id %s does not point at position %llu", text,
+            (unsigned long long)pos);
+  }
+  rocksdb_free(id);
+}
+
+/* The log iterator stopped on `rerr` (freed here) with position `expect`
+ * next: the unreadable range is reported, and the first position past it
+ * returned (past the last position when nothing after it reads). */
+static uint64_t skip_unreadable(checker *c, uint64_t expect, char *rerr) {
+  uint64_t end = c->s->last_position + 1;
+  uint64_t next = log_resume(c->s, expect - 1, end > expect ? end : expect);
+  if (next >= end)
+    problem(c, "log: positions from %llu on could not be read: %s",
+            (unsigned long long)expect, rerr);
+  else
+    problem(c, "log: positions %llu to %llu could not be read: %s",
+            (unsigned long long)expect, (unsigned long long)(next - 1), rerr);
+  rocksdb_free(rerr);
+  return next;
+}
+
 /* The log: positions contiguous, records whole, index and id entries.  A
  * range of positions that cannot be read (a damaged block) is reported and
  * skipped, and the scan goes on after it. */
-static int check_log(checker *c, er_error *err) {
+static void check_log(checker *c) {
   er_store *s = c->s;
   rocksdb_iterator_t *it = log_at(s, 0);
   uint64_t expect = 1;
-  uint8_t *skey = malloc(ER_MAX_STREAM_LEN + 9);
-  char *rerr;
-  if (!skey) {
-    rocksdb_iter_destroy(it);
-    return er__fail(err, ER_NOMEM, "out of memory");
-  }
   for (;;) {
-    size_t klen, vlen, ilen = 0, xlen = 0;
+    size_t klen, vlen;
     const char *k, *v;
     uint64_t pos;
-    er_event ev;
-    char *idx, *id;
-    int unreadable;
     if (!rocksdb_iter_valid(it)) {
-      uint64_t end = s->last_position + 1, next;
-      if ((rerr = iter_error(it)) == NULL) break;
-      next = log_resume(s, expect - 1, end > expect ? end : expect);
-      if (next >= end)
-        problem(c, "log: positions from %llu on could not be read: %s",
-                (unsigned long long)expect, rerr);
-      else
-        problem(c, "log: positions %llu to %llu could not be read: %s",
-                (unsigned long long)expect, (unsigned long long)(next - 1), rerr);
-      rocksdb_free(rerr);
+      char *rerr = iter_error(it);
+      uint64_t next;
+      if (!rerr) break;
+      next = skip_unreadable(c, expect, rerr);
       rocksdb_iter_destroy(it);
       it = NULL;
-      if (next >= end) break;
+      if (next > s->last_position) break;
       c->done += next - expect;
       expect = next;
       it = log_at(s, next);
@@ -158,53 +204,18 @@ static int check_log(checker *c, er_error *err) {
     }
     k = rocksdb_iter_key(it, &klen);
     v = rocksdb_iter_value(it, &vlen);
-    pos = klen == 8 ? er__get_be64((const uint8_t *)k) : 0;
     tick(c);
     if (klen != 8) {
       problem(c, "log: a key of %zu bytes is not a position", klen);
-      rocksdb_iter_next(it);
-      continue;
+    } else {
+      pos = er__get_be64((const uint8_t *)k);
+      if (pos != expect)
+        problem(c, "log: position %llu follows %llu (expected %llu)",
+                (unsigned long long)pos, (unsigned long long)(expect - 1),
+                (unsigned long long)expect);
+      expect = pos + 1;
+      check_record(c, pos, v, vlen);
     }
-    if (pos != expect)
-      problem(c, "log: position %llu follows %llu (expected %llu)",
-              (unsigned long long)pos, (unsigned long long)(expect - 1),
-              (unsigned long long)expect);
-    expect = pos + 1;
-    if (er__record_decode(v, vlen, &ev, NULL) != ER_OK || ev.position != pos) {
-      problem(c, "log: the record at position %llu is damaged", (unsigned long long)pos);
-      rocksdb_iter_next(it);
-      continue;
-    }
-    if (ev.stream_len == 0 || ev.stream_len > ER_MAX_STREAM_LEN) {
-      problem(c, "log: the record at position %llu has a bad stream id", (unsigned long long)pos);
-      rocksdb_iter_next(it);
-      continue;
-    }
-    if (ev.time > c->ahead && ++c->n_ahead <= AHEAD_SHOWN) {
-      char when[64];
-      format_time(ev.time, when, sizeof when);
-      problem(c, "log: the event at position %llu is timed %s, more than a day "
-              "ahead of now", (unsigned long long)pos, when);
-    }
-    er__stream_key(skey, ev.stream, ev.stream_len, ev.version);
-    idx = get(c, CF_STREAMS, skey, ev.stream_len + 9, &ilen, &unreadable);
-    if (!idx && !unreadable)
-      problem(c, "streams: no index entry for %.*s@%llu (position %llu)",
-              SHOWN(ev.stream_len), ev.stream, (unsigned long long)ev.version,
-              (unsigned long long)pos);
-    else if (idx && (ilen != vlen || memcmp(idx, v, vlen) != 0))
-      problem(c, "streams: the index entry of %.*s@%llu differs from the log record at position %llu",
-              SHOWN(ev.stream_len), ev.stream, (unsigned long long)ev.version,
-              (unsigned long long)pos);
-    rocksdb_free(idx);
-    id = get(c, CF_IDS, ev.id, 16, &xlen, &unreadable);
-    if (!unreadable && (!id || xlen != 8 || er__get_le64((const uint8_t *)id) != pos)) {
-      char text[37];
-      er_uuid_format(ev.id, text);
-      problem(c, "ids: event id %s does not point at position %llu", text,
-              (unsigned long long)pos);
-    }
-    rocksdb_free(id);
     rocksdb_iter_next(it);
   }
   if (it) rocksdb_iter_destroy(it);
@@ -214,8 +225,6 @@ static int check_log(checker *c, er_error *err) {
   if (expect - 1 != s->last_position)
     problem(c, "log: ends at position %llu but the store counts %llu",
             (unsigned long long)(expect - 1), (unsigned long long)s->last_position);
-  free(skey);
-  return ER_OK;
 }
 
 /* The head of a stream must equal its last version. */
@@ -234,17 +243,13 @@ static void check_head(checker *c, const char *stream, size_t len, uint64_t last
 }
 
 /* The stream index: contiguous versions, entries pointing at the log. */
-static int check_streams(checker *c, er_error *err) {
+static void check_streams(checker *c) {
   er_store *s = c->s;
   rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ropts, s->cf[CF_STREAMS]);
-  char *cur = malloc(ER_MAX_STREAM_LEN + 1), *rerr;
+  char *cur = c->stream, *rerr;
   size_t cur_len = 0;
   uint64_t last = 0;
   int have = 0;
-  if (!cur) {
-    rocksdb_iter_destroy(it);
-    return er__fail(err, ER_NOMEM, "out of memory");
-  }
   for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
     size_t klen, vlen, llen = 0, slen;
     const char *k = rocksdb_iter_key(it, &klen), *v = rocksdb_iter_value(it, &vlen);
@@ -291,21 +296,13 @@ static int check_streams(checker *c, er_error *err) {
   if ((rerr = iter_error(it)) != NULL) family_unreadable(c, CF_STREAMS, rerr);
   else if (have) check_head(c, cur, cur_len, last);
   rocksdb_iter_destroy(it);
-  free(cur);
-  return ER_OK;
 }
 
-/* Heads without events; ids pointing elsewhere. */
-static int check_heads_ids(checker *c, er_error *err) {
+/* Heads without events.  (A head's flags byte is reserved: not checked.) */
+static void check_heads(checker *c) {
   er_store *s = c->s;
   rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ropts, s->cf[CF_HEADS]);
-  uint64_t nids = 0;
-  uint8_t *skey = malloc(ER_MAX_STREAM_LEN + 9);
   char *rerr;
-  if (!skey) {
-    rocksdb_iter_destroy(it);
-    return er__fail(err, ER_NOMEM, "out of memory");
-  }
   /* every head names a stream whose last version it is (the other way
    * round, streams without a head, is check_streams' part) */
   for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
@@ -319,24 +316,28 @@ static int check_heads_ids(checker *c, er_error *err) {
       continue;
     }
     head = er__get_le64((const uint8_t *)v);
-    er__stream_key(skey, k, klen, head);
-    e = head ? get(c, CF_STREAMS, skey, klen + 9, &len, &unreadable) : NULL;
+    er__stream_key(c->key, k, klen, head);
+    e = head ? get(c, CF_STREAMS, c->key, klen + 9, &len, &unreadable) : NULL;
     if (head && !e && !unreadable)
       problem(c, "heads: the head of %.*s says version %llu, which the stream does not have",
               SHOWN(klen), k, (unsigned long long)head);
     rocksdb_free(e);
-    er__stream_key(skey, k, klen, head + 1);
-    e = get(c, CF_STREAMS, skey, klen + 9, &len, &unreadable);
+    er__stream_key(c->key, k, klen, head + 1);
+    e = get(c, CF_STREAMS, c->key, klen + 9, &len, &unreadable);
     if (e)
       problem(c, "heads: the head of %.*s says version %llu, but the stream goes on",
               SHOWN(klen), k, (unsigned long long)head);
     rocksdb_free(e);
   }
-  free(skey);
   if ((rerr = iter_error(it)) != NULL) family_unreadable(c, CF_HEADS, rerr);
   rocksdb_iter_destroy(it);
+}
 
-  it = rocksdb_create_iterator_cf(s->db, s->ropts, s->cf[CF_IDS]);
+/* Ids pointing elsewhere. */
+static void check_ids(checker *c) {
+  er_store *s = c->s;
+  rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ropts, s->cf[CF_IDS]);
+  char *rerr;
   for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
     size_t klen, vlen, llen = 0;
     const char *k = rocksdb_iter_key(it, &klen), *v = rocksdb_iter_value(it, &vlen);
@@ -345,7 +346,6 @@ static int check_heads_ids(checker *c, er_error *err) {
     er_event ev;
     int unreadable;
     tick(c);
-    nids++;
     if (klen != 16 || vlen != 8) {
       problem(c, "ids: a damaged entry (%zu-byte key, %zu-byte value)", klen, vlen);
       continue;
@@ -363,13 +363,12 @@ static int check_heads_ids(checker *c, er_error *err) {
   }
   if ((rerr = iter_error(it)) != NULL) family_unreadable(c, CF_IDS, rerr);
   rocksdb_iter_destroy(it);
-  return ER_OK;
 }
 
 int er_check(er_store *s, er_report_fn report, er_progress_fn progress,
              void *ud, uint64_t *problems, er_error *err) {
   checker c;
-  int rc;
+  (void)err; /* no step can fail: the checker holds its own buffers */
   memset(&c, 0, sizeof c);
   c.s = s;
   c.report = report;
@@ -378,11 +377,13 @@ int er_check(er_store *s, er_report_fn report, er_progress_fn progress,
   c.total = 3 * er_last_position(s);
   c.ahead = er__now_micros() + ER_CLOCK_AHEAD_LIMIT;
   *problems = 0;
-  if ((rc = check_log(&c, err)) == ER_OK && (rc = check_streams(&c, err)) == ER_OK)
-    rc = check_heads_ids(&c, err);
+  check_log(&c);
+  check_streams(&c);
+  check_heads(&c);
+  check_ids(&c);
   if (progress) progress(ud, c.total > c.done ? c.total : c.done, c.total > c.done ? c.total : c.done);
   *problems = c.problems;
-  return rc;
+  return ER_OK;
 }
 
 /* ---- raw keys ---------------------------------------------------------------- */
