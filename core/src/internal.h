@@ -30,7 +30,7 @@
  *   heads          stream id                    u64 LE version, u8 flags
  *   ids            event id (16 bytes)          u64 LE position
  *   snapshots      stream id                    snapshot (opaque to the core)
- *   checkpoints    projection name              checkpoint (opaque)
+ *   checkpoints    a name (projection, relay)   checkpoint (opaque)
  *   views          name, 0x00, key              read-model value (opaque)
  *
  * The record is stored twice, under its position and under its stream, so
