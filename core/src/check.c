@@ -15,7 +15,11 @@ typedef struct checker {
   int64_t ahead;    /* times past this are more than a day ahead of now */
   uint64_t n_ahead; /* events timed past `ahead` */
   uint8_t key[ER_MAX_STREAM_LEN + 9]; /* room for a stream index key */
-  char stream[ER_MAX_STREAM_LEN];     /* check_streams: the current stream */
+  /* stream_entry: the stream being read, its last version, 0 before any */
+  char stream[ER_MAX_STREAM_LEN];
+  size_t stream_len;
+  uint64_t last;
+  int have;
 } checker;
 
 #define AHEAD_SHOWN 10 /* events timed ahead reported one by one */
@@ -242,127 +246,126 @@ static void check_head(checker *c, const char *stream, size_t len, uint64_t last
   rocksdb_free(h);
 }
 
-/* The stream index: contiguous versions, entries pointing at the log. */
-static void check_streams(checker *c) {
-  er_store *s = c->s;
-  rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ropts, s->cf[CF_STREAMS]);
-  char *cur = c->stream, *rerr;
-  size_t cur_len = 0;
-  uint64_t last = 0;
-  int have = 0;
-  for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
-    size_t klen, vlen, llen = 0, slen;
-    const char *k = rocksdb_iter_key(it, &klen), *v = rocksdb_iter_value(it, &vlen);
-    const char *nul = klen > 9 ? memchr(k, 0, klen - 8) : NULL;
-    uint64_t ver;
-    er_event ev;
-    uint8_t pkey[8];
-    char *rec;
-    int unreadable;
-    tick(c);
-    if (!nul || (size_t)(nul - k) != klen - 9 || klen - 9 > ER_MAX_STREAM_LEN) {
-      problem(c, "streams: a key of %zu bytes is not a stream id and a version", klen);
-      continue;
-    }
-    slen = klen - 9;
-    ver = er__get_be64((const uint8_t *)k + slen + 1);
-    if (!have || slen != cur_len || memcmp(k, cur, slen) != 0) {
-      if (have) check_head(c, cur, cur_len, last);
-      memcpy(cur, k, slen);
-      cur_len = slen;
-      last = 0;
-      have = 1;
-    }
-    if (ver != last + 1)
-      problem(c, "streams: %.*s has version %llu after %llu", SHOWN(slen), k,
-              (unsigned long long)ver, (unsigned long long)last);
-    last = ver;
-    if (er__record_decode(v, vlen, &ev, NULL) != ER_OK || ev.version != ver ||
-        ev.stream_len != slen || memcmp(ev.stream, k, slen) != 0) {
-      problem(c, "streams: the record of %.*s@%llu is damaged", SHOWN(slen), k,
-              (unsigned long long)ver);
-      continue;
-    }
-    er__put_be64(pkey, ev.position);
-    rec = get(c, CF_LOG, pkey, 8, &llen, &unreadable);
-    if (!rec && !unreadable)
-      problem(c, "log: %.*s@%llu points at position %llu, which holds no event", SHOWN(slen),
-              k, (unsigned long long)ver, (unsigned long long)ev.position);
-    else if (rec && (llen != vlen || memcmp(rec, v, vlen) != 0))
-      problem(c, "log: the record at position %llu differs from the index entry of %.*s@%llu",
-              (unsigned long long)ev.position, SHOWN(slen), k, (unsigned long long)ver);
-    rocksdb_free(rec);
-  }
-  if ((rerr = iter_error(it)) != NULL) family_unreadable(c, CF_STREAMS, rerr);
-  else if (have) check_head(c, cur, cur_len, last);
-  rocksdb_iter_destroy(it);
-}
+typedef void (*entry_fn)(checker *c, const char *k, size_t klen, const char *v,
+                         size_t vlen);
 
-/* Heads without events.  (A head's flags byte is reserved: not checked.) */
-static void check_heads(checker *c) {
+/* Every entry of family `cf`, in key order, through `fn`.  Returns 1 when
+ * the family was read to its end, 0 when a read error stopped it (reported:
+ * the rest of the family is not checked). */
+static int scan_family(checker *c, int cf, entry_fn fn) {
   er_store *s = c->s;
-  rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ropts, s->cf[CF_HEADS]);
-  char *rerr;
-  /* every head names a stream whose last version it is (the other way
-   * round, streams without a head, is check_streams' part) */
-  for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
-    size_t klen, vlen, len = 0;
-    const char *k = rocksdb_iter_key(it, &klen), *v = rocksdb_iter_value(it, &vlen);
-    uint64_t head;
-    char *e;
-    int unreadable = 0;
-    if (vlen < 8 || klen == 0 || klen > ER_MAX_STREAM_LEN) {
-      problem(c, "heads: the head of %.*s is damaged", SHOWN(klen), k);
-      continue;
-    }
-    head = er__get_le64((const uint8_t *)v);
-    er__stream_key(c->key, k, klen, head);
-    e = head ? get(c, CF_STREAMS, c->key, klen + 9, &len, &unreadable) : NULL;
-    if (head && !e && !unreadable)
-      problem(c, "heads: the head of %.*s says version %llu, which the stream does not have",
-              SHOWN(klen), k, (unsigned long long)head);
-    rocksdb_free(e);
-    er__stream_key(c->key, k, klen, head + 1);
-    e = get(c, CF_STREAMS, c->key, klen + 9, &len, &unreadable);
-    if (e)
-      problem(c, "heads: the head of %.*s says version %llu, but the stream goes on",
-              SHOWN(klen), k, (unsigned long long)head);
-    rocksdb_free(e);
-  }
-  if ((rerr = iter_error(it)) != NULL) family_unreadable(c, CF_HEADS, rerr);
-  rocksdb_iter_destroy(it);
-}
-
-/* Ids pointing elsewhere. */
-static void check_ids(checker *c) {
-  er_store *s = c->s;
-  rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ropts, s->cf[CF_IDS]);
+  rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ropts, s->cf[cf]);
   char *rerr;
   for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
-    size_t klen, vlen, llen = 0;
+    size_t klen, vlen;
     const char *k = rocksdb_iter_key(it, &klen), *v = rocksdb_iter_value(it, &vlen);
-    uint8_t pkey[8];
-    char *rec;
-    er_event ev;
-    int unreadable;
-    tick(c);
-    if (klen != 16 || vlen != 8) {
-      problem(c, "ids: a damaged entry (%zu-byte key, %zu-byte value)", klen, vlen);
-      continue;
-    }
-    er__put_be64(pkey, er__get_le64((const uint8_t *)v));
-    rec = get(c, CF_LOG, pkey, 8, &llen, &unreadable);
-    if (!unreadable &&
-        (!rec || er__record_decode(rec, llen, &ev, NULL) != ER_OK || memcmp(ev.id, k, 16) != 0)) {
-      char text[37];
-      er_uuid_format((const uint8_t *)k, text);
-      problem(c, "ids: event id %s points at position %llu, which holds another event", text,
-              (unsigned long long)er__get_le64((const uint8_t *)v));
-    }
-    rocksdb_free(rec);
+    fn(c, k, klen, v, vlen);
   }
-  if ((rerr = iter_error(it)) != NULL) family_unreadable(c, CF_IDS, rerr);
+  rerr = iter_error(it);
   rocksdb_iter_destroy(it);
+  if (!rerr) return 1;
+  family_unreadable(c, cf, rerr);
+  return 0;
+}
+
+/* An entry of the stream index: after the previous version of its stream
+ * (c->stream, c->stream_len, c->last; a new stream checks the head of the
+ * one before), pointing at the same record in the log. */
+static void stream_entry(checker *c, const char *k, size_t klen, const char *v,
+                         size_t vlen) {
+  const char *nul = klen > 9 ? memchr(k, 0, klen - 8) : NULL;
+  size_t llen = 0, slen;
+  uint64_t ver;
+  er_event ev;
+  uint8_t pkey[8];
+  char *rec;
+  int unreadable;
+  tick(c);
+  if (!nul || (size_t)(nul - k) != klen - 9 || klen - 9 > ER_MAX_STREAM_LEN) {
+    problem(c, "streams: a key of %zu bytes is not a stream id and a version", klen);
+    return;
+  }
+  slen = klen - 9;
+  ver = er__get_be64((const uint8_t *)k + slen + 1);
+  if (!c->have || slen != c->stream_len || memcmp(k, c->stream, slen) != 0) {
+    if (c->have) check_head(c, c->stream, c->stream_len, c->last);
+    memcpy(c->stream, k, slen);
+    c->stream_len = slen;
+    c->last = 0;
+    c->have = 1;
+  }
+  if (ver != c->last + 1)
+    problem(c, "streams: %.*s has version %llu after %llu", SHOWN(slen), k,
+            (unsigned long long)ver, (unsigned long long)c->last);
+  c->last = ver;
+  if (er__record_decode(v, vlen, &ev, NULL) != ER_OK || ev.version != ver ||
+      ev.stream_len != slen || memcmp(ev.stream, k, slen) != 0) {
+    problem(c, "streams: the record of %.*s@%llu is damaged", SHOWN(slen), k,
+            (unsigned long long)ver);
+    return;
+  }
+  er__put_be64(pkey, ev.position);
+  rec = get(c, CF_LOG, pkey, 8, &llen, &unreadable);
+  if (!rec && !unreadable)
+    problem(c, "log: %.*s@%llu points at position %llu, which holds no event", SHOWN(slen),
+            k, (unsigned long long)ver, (unsigned long long)ev.position);
+  else if (rec && (llen != vlen || memcmp(rec, v, vlen) != 0))
+    problem(c, "log: the record at position %llu differs from the index entry of %.*s@%llu",
+            (unsigned long long)ev.position, SHOWN(slen), k, (unsigned long long)ver);
+  rocksdb_free(rec);
+}
+
+/* A head names a stream whose last version it is (the other way round,
+ * streams without a head, is stream_entry's part).  Its flags byte is
+ * reserved: not checked. */
+static void head_entry(checker *c, const char *k, size_t klen, const char *v,
+                       size_t vlen) {
+  size_t len = 0;
+  uint64_t head;
+  char *e;
+  int unreadable = 0;
+  if (vlen < 8 || klen == 0 || klen > ER_MAX_STREAM_LEN) {
+    problem(c, "heads: the head of %.*s is damaged", SHOWN(klen), k);
+    return;
+  }
+  head = er__get_le64((const uint8_t *)v);
+  er__stream_key(c->key, k, klen, head);
+  e = head ? get(c, CF_STREAMS, c->key, klen + 9, &len, &unreadable) : NULL;
+  if (head && !e && !unreadable)
+    problem(c, "heads: the head of %.*s says version %llu, which the stream does not have",
+            SHOWN(klen), k, (unsigned long long)head);
+  rocksdb_free(e);
+  er__stream_key(c->key, k, klen, head + 1);
+  e = get(c, CF_STREAMS, c->key, klen + 9, &len, &unreadable);
+  if (e)
+    problem(c, "heads: the head of %.*s says version %llu, but the stream goes on",
+            SHOWN(klen), k, (unsigned long long)head);
+  rocksdb_free(e);
+}
+
+/* An id entry points at the event with that id. */
+static void id_entry(checker *c, const char *k, size_t klen, const char *v,
+                     size_t vlen) {
+  size_t llen = 0;
+  uint8_t pkey[8];
+  char *rec;
+  er_event ev;
+  int unreadable;
+  tick(c);
+  if (klen != 16 || vlen != 8) {
+    problem(c, "ids: a damaged entry (%zu-byte key, %zu-byte value)", klen, vlen);
+    return;
+  }
+  er__put_be64(pkey, er__get_le64((const uint8_t *)v));
+  rec = get(c, CF_LOG, pkey, 8, &llen, &unreadable);
+  if (!unreadable &&
+      (!rec || er__record_decode(rec, llen, &ev, NULL) != ER_OK || memcmp(ev.id, k, 16) != 0)) {
+    char text[37];
+    er_uuid_format((const uint8_t *)k, text);
+    problem(c, "ids: event id %s points at position %llu, which holds another event", text,
+            (unsigned long long)er__get_le64((const uint8_t *)v));
+  }
+  rocksdb_free(rec);
 }
 
 int er_check(er_store *s, er_report_fn report, er_progress_fn progress,
@@ -378,9 +381,10 @@ int er_check(er_store *s, er_report_fn report, er_progress_fn progress,
   c.ahead = er__now_micros() + ER_CLOCK_AHEAD_LIMIT;
   *problems = 0;
   check_log(&c);
-  check_streams(&c);
-  check_heads(&c);
-  check_ids(&c);
+  if (scan_family(&c, CF_STREAMS, stream_entry) && c.have)
+    check_head(&c, c.stream, c.stream_len, c.last); /* the last stream's */
+  scan_family(&c, CF_HEADS, head_entry);
+  scan_family(&c, CF_IDS, id_entry);
   if (progress) progress(ud, c.total > c.done ? c.total : c.done, c.total > c.done ? c.total : c.done);
   *problems = c.problems;
   return ER_OK;
