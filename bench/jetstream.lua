@@ -1,4 +1,4 @@
--- bench/jetstream.lua -- eventrocks and NATS JetStream (issue 8): the relay
+-- bench/jetstream.lua -- eventrocks and NATS JetStream: the relay
 -- and the consumer.  See bench/README.md for the contract.
 --
 --   EVENTROCKS_NATS_URL=nats://... lua5.4 bench/jetstream.lua relay N DIR DURABLE

@@ -2,7 +2,7 @@
 -- building the event tables that a read returns, or that an append takes,
 -- in plain Lua, with no store at all.
 -- Workload read (load.eps and scan.eps as in bench/README.md): per
--- event the table of API.md's fields, its data table (the payload of
+-- event the table of the fields doc/api.md lists, its data table (the payload of
 -- bench/common.lua) and an empty metadata table; the strings that a decoder
 -- must create fresh (id, sku, customer) are cut from a buffer with
 -- string.sub, as lua_pushlstring makes them from the record's bytes.

@@ -1,4 +1,4 @@
-/* nats_pub.c -- the raw baseline of the relay benchmark (issue 8): JetStream
+/* nats_pub.c -- the raw baseline of the relay benchmark: JetStream
  * asynchronous publishing from the C client, `nats bench`-style, with no
  * store and no encoding in the way.
  *

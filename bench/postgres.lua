@@ -64,16 +64,8 @@ local common = require "common"
 local SQL = require "sql_common"
 local cjson = require "cjson"
 
-local workload, N, _, durable = common.args()
+local workload, N, _, durable = SQL.args("postgres.lua")
 local payload, now, result = common.payload, common.now, common.result
-
-local KNOWN = { append1 = true, append100 = true, read = true, catchup = true }
-local ERO_ONLY = { snapshot = true, latency = true, rss = true }
-if ERO_ONLY[workload] then os.exit(0) end        -- eventrocks-only workloads
-if not KNOWN[workload] then
-  io.stderr:write("postgres.lua: unknown workload '", workload, "'\n")
-  os.exit(2)
-end
 if not os.getenv("PGHOST") then
   io.stderr:write("postgres.lua: PGHOST is not set; start a server with\n",
     '  set -a; eval "$(bench/pg_server.sh start)"; set +a\n')
@@ -91,19 +83,8 @@ end
 
 local conn                                      -- the run's own database
 
-local function exec(sql, c)
-  local r, err = (c or conn):execute(sql)
-  if not r then error(err .. "\n  in: " .. sql:sub(1, 300), 2) end
-  return r
-end
-
--- The first column of the first row of a query, a string or nil.
-local function scalar(sql)
-  local cur = exec(sql)
-  local v = cur:fetch()
-  cur:close()
-  return v
-end
+-- (scalar's values are strings: luasql fetches PostgreSQL's results as text)
+local exec, scalar = SQL.executor(function() return conn end)
 
 local function int(s)
   return math.tointeger(tonumber(s))
@@ -134,61 +115,22 @@ local function synchronous(on)
   exec("SET synchronous_commit = " .. (on and "on" or "off"))
 end
 
-local function category(stream)
-  return stream:match("^([^-]*)-") or stream
-end
-
-local INSERT = "INSERT INTO events (stream_id, stream_name, stream_version, "
-  .. "event_name, event_data) VALUES "
-
--- The VALUES row of one event: the stream's id and category come quoted,
--- `data` is the encoded payload.
-local function row(qstream, qcat, version, data)
-  return "(" .. qstream .. "," .. qcat .. "," .. version
-    .. ",'ItemAdded'," .. bytea(data) .. ")"
-end
+local db = { exec = exec, quote = quote, blob = bytea, encode = encode,
+  synchronous = synchronous }
 
 -- Append the payloads datas[1..#datas] to `stream` whose current version is
 -- `expected`, in one INSERT (one transaction).  Returns the new version, or
 -- nil and the error (a conflict: the primary key refused a version that
 -- exists).
-local function append(stream, expected, datas)
-  local qs, qc = quote(stream), quote(category(stream))
-  local rows = {}
-  for k = 1, #datas do
-    rows[k] = row(qs, qc, expected + k, encode(datas[k]))
-  end
-  local ok, err = conn:execute(INSERT .. table.concat(rows, ","))
+function db.append(stream, expected, datas)
+  local ok, err = conn:execute(SQL.append_sql(stream, expected, datas, db))
   if not ok then return nil, err end
   return expected + #datas
 end
 
--- Untimed set-up: events 1..n, event i to stream_of(i), in multi-row INSERTs
--- of 1000 rows and transactions of 100,000.  Returns the streams' versions.
+-- Untimed set-up (SQL.fill), the table then vacuumed and analysed.
 local function fill(n, stream_of)
-  local versions, quoted = {}, {}
-  local rows = {}
-  exec("BEGIN")
-  for i = 1, n do
-    local s = stream_of(i)
-    local v = (versions[s] or 0) + 1
-    versions[s] = v
-    local q = quoted[s]
-    if not q then
-      q = { quote(s), quote(category(s)) }
-      quoted[s] = q
-    end
-    rows[#rows + 1] = row(q[1], q[2], v, encode(payload(i)))
-    if #rows == 1000 or i == n then
-      exec(INSERT .. table.concat(rows, ","))
-      rows = {}
-      if i % 100000 == 0 and i < n then
-        exec("COMMIT")
-        exec("BEGIN")
-      end
-    end
-  end
-  exec("COMMIT")
+  local versions = SQL.fill(n, stream_of, db)
   exec("VACUUM ANALYZE events")
   return versions
 end
@@ -211,7 +153,7 @@ local function check_appends(n, versions)
   for _ in pairs(versions) do tracked = tracked + 1 end
   assert(streams == tracked, "wrong number of streams")
   s, v = next(versions)
-  assert(not s or not append(s, v - 1, { payload(0) }), "a stale expected version was accepted")
+  assert(not s or not db.append(s, v - 1, { payload(0) }), "a stale expected version was accepted")
   assert(int(scalar("SELECT count(*) FROM events")) == n,
     "a refused append left rows behind")
 end
@@ -235,9 +177,8 @@ CREATE TABLE events (
   exec("CREATE UNIQUE INDEX events_position ON events (position)")
 
   if workload == "append1" or workload == "append100" then
-    SQL.appends(workload, N, durable, {
-      synchronous = synchronous, append = append, check_appends = check_appends,
-    })
+    db.check_appends = check_appends
+    SQL.appends(workload, N, durable, db)
 
   elseif workload == "read" then
     local versions = fill(N, SQL.read_stream_of)
@@ -247,17 +188,8 @@ CREATE TABLE events (
 
     -- Timed 1: load the stream "big" in version order and fold it.
     local t = now()
-    local cur = exec("SELECT stream_version, convert_from(event_data, 'UTF8') FROM events "
-      .. "WHERE stream_id = 'big' AND stream_name = 'big' ORDER BY stream_version")
-    local count, qty, last = 0, 0, "0"
-    local version, data = cur:fetch()
-    while version do
-      count = count + 1
-      qty = qty + decode(data).qty
-      last = version
-      version, data = cur:fetch()
-    end
-    cur:close()
+    local count, qty, last = SQL.fold(exec("SELECT stream_version, convert_from(event_data, 'UTF8') "
+      .. "FROM events WHERE stream_id = 'big' AND stream_name = 'big' ORDER BY stream_version"), decode)
     t = now() - t
     assert(count == bigs and int(last) == bigs and qty == big_qty, "folded the wrong events")
     result("load.eps", count / t)
@@ -269,16 +201,9 @@ CREATE TABLE events (
       .. "event_name, convert_from(event_data, 'UTF8') FROM events ORDER BY position")
     count, qty = 0, 0
     repeat
-      cur = exec("FETCH FORWARD 5000 FROM scan")
-      local got = count
-      local position, _, _, _, data2 = cur:fetch()
-      while position do
-        count = count + 1
-        qty = qty + decode(data2).qty
-        position, _, _, _, data2 = cur:fetch()
-      end
-      cur:close()
-    until count == got
+      local got, page_qty = SQL.fold(exec("FETCH FORWARD 5000 FROM scan"), decode)
+      count, qty = count + got, qty + page_qty
+    until got == 0
     exec("COMMIT")
     t = now() - t
     assert(count == N and qty == all_qty, "scanned the wrong events")
@@ -306,26 +231,12 @@ CREATE TABLE events (
     local position = scalar("SELECT position FROM checkpoints WHERE name = 'counts'") or "0"
     local processed = 0
     while true do
-      cur = exec("SELECT position, stream_id, event_name, convert_from(event_data, 'UTF8') "
-        .. "FROM events WHERE position > " .. position .. " ORDER BY position LIMIT 500")
-      local changed, got = {}, 0
-      local p, stream, name, data = cur:fetch()
-      while p do
-        local ev = decode(data)                 -- what a handler is given
-        if name == "ItemAdded" and ev then
-          counts[stream] = (counts[stream] or 0) + 1
-          changed[stream] = true
-        end
-        got, position = got + 1, p
-        p, stream, name, data = cur:fetch()
-      end
-      cur:close()
+      local got, rows
+      got, position, rows = SQL.count_page(exec("SELECT position, stream_id, event_name, "
+        .. "convert_from(event_data, 'UTF8') FROM events WHERE position > " .. position
+        .. " ORDER BY position LIMIT 500"), counts, position, decode, quote)
       if got == 0 then break end
       processed = processed + got
-      local rows = {}
-      for s in pairs(changed) do
-        rows[#rows + 1] = "(" .. quote(s) .. "," .. counts[s] .. ")"
-      end
       -- the statements in one query string: one implicit transaction
       local upsert = #rows == 0 and "" or "INSERT INTO read_model (stream_id, count) VALUES "
         .. table.concat(rows, ",")
@@ -345,12 +256,12 @@ CREATE TABLE events (
 end
 
 local admin = connect(os.getenv("PGDATABASE") or "postgres")
-local db = ("eventrocks_bench_%d_%d"):format(os.time(), math.random(1, 999999999))
-exec("CREATE DATABASE " .. db, admin)
-conn = connect(db)
+local dbname = ("eventrocks_bench_%d_%d"):format(os.time(), math.random(1, 999999999))
+exec("CREATE DATABASE " .. dbname, admin)
+conn = connect(dbname)
 local ok, err = xpcall(run, debug.traceback)
 conn:close()
-exec("DROP DATABASE " .. db, admin)
+exec("DROP DATABASE " .. dbname, admin)
 admin:close()
 env:close()
 if not ok then

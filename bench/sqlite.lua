@@ -39,16 +39,8 @@ local common = require "common"
 local SQL = require "sql_common"
 local cjson = require "cjson"
 
-local workload, N, dir, durable = common.args()
+local workload, N, dir, durable = SQL.args("sqlite.lua")
 local payload, now, result = common.payload, common.now, common.result
-
-local KNOWN = { append1 = true, append100 = true, read = true, catchup = true }
-local ERO_ONLY = { snapshot = true, latency = true, rss = true }
-if ERO_ONLY[workload] then os.exit(0) end        -- eventrocks-only workloads
-if not KNOWN[workload] then
-  io.stderr:write("sqlite.lua: unknown workload '", workload, "'\n")
-  os.exit(2)
-end
 
 local driver = require "luasql.sqlite3"
 local encode, decode = cjson.encode, cjson.decode
@@ -56,19 +48,7 @@ local encode, decode = cjson.encode, cjson.decode
 local env = assert(driver.sqlite3())
 local conn = assert(env:connect(dir .. "/events.db"))
 
-local function exec(sql)
-  local r, err = conn:execute(sql)
-  if not r then error(err .. "\n  in: " .. sql:sub(1, 300), 2) end
-  return r
-end
-
--- The first column of the first row of a query.
-local function scalar(sql)
-  local cur = exec(sql)
-  local v = cur:fetch()
-  cur:close()
-  return v
-end
+local exec, scalar = SQL.executor(function() return conn end)
 
 -- A SQL text literal.
 local function quote(s)
@@ -94,66 +74,24 @@ CREATE TABLE events (
   UNIQUE (stream_id, stream_name, stream_version)
 )]])
 
-local function category(stream)
-  return stream:match("^([^-]*)-") or stream
-end
-
-local INSERT = "INSERT INTO events (stream_id, stream_name, stream_version, "
-  .. "event_name, event_data) VALUES "
-
--- The VALUES row of one event: the stream's quoted id and category are
--- passed in already quoted, `data` is the encoded payload.
-local function row(qstream, qcat, version, data)
-  return "(" .. qstream .. "," .. qcat .. "," .. version
-    .. ",'ItemAdded'," .. quote(data) .. ")"
-end
+local category = SQL.category
+-- JSON is text: the data's literal is a quoted string
+local db = { exec = exec, quote = quote, blob = quote, encode = encode,
+  synchronous = synchronous }
 
 -- Append the payloads datas[1..#datas] to `stream` whose current version is
 -- `expected`, in one transaction.  Returns the new version, or nil and the
 -- error (a conflict: the UNIQUE key refused a version that exists).
-local function append(stream, expected, datas)
-  local qs, qc = quote(stream), quote(category(stream))
-  local rows = {}
-  for k = 1, #datas do
-    rows[k] = row(qs, qc, expected + k, encode(datas[k]))
-  end
+function db.append(stream, expected, datas)
+  local sql = SQL.append_sql(stream, expected, datas, db)
   exec("BEGIN")
-  local ok, err = conn:execute(INSERT .. table.concat(rows, ","))
+  local ok, err = conn:execute(sql)
   if not ok then
     exec("ROLLBACK")
     return nil, err
   end
   exec("COMMIT")
   return expected + #datas
-end
-
--- Untimed set-up: events 1..n, event i to stream_of(i), in multi-row INSERTs
--- of 1000 rows and transactions of 100,000.  Returns the streams' versions.
-local function fill(n, stream_of)
-  local versions, quoted = {}, {}
-  local rows = {}
-  exec("BEGIN")
-  for i = 1, n do
-    local s = stream_of(i)
-    local v = (versions[s] or 0) + 1
-    versions[s] = v
-    local q = quoted[s]
-    if not q then
-      q = { quote(s), quote(category(s)) }
-      quoted[s] = q
-    end
-    rows[#rows + 1] = row(q[1], q[2], v, encode(payload(i)))
-    if #rows == 1000 or i == n then
-      exec(INSERT .. table.concat(rows, ","))
-      rows = {}
-      if i % 100000 == 0 and i < n then
-        exec("COMMIT")
-        exec("BEGIN")
-      end
-    end
-  end
-  exec("COMMIT")
-  return versions
 end
 
 -- Checks after appends: `n` rows, each stream's newest version as tracked,
@@ -167,58 +105,40 @@ local function check_appends(n, versions)
     assert(math.tointeger(got) == v, "wrong version of " .. s)
   end
   local s, v = next(versions)
-  assert(not s or not append(s, v - 1, { payload(0) }), "a stale expected version was accepted")
+  assert(not s or not db.append(s, v - 1, { payload(0) }), "a stale expected version was accepted")
   assert(math.tointeger(scalar("SELECT count(*) FROM events")) == n,
     "a refused append left rows behind")
 end
 
 if workload == "append1" or workload == "append100" then
-  SQL.appends(workload, N, durable, {
-    synchronous = synchronous, append = append, check_appends = check_appends,
-  })
+  db.check_appends = check_appends
+  SQL.appends(workload, N, durable, db)
 
 elseif workload == "read" then
-  local versions = fill(N, SQL.read_stream_of)
+  local versions = SQL.fill(N, SQL.read_stream_of, db)
   local bigs, big_qty, all_qty = SQL.read_expectations(N)
   assert((versions.big or 0) == bigs)
   synchronous(durable)
 
   -- Timed 1: load the stream "big" in version order and fold it.
   local t = now()
-  local cur = exec("SELECT stream_version, event_data FROM events "
-    .. "WHERE stream_id = 'big' AND stream_name = 'big' ORDER BY stream_version")
-  local count, qty, last = 0, 0, 0
-  local version, data = cur:fetch()
-  while version do
-    count = count + 1
-    qty = qty + decode(data).qty
-    last = version
-    version, data = cur:fetch()
-  end
-  cur:close()
+  local count, qty, last = SQL.fold(exec("SELECT stream_version, event_data FROM events "
+    .. "WHERE stream_id = 'big' AND stream_name = 'big' ORDER BY stream_version"), decode)
   t = now() - t
   assert(count == bigs and last == bigs and qty == big_qty, "folded the wrong events")
   result("load.eps", count / t)
 
   -- Timed 2: the whole global log in position order, decoding every event.
   t = now()
-  cur = exec("SELECT position, stream_id, stream_version, event_name, event_data "
-    .. "FROM events ORDER BY position")
-  count, qty = 0, 0
-  local position, _, _, _, data2 = cur:fetch()
-  while position do
-    count = count + 1
-    qty = qty + decode(data2).qty
-    position, _, _, _, data2 = cur:fetch()
-  end
-  cur:close()
+  count, qty = SQL.fold(exec("SELECT position, stream_id, stream_version, event_name, event_data "
+    .. "FROM events ORDER BY position"), decode)
   t = now() - t
   assert(count == N and qty == all_qty, "scanned the wrong events")
   result("scan.eps", count / t)
 
 elseif workload == "catchup" then
   local n = N // 100 * 100
-  fill(n, SQL.catchup_stream_of)
+  SQL.fill(n, SQL.catchup_stream_of, db)
   exec("CREATE TABLE read_model (stream_id TEXT PRIMARY KEY, count INTEGER NOT NULL)")
   exec("CREATE TABLE checkpoints (name TEXT PRIMARY KEY, position INTEGER NOT NULL)")
   synchronous(durable)
@@ -235,26 +155,12 @@ elseif workload == "catchup" then
   local position = scalar("SELECT position FROM checkpoints WHERE name = 'counts'") or 0
   local processed = 0
   while true do
-    cur = exec(("SELECT position, stream_id, event_name, event_data FROM events "
-      .. "WHERE position > %d ORDER BY position LIMIT 500"):format(position))
-    local changed, got = {}, 0
-    local p, stream, name, data = cur:fetch()
-    while p do
-      local ev = decode(data)                   -- what a handler is given
-      if name == "ItemAdded" and ev then
-        counts[stream] = (counts[stream] or 0) + 1
-        changed[stream] = true
-      end
-      got, position = got + 1, p
-      p, stream, name, data = cur:fetch()
-    end
-    cur:close()
+    local got, rows
+    got, position, rows = SQL.count_page(exec(("SELECT position, stream_id, event_name, event_data "
+      .. "FROM events WHERE position > %d ORDER BY position LIMIT 500"):format(position)),
+      counts, position, decode, quote)
     if got == 0 then break end
     processed = processed + got
-    local rows = {}
-    for s in pairs(changed) do
-      rows[#rows + 1] = "(" .. quote(s) .. "," .. counts[s] .. ")"
-    end
     exec("BEGIN")
     if #rows > 0 then
       exec("INSERT INTO read_model (stream_id, count) VALUES " .. table.concat(rows, ",")

@@ -65,7 +65,7 @@ local function append_checks(ev, line)
   local events = { { id = ev.id, type = ev.type, data = ev.data, metadata = ev.metadata } }
   local called, ok, err = pcall(txn.append, txn, ev.stream, events,
     { expected = ev.version - 1, time = ev.time })
-  txn:free()
+  txn:close()
   if not called then return false, tostring(ok) end
   if not ok then fail("decode_event accepted a line the store refuses: %s\n%s", tostring(err), line) end
   return true

@@ -31,7 +31,8 @@
  *
  * Reusing ids in a way that is not a retry of one append (another stream,
  * a prefix, another order, mixed with new ids) is ER_DUPLICATE_EVENT
- * whatever the expectation (API.md: "an id that exists anywhere else");
+ * whatever the expectation (eventrocks.h, er_append: "any other use of
+ * existing ids");
  * only ids that are exactly one earlier append to this stream are judged
  * by the expectation.  (Until 2026-11-27 the header said otherwise; the
  * model followed the code, and -DOPS_STRICT, which now changes nothing,
@@ -496,7 +497,7 @@ static uint64_t ahead_problems(void) {
 
 static void check_everything(void) {
   er_error err;
-  uint64_t problems = 0;
+  uint64_t problems = 0, expected;
   int s, rc;
   check_versions();
   check_all(0, ER_UNLIMITED, 0);
@@ -697,6 +698,7 @@ static void learn(uint64_t from, uint64_t to, const int64_t *given,
         FAIL("position %llu: time %lld, the rest of its commit %lld",
              (unsigned long long)p, (long long)ev.time, (long long)clock);
       clock = ev.time;
+      if (ev.time > newest) newest = ev.time; /* given times never move it */
     }
     m->time = ev.time;
     /* the store's own clock: given times (imports, mirrors) never move it */

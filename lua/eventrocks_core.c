@@ -194,7 +194,7 @@ static void new_reader(lua_State *L, int mt) {
   lua_setiuservalue(L, -2, 1);
 }
 
-/* Push the event as a table with exactly the fields API.md lists, using
+/* Push the event as a table with exactly the fields doc/api.md lists, using
  * the reader `r`.  Returns 0 with nothing pushed when its data or metadata
  * do not decode. */
 static int push_event(lua_State *L, const er_event *ev, const reader *r) {
@@ -334,6 +334,17 @@ static int l_wait_idle(lua_State *L) {
   lua_Integer ms = luaL_optinteger(L, 2, 60000);
   luaL_argcheck(L, ms >= 0 && ms <= INT_MAX, 2, "timeout out of range");
   lua_pushboolean(L, er_wait_idle(ls->s, (int)ms));
+  return 1;
+}
+
+/* core.category(stream) -> the stream's category: the text before its
+ * first '-', the whole id when it has none (the core's rule) */
+static int l_category(lua_State *L) {
+  size_t len;
+  const char *stream;
+  luaL_checktype(L, 1, LUA_TSTRING); /* no silent number conversion */
+  stream = lua_tolstring(L, 1, &len);
+  lua_pushlstring(L, stream, er_category(stream, len));
   return 1;
 }
 
@@ -672,6 +683,7 @@ static int store_append(lua_State *L) {
  * nil, err; txn:put(space, key, value); txn:delete(space, key);
  * txn:delete_prefix(space, prefix); txn:commit() -> results or nil, err,
  * where results[i] = { version =, position =, replayed = } for the i-th
+ * append; txn:close() releases it (as do __close and __gc; idempotent).
  * append.  store:_get(space, key) -> value or nil;
  * store:_scan(space [, prefix]) -> iterator of key, value.  Values are
  * Lua values stored as MessagePack like event data. */
@@ -1484,7 +1496,7 @@ static const luaL_Reg txn_meta[] = {
   {"delete", txn_delete},
   {"delete_prefix", txn_delete_prefix},
   {"commit", txn_commit},
-  {"free", txn_gc},
+  {"close", txn_gc},
   {NULL, NULL}
 };
 
@@ -1492,6 +1504,7 @@ static const luaL_Reg functions[] = {
   {"open", l_open},
   {"opener", l_opener},
   {"uuid", l_uuid},
+  {"category", l_category},
   {"decode", l_decode},
   {NULL, NULL}
 };
@@ -1514,6 +1527,10 @@ int luaopen_eventrocks_core(lua_State *L) {
   lua_setfield(L, -2, "map_encoder");
   lua_pushinteger(L, ER_MAX_KEY_LEN);
   lua_setfield(L, -2, "MAX_KEY_LEN");
+  lua_pushinteger(L, ER_MAX_STREAM_LEN);
+  lua_setfield(L, -2, "MAX_STREAM_LEN");
+  lua_pushinteger(L, ER_MAX_TYPE_LEN);
+  lua_setfield(L, -2, "MAX_TYPE_LEN");
 
   /* the store metatables of the classes (push_store_class), weak keys */
   lua_createtable(L, 0, 1);

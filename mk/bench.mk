@@ -3,7 +3,7 @@
 #   make bench-quick   reduced sizes, one run each, under a minute; writes
 #                      build/bench-quick.md (CI runs it to keep the harness
 #                      working; it asserts nothing about speed)
-# The JetStream rows (issue 8) need nats-server: bench/run.lua starts one
+# The JetStream rows need nats-server: bench/run.lua starts one
 # with tools/nats.sh in $(B)/bench-tmp/nats (unless EVENTROCKS_NATS_URL is
 # set) and stops it after; the trap below stops it too when the run is
 # interrupted or dies.
@@ -19,7 +19,7 @@ $(B)/bench/core_bench: bench/core_bench.c bench/bench_util.h $(B)/libeventrocks.
 	@mkdir -p $(dir $@)
 	$(CC) $(BENCH_CFLAGS) -o $@ $< $(B)/libeventrocks.a $(LIBS)
 
-# The raw JetStream publish baseline of issue 8 (needs a nats-server: see
+# The raw JetStream publish baseline of the relay (needs a nats-server: see
 # the top of bench/nats_pub.c and tools/nats.sh).
 $(B)/bench/nats_pub: bench/nats_pub.c bench/bench_util.h
 	@mkdir -p $(dir $@)

@@ -1,6 +1,6 @@
 -- Aggregates: er.aggregate, store:repository, load/save/update, raise,
--- instance fields, snapshots, time travel, upcasting (API.md "Aggregates",
--- issue 3).
+-- instance fields, snapshots, time travel, upcasting (doc/api.md,
+-- "Aggregates and repositories").
 local H = require "helper"
 local er = require "eventrocks"
 local core = require "eventrocks.core"

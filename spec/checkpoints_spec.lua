@@ -12,7 +12,7 @@ describe("checkpoints", function()
     local txn = assert(t.store:_txn())
     assert(txn:put("checkpoints", key, value))
     assert(txn:commit())
-    txn:free()
+    txn:close()
   end
   local function keys()
     local out = {}

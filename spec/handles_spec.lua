@@ -143,3 +143,42 @@ describe("a store handle", function()
     assert.equal(1, other:last_position())
   end)
 end)
+
+describe("a transaction handle", function()
+  local core = require "eventrocks.core"
+  local t = {}
+  before_each(function() H.setup(t) end)
+  after_each(function() H.teardown(t) end)
+
+  it("closes idempotently with close(), and is finished after", function()
+    local txn = assert(t.store:_txn())
+    assert.is_truthy(tostring(txn):find("open", 1, true))
+    assert.is_nil(txn.free)
+    txn:close()
+    txn:close()
+    assert.is_truthy(tostring(txn):find("finished", 1, true))
+    H.raises_with(function() return txn:put("checkpoints", "k", 1) end, "finished transaction")
+    H.raises_with(function() return txn:commit() end, "finished transaction")
+  end)
+
+  it("writes nothing when closed without a commit, also at the end of a <close> scope", function()
+    do
+      local txn <close> = assert(t.store:_txn())
+      assert(txn:append("s-1", H.ev("A")))
+      txn:put("checkpoints", "k", 1)
+    end
+    local txn = assert(t.store:_txn())
+    assert(txn:append("s-1", H.ev("B")))
+    txn:close()
+    assert.equal(0, t.store:last_position())
+    assert.is_nil(t.store:_get("checkpoints", "k"))
+  end)
+
+  it("keeps what it committed after close()", function()
+    local txn = assert(t.store:_txn())
+    assert(txn:append("s-1", H.ev("A")))
+    assert(txn:commit())
+    txn:close()
+    assert.equal(1, t.store:version("s-1"))
+  end)
+end)

@@ -131,6 +131,14 @@ describe("limits", function()
       H.raises_with(function() return t.store:version(s1025) end, "bad argument #1 to 'version'")
     end)
 
+    it("are the core's limits, which the binding exposes", function()
+      assert.equal(1024, core.MAX_STREAM_LEN)
+      assert.equal(1024, core.MAX_TYPE_LEN)
+      assert.same({ 1, 2 }, { t.store:append(("s"):rep(core.MAX_STREAM_LEN), H.ev(("T"):rep(core.MAX_TYPE_LEN))) })
+      H.raises_with(function() return t.store:append(("s"):rep(core.MAX_STREAM_LEN + 1), H.ev("A")) end,
+        "bad argument #1 to 'append'")
+    end)
+
     it("bound aggregate ids: name, '-' and id together, with an error about the id", function()
       local Acct = er.aggregate("acct", { apply = { Opened = function() end } })
       local repo = t.store:repository(Acct)

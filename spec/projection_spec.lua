@@ -1,6 +1,6 @@
 -- Projections: catch-up projections with atomic checkpoints, follow mode,
 -- inline projections, reactors (view:emit), bad input, and exactly-once
--- across crashes of a child process (API.md "Projections", issue 4).
+-- across crashes of a child process (doc/api.md, "Projections").
 local H = require "helper"
 local er = require "eventrocks"
 
@@ -29,7 +29,7 @@ local function events_of_type(store, type_)
   return out
 end
 
--- The example of API.md, recording the positions it is called with.
+-- The example of doc/api.md, recording the positions it is called with.
 local function price_handlers(calls)
   return {
     PriceIncreased = function(view, event)

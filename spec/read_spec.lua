@@ -243,6 +243,23 @@ describe("store:all", function()
     assert.same({}, data(t.store:all({ category = "product-1" })))
   end)
 
+  it("uses the category rule the binding exposes as core.category", function()
+    local core = require "eventrocks.core"
+    for _, c in ipairs({ { "product-1", "product" }, { "product-2-a", "product" }, { "product", "product" },
+        { "-1", "" }, { "a-", "a" }, { "\0-x", "\0" } }) do
+      assert.equal(c[2], core.category(c[1]))
+    end
+    for ev in t.store:all() do
+      local found = false
+      for other in t.store:all({ category = core.category(ev.stream) }) do
+        found = found or other.position == ev.position
+      end
+      assert.is_true(found, ev.stream)
+    end
+    assert.has_error(function() core.category(1) end)
+    assert.has_error(function() core.category(nil) end)
+  end)
+
   it("filters by types", function()
     assert.same({ 2, 5, 7 }, data(t.store:all({ types = { "PriceIncreased" } })))
     assert.same({ 1, 3, 4, 6 }, data(t.store:all({ types = { "Created", "Placed" } })))

@@ -1,6 +1,6 @@
 #!/bin/sh
 # A throwaway nats-server with JetStream on a loopback port, for the specs
-# and CI (issue 8).
+# and CI (the JetStream relay and source).
 #
 #   tools/nats.sh start DIR   starts `nats-server -js -a 127.0.0.1 -p PORT
 #                             -sd DIR/js` on a free port (random, below the

@@ -127,8 +127,7 @@ typedef struct er_event {
 
 /* Filter of er_read_all.  A NULL category and ntypes 0 match everything; a
  * non-NULL category, even an empty one, matches the streams of exactly that
- * category.  The category of a stream is the text before its first '-' (the
- * whole id when it has none; "" for "-1").
+ * category (er_category).
  * The strings are copied: they need to live only during the call. */
 typedef struct er_filter {
   const char *category;
@@ -152,6 +151,12 @@ void er_options_init(er_options *o);
 
 /* Free memory the core handed out (see er_event_at).  NULL is fine. */
 void er_free(void *p);
+
+/* The category of a stream id: its first er_category(stream, stream_len)
+ * bytes, which are the text before its first '-' (the whole id when it has
+ * none; "" for "-1").  Stream ids are 1 to ER_MAX_STREAM_LEN bytes without
+ * NUL; event types 1 to ER_MAX_TYPE_LEN. */
+size_t er_category(const char *stream, size_t stream_len);
 
 /* ------------------------------------------------------------------------ */
 /* Event ids                                                                  */

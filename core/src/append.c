@@ -3,7 +3,6 @@
 #include "internal.h"
 #include <stdio.h>
 #include <stdlib.h>
-#include <xxhash.h>
 
 
 /* ---- checks -------------------------------------------------------------- */
@@ -53,16 +52,7 @@ int er__validate_append(er_store *s, const char *stream, size_t stream_len,
                     (long long)expected);
   for (i = 0; i < n; i++) {
     const er_new_event *e = &events[i];
-    if (!e->type || e->type_len == 0)
-      return er__fail(err, ER_INVALID, "event %zu: type must not be empty",
-                      i + 1);
-    if (e->type_len > ER_MAX_TYPE_LEN)
-      return er__fail(err, ER_INVALID,
-                      "event %zu: type is %zu bytes long; the limit is %d",
-                      i + 1, e->type_len, ER_MAX_TYPE_LEN);
-    if (memchr(e->type, 0, e->type_len))
-      return er__fail(err, ER_INVALID,
-                      "event %zu: type must not contain NUL bytes", i + 1);
+    if ((rc = er__check_type(e, i, err)) != ER_OK) return rc;
     if ((e->data_len && !e->data) || (e->metadata_len && !e->metadata))
       return er__fail(err, ER_INVALID, "event %zu: NULL data", i + 1);
     if (e->data_len > s->max_event_size ||
@@ -210,42 +200,6 @@ static int check_retry(er_store *s, const char *stream, size_t stream_len,
   return ER_OK;
 }
 
-static void next_random(er_store *s, uint8_t out[10]) {
-  if (s->random_used + 10 > ER_RANDOM_POOL) {
-    if (er__random(s->random, ER_RANDOM_POOL) != ER_OK) {
-      /* no kernel randomness: fall back on hashing the clock and a counter */
-      uint64_t x = XXH3_64bits(s->random, ER_RANDOM_POOL) ^
-                   (uint64_t)er__now_micros();
-      size_t i;
-      for (i = 0; i < ER_RANDOM_POOL; i += 8) {
-        x = XXH3_64bits(&x, sizeof x);
-        memcpy(s->random + i, &x, 8);
-      }
-    }
-    s->random_used = 0;
-  }
-  memcpy(out, s->random + s->random_used, 10);
-  s->random_used += 10;
-}
-
-/* A new id for an event appended at `now`: time-ordered, and greater than
- * every id this handle generated before, so that the id index is written
- * in key order (random ids within one microsecond cost the memtable a
- * search per insert: about a quarter of a 100-event append's time). */
-static void next_id(er_store *s, uint8_t out[16], int64_t now,
-                    const uint8_t rnd[10]) {
-  uint64_t clock = (uint64_t)(now / 1000) * 4096 +
-                   (uint64_t)((now % 1000) * 4096 / 1000);
-  if (clock > s->id_clock) {
-    s->id_clock = clock;
-    s->id_seq = rnd[6] & 0xff; /* a random start, far from the limit */
-  } else if (++s->id_seq > 0x3fff) {
-    s->id_clock++; /* 16k ids in a quarter microsecond: borrow the next */
-    s->id_seq = 0;
-  }
-  er__uuid7_seq(out, s->id_clock, s->id_seq, rnd);
-}
-
 /* ---- committing appends ------------------------------------------------- */
 
 /* The version of `a`'s stream before it: the result of the latest earlier
@@ -318,7 +272,8 @@ static int commit_append(er_txn *t, size_t a, commit_buf *b, er_error *err) {
   int replay = 0, rc;
   size_t i;
   int64_t at;
-  uint8_t head[9], pos_key[8], pos_val[8];
+  uint8_t head[ER_HEAD_LEN], pos_key[8], pos_val[8];
+  assert(er__locked(s) && t->state == TXN_COMMITTING);
   memset(&x->result, 0, sizeof x->result);
   rc = version_before(t, a, &current, err);
   if (rc == ER_OK) {
@@ -345,9 +300,7 @@ static int commit_append(er_txn *t, size_t a, commit_buf *b, er_error *err) {
     size_t sz = er__record_size(x->stream_len, e);
     uint8_t *rec = b->records + b->off;
     if (!e->has_id) {
-      uint8_t rnd[10];
-      next_random(s, rnd);
-      next_id(s, e->id, b->now, rnd);
+      er__new_id(s, e->id, b->now);
       e->has_id = 1;
     }
     er__record_encode(rec, x->stream, x->stream_len, e, p, ver, at,
@@ -366,7 +319,7 @@ static int commit_append(er_txn *t, size_t a, commit_buf *b, er_error *err) {
                               (const char *)pos_val, 8);
   }
   er__put_le64(head, current + x->n);
-  head[8] = 0; /* flags */
+  head[8] = ER_HEAD_FLAGS;
   rocksdb_writebatch_put_cf(t->wb, s->cf[CF_HEADS], x->stream, x->stream_len,
                             (const char *)head, sizeof head);
   x->result.first_version = current + 1;
@@ -382,6 +335,7 @@ static int commit_append(er_txn *t, size_t a, commit_buf *b, er_error *err) {
  * with, for the next open (see load_counters). */
 static void commit_clock(er_txn *t, const commit_buf *b) {
   uint8_t clock[16];
+  assert(er__locked(t->store) && t->state == TXN_COMMITTING);
   er__put_le64(clock, (uint64_t)(b->own_time ? b->now : t->store->last_time));
   er__put_le64(clock + 8, b->pos);
   rocksdb_writebatch_put_cf(t->wb, t->store->cf[CF_DEFAULT], er__clock_key,
@@ -395,6 +349,7 @@ static int commit_hook(er_txn *t, const commit_buf *b, er_error *err) {
   er_store *s = t->store;
   er_error local, *herr = err ? err : &local; /* hooks always get one */
   int rc;
+  assert(er__locked(s) && t->state == TXN_COMMITTING);
   t->in_hook = 1;
   herr->message[0] = 0;
   rc = s->hook(s->hook_ud, t, b->written, b->nwritten, herr);
@@ -409,6 +364,7 @@ static int commit_hook(er_txn *t, const commit_buf *b, er_error *err) {
 static int commit_write(er_txn *t, er_error *err) {
   er_store *s = t->store;
   char *rerr = NULL;
+  assert(er__locked(s) && t->state == TXN_COMMITTING);
   if (rocksdb_writebatch_count(t->wb) == 0) return ER_OK;
   rocksdb_write(s->db, s->wopts, t->wb, &rerr);
   if (!rerr) return ER_OK;
@@ -421,7 +377,8 @@ static int commit_write(er_txn *t, er_error *err) {
 static void commit_publish(er_txn *t, const commit_buf *b) {
   er_store *s = t->store;
   size_t a;
-  t->state = 1;
+  assert(er__locked(s) && t->state == TXN_COMMITTING);
+  t->state = TXN_COMMITTED;
   if (b->nwritten) __atomic_store_n(&s->last_position, b->pos, __ATOMIC_RELEASE);
   if (b->own_time) s->last_time = b->now;
   for (a = 0; a < t->n_appends; a++) {
@@ -439,14 +396,15 @@ int er__commit(er_txn *t, er_error *err) {
   size_t a;
   int rc;
 
-  if (t->state != 0)
+  if (t->state != TXN_OPEN)
     return er__fail(err, ER_INVALID, "the transaction was already committed");
-  t->state = 2;
+  t->state = TXN_COMMITTING;
   if ((rc = commit_prepare(t, &b, err)) != ER_OK) {
+    t->state = TXN_FAILED;
     commit_buf_free(&b);
     return rc;
   }
-  pthread_mutex_lock(&s->write_lock);
+  er__lock(s);
   b.pos = s->last_position;
   b.now = er__now_micros();
   if (b.now < s->last_time) b.now = s->last_time; /* the store's time never goes back */
@@ -455,7 +413,8 @@ int er__commit(er_txn *t, er_error *err) {
   if (rc == ER_OK && b.nwritten && s->hook) rc = commit_hook(t, &b, err);
   if (rc == ER_OK) rc = commit_write(t, err);
   if (rc == ER_OK) commit_publish(t, &b);
-  pthread_mutex_unlock(&s->write_lock);
+  else t->state = TXN_FAILED;
+  er__unlock(s);
   commit_buf_free(&b);
   return rc;
 }

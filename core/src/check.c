@@ -14,6 +14,12 @@ typedef struct checker {
   uint64_t problems, done, total;
   int64_t ahead;    /* times past this are more than a day ahead of now */
   uint64_t n_ahead; /* events timed past `ahead` */
+  uint8_t key[ER_MAX_STREAM_LEN + 9]; /* room for a stream index key */
+  /* stream_entry: the stream being read, its last version, 0 before any */
+  char stream[ER_MAX_STREAM_LEN];
+  size_t stream_len;
+  uint64_t last;
+  int have;
 } checker;
 
 #define AHEAD_SHOWN 10 /* events timed ahead reported one by one */
@@ -117,40 +123,84 @@ static void format_time(int64_t t, char *buf, size_t cap) {
 
 #define SHOWN(len) (int)((len) > 80 ? 80 : (len))
 
+/* The log record `v` at `pos`: whole, with a valid stream id, not timed
+ * far ahead, with its stream index entry (the same bytes) and its id
+ * entry. */
+static void check_record(checker *c, uint64_t pos, const char *v, size_t vlen) {
+  size_t ilen = 0, xlen = 0;
+  er_event ev;
+  char *idx, *id;
+  int unreadable;
+  if (er__record_decode(v, vlen, &ev, NULL) != ER_OK || ev.position != pos) {
+    problem(c, "log: the record at position %llu is damaged", (unsigned long long)pos);
+    return;
+  }
+  if (ev.stream_len == 0 || ev.stream_len > ER_MAX_STREAM_LEN) {
+    problem(c, "log: the record at position %llu has a bad stream id", (unsigned long long)pos);
+    return;
+  }
+  if (ev.time > c->ahead && ++c->n_ahead <= AHEAD_SHOWN) {
+    char when[64];
+    format_time(ev.time, when, sizeof when);
+    problem(c, "log: the event at position %llu is timed %s, more than a day "
+            "ahead of now", (unsigned long long)pos, when);
+  }
+  er__stream_key(c->key, ev.stream, ev.stream_len, ev.version);
+  idx = get(c, CF_STREAMS, c->key, ev.stream_len + 9, &ilen, &unreadable);
+  if (!idx && !unreadable)
+    problem(c, "streams: no index entry for %.*s@%llu (position %llu)",
+            SHOWN(ev.stream_len), ev.stream, (unsigned long long)ev.version,
+            (unsigned long long)pos);
+  else if (idx && (ilen != vlen || memcmp(idx, v, vlen) != 0))
+    problem(c, "streams: the index entry of %.*s@%llu differs from the log record at position %llu",
+            SHOWN(ev.stream_len), ev.stream, (unsigned long long)ev.version,
+            (unsigned long long)pos);
+  rocksdb_free(idx);
+  id = get(c, CF_IDS, ev.id, 16, &xlen, &unreadable);
+  if (!unreadable && (!id || xlen != 8 || er__get_le64((const uint8_t *)id) != pos)) {
+    char text[37];
+    er_uuid_format(ev.id, text);
+    problem(c, "ids: event id %s does not point at position %llu", text,
+            (unsigned long long)pos);
+  }
+  rocksdb_free(id);
+}
+
+/* The log iterator stopped on `rerr` (freed here) with position `expect`
+ * next: the unreadable range is reported, and the first position past it
+ * returned (past the last position when nothing after it reads). */
+static uint64_t skip_unreadable(checker *c, uint64_t expect, char *rerr) {
+  uint64_t end = c->s->last_position + 1;
+  uint64_t next = log_resume(c->s, expect - 1, end > expect ? end : expect);
+  if (next >= end)
+    problem(c, "log: positions from %llu on could not be read: %s",
+            (unsigned long long)expect, rerr);
+  else
+    problem(c, "log: positions %llu to %llu could not be read: %s",
+            (unsigned long long)expect, (unsigned long long)(next - 1), rerr);
+  rocksdb_free(rerr);
+  return next;
+}
+
 /* The log: positions contiguous, records whole, index and id entries.  A
  * range of positions that cannot be read (a damaged block) is reported and
  * skipped, and the scan goes on after it. */
-static int check_log(checker *c, er_error *err) {
+static void check_log(checker *c) {
   er_store *s = c->s;
   rocksdb_iterator_t *it = log_at(s, 0);
   uint64_t expect = 1;
-  uint8_t *skey = malloc(ER_MAX_STREAM_LEN + 9);
-  char *rerr;
-  if (!skey) {
-    rocksdb_iter_destroy(it);
-    return er__fail(err, ER_NOMEM, "out of memory");
-  }
   for (;;) {
-    size_t klen, vlen, ilen = 0, xlen = 0;
+    size_t klen, vlen;
     const char *k, *v;
     uint64_t pos;
-    er_event ev;
-    char *idx, *id;
-    int unreadable;
     if (!rocksdb_iter_valid(it)) {
-      uint64_t end = s->last_position + 1, next;
-      if ((rerr = iter_error(it)) == NULL) break;
-      next = log_resume(s, expect - 1, end > expect ? end : expect);
-      if (next >= end)
-        problem(c, "log: positions from %llu on could not be read: %s",
-                (unsigned long long)expect, rerr);
-      else
-        problem(c, "log: positions %llu to %llu could not be read: %s",
-                (unsigned long long)expect, (unsigned long long)(next - 1), rerr);
-      rocksdb_free(rerr);
+      char *rerr = iter_error(it);
+      uint64_t next;
+      if (!rerr) break;
+      next = skip_unreadable(c, expect, rerr);
       rocksdb_iter_destroy(it);
       it = NULL;
-      if (next >= end) break;
+      if (next > s->last_position) break;
       c->done += next - expect;
       expect = next;
       it = log_at(s, next);
@@ -158,53 +208,18 @@ static int check_log(checker *c, er_error *err) {
     }
     k = rocksdb_iter_key(it, &klen);
     v = rocksdb_iter_value(it, &vlen);
-    pos = klen == 8 ? er__get_be64((const uint8_t *)k) : 0;
     tick(c);
     if (klen != 8) {
       problem(c, "log: a key of %zu bytes is not a position", klen);
-      rocksdb_iter_next(it);
-      continue;
+    } else {
+      pos = er__get_be64((const uint8_t *)k);
+      if (pos != expect)
+        problem(c, "log: position %llu follows %llu (expected %llu)",
+                (unsigned long long)pos, (unsigned long long)(expect - 1),
+                (unsigned long long)expect);
+      expect = pos + 1;
+      check_record(c, pos, v, vlen);
     }
-    if (pos != expect)
-      problem(c, "log: position %llu follows %llu (expected %llu)",
-              (unsigned long long)pos, (unsigned long long)(expect - 1),
-              (unsigned long long)expect);
-    expect = pos + 1;
-    if (er__record_decode(v, vlen, &ev, NULL) != ER_OK || ev.position != pos) {
-      problem(c, "log: the record at position %llu is damaged", (unsigned long long)pos);
-      rocksdb_iter_next(it);
-      continue;
-    }
-    if (ev.stream_len == 0 || ev.stream_len > ER_MAX_STREAM_LEN) {
-      problem(c, "log: the record at position %llu has a bad stream id", (unsigned long long)pos);
-      rocksdb_iter_next(it);
-      continue;
-    }
-    if (ev.time > c->ahead && ++c->n_ahead <= AHEAD_SHOWN) {
-      char when[64];
-      format_time(ev.time, when, sizeof when);
-      problem(c, "log: the event at position %llu is timed %s, more than a day "
-              "ahead of now", (unsigned long long)pos, when);
-    }
-    er__stream_key(skey, ev.stream, ev.stream_len, ev.version);
-    idx = get(c, CF_STREAMS, skey, ev.stream_len + 9, &ilen, &unreadable);
-    if (!idx && !unreadable)
-      problem(c, "streams: no index entry for %.*s@%llu (position %llu)",
-              SHOWN(ev.stream_len), ev.stream, (unsigned long long)ev.version,
-              (unsigned long long)pos);
-    else if (idx && (ilen != vlen || memcmp(idx, v, vlen) != 0))
-      problem(c, "streams: the index entry of %.*s@%llu differs from the log record at position %llu",
-              SHOWN(ev.stream_len), ev.stream, (unsigned long long)ev.version,
-              (unsigned long long)pos);
-    rocksdb_free(idx);
-    id = get(c, CF_IDS, ev.id, 16, &xlen, &unreadable);
-    if (!unreadable && (!id || xlen != 8 || er__get_le64((const uint8_t *)id) != pos)) {
-      char text[37];
-      er_uuid_format(ev.id, text);
-      problem(c, "ids: event id %s does not point at position %llu", text,
-              (unsigned long long)pos);
-    }
-    rocksdb_free(id);
     rocksdb_iter_next(it);
   }
   if (it) rocksdb_iter_destroy(it);
@@ -214,8 +229,6 @@ static int check_log(checker *c, er_error *err) {
   if (expect - 1 != s->last_position)
     problem(c, "log: ends at position %llu but the store counts %llu",
             (unsigned long long)(expect - 1), (unsigned long long)s->last_position);
-  free(skey);
-  return ER_OK;
 }
 
 /* The head of a stream must equal its last version. */
@@ -233,143 +246,132 @@ static void check_head(checker *c, const char *stream, size_t len, uint64_t last
   rocksdb_free(h);
 }
 
-/* The stream index: contiguous versions, entries pointing at the log. */
-static int check_streams(checker *c, er_error *err) {
+typedef void (*entry_fn)(checker *c, const char *k, size_t klen, const char *v,
+                         size_t vlen);
+
+/* Every entry of family `cf`, in key order, through `fn`.  Returns 1 when
+ * the family was read to its end, 0 when a read error stopped it (reported:
+ * the rest of the family is not checked). */
+static int scan_family(checker *c, int cf, entry_fn fn) {
   er_store *s = c->s;
-  rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ropts, s->cf[CF_STREAMS]);
-  char *cur = malloc(ER_MAX_STREAM_LEN + 1), *rerr;
-  size_t cur_len = 0;
-  uint64_t last = 0;
-  int have = 0;
-  if (!cur) {
-    rocksdb_iter_destroy(it);
-    return er__fail(err, ER_NOMEM, "out of memory");
-  }
+  rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ropts, s->cf[cf]);
+  char *rerr;
   for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
-    size_t klen, vlen, llen = 0, slen;
+    size_t klen, vlen;
     const char *k = rocksdb_iter_key(it, &klen), *v = rocksdb_iter_value(it, &vlen);
-    const char *nul = klen > 9 ? memchr(k, 0, klen - 8) : NULL;
-    uint64_t ver;
-    er_event ev;
-    uint8_t pkey[8];
-    char *rec;
-    int unreadable;
-    tick(c);
-    if (!nul || (size_t)(nul - k) != klen - 9 || klen - 9 > ER_MAX_STREAM_LEN) {
-      problem(c, "streams: a key of %zu bytes is not a stream id and a version", klen);
-      continue;
-    }
-    slen = klen - 9;
-    ver = er__get_be64((const uint8_t *)k + slen + 1);
-    if (!have || slen != cur_len || memcmp(k, cur, slen) != 0) {
-      if (have) check_head(c, cur, cur_len, last);
-      memcpy(cur, k, slen);
-      cur_len = slen;
-      last = 0;
-      have = 1;
-    }
-    if (ver != last + 1)
-      problem(c, "streams: %.*s has version %llu after %llu", SHOWN(slen), k,
-              (unsigned long long)ver, (unsigned long long)last);
-    last = ver;
-    if (er__record_decode(v, vlen, &ev, NULL) != ER_OK || ev.version != ver ||
-        ev.stream_len != slen || memcmp(ev.stream, k, slen) != 0) {
-      problem(c, "streams: the record of %.*s@%llu is damaged", SHOWN(slen), k,
-              (unsigned long long)ver);
-      continue;
-    }
-    er__put_be64(pkey, ev.position);
-    rec = get(c, CF_LOG, pkey, 8, &llen, &unreadable);
-    if (!rec && !unreadable)
-      problem(c, "log: %.*s@%llu points at position %llu, which holds no event", SHOWN(slen),
-              k, (unsigned long long)ver, (unsigned long long)ev.position);
-    else if (rec && (llen != vlen || memcmp(rec, v, vlen) != 0))
-      problem(c, "log: the record at position %llu differs from the index entry of %.*s@%llu",
-              (unsigned long long)ev.position, SHOWN(slen), k, (unsigned long long)ver);
-    rocksdb_free(rec);
+    fn(c, k, klen, v, vlen);
   }
-  if ((rerr = iter_error(it)) != NULL) family_unreadable(c, CF_STREAMS, rerr);
-  else if (have) check_head(c, cur, cur_len, last);
+  rerr = iter_error(it);
   rocksdb_iter_destroy(it);
-  free(cur);
-  return ER_OK;
+  if (!rerr) return 1;
+  family_unreadable(c, cf, rerr);
+  return 0;
 }
 
-/* Heads without events; ids pointing elsewhere. */
-static int check_heads_ids(checker *c, er_error *err) {
-  er_store *s = c->s;
-  rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ropts, s->cf[CF_HEADS]);
-  uint64_t nids = 0;
-  uint8_t *skey = malloc(ER_MAX_STREAM_LEN + 9);
-  char *rerr;
-  if (!skey) {
-    rocksdb_iter_destroy(it);
-    return er__fail(err, ER_NOMEM, "out of memory");
+/* An entry of the stream index: after the previous version of its stream
+ * (c->stream, c->stream_len, c->last; a new stream checks the head of the
+ * one before), pointing at the same record in the log. */
+static void stream_entry(checker *c, const char *k, size_t klen, const char *v,
+                         size_t vlen) {
+  const char *nul = klen > 9 ? memchr(k, 0, klen - 8) : NULL;
+  size_t llen = 0, slen;
+  uint64_t ver;
+  er_event ev;
+  uint8_t pkey[8];
+  char *rec;
+  int unreadable;
+  tick(c);
+  if (!nul || (size_t)(nul - k) != klen - 9 || klen - 9 > ER_MAX_STREAM_LEN) {
+    problem(c, "streams: a key of %zu bytes is not a stream id and a version", klen);
+    return;
   }
-  /* every head names a stream whose last version it is (the other way
-   * round, streams without a head, is check_streams' part) */
-  for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
-    size_t klen, vlen, len = 0;
-    const char *k = rocksdb_iter_key(it, &klen), *v = rocksdb_iter_value(it, &vlen);
-    uint64_t head;
-    char *e;
-    int unreadable = 0;
-    if (vlen < 8 || klen == 0 || klen > ER_MAX_STREAM_LEN) {
-      problem(c, "heads: the head of %.*s is damaged", SHOWN(klen), k);
-      continue;
-    }
-    head = er__get_le64((const uint8_t *)v);
-    er__stream_key(skey, k, klen, head);
-    e = head ? get(c, CF_STREAMS, skey, klen + 9, &len, &unreadable) : NULL;
-    if (head && !e && !unreadable)
-      problem(c, "heads: the head of %.*s says version %llu, which the stream does not have",
-              SHOWN(klen), k, (unsigned long long)head);
-    rocksdb_free(e);
-    er__stream_key(skey, k, klen, head + 1);
-    e = get(c, CF_STREAMS, skey, klen + 9, &len, &unreadable);
-    if (e)
-      problem(c, "heads: the head of %.*s says version %llu, but the stream goes on",
-              SHOWN(klen), k, (unsigned long long)head);
-    rocksdb_free(e);
+  slen = klen - 9;
+  ver = er__get_be64((const uint8_t *)k + slen + 1);
+  if (!c->have || slen != c->stream_len || memcmp(k, c->stream, slen) != 0) {
+    if (c->have) check_head(c, c->stream, c->stream_len, c->last);
+    memcpy(c->stream, k, slen);
+    c->stream_len = slen;
+    c->last = 0;
+    c->have = 1;
   }
-  free(skey);
-  if ((rerr = iter_error(it)) != NULL) family_unreadable(c, CF_HEADS, rerr);
-  rocksdb_iter_destroy(it);
+  if (ver != c->last + 1)
+    problem(c, "streams: %.*s has version %llu after %llu", SHOWN(slen), k,
+            (unsigned long long)ver, (unsigned long long)c->last);
+  c->last = ver;
+  if (er__record_decode(v, vlen, &ev, NULL) != ER_OK || ev.version != ver ||
+      ev.stream_len != slen || memcmp(ev.stream, k, slen) != 0) {
+    problem(c, "streams: the record of %.*s@%llu is damaged", SHOWN(slen), k,
+            (unsigned long long)ver);
+    return;
+  }
+  er__put_be64(pkey, ev.position);
+  rec = get(c, CF_LOG, pkey, 8, &llen, &unreadable);
+  if (!rec && !unreadable)
+    problem(c, "log: %.*s@%llu points at position %llu, which holds no event", SHOWN(slen),
+            k, (unsigned long long)ver, (unsigned long long)ev.position);
+  else if (rec && (llen != vlen || memcmp(rec, v, vlen) != 0))
+    problem(c, "log: the record at position %llu differs from the index entry of %.*s@%llu",
+            (unsigned long long)ev.position, SHOWN(slen), k, (unsigned long long)ver);
+  rocksdb_free(rec);
+}
 
-  it = rocksdb_create_iterator_cf(s->db, s->ropts, s->cf[CF_IDS]);
-  for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
-    size_t klen, vlen, llen = 0;
-    const char *k = rocksdb_iter_key(it, &klen), *v = rocksdb_iter_value(it, &vlen);
-    uint8_t pkey[8];
-    char *rec;
-    er_event ev;
-    int unreadable;
-    tick(c);
-    nids++;
-    if (klen != 16 || vlen != 8) {
-      problem(c, "ids: a damaged entry (%zu-byte key, %zu-byte value)", klen, vlen);
-      continue;
-    }
-    er__put_be64(pkey, er__get_le64((const uint8_t *)v));
-    rec = get(c, CF_LOG, pkey, 8, &llen, &unreadable);
-    if (!unreadable &&
-        (!rec || er__record_decode(rec, llen, &ev, NULL) != ER_OK || memcmp(ev.id, k, 16) != 0)) {
-      char text[37];
-      er_uuid_format((const uint8_t *)k, text);
-      problem(c, "ids: event id %s points at position %llu, which holds another event", text,
-              (unsigned long long)er__get_le64((const uint8_t *)v));
-    }
-    rocksdb_free(rec);
+/* A head names a stream whose last version it is (the other way round,
+ * streams without a head, is stream_entry's part).  Its flags byte is
+ * reserved: not checked. */
+static void head_entry(checker *c, const char *k, size_t klen, const char *v,
+                       size_t vlen) {
+  size_t len = 0;
+  uint64_t head;
+  char *e;
+  int unreadable = 0;
+  if (vlen < 8 || klen == 0 || klen > ER_MAX_STREAM_LEN) {
+    problem(c, "heads: the head of %.*s is damaged", SHOWN(klen), k);
+    return;
   }
-  if ((rerr = iter_error(it)) != NULL) family_unreadable(c, CF_IDS, rerr);
-  rocksdb_iter_destroy(it);
-  return ER_OK;
+  head = er__get_le64((const uint8_t *)v);
+  er__stream_key(c->key, k, klen, head);
+  e = head ? get(c, CF_STREAMS, c->key, klen + 9, &len, &unreadable) : NULL;
+  if (head && !e && !unreadable)
+    problem(c, "heads: the head of %.*s says version %llu, which the stream does not have",
+            SHOWN(klen), k, (unsigned long long)head);
+  rocksdb_free(e);
+  er__stream_key(c->key, k, klen, head + 1);
+  e = get(c, CF_STREAMS, c->key, klen + 9, &len, &unreadable);
+  if (e)
+    problem(c, "heads: the head of %.*s says version %llu, but the stream goes on",
+            SHOWN(klen), k, (unsigned long long)head);
+  rocksdb_free(e);
+}
+
+/* An id entry points at the event with that id. */
+static void id_entry(checker *c, const char *k, size_t klen, const char *v,
+                     size_t vlen) {
+  size_t llen = 0;
+  uint8_t pkey[8];
+  char *rec;
+  er_event ev;
+  int unreadable;
+  tick(c);
+  if (klen != 16 || vlen != 8) {
+    problem(c, "ids: a damaged entry (%zu-byte key, %zu-byte value)", klen, vlen);
+    return;
+  }
+  er__put_be64(pkey, er__get_le64((const uint8_t *)v));
+  rec = get(c, CF_LOG, pkey, 8, &llen, &unreadable);
+  if (!unreadable &&
+      (!rec || er__record_decode(rec, llen, &ev, NULL) != ER_OK || memcmp(ev.id, k, 16) != 0)) {
+    char text[37];
+    er_uuid_format((const uint8_t *)k, text);
+    problem(c, "ids: event id %s points at position %llu, which holds another event", text,
+            (unsigned long long)er__get_le64((const uint8_t *)v));
+  }
+  rocksdb_free(rec);
 }
 
 int er_check(er_store *s, er_report_fn report, er_progress_fn progress,
              void *ud, uint64_t *problems, er_error *err) {
   checker c;
-  int rc;
+  (void)err; /* no step can fail: the checker holds its own buffers */
   memset(&c, 0, sizeof c);
   c.s = s;
   c.report = report;
@@ -378,11 +380,14 @@ int er_check(er_store *s, er_report_fn report, er_progress_fn progress,
   c.total = 3 * er_last_position(s);
   c.ahead = er__now_micros() + ER_CLOCK_AHEAD_LIMIT;
   *problems = 0;
-  if ((rc = check_log(&c, err)) == ER_OK && (rc = check_streams(&c, err)) == ER_OK)
-    rc = check_heads_ids(&c, err);
+  check_log(&c);
+  if (scan_family(&c, CF_STREAMS, stream_entry) && c.have)
+    check_head(&c, c.stream, c.stream_len, c.last); /* the last stream's */
+  scan_family(&c, CF_HEADS, head_entry);
+  scan_family(&c, CF_IDS, id_entry);
   if (progress) progress(ud, c.total > c.done ? c.total : c.done, c.total > c.done ? c.total : c.done);
   *problems = c.problems;
-  return rc;
+  return ER_OK;
 }
 
 /* ---- raw keys ---------------------------------------------------------------- */
@@ -408,10 +413,10 @@ int er_debug_put(er_store *s, const char *fam, const void *key, size_t key_len,
   int cf = family(s, fam, err);
   char *rerr = NULL;
   if (cf < 0) return ER_INVALID;
-  pthread_mutex_lock(&s->write_lock);
+  er__lock(s);
   rocksdb_put_cf(s->db, s->wopts, s->cf[cf], key, key_len, val_len ? val : "", val_len, &rerr);
   er__head_cache_clear(s);
-  pthread_mutex_unlock(&s->write_lock);
+  er__unlock(s);
   return rerr ? er__rocks_fail(err, "writing", rerr) : ER_OK;
 }
 
@@ -420,29 +425,20 @@ int er_debug_delete(er_store *s, const char *fam, const void *key, size_t key_le
   int cf = family(s, fam, err);
   char *rerr = NULL;
   if (cf < 0) return ER_INVALID;
-  pthread_mutex_lock(&s->write_lock);
+  er__lock(s);
   rocksdb_delete_cf(s->db, s->wopts, s->cf[cf], key, key_len, &rerr);
   er__head_cache_clear(s);
-  pthread_mutex_unlock(&s->write_lock);
+  er__unlock(s);
   return rerr ? er__rocks_fail(err, "deleting", rerr) : ER_OK;
 }
 
 int er_debug_get(er_store *s, const char *fam, const void *key, size_t key_len,
                  void **val, size_t *val_len, er_error *err) {
-  int cf = family_index(fam, err);
-  char *rerr = NULL, *v, *copy;
-  size_t len = 0;
+  int cf = family_index(fam, err), rc;
   *val = NULL;
   *val_len = 0;
   if (cf < 0) return ER_INVALID;
-  v = rocksdb_get_cf(s->db, s->ropts, s->cf[cf], key, key_len, &len, &rerr);
-  if (rerr) return er__rocks_fail(err, "reading", rerr);
-  if (!v) return er__fail(err, ER_NOT_FOUND, "no such key");
-  copy = malloc(len ? len : 1);
-  if (copy && len) memcpy(copy, v, len);
-  rocksdb_free(v);
-  if (!copy) return er__fail(err, ER_NOMEM, "out of memory");
-  *val = copy;
-  *val_len = len;
-  return ER_OK;
+  rc = er__get(s, cf, key, key_len, val, val_len, "reading", err);
+  if (rc == ER_NOT_FOUND) er__fail(err, ER_NOT_FOUND, "no such key");
+  return rc;
 }

@@ -1,4 +1,5 @@
-/* errors.c -- result codes, their names, and filling er_error. */
+/* errors.c -- result codes, their names, filling er_error; the defaults of
+ * er_options and the memory the core hands out. */
 #include "internal.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,12 @@ void er_options_init(er_options *o) {
 }
 
 void er_free(void *p) { free(p); }
+
+void *er__memdup(const void *p, size_t len) {
+  void *c = malloc(len ? len : 1);
+  if (c && len) memcpy(c, p, len);
+  return c;
+}
 
 /* Fill `err` (if any) with `code` and a formatted message; returns `code`
  * so that callers can write `return er__fail(err, ER_X, ...)`. */

@@ -1,7 +1,6 @@
 /* heads.c -- stream heads: the stored version of each stream, and the
  * set-associative cache of them that appends consult under write_lock. */
 #include "internal.h"
-#include <assert.h>
 #include <stdlib.h>
 #include <xxhash.h>
 
@@ -82,6 +81,7 @@ int er__head_current(er_store *s, const char *stream, size_t len,
                      uint64_t *version, er_error *err) {
   er_head_slot *set = head_set(s, stream, len), *slot;
   int rc;
+  assert(er__locked(s));
   if ((slot = head_find(set, stream, len)) != NULL) {
     *version = slot->version;
     return ER_OK;
@@ -93,6 +93,7 @@ int er__head_current(er_store *s, const char *stream, size_t len,
 
 void er__head_cached(er_store *s, const char *stream, size_t len,
                      uint64_t version) {
+  assert(er__locked(s));
   head_remember(head_set(s, stream, len), stream, len, version);
 }
 

@@ -1,8 +1,23 @@
 /*
  * internal.h -- shared by the core's source files; not installed.
  *
- * Storage layout (all numbers in keys are big-endian so that byte order is
- * numeric order):
+ * The files, one concern each:
+ *   store.c   opening and closing a store, its format marker and counters
+ *   names.c   the rules of stream ids and event types, the category rule
+ *   record.c  the event record codec
+ *   uuid.c    UUID v7 event ids, the clock, the random pool
+ *   heads.c   stream heads and their cache
+ *   append.c  appends: validation, expected versions, retries, the commit
+ *   txn.c     transactions and the key-value writes they queue
+ *   iter.c    the iterators' life: bounds, registry, steps, release
+ *   read.c    reading events: a stream, the global log, one position, the
+ *             list of streams
+ *   kv.c      reading the key-value spaces; the one copy of a stored value
+ *   check.c   verifying a store; raw keys for tests and repairs
+ *   errors.c  result codes, er_error, memory handed out
+ *
+ * Storage layout (doc/storage.md is the full reference; numbers in keys are
+ * big-endian so that byte order is numeric order):
  *
  *   column family  key                          value
  *   default        "format"                     u32 LE format number
@@ -15,7 +30,7 @@
  *   heads          stream id                    u64 LE version, u8 flags
  *   ids            event id (16 bytes)          u64 LE position
  *   snapshots      stream id                    snapshot (opaque to the core)
- *   checkpoints    projection name              checkpoint (opaque)
+ *   checkpoints    a name (projection, relay)   checkpoint (opaque)
  *   views          name, 0x00, key              read-model value (opaque)
  *
  * The record is stored twice, under its position and under its stream, so
@@ -29,6 +44,7 @@
 #define _GNU_SOURCE /* strdup, clock_gettime, getrandom */
 #endif
 
+#include <assert.h>
 #include <pthread.h>
 #include <rocksdb/c.h>
 #include <stdarg.h>
@@ -43,6 +59,11 @@ enum {
   CF_COUNT
 };
 #define CF_OF_SPACE(space) (CF_SNAPSHOTS + (int)(space))
+
+/* A head: u64 LE version, then a flags byte that is reserved (always 0
+ * today; it is to carry the deletion state of a stream). */
+#define ER_HEAD_LEN 9
+#define ER_HEAD_FLAGS 0
 
 #define ER_HEAD_CACHE_SLOTS 4096 /* set associative cache of stream versions */
 #define ER_HEAD_CACHE_WAYS 4
@@ -73,8 +94,11 @@ struct er_store {
   rocksdb_readoptions_t *ropts;
   rocksdb_writeoptions_t *wopts;
 
-  /* Guarded by write_lock: the check-and-write of appends. */
+  /* Guarded by write_lock (er__lock, er__unlock): the check-and-write of
+   * appends.  `writer`, `write_locked`: who holds it, for assert(). */
   pthread_mutex_t write_lock;
+  pthread_t writer;
+  int write_locked;
   uint64_t last_position;
   int64_t last_time;
   er_head_slot *heads; /* ER_HEAD_CACHE_SLOTS entries */
@@ -117,6 +141,21 @@ struct er_iter {
   size_t ntypes;
 };
 
+/* The write lock, and whether the calling thread holds it (for assert()
+ * in the functions that need it held). */
+static inline void er__lock(er_store *s) {
+  pthread_mutex_lock(&s->write_lock);
+  s->writer = pthread_self();
+  s->write_locked = 1;
+}
+static inline void er__unlock(er_store *s) {
+  s->write_locked = 0;
+  pthread_mutex_unlock(&s->write_lock);
+}
+static inline int er__locked(const er_store *s) {
+  return s->write_locked && pthread_equal(s->writer, pthread_self());
+}
+
 /* errors.c */
 int er__fail(er_error *err, int code, const char *fmt, ...)
 #if defined(__GNUC__)
@@ -124,13 +163,21 @@ int er__fail(er_error *err, int code, const char *fmt, ...)
 #endif
     ;
 int er__rocks_fail(er_error *err, const char *what, char *rocks_msg);
+/* A copy of `len` bytes in memory the caller releases with er_free (one
+ * byte when `len` is 0, so that NULL only means out of memory). */
+void *er__memdup(const void *p, size_t len);
+
+/* names.c: ER_INVALID, with the message the caller sees, when `stream` is
+ * not a valid stream id, or event `index` (0-based) of an append has an
+ * invalid type. */
+int er__check_stream(const char *stream, size_t len, er_error *err);
+int er__check_type(const er_new_event *e, size_t index, er_error *err);
 
 /* uuid.c */
 int er__random(uint8_t *buf, size_t len);
-void er__uuid7_from(uint8_t out[16], int64_t micros, const uint8_t rnd[10]);
-void er__uuid7_seq(uint8_t out[16], uint64_t clock, uint32_t seq,
-                   const uint8_t rnd[6]);
 int64_t er__now_micros(void);
+/* A new id for an event the store appends at `now` (write_lock held). */
+void er__new_id(er_store *s, uint8_t out[16], int64_t now);
 
 /* record.c */
 #define ER_RECORD_HEADER 72
@@ -192,6 +239,19 @@ static inline size_t er__stream_key(uint8_t *out, const char *stream,
   return stream_len + 9;
 }
 
+/* The first key past every key that starts with `prefix` (`len` >= 1
+ * bytes): the prefix up to its last byte that is not 0xff, that byte
+ * incremented.  Written into `out` (room for `len` bytes); returns its
+ * length, or 0 when the prefix is all 0xff bytes (no key bounds them). */
+static inline size_t er__prefix_end(const void *prefix, size_t len,
+                                    uint8_t *out) {
+  while (len > 0 && ((const uint8_t *)prefix)[len - 1] == 0xff) len--;
+  if (len == 0) return 0;
+  memcpy(out, prefix, len);
+  out[len - 1]++;
+  return len;
+}
+
 /* append.c: the pieces of an append, used by txn.c */
 typedef struct er__pending {
   const char *stream;
@@ -204,14 +264,20 @@ typedef struct er__pending {
   er_appended result;
 } er__pending;
 
+/* A transaction is open until its commit starts; the commit ends it
+ * committed or failed, either way for good. */
+typedef enum er__txn_state {
+  TXN_OPEN, TXN_COMMITTING, TXN_COMMITTED, TXN_FAILED
+} er__txn_state;
+
 struct er_txn {
   er_store *store;
   rocksdb_writebatch_t *wb; /* key-value writes queued so far */
   er__pending *appends;
   size_t n_appends, cap;
   er__pending one; /* storage for er_append's single borrowed append */
-  int state;         /* 0 open, 1 committed, 2 failed */
-  int in_hook;       /* the commit hook may queue key-value writes */
+  er__txn_state state;
+  int in_hook; /* the commit hook runs: it may queue key-value writes */
 };
 
 int er__validate_append(er_store *s, const char *stream, size_t stream_len,
@@ -222,13 +288,11 @@ int er__commit(er_txn *t, er_error *err);
 /* store.c */
 extern const char *const er__cf_names[CF_COUNT];
 extern const char er__clock_key[6];
-void er__iter_register(er_store *s, er_iter *it);
-int er__check_stream(const char *stream, size_t len, er_error *err);
 
 /* heads.c: the stored version of a stream (0 when absent), straight from
  * RocksDB; the same through the cache, for appends (write_lock held); a
  * committed version into the cache (write_lock held); the cache emptied
- * (raw writes to the heads, closing). */
+ * (write_lock held, or the store closing). */
 int er__head_get(er_store *s, const char *stream, size_t len,
                  uint64_t *version, er_error *err);
 int er__head_current(er_store *s, const char *stream, size_t len,
@@ -236,5 +300,30 @@ int er__head_current(er_store *s, const char *stream, size_t len,
 void er__head_cached(er_store *s, const char *stream, size_t len,
                      uint64_t version);
 void er__head_cache_clear(er_store *s);
+
+/* iter.c: a new iterator of `kind` over family `cf`, between optional
+ * bounds (copied), registered with the store; an iterator over the keys of
+ * `cf` that start with `prefix` (may be empty), positioned on the first;
+ * the iterators of a closing store detached from it (their RocksDB parts
+ * destroyed).  Each step moves an iterator (the first one only marks it
+ * started): ER_OK on an entry, ER_NOT_FOUND at the end (for good), ER_INVALID
+ * when its store was closed, ER_IO/ER_CORRUPTION from RocksDB; a prefix
+ * iterator's step also gives the key. */
+int er__iter_new(er_store *s, iter_kind kind, int cf, const void *lower,
+                 size_t lower_len, const void *upper, size_t upper_len,
+                 er_iter **out, er_error *err);
+int er__prefix_iter(er_store *s, iter_kind kind, int cf, const void *prefix,
+                    size_t prefix_len, er_iter **out, er_error *err);
+void er__iter_detach_all(er_store *s);
+int er__iter_step(er_iter *it, er_error *err);
+int er__prefix_step(er_iter *it, const char **key, size_t *key_len,
+                    er_error *err);
+
+/* kv.c: ER_INVALID unless `space` is an er_space; the value of `key` in
+ * family `cf`, copied (er__memdup): ER_OK, ER_NOT_FOUND (err untouched),
+ * ER_IO/ER_CORRUPTION ("`what`: <RocksDB's message>") or ER_NOMEM. */
+int er__check_space(er_space space, er_error *err);
+int er__get(er_store *s, int cf, const void *key, size_t key_len, void **val,
+            size_t *val_len, const char *what, er_error *err);
 
 #endif

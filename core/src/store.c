@@ -1,5 +1,6 @@
-/* store.c -- opening and closing a store, its format marker, the registry
- * of live iterators and the stream-head lookup. */
+/* store.c -- opening and closing a store: its directory, RocksDB options
+ * and column families, format marker and counters; refreshing a read-only
+ * handle; the commit hook. */
 #include "internal.h"
 #include <dirent.h>
 #include <errno.h>
@@ -59,18 +60,8 @@ static void flush_all(er_store *s) {
 /* Release everything `s` holds; safe on a partly opened store. */
 static void store_free(er_store *s) {
   size_t i;
-  er_iter *it;
   if (!s) return;
-  pthread_mutex_lock(&s->iter_lock);
-  for (it = s->iters; it; it = it->next) {
-    if (it->it) rocksdb_iter_destroy(it->it);
-    if (it->ropts) rocksdb_readoptions_destroy(it->ropts);
-    it->it = NULL;
-    it->ropts = NULL;
-    it->store = NULL;
-  }
-  s->iters = NULL;
-  pthread_mutex_unlock(&s->iter_lock);
+  er__iter_detach_all(s);
   if (s->db && !s->read_only && !s->wal_failed) flush_all(s);
   for (i = 0; i < CF_COUNT; i++)
     if (s->cf[i]) rocksdb_column_family_handle_destroy(s->cf[i]);
@@ -548,53 +539,6 @@ int er_open(const char *path, const er_options *opts, er_store **out,
   return ER_OK;
 }
 
-/* ------------------------------------------------------------------------ */
-
-void er__iter_register(er_store *s, er_iter *it) {
-  pthread_mutex_lock(&s->iter_lock);
-  it->store = s;
-  it->prev = NULL;
-  it->next = s->iters;
-  if (s->iters) s->iters->prev = it;
-  s->iters = it;
-  pthread_mutex_unlock(&s->iter_lock);
-}
-
-void er_iter_free(er_iter *it) {
-  size_t i;
-  if (!it) return;
-  if (it->store) {
-    er_store *s = it->store;
-    pthread_mutex_lock(&s->iter_lock);
-    if (it->prev) it->prev->next = it->next;
-    else s->iters = it->next;
-    if (it->next) it->next->prev = it->prev;
-    pthread_mutex_unlock(&s->iter_lock);
-  }
-  if (it->it) rocksdb_iter_destroy(it->it);
-  if (it->ropts) rocksdb_readoptions_destroy(it->ropts);
-  free(it->lower);
-  free(it->upper);
-  free(it->name);
-  free(it->category);
-  for (i = 0; i < it->ntypes; i++) free(it->types[i]);
-  free(it->types);
-  free(it->type_lens);
-  free(it);
-}
-
-int er__check_stream(const char *stream, size_t len, er_error *err) {
-  if (!stream || len == 0)
-    return er__fail(err, ER_INVALID, "stream id must not be empty");
-  if (len > ER_MAX_STREAM_LEN)
-    return er__fail(err, ER_INVALID,
-                    "stream id is %zu bytes long; the limit is %d", len,
-                    ER_MAX_STREAM_LEN);
-  if (memchr(stream, 0, len))
-    return er__fail(err, ER_INVALID, "stream id must not contain NUL bytes");
-  return ER_OK;
-}
-
 uint64_t er_last_position(er_store *s) {
   return __atomic_load_n(&s->last_position, __ATOMIC_ACQUIRE);
 }
@@ -622,15 +566,15 @@ int er_refresh(er_store *s, er_error *err) {
   if (!s->read_only) return ER_OK;
   rocksdb_try_catch_up_with_primary(s->db, &rerr);
   if (rerr) return er__rocks_fail(err, "catching up with the writer", rerr);
-  pthread_mutex_lock(&s->write_lock);
+  er__lock(s);
   rc = load_counters(s, err);
-  pthread_mutex_unlock(&s->write_lock);
+  er__unlock(s);
   return rc;
 }
 
 void er_set_commit_hook(er_store *s, er_commit_hook hook, void *ud) {
-  pthread_mutex_lock(&s->write_lock);
+  er__lock(s);
   s->hook = hook;
   s->hook_ud = ud;
-  pthread_mutex_unlock(&s->write_lock);
+  er__unlock(s);
 }

@@ -1,18 +1,15 @@
-/* txn.c -- transactions (several appends and key-value writes committed in
- * one WriteBatch) and reads of the key-value spaces. */
+/* txn.c -- transactions: several appends and key-value writes committed in
+ * one WriteBatch (the commit itself is er__commit, in append.c). */
 #include "internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 
-static int check_space(er_space space, er_error *err) {
-  if ((int)space < 0 || (int)space >= ER_SPACE_COUNT)
-    return er__fail(err, ER_INVALID, "no key-value space %d", (int)space);
-  return ER_OK;
-}
-
+/* Writes may be queued while the transaction is open, and by the commit
+ * hook during its commit. */
 static int check_open_txn(er_txn *t, er_error *err) {
-  if (t->state != 0 && !t->in_hook)
+  assert(!t->in_hook || t->state == TXN_COMMITTING);
+  if (t->state != TXN_OPEN && !t->in_hook)
     return er__fail(err, ER_INVALID, "the transaction was already committed");
   return ER_OK;
 }
@@ -97,7 +94,7 @@ int er_txn_append_at(er_txn *t, const char *stream, size_t stream_len,
 static int check_key(er_txn *t, er_space space, size_t key_len, er_error *err) {
   int rc;
   if ((rc = check_open_txn(t, err)) != ER_OK) return rc;
-  if ((rc = check_space(space, err)) != ER_OK) return rc;
+  if ((rc = er__check_space(space, err)) != ER_OK) return rc;
   if (key_len == 0) return er__fail(err, ER_INVALID, "empty key");
   if (key_len > ER_MAX_KEY_LEN)
     return er__fail(err, ER_INVALID, "key of %zu bytes; the limit is %d", key_len,
@@ -125,29 +122,24 @@ int er_txn_delete(er_txn *t, er_space space, const void *key, size_t key_len,
 
 int er_txn_delete_prefix(er_txn *t, er_space space, const void *prefix,
                          size_t prefix_len, er_error *err) {
-  char *end;
-  size_t end_len = prefix_len;
+  uint8_t *end;
+  size_t end_len = 0;
   int rc = check_key(t, space, prefix_len, err);
   if (rc != ER_OK) return rc;
-  /* The keys that start with the prefix are [prefix, successor), the
-   * successor being the prefix with its last non-0xff byte incremented.  A
-   * prefix of 0xff bytes only has none; its keys are all keys >= it, and as
-   * keys are at most ER_MAX_KEY_LEN bytes, ER_MAX_KEY_LEN + 1 bytes of 0xff
-   * bound them. */
-  while (end_len > 0 && ((const unsigned char *)prefix)[end_len - 1] == 0xff) end_len--;
-  if (end_len > 0) {
-    end = malloc(end_len);
-    if (!end) return er__fail(err, ER_NOMEM, "out of memory");
-    memcpy(end, prefix, end_len);
-    end[end_len - 1]++;
-  } else {
+  /* The keys that start with the prefix are [prefix, its successor).  A
+   * prefix of 0xff bytes only has none; its keys are all keys >= it, and
+   * as keys are at most ER_MAX_KEY_LEN bytes, ER_MAX_KEY_LEN + 1 bytes of
+   * 0xff bound them. */
+  end = malloc(prefix_len);
+  if (end && (end_len = er__prefix_end(prefix, prefix_len, end)) == 0) {
+    free(end);
     end_len = ER_MAX_KEY_LEN + 1;
-    end = malloc(end_len);
-    if (!end) return er__fail(err, ER_NOMEM, "out of memory");
-    memset(end, 0xff, end_len);
+    if ((end = malloc(end_len)) != NULL) memset(end, 0xff, end_len);
   }
+  if (!end) return er__fail(err, ER_NOMEM, "out of memory");
   rocksdb_writebatch_delete_range_cf(t->wb, t->store->cf[CF_OF_SPACE(space)],
-                                     prefix, prefix_len, end, end_len);
+                                     prefix, prefix_len, (const char *)end,
+                                     end_len);
   free(end);
   return ER_OK;
 }
@@ -157,38 +149,16 @@ int er_txn_commit(er_txn *t, er_error *err) { return er__commit(t, err); }
 size_t er_txn_appends(const er_txn *t) { return t->n_appends; }
 
 const er_appended *er_txn_result(const er_txn *t, size_t i) {
-  if (t->state != 1 || i >= t->n_appends) return NULL;
+  if (t->state != TXN_COMMITTED || i >= t->n_appends) return NULL;
   return &t->appends[i].result;
 }
 
 void er_txn_free(er_txn *t) {
   size_t i;
   if (!t) return;
+  assert(t->state != TXN_COMMITTING); /* not from inside its commit hook */
   for (i = 0; i < t->n_appends; i++) free(t->appends[i].owned);
   free(t->appends);
   if (t->wb) rocksdb_writebatch_destroy(t->wb);
   free(t);
-}
-
-/* ---- key-value reads ------------------------------------------------------- */
-
-int er_get(er_store *s, er_space space, const void *key, size_t key_len,
-           void **val, size_t *val_len, er_error *err) {
-  char *rerr = NULL, *v, *copy;
-  size_t len = 0;
-  int rc;
-  *val = NULL;
-  *val_len = 0;
-  if ((rc = check_space(space, err)) != ER_OK) return rc;
-  v = rocksdb_get_cf(s->db, s->ropts, s->cf[CF_OF_SPACE(space)], key, key_len,
-                     &len, &rerr);
-  if (rerr) return er__rocks_fail(err, "reading", rerr);
-  if (!v) return er__fail(err, ER_NOT_FOUND, "no such key");
-  copy = malloc(len ? len : 1); /* memory the caller frees with er_free */
-  if (copy && len) memcpy(copy, v, len);
-  rocksdb_free(v);
-  if (!copy) return er__fail(err, ER_NOMEM, "out of memory");
-  *val = copy;
-  *val_len = len;
-  return ER_OK;
 }

@@ -100,27 +100,6 @@ static int64_t time_at(er_store *s, uint64_t pos) {
   return t;
 }
 
-static void assert_no_event(er_store *s, uint64_t pos) {
-  void *mem = NULL;
-  er_event ev;
-  er_error err = fresh_err();
-  assert_fails(er_event_at(s, pos, &ev, &mem, &err), ER_NOT_FOUND, err);
-  assert_null(mem);
-}
-
-static er_store *open_ro(const char *dir) {
-  er_options o;
-  er_options_init(&o);
-  o.read_only = 1;
-  er_store *ro = NULL;
-  er_error err = fresh_err();
-  int rc = er_open(dir, &o, &ro, &err);
-  if (rc != ER_OK)
-    print_error("read-only open: %d %s\n", rc, err.message);
-  assert_int_equal(rc, ER_OK);
-  return ro;
-}
-
 /* ------------------------------------------------------------------------ */
 /* Commit hook: a recorder                                                   */
 
@@ -1134,7 +1113,7 @@ static void test_check_healthy_big(void **state) {
   assert_true(r->progress_calls >= 2);
   assert_true(r->last_total > 0);
   /* a read-only handle checks too */
-  er_store *ro = open_ro(f->dir);
+  er_store *ro = tu_open_ro(f->dir);
   assert_healthy(ro);
   er_close(ro);
 }

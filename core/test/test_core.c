@@ -171,6 +171,24 @@ static void test_code_names(void **state) {
   assert_int_equal(ER_NOMEM, 9);
 }
 
+/* The category rule: the bytes before the first '-', the whole id
+ * without one. */
+static void test_category(void **state) {
+  (void)state;
+  static const struct {
+    const char *stream;
+    size_t len, want;
+  } rows[] = {
+      {L("order-1"), 5}, {L("order"), 5},     {L("order-x-y"), 5},
+      {L("-1"), 0},      {L("-"), 0},         {L("a-"), 1},
+      {"a-b", 1, 1},     {L("\xc3\xa9-1"), 2}, {L("a\0b-c"), 3},
+      {"", 0, 0},
+  };
+  for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
+    assert_int_equal(er_category(rows[i].stream, rows[i].len), rows[i].want);
+  assert_int_equal(er_category(NULL, 0), 0);
+}
+
 static void test_options_init(void **state) {
   (void)state;
   er_options o;
@@ -402,15 +420,8 @@ static void test_open_locked(void **state) {
 static void test_open_read_only_beside_writer(void **state) {
   fx *f = *state;
   ok1(f->s, "a-1", "T", "one");
-  er_options o;
-  er_options_init(&o);
-  o.read_only = 1;
-  er_store *ro = NULL;
+  er_store *ro = tu_open_ro(f->dir);
   er_error err = fresh_err();
-  int rc = er_open(f->dir, &o, &ro, &err);
-  if (rc != ER_OK)
-    print_error("read-only open: %d %s\n", rc, err.message);
-  assert_int_equal(rc, ER_OK);
   assert_int_equal(er_is_read_only(ro), 1);
   assert_int_equal(er_is_read_only(f->s), 0);
   assert_int_equal(version_of(ro, "a-1"), 1);
@@ -432,8 +443,7 @@ static void test_open_read_only_beside_writer(void **state) {
   evc_free(ev, n);
 
   /* two read-only handles at once */
-  er_store *ro2 = NULL;
-  assert_int_equal(er_open(f->dir, &o, &ro2, &err), ER_OK);
+  er_store *ro2 = tu_open_ro(f->dir);
   assert_int_equal(version_of(ro2, "a-1"), 2);
   er_close(ro2);
   er_close(ro);
@@ -445,12 +455,8 @@ static void test_open_read_only_alone(void **state) {
   ok1(f->s, "b-1", "T", "two");
   er_close(f->s);
   f->s = NULL;
-  er_options o;
-  er_options_init(&o);
-  o.read_only = 1;
-  er_store *ro = NULL;
+  er_store *ro = tu_open_ro(f->dir);
   er_error err = fresh_err();
-  assert_int_equal(er_open(f->dir, &o, &ro, &err), ER_OK);
   assert_int_equal(er_last_position(ro), 2);
   evc ev[4];
   size_t n = read_all(ro, 0, ER_UNLIMITED, NULL, ev, 4);
@@ -783,6 +789,26 @@ static void assert_wev(int rc, const er_error *err, int64_t expected,
   assert_int_equal(err->actual, actual);
 }
 
+/* An append to `stream` with `expected` is refused, the stream being at
+ * version `actual`; nothing changed (`last` events in the store). */
+static void assert_conflict(er_store *s, const char *stream, int64_t expected,
+                            uint64_t actual, uint64_t last) {
+  er_appended r;
+  er_error err = fresh_err();
+  assert_wev(append1(s, stream, expected, "T", "x", &r, &err), &err, expected,
+             actual);
+  assert_unchanged(s, stream, actual, last);
+}
+
+/* Appending `n` events of `ev` to `stream` (`len` bytes) is refused as
+ * invalid. */
+static void assert_invalid(er_store *s, const char *stream, size_t len,
+                           er_new_event *ev, size_t n) {
+  er_error err = fresh_err();
+  assert_fails(er_append(s, stream, len, ER_ANY, ev, n, NULL, &err), ER_INVALID,
+               err);
+}
+
 static void test_expected_any(void **state) {
   fx *f = *state;
   er_appended r;
@@ -800,10 +826,7 @@ static void test_expected_no_stream(void **state) {
   assert_int_equal(append1(f->s, "s", ER_NO_STREAM, "T", "a", &r, &err),
                    ER_OK);
   assert_int_equal(r.version, 1);
-  err = fresh_err();
-  assert_wev(append1(f->s, "s", ER_NO_STREAM, "T", "b", &r, &err), &err,
-             ER_NO_STREAM, 1);
-  assert_unchanged(f->s, "s", 1, 1);
+  assert_conflict(f->s, "s", ER_NO_STREAM, 1, 1);
   /* err may be NULL */
   assert_int_equal(append1(f->s, "s", ER_NO_STREAM, "T", "b", &r, NULL),
                    ER_WRONG_EXPECTED_VERSION);
@@ -814,19 +837,14 @@ static void test_expected_stream_exists(void **state) {
   fx *f = *state;
   er_appended r;
   er_error err = fresh_err();
-  assert_wev(append1(f->s, "s", ER_STREAM_EXISTS, "T", "a", &r, &err), &err,
-             ER_STREAM_EXISTS, 0);
-  assert_unchanged(f->s, "s", 0, 0);
+  assert_conflict(f->s, "s", ER_STREAM_EXISTS, 0, 0);
   assert_int_equal(append1(f->s, "s", ER_ANY, "T", "a", &r, &err), ER_OK);
   assert_int_equal(append1(f->s, "s", ER_STREAM_EXISTS, "T", "b", &r, &err),
                    ER_OK);
   assert_int_equal(r.version, 2);
   assert_int_equal(r.position, 2);
   /* another stream that does not exist */
-  err = fresh_err();
-  assert_wev(append1(f->s, "t", ER_STREAM_EXISTS, "T", "a", &r, &err), &err,
-             ER_STREAM_EXISTS, 0);
-  assert_unchanged(f->s, "t", 0, 2);
+  assert_conflict(f->s, "t", ER_STREAM_EXISTS, 0, 2);
 }
 
 static void test_expected_exact(void **state) {
@@ -837,28 +855,18 @@ static void test_expected_exact(void **state) {
   assert_int_equal(append1(f->s, "s", 0, "T", "a", &r, &err), ER_OK);
   assert_int_equal(r.version, 1);
   /* 0 on an existing stream */
-  err = fresh_err();
-  assert_wev(append1(f->s, "s", 0, "T", "b", &r, &err), &err, 0, 1);
-  assert_unchanged(f->s, "s", 1, 1);
+  assert_conflict(f->s, "s", 0, 1, 1);
   /* right */
   assert_int_equal(append1(f->s, "s", 1, "T", "b", &r, &err), ER_OK);
   assert_int_equal(r.version, 2);
   assert_int_equal(append1(f->s, "s", 2, "T", "c", &r, &err), ER_OK);
   assert_int_equal(r.version, 3);
   /* wrong, below and above */
-  err = fresh_err();
-  assert_wev(append1(f->s, "s", 2, "T", "d", &r, &err), &err, 2, 3);
-  assert_unchanged(f->s, "s", 3, 3);
-  err = fresh_err();
-  assert_wev(append1(f->s, "s", 4, "T", "d", &r, &err), &err, 4, 3);
-  assert_unchanged(f->s, "s", 3, 3);
-  err = fresh_err();
-  assert_wev(append1(f->s, "s", 1000000, "T", "d", &r, &err), &err, 1000000,
-             3);
+  assert_conflict(f->s, "s", 2, 3, 3);
+  assert_conflict(f->s, "s", 4, 3, 3);
+  assert_conflict(f->s, "s", 1000000, 3, 3);
   /* exact n on a stream that does not exist */
-  err = fresh_err();
-  assert_wev(append1(f->s, "new", 1, "T", "d", &r, &err), &err, 1, 0);
-  assert_unchanged(f->s, "new", 0, 3);
+  assert_conflict(f->s, "new", 1, 0, 3);
   /* a batch with the right expectation */
   er_new_event ev[2];
   tu_event(&ev[0], "T", "d", 1);
@@ -881,9 +889,7 @@ static void test_append_n_zero(void **state) {
   fx *f = *state;
   er_new_event ev[1];
   tu_event(&ev[0], "T", "a", 1);
-  er_error err = fresh_err();
-  assert_fails(er_append(f->s, "s", 1, ER_ANY, ev, 0, NULL, &err), ER_INVALID,
-               err);
+  assert_invalid(f->s, "s", 1, ev, 0);
   assert_unchanged(f->s, "s", 0, 0);
 }
 
@@ -891,25 +897,17 @@ static void test_append_stream_validation(void **state) {
   fx *f = *state;
   er_new_event ev[1];
   tu_event(&ev[0], "T", "a", 1);
-  er_error err = fresh_err();
-  assert_fails(er_append(f->s, "", 0, ER_ANY, ev, 1, NULL, &err), ER_INVALID,
-               err);
-  err = fresh_err();
-  assert_fails(er_append(f->s, "a\0b", 3, ER_ANY, ev, 1, NULL, &err),
-               ER_INVALID, err);
-  err = fresh_err();
-  assert_fails(er_append(f->s, "\0", 1, ER_ANY, ev, 1, NULL, &err),
-               ER_INVALID, err);
+  assert_invalid(f->s, "", 0, ev, 1);
+  assert_invalid(f->s, "a\0b", 3, ev, 1);
+  assert_invalid(f->s, "\0", 1, ev, 1);
   char *long_id = malloc(ER_MAX_STREAM_LEN + 2);
   assert_non_null(long_id);
   memset(long_id, 'q', ER_MAX_STREAM_LEN + 1);
   long_id[ER_MAX_STREAM_LEN + 1] = '\0';
-  err = fresh_err();
-  assert_fails(er_append(f->s, long_id, ER_MAX_STREAM_LEN + 1, ER_ANY, ev, 1,
-                         NULL, &err),
-               ER_INVALID, err);
+  assert_invalid(f->s, long_id, ER_MAX_STREAM_LEN + 1, ev, 1);
   assert_int_equal(er_last_position(f->s), 0);
   er_appended r;
+  er_error err = fresh_err();
   assert_int_equal(
       er_append(f->s, long_id, ER_MAX_STREAM_LEN, ER_ANY, ev, 1, &r, &err),
       ER_OK);
@@ -937,22 +935,17 @@ static void test_append_type_validation(void **state) {
   er_new_event ev[1];
   er_error err = fresh_err();
   tu_event(&ev[0], "", "a", 1);
-  assert_fails(er_append(f->s, "s", 1, ER_ANY, ev, 1, NULL, &err), ER_INVALID,
-               err);
+  assert_invalid(f->s, "s", 1, ev, 1);
   tu_event(&ev[0], "T", "a", 1);
   ev[0].type = "A\0B";
   ev[0].type_len = 3;
-  err = fresh_err();
-  assert_fails(er_append(f->s, "s", 1, ER_ANY, ev, 1, NULL, &err), ER_INVALID,
-               err);
+  assert_invalid(f->s, "s", 1, ev, 1);
   char *t = malloc(ER_MAX_TYPE_LEN + 1);
   assert_non_null(t);
   memset(t, 'T', ER_MAX_TYPE_LEN + 1);
   ev[0].type = t;
   ev[0].type_len = ER_MAX_TYPE_LEN + 1;
-  err = fresh_err();
-  assert_fails(er_append(f->s, "s", 1, ER_ANY, ev, 1, NULL, &err), ER_INVALID,
-               err);
+  assert_invalid(f->s, "s", 1, ev, 1);
   assert_unchanged(f->s, "s", 0, 0);
   ev[0].type_len = ER_MAX_TYPE_LEN;
   assert_int_equal(er_append(f->s, "s", 1, ER_ANY, ev, 1, NULL, &err), ER_OK);
@@ -1002,25 +995,17 @@ static void test_append_max_event_size(void **state) {
   assert_int_equal(er_append(f->s, "s", 1, ER_ANY, ev, 1, NULL, &err), ER_OK);
 
   ev[0].data_len = 61;
-  err = fresh_err();
-  assert_fails(er_append(f->s, "s", 1, ER_ANY, ev, 1, NULL, &err), ER_INVALID,
-               err);
+  assert_invalid(f->s, "s", 1, ev, 1);
   tu_event(&ev[0], "T", buf, 101);
-  err = fresh_err();
-  assert_fails(er_append(f->s, "s", 1, ER_ANY, ev, 1, NULL, &err), ER_INVALID,
-               err);
+  assert_invalid(f->s, "s", 1, ev, 1);
   tu_event(&ev[0], "T", NULL, 0);
   ev[0].metadata = buf;
   ev[0].metadata_len = 101;
-  err = fresh_err();
-  assert_fails(er_append(f->s, "s", 1, ER_ANY, ev, 1, NULL, &err), ER_INVALID,
-               err);
+  assert_invalid(f->s, "s", 1, ev, 1);
   /* the limit is per event, and one big event fails the whole batch */
   tu_event(&ev[0], "T", buf, 100);
   tu_event(&ev[1], "T", buf, 101);
-  err = fresh_err();
-  assert_fails(er_append(f->s, "s", 1, ER_ANY, ev, 2, NULL, &err), ER_INVALID,
-               err);
+  assert_invalid(f->s, "s", 1, ev, 2);
   assert_unchanged(f->s, "s", 1, 1);
   tu_event(&ev[1], "T", buf, 100);
   assert_int_equal(er_append(f->s, "s", 1, ER_ANY, ev, 2, NULL, &err), ER_OK);
@@ -1040,9 +1025,7 @@ static void test_append_default_max_event_size(void **state) {
   assert_fails(er_append(f->s, "s", 1, ER_ANY, ev, 1, NULL, &err), ER_INVALID,
                err);
   tu_event(&ev[0], "T", big, max + 1);
-  err = fresh_err();
-  assert_fails(er_append(f->s, "s", 1, ER_ANY, ev, 1, NULL, &err), ER_INVALID,
-               err);
+  assert_invalid(f->s, "s", 1, ev, 1);
   assert_unchanged(f->s, "s", 0, 0);
   /* max_event_size 0 in the options means the default */
   er_close(f->s);
@@ -1051,9 +1034,7 @@ static void test_append_default_max_event_size(void **state) {
   er_options_init(&o);
   o.max_event_size = 0;
   assert_int_equal(er_open(f->dir, &o, &f->s, &err), ER_OK);
-  err = fresh_err();
-  assert_fails(er_append(f->s, "s", 1, ER_ANY, ev, 1, NULL, &err), ER_INVALID,
-               err);
+  assert_invalid(f->s, "s", 1, ev, 1);
   tu_event(&ev[0], "T", big, 1000);
   assert_int_equal(er_append(f->s, "s", 1, ER_ANY, ev, 1, NULL, &err), ER_OK);
   free(big);
@@ -1079,6 +1060,44 @@ static void assert_replayed(const er_appended *r, uint64_t fv, uint64_t v,
   assert_int_equal(r->position, p);
 }
 
+/* make3(ev, 1), appended to the new stream "s". */
+static void append3(er_store *s, er_new_event ev[3]) {
+  er_error err = fresh_err();
+  make3(ev, 1);
+  assert_int_equal(er_append(s, "s", 1, ER_NO_STREAM, ev, 3, NULL, &err),
+                   ER_OK);
+}
+
+/* Appending `n` events of `ev` (copied) to `stream` with `expected` is
+ * refused: ER_DUPLICATE_EVENT. */
+static void assert_dup(er_store *s, const char *stream, int64_t expected,
+                       const er_new_event *ev, size_t n) {
+  er_new_event copy[8];
+  er_appended r;
+  er_error err = fresh_err();
+  assert_true(n <= 8);
+  memcpy(copy, ev, n * sizeof *ev);
+  assert_fails(er_append(s, stream, strlen(stream), expected, copy, n, &r, &err),
+               ER_DUPLICATE_EVENT, err);
+}
+
+/* The append of `n` events of `ev` to `stream` with `expected` is replayed
+ * as the append of versions fv..v at positions fp..p. */
+static void assert_retry(er_store *s, const char *stream, int64_t expected,
+                         er_new_event *ev, size_t n, uint64_t fv, uint64_t v,
+                         uint64_t fp, uint64_t p) {
+  er_appended r;
+  er_error err = fresh_err();
+  int rc;
+  memset(&r, 0, sizeof r);
+  rc = er_append(s, stream, strlen(stream), expected, ev, n, &r, &err);
+  if (rc != ER_OK)
+    print_error("retry with expected %lld: %d %s\n", (long long)expected, rc,
+                err.message);
+  assert_int_equal(rc, ER_OK);
+  assert_replayed(&r, fv, v, fp, p);
+}
+
 static void test_idem_retry(void **state) {
   fx *f = *state;
   er_store *s = f->s;
@@ -1096,14 +1115,7 @@ static void test_idem_retry(void **state) {
   for (size_t i = 0; i < 3; i++) {
     er_new_event again[3];
     make3(again, 1);
-    memset(&r, 0, sizeof r);
-    err = fresh_err();
-    int rc = er_append(s, "s", 1, ok_expectations[i], again, 3, &r, &err);
-    if (rc != ER_OK)
-      print_error("retry with expected %lld: %d %s\n",
-                  (long long)ok_expectations[i], rc, err.message);
-    assert_int_equal(rc, ER_OK);
-    assert_replayed(&r, 1, 3, 2, 4);
+    assert_retry(s, "s", ok_expectations[i], again, 3, 1, 3, 2, 4);
     assert_unchanged(s, "s", 3, 4);
   }
   /* a wrong exact expectation is a conflict */
@@ -1112,21 +1124,15 @@ static void test_idem_retry(void **state) {
   assert_wev(er_append(s, "s", 1, 5, ev, 3, &r, &err), &err, 5, 3);
   assert_unchanged(s, "s", 3, 4);
   /* ER_STREAM_EXISTS was not met before the original append */
-  err = fresh_err();
-  assert_fails(er_append(s, "s", 1, ER_STREAM_EXISTS, ev, 3, &r, &err),
-               ER_DUPLICATE_EVENT, err);
+  assert_dup(s, "s", ER_STREAM_EXISTS, ev, 3);
   assert_unchanged(s, "s", 3, 4);
   /* exact 3 is the current version but not the one before that append */
-  err = fresh_err();
-  assert_fails(er_append(s, "s", 1, 3, ev, 3, &r, &err), ER_DUPLICATE_EVENT,
-               err);
+  assert_dup(s, "s", 3, ev, 3);
   assert_unchanged(s, "s", 3, 4);
   /* the retry also works after the stream moved on */
   ok1(s, "s", "T", "later");
   make3(ev, 1);
-  memset(&r, 0, sizeof r);
-  assert_int_equal(er_append(s, "s", 1, ER_NO_STREAM, ev, 3, &r, &err), ER_OK);
-  assert_replayed(&r, 1, 3, 2, 4);
+  assert_retry(s, "s", ER_NO_STREAM, ev, 3, 1, 3, 2, 4);
   assert_unchanged(s, "s", 4, 5);
 }
 
@@ -1134,48 +1140,35 @@ static void test_idem_retry_later_append(void **state) {
   fx *f = *state;
   er_store *s = f->s;
   er_new_event ev[3];
-  make3(ev, 1);
-  er_error err = fresh_err();
-  assert_int_equal(er_append(s, "s", 1, ER_NO_STREAM, ev, 3, NULL, &err),
-                   ER_OK);
+  append3(s, ev);
   er_new_event ev2[2];
   tu_event(&ev2[0], "D", "d", 1);
   tu_event(&ev2[1], "E", "e", 1);
   set_id(&ev2[0], 10);
   set_id(&ev2[1], 11);
   er_appended r;
+  er_error err = fresh_err();
   assert_int_equal(er_append(s, "s", 1, 3, ev2, 2, &r, &err), ER_OK);
   assert_int_equal(r.first_version, 4);
   assert_int_equal(r.first_position, 4);
   ok1(s, "s", "F", "f");
 
-  memset(&r, 0, sizeof r);
-  assert_int_equal(er_append(s, "s", 1, 3, ev2, 2, &r, &err), ER_OK);
-  assert_replayed(&r, 4, 5, 4, 5);
-  memset(&r, 0, sizeof r);
-  assert_int_equal(er_append(s, "s", 1, ER_ANY, ev2, 2, &r, &err), ER_OK);
-  assert_replayed(&r, 4, 5, 4, 5);
-  memset(&r, 0, sizeof r);
-  assert_int_equal(er_append(s, "s", 1, ER_STREAM_EXISTS, ev2, 2, &r, &err),
-                   ER_OK);
-  assert_replayed(&r, 4, 5, 4, 5);
+  assert_retry(s, "s", 3, ev2, 2, 4, 5, 4, 5);
+  assert_retry(s, "s", ER_ANY, ev2, 2, 4, 5, 4, 5);
+  assert_retry(s, "s", ER_STREAM_EXISTS, ev2, 2, 4, 5, 4, 5);
   assert_unchanged(s, "s", 6, 6);
   /* ER_NO_STREAM was not met by the version before (3) */
   err = fresh_err();
   assert_wev(er_append(s, "s", 1, ER_NO_STREAM, ev2, 2, &r, &err), &err,
              ER_NO_STREAM, 6);
   /* exact 6 is met now, but no retry: the ids exist */
-  err = fresh_err();
-  assert_fails(er_append(s, "s", 1, 6, ev2, 2, &r, &err), ER_DUPLICATE_EVENT,
-               err);
+  assert_dup(s, "s", 6, ev2, 2);
   assert_unchanged(s, "s", 6, 6);
   /* ids of two earlier appends together are no retry of one */
   er_new_event mix[5];
   memcpy(mix, ev, 3 * sizeof ev[0]);
   memcpy(mix + 3, ev2, 2 * sizeof ev2[0]);
-  err = fresh_err();
-  assert_fails(er_append(s, "s", 1, ER_ANY, mix, 5, &r, &err),
-               ER_DUPLICATE_EVENT, err);
+  assert_dup(s, "s", ER_ANY, mix, 5);
   assert_unchanged(s, "s", 6, 6);
 }
 
@@ -1183,35 +1176,19 @@ static void test_idem_subset_and_order(void **state) {
   fx *f = *state;
   er_store *s = f->s;
   er_new_event ev[3];
-  make3(ev, 1);
-  er_error err = fresh_err();
-  assert_int_equal(er_append(s, "s", 1, ER_NO_STREAM, ev, 3, NULL, &err),
-                   ER_OK);
-  er_appended r;
-  /* the first two of three */
-  err = fresh_err();
-  assert_fails(er_append(s, "s", 1, ER_NO_STREAM, ev, 2, &r, &err),
-               ER_DUPLICATE_EVENT, err);
+  append3(s, ev);
+  assert_dup(s, "s", ER_NO_STREAM, ev, 2); /* the first two of three */
   assert_unchanged(s, "s", 3, 3);
-  err = fresh_err();
-  assert_fails(er_append(s, "s", 1, ER_ANY, ev, 2, &r, &err),
-               ER_DUPLICATE_EVENT, err);
-  /* the last two */
-  err = fresh_err();
-  assert_fails(er_append(s, "s", 1, ER_ANY, ev + 1, 2, &r, &err),
-               ER_DUPLICATE_EVENT, err);
+  assert_dup(s, "s", ER_ANY, ev, 2);
+  assert_dup(s, "s", ER_ANY, ev + 1, 2); /* the last two */
   /* all three in another order */
   er_new_event rev[3] = {ev[2], ev[1], ev[0]};
-  err = fresh_err();
-  assert_fails(er_append(s, "s", 1, ER_NO_STREAM, rev, 3, &r, &err),
-               ER_DUPLICATE_EVENT, err);
+  assert_dup(s, "s", ER_NO_STREAM, rev, 3);
   /* the three plus a new one */
   er_new_event more[4];
   memcpy(more, ev, sizeof ev);
   tu_event(&more[3], "D", "d", 1);
-  err = fresh_err();
-  assert_fails(er_append(s, "s", 1, ER_NO_STREAM, more, 4, &r, &err),
-               ER_DUPLICATE_EVENT, err);
+  assert_dup(s, "s", ER_NO_STREAM, more, 4);
   assert_unchanged(s, "s", 3, 3);
 }
 
@@ -1219,22 +1196,14 @@ static void test_idem_other_stream(void **state) {
   fx *f = *state;
   er_store *s = f->s;
   er_new_event ev[3];
-  make3(ev, 1);
-  er_error err = fresh_err();
-  assert_int_equal(er_append(s, "s", 1, ER_NO_STREAM, ev, 3, NULL, &err),
-                   ER_OK);
-  er_appended r;
+  append3(s, ev);
   int64_t exps[] = {ER_NO_STREAM, ER_ANY, 0};
   for (size_t i = 0; i < 3; i++) {
-    err = fresh_err();
-    assert_fails(er_append(s, "t", 1, exps[i], ev, 3, &r, &err),
-                 ER_DUPLICATE_EVENT, err);
+    assert_dup(s, "t", exps[i], ev, 3);
     assert_unchanged(s, "t", 0, 3);
   }
   /* a single id of it alone, to another stream */
-  err = fresh_err();
-  assert_fails(er_append(s, "t", 1, ER_ANY, ev + 1, 1, &r, &err),
-               ER_DUPLICATE_EVENT, err);
+  assert_dup(s, "t", ER_ANY, ev + 1, 1);
   assert_unchanged(s, "t", 0, 3);
 }
 
@@ -1246,16 +1215,12 @@ static void test_idem_mixed(void **state) {
   er_error err = fresh_err();
   assert_int_equal(er_append(s, "s", 1, ER_ANY, ev, 1, NULL, &err), ER_OK);
   /* ev[0] exists, ev[1] and ev[2] are new */
-  er_appended r;
-  err = fresh_err();
-  assert_fails(er_append(s, "s", 1, ER_ANY, ev, 3, &r, &err),
-               ER_DUPLICATE_EVENT, err);
+  assert_dup(s, "s", ER_ANY, ev, 3);
   er_new_event ev2[3] = {ev[1], ev[0], ev[2]};
-  err = fresh_err();
-  assert_fails(er_append(s, "s", 1, ER_ANY, ev2, 3, &r, &err),
-               ER_DUPLICATE_EVENT, err);
+  assert_dup(s, "s", ER_ANY, ev2, 3);
   assert_unchanged(s, "s", 1, 1);
   /* the new ids were not indexed by the failed calls */
+  er_appended r;
   assert_int_equal(er_append(s, "s", 1, 1, ev + 1, 2, &r, &err), ER_OK);
   assert_int_equal(r.replayed, 0);
   assert_int_equal(r.version, 3);
@@ -1267,18 +1232,14 @@ static void test_idem_twice_in_call(void **state) {
   er_new_event ev[3];
   make3(ev, 1);
   ev[2] = ev[0];
-  er_appended r;
-  er_error err = fresh_err();
-  assert_fails(er_append(s, "s", 1, ER_NO_STREAM, ev, 3, &r, &err),
-               ER_DUPLICATE_EVENT, err);
+  assert_dup(s, "s", ER_NO_STREAM, ev, 3);
   assert_unchanged(s, "s", 0, 0);
-  /* adjacent */
-  ev[1] = ev[0];
-  err = fresh_err();
-  assert_fails(er_append(s, "s", 1, ER_ANY, ev, 2, &r, &err),
-               ER_DUPLICATE_EVENT, err);
+  ev[1] = ev[0]; /* adjacent */
+  assert_dup(s, "s", ER_ANY, ev, 2);
   assert_unchanged(s, "s", 0, 0);
   /* once is fine */
+  er_appended r;
+  er_error err = fresh_err();
   assert_int_equal(er_append(s, "s", 1, ER_NO_STREAM, ev, 1, &r, &err),
                    ER_OK);
   assert_int_equal(r.version, 1);
@@ -1287,20 +1248,11 @@ static void test_idem_twice_in_call(void **state) {
 static void test_idem_after_reopen(void **state) {
   fx *f = *state;
   er_new_event ev[3];
-  make3(ev, 1);
-  er_error err = fresh_err();
-  assert_int_equal(er_append(f->s, "s", 1, ER_NO_STREAM, ev, 3, NULL, &err),
-                   ER_OK);
+  append3(f->s, ev);
   er_close(f->s);
   f->s = tu_open(f->dir);
-  er_appended r;
-  memset(&r, 0, sizeof r);
-  assert_int_equal(er_append(f->s, "s", 1, ER_NO_STREAM, ev, 3, &r, &err),
-                   ER_OK);
-  assert_replayed(&r, 1, 3, 1, 3);
-  err = fresh_err();
-  assert_fails(er_append(f->s, "t", 1, ER_ANY, ev, 3, &r, &err),
-               ER_DUPLICATE_EVENT, err);
+  assert_retry(f->s, "s", ER_NO_STREAM, ev, 3, 1, 3, 1, 3);
+  assert_dup(f->s, "t", ER_ANY, ev, 3);
   assert_unchanged(f->s, "s", 3, 3);
 }
 
@@ -1320,166 +1272,125 @@ static void fill_prefix_streams(er_store *s) {
   ok1(s, "a", "T", "a4");
 }
 
-static void assert_stream_versions(const evc *ev, size_t n,
-                                   const char *stream, const uint64_t *vs) {
+/* What a read gave, as text: "version:data" (`positions` 0) or "position"
+ * (`positions` 1) of each event, separated by spaces; "" for none. */
+static void render(const evc *ev, size_t n, int positions, char *out,
+                   size_t cap) {
+  size_t used = 0;
+  out[0] = 0;
   for (size_t i = 0; i < n; i++) {
-    assert_true(ev_stream_is(&ev[i].e, stream));
-    assert_int_equal(ev[i].e.version, vs[i]);
+    const er_event *e = &ev[i].e;
+    int w = positions
+                ? snprintf(out + used, cap - used, "%s%llu", i ? " " : "",
+                           (unsigned long long)e->position)
+                : snprintf(out + used, cap - used, "%s%llu:%.*s", i ? " " : "",
+                           (unsigned long long)e->version, (int)e->data_len,
+                           (const char *)e->data);
+    assert_true(w > 0 && (size_t)w < cap - used);
+    used += (size_t)w;
   }
 }
 
+/* A read of one stream and what it must give (render, versions). */
+typedef struct stream_read {
+  const char *stream;
+  uint64_t from, count;
+  int backward;
+  const char *want;
+} stream_read;
+
+static void check_stream_reads(er_store *s, const stream_read *r, size_t nr) {
+  for (size_t i = 0; i < nr; i++) {
+    evc ev[16];
+    char got[256];
+    size_t n = read_stream(s, r[i].stream, r[i].from, r[i].count,
+                           r[i].backward, ev, 16);
+    for (size_t k = 0; k < n; k++)
+      assert_true(ev_stream_is(&ev[k].e, r[i].stream));
+    render(ev, n, 0, got, sizeof got);
+    evc_free(ev, n);
+    if (strcmp(got, r[i].want) != 0)
+      print_error("read %zu of '%s' from %llu\n", i, r[i].stream,
+                  (unsigned long long)r[i].from);
+    assert_string_equal(got, r[i].want);
+  }
+}
+
+#define NROWS(a) (sizeof (a) / sizeof (a)[0])
+#define ALL ER_UNLIMITED
+
 static void test_read_stream_forward(void **state) {
   fx *f = *state;
-  fill_prefix_streams(f->s);
+  static const stream_read reads[] = {
+      {"a", 1, ALL, 0, "1:a1 2:a2 3:a3 4:a4"},
+      {"a", 0, ALL, 0, "1:a1 2:a2 3:a3 4:a4"}, /* 0: the first */
+      {"a", 3, ALL, 0, "3:a3 4:a4"},
+      {"a", 2, 2, 0, "2:a2 3:a3"},
+      {"a", 1, 1, 0, "1:a1"},
+      {"a", 4, 10, 0, "4:a4"},
+      {"a", 1, 0, 0, ""},
+      {"a", 5, ALL, 0, ""},
+      {"a", 1000, ALL, 0, ""},
+      {"a", UINT64_MAX, ALL, 0, ""},
+  };
   evc ev[16];
-  size_t n;
-
-  n = read_stream(f->s, "a", 1, ER_UNLIMITED, 0, ev, 16);
-  assert_int_equal(n, 4);
-  assert_stream_versions(ev, n, "a", (const uint64_t[]){1, 2, 3, 4});
-  assert_true(ev_data_is(&ev[0].e, "a1"));
-  assert_true(ev_data_is(&ev[3].e, "a4"));
+  fill_prefix_streams(f->s);
+  check_stream_reads(f->s, reads, NROWS(reads));
   static const uint64_t apos[] = {1, 3, 5, 9};
+  size_t n = read_stream(f->s, "a", 1, ALL, 0, ev, 16);
+  assert_int_equal(n, 4);
   for (size_t i = 0; i < n; i++)
     assert_int_equal(ev[i].e.position, apos[i]);
   evc_free(ev, n);
-
-  n = read_stream(f->s, "a", 0, ER_UNLIMITED, 0, ev, 16);
-  assert_int_equal(n, 4);
-  assert_stream_versions(ev, n, "a", (const uint64_t[]){1, 2, 3, 4});
-  evc_free(ev, n);
-
-  n = read_stream(f->s, "a", 3, ER_UNLIMITED, 0, ev, 16);
-  assert_int_equal(n, 2);
-  assert_stream_versions(ev, n, "a", (const uint64_t[]){3, 4});
-  evc_free(ev, n);
-
-  n = read_stream(f->s, "a", 2, 2, 0, ev, 16);
-  assert_int_equal(n, 2);
-  assert_stream_versions(ev, n, "a", (const uint64_t[]){2, 3});
-  evc_free(ev, n);
-
-  n = read_stream(f->s, "a", 1, 1, 0, ev, 16);
-  assert_int_equal(n, 1);
-  assert_stream_versions(ev, n, "a", (const uint64_t[]){1});
-  evc_free(ev, n);
-
-  n = read_stream(f->s, "a", 4, 10, 0, ev, 16);
-  assert_int_equal(n, 1);
-  assert_stream_versions(ev, n, "a", (const uint64_t[]){4});
-  evc_free(ev, n);
-
-  n = read_stream(f->s, "a", 1, 0, 0, ev, 16);
-  assert_int_equal(n, 0);
-  n = read_stream(f->s, "a", 5, ER_UNLIMITED, 0, ev, 16);
-  assert_int_equal(n, 0);
-  n = read_stream(f->s, "a", 1000, ER_UNLIMITED, 0, ev, 16);
-  assert_int_equal(n, 0);
-  n = read_stream(f->s, "a", UINT64_MAX, ER_UNLIMITED, 0, ev, 16);
-  assert_int_equal(n, 0);
 }
 
 static void test_read_stream_backward(void **state) {
   fx *f = *state;
+  static const stream_read reads[] = {
+      {"a", 0, ALL, 1, "4:a4 3:a3 2:a2 1:a1"}, /* 0: the last */
+      {"a", 4, ALL, 1, "4:a4 3:a3 2:a2 1:a1"},
+      {"a", 2, ALL, 1, "2:a2 1:a1"},
+      {"a", 0, 2, 1, "4:a4 3:a3"},
+      {"a", 3, 1, 1, "3:a3"},
+      {"a", 1, ALL, 1, "1:a1"},
+      {"a", 0, 0, 1, ""},
+      /* "ab" sorts after "a": reading "a" backward must not start inside it */
+      {"a-b", 0, ALL, 1, "2:ab2 1:ab1"},
+      {"ab", 0, ALL, 1, "2:xb2 1:xb1"},
+      {"b", 0, ALL, 1, "1:b1"},
+  };
   fill_prefix_streams(f->s);
-  evc ev[16];
-  size_t n;
-
-  n = read_stream(f->s, "a", 0, ER_UNLIMITED, 1, ev, 16);
-  assert_int_equal(n, 4);
-  assert_stream_versions(ev, n, "a", (const uint64_t[]){4, 3, 2, 1});
-  assert_true(ev_data_is(&ev[0].e, "a4"));
-  evc_free(ev, n);
-
-  n = read_stream(f->s, "a", 4, ER_UNLIMITED, 1, ev, 16);
-  assert_int_equal(n, 4);
-  assert_stream_versions(ev, n, "a", (const uint64_t[]){4, 3, 2, 1});
-  evc_free(ev, n);
-
-  n = read_stream(f->s, "a", 2, ER_UNLIMITED, 1, ev, 16);
-  assert_int_equal(n, 2);
-  assert_stream_versions(ev, n, "a", (const uint64_t[]){2, 1});
-  evc_free(ev, n);
-
-  n = read_stream(f->s, "a", 0, 2, 1, ev, 16);
-  assert_int_equal(n, 2);
-  assert_stream_versions(ev, n, "a", (const uint64_t[]){4, 3});
-  evc_free(ev, n);
-
-  n = read_stream(f->s, "a", 3, 1, 1, ev, 16);
-  assert_int_equal(n, 1);
-  assert_stream_versions(ev, n, "a", (const uint64_t[]){3});
-  evc_free(ev, n);
-
-  n = read_stream(f->s, "a", 1, ER_UNLIMITED, 1, ev, 16);
-  assert_int_equal(n, 1);
-  assert_stream_versions(ev, n, "a", (const uint64_t[]){1});
-  evc_free(ev, n);
-
-  n = read_stream(f->s, "a", 0, 0, 1, ev, 16);
-  assert_int_equal(n, 0);
-
-  /* "ab" sorts after "a": reading "a" backward must not start inside it */
-  n = read_stream(f->s, "a-b", 0, ER_UNLIMITED, 1, ev, 16);
-  assert_int_equal(n, 2);
-  assert_stream_versions(ev, n, "a-b", (const uint64_t[]){2, 1});
-  evc_free(ev, n);
-  n = read_stream(f->s, "ab", 0, ER_UNLIMITED, 1, ev, 16);
-  assert_int_equal(n, 2);
-  assert_stream_versions(ev, n, "ab", (const uint64_t[]){2, 1});
-  evc_free(ev, n);
-  n = read_stream(f->s, "b", 0, ER_UNLIMITED, 1, ev, 16);
-  assert_int_equal(n, 1);
-  assert_stream_versions(ev, n, "b", (const uint64_t[]){1});
-  evc_free(ev, n);
+  check_stream_reads(f->s, reads, NROWS(reads));
 }
 
 static void test_read_stream_prefix_isolation(void **state) {
   fx *f = *state;
+  static const stream_read reads[] = {
+      {"a-b", 0, ALL, 0, "1:ab1 2:ab2"},
+      {"ab", 0, ALL, 0, "1:xb1 2:xb2"},
+      /* streams that do not exist, some of them prefixes of existing ones */
+      {"a-", 0, ALL, 0, ""},
+      {"a-", 0, ALL, 1, ""},
+      {"zzz", 0, ALL, 0, ""},
+      {"zzz", 0, ALL, 1, ""},
+      {"0", 0, ALL, 1, ""},
+      {"aa", 0, ALL, 1, ""},
+  };
+  /* beside ids that extend "a" by the smallest and largest bytes */
+  static const stream_read extended[] = {
+      {"a", 0, ALL, 0, "1:a1 2:a2 3:a3 4:a4"},
+      {"a", 0, ALL, 1, "4:a4 3:a3 2:a2 1:a1"},
+      {"a\xff", 0, ALL, 0, "1:high"},
+      {"a\xff", 0, ALL, 1, "1:high"},
+      {"a\x01", 0, ALL, 0, "1:low"},
+      {"a\x01", 0, ALL, 1, "1:low"},
+  };
   fill_prefix_streams(f->s);
-  evc ev[16];
-  size_t n;
-  n = read_stream(f->s, "a-b", 0, ER_UNLIMITED, 0, ev, 16);
-  assert_int_equal(n, 2);
-  assert_stream_versions(ev, n, "a-b", (const uint64_t[]){1, 2});
-  assert_true(ev_data_is(&ev[1].e, "ab2"));
-  evc_free(ev, n);
-  n = read_stream(f->s, "ab", 0, ER_UNLIMITED, 0, ev, 16);
-  assert_int_equal(n, 2);
-  assert_stream_versions(ev, n, "ab", (const uint64_t[]){1, 2});
-  evc_free(ev, n);
-  /* streams that do not exist, some of them prefixes of existing ones */
-  n = read_stream(f->s, "a-", 0, ER_UNLIMITED, 0, ev, 16);
-  assert_int_equal(n, 0);
-  n = read_stream(f->s, "a-", 0, ER_UNLIMITED, 1, ev, 16);
-  assert_int_equal(n, 0);
-  n = read_stream(f->s, "zzz", 0, ER_UNLIMITED, 0, ev, 16);
-  assert_int_equal(n, 0);
-  n = read_stream(f->s, "zzz", 0, ER_UNLIMITED, 1, ev, 16);
-  assert_int_equal(n, 0);
-  n = read_stream(f->s, "0", 0, ER_UNLIMITED, 1, ev, 16);
-  assert_int_equal(n, 0);
-  n = read_stream(f->s, "aa", 0, ER_UNLIMITED, 1, ev, 16);
-  assert_int_equal(n, 0);
-  /* ids that extend "a" by the smallest and largest bytes */
+  check_stream_reads(f->s, reads, NROWS(reads));
   ok1(f->s, "a\x01", "T", "low");
   ok1(f->s, "a\xff", "T", "high");
   ok1(f->s, "a\xff\xff", "T", "higher");
-  for (int backward = 0; backward < 2; backward++) {
-    n = read_stream(f->s, "a", 0, ER_UNLIMITED, backward, ev, 16);
-    assert_int_equal(n, 4);
-    for (size_t i = 0; i < n; i++)
-      assert_true(ev_stream_is(&ev[i].e, "a"));
-    evc_free(ev, n);
-    n = read_stream(f->s, "a\xff", 0, ER_UNLIMITED, backward, ev, 16);
-    assert_int_equal(n, 1);
-    assert_true(ev_data_is(&ev[0].e, "high"));
-    evc_free(ev, n);
-    n = read_stream(f->s, "a\x01", 0, ER_UNLIMITED, backward, ev, 16);
-    assert_int_equal(n, 1);
-    assert_true(ev_data_is(&ev[0].e, "low"));
-    evc_free(ev, n);
-  }
+  check_stream_reads(f->s, extended, NROWS(extended));
   assert_int_equal(version_of(f->s, "a-"), 0);
   assert_int_equal(version_of(f->s, "a"), 4);
   assert_int_equal(version_of(f->s, "a-b"), 2);
@@ -1581,44 +1492,57 @@ static void test_time_non_decreasing(void **state) {
   evc_free(out, n);
 }
 
+/* A read of the global log and what it must give (render, positions).
+ * check_log_reads reads through a filter of the row's category and the
+ * given types; without either, with no filter at all (NULL). */
+typedef struct log_read {
+  const char *category; /* NULL: no category filter */
+  size_t category_len;
+  uint64_t from, count;
+  const char *want;
+} log_read;
+
+static void check_log_reads(er_store *s, const char *const *types,
+                            const size_t *type_lens, size_t ntypes,
+                            const log_read *r, size_t nr) {
+  for (size_t i = 0; i < nr; i++) {
+    er_filter flt = {r[i].category, r[i].category_len, types, type_lens,
+                     ntypes};
+    evc ev[16];
+    char got[256];
+    size_t n = read_all(s, r[i].from, r[i].count,
+                        r[i].category || ntypes ? &flt : NULL, ev, 16);
+    render(ev, n, 1, got, sizeof got);
+    evc_free(ev, n);
+    if (strcmp(got, r[i].want) != 0)
+      print_error("log read %zu, from %llu\n", i, (unsigned long long)r[i].from);
+    assert_string_equal(got, r[i].want);
+  }
+}
+
 static void test_read_all(void **state) {
   fx *f = *state;
-  fill_prefix_streams(f->s);
+  static const log_read reads[] = {
+      {NULL, 0, 1, ALL, "1 2 3 4 5 6 7 8 9"},
+      {NULL, 0, 0, ALL, "1 2 3 4 5 6 7 8 9"}, /* 0 means 1 */
+      {NULL, 0, 4, ALL, "4 5 6 7 8 9"},
+      {NULL, 0, 4, 3, "4 5 6"},
+      {NULL, 0, 9, ALL, "9"},
+      {NULL, 0, 1, 0, ""},
+      {NULL, 0, 10, ALL, ""},
+      {NULL, 0, UINT64_MAX, ALL, ""},
+  };
   evc ev[16];
   size_t n;
-  n = read_all(f->s, 1, ER_UNLIMITED, NULL, ev, 16);
-  assert_int_equal(n, 9);
-  for (size_t i = 0; i < n; i++)
-    assert_int_equal(ev[i].e.position, i + 1);
+  fill_prefix_streams(f->s);
+  check_log_reads(f->s, NULL, NULL, 0, reads, NROWS(reads));
+  n = read_all(f->s, 1, ALL, NULL, ev, 16);
   assert_true(ev_data_is(&ev[3].e, "xb1"));
   evc_free(ev, n);
-  n = read_all(f->s, 0, ER_UNLIMITED, NULL, ev, 16);
-  assert_int_equal(n, 9);
-  assert_int_equal(ev[0].e.position, 1);
-  evc_free(ev, n);
-  n = read_all(f->s, 4, ER_UNLIMITED, NULL, ev, 16);
-  assert_int_equal(n, 6);
-  for (size_t i = 0; i < n; i++)
-    assert_int_equal(ev[i].e.position, i + 4);
-  evc_free(ev, n);
-  n = read_all(f->s, 4, 3, NULL, ev, 16);
-  assert_int_equal(n, 3);
-  assert_int_equal(ev[2].e.position, 6);
-  evc_free(ev, n);
-  n = read_all(f->s, 9, ER_UNLIMITED, NULL, ev, 16);
-  assert_int_equal(n, 1);
-  assert_int_equal(ev[0].e.position, 9);
-  evc_free(ev, n);
-  n = read_all(f->s, 1, 0, NULL, ev, 16);
-  assert_int_equal(n, 0);
-  n = read_all(f->s, 10, ER_UNLIMITED, NULL, ev, 16);
-  assert_int_equal(n, 0);
-  n = read_all(f->s, UINT64_MAX, ER_UNLIMITED, NULL, ev, 16);
-  assert_int_equal(n, 0);
   /* an all-empty filter matches everything */
   er_filter flt;
   memset(&flt, 0, sizeof flt);
-  n = read_all(f->s, 1, ER_UNLIMITED, &flt, ev, 16);
+  n = read_all(f->s, 1, ALL, &flt, ev, 16);
   assert_int_equal(n, 9);
   evc_free(ev, n);
 }
@@ -1636,107 +1560,61 @@ static void fill_categories(er_store *s) {
   ok1(s, "order-2", "Paid", "10");      /* 10 */
 }
 
-static void assert_positions(er_store *s, uint64_t from, uint64_t count,
-                             const er_filter *flt, const uint64_t *pos,
-                             size_t npos) {
-  evc ev[16];
-  size_t n = read_all(s, from, count, flt, ev, 16);
-  int same = n == npos;
-  for (size_t i = 0; same && i < n; i++)
-    same = ev[i].e.position == pos[i];
-  evc_free(ev, n);
-  if (n != npos)
-    print_error("read_all: %zu events, expected %zu\n", n, npos);
-  assert_int_equal(n, npos);
-  assert_true(same);
-}
-
 static void test_read_all_category(void **state) {
   fx *f = *state;
+  static const log_read reads[] = {
+      {L("order"), 1, ALL, "1 3 4 6 7 10"},
+      {L("order"), 4, ALL, "4 6 7 10"},
+      {L("order"), 0, 2, "1 3"},
+      {L("order"), 2, 3, "3 4 6"},
+      {L("order"), 8, 1, "10"},
+      {L("order"), 11, ALL, ""},
+      {L("orders"), 1, ALL, "2"},
+      {L("ord"), 1, ALL, "5"},
+      {L("orderx"), 1, ALL, "8"},
+      {L("order-1"), 1, ALL, ""}, /* a category never contains '-' */
+      {L("nothing"), 1, ALL, ""},
+      {"orders", 5, 1, ALL, "1 3 4 6 7 10"}, /* the length counts, not the NUL */
+  };
   fill_categories(f->s);
-  er_filter flt;
-  memset(&flt, 0, sizeof flt);
-  flt.category = "order";
-  flt.category_len = 5;
-  assert_positions(f->s, 1, ER_UNLIMITED, &flt,
-                   (const uint64_t[]){1, 3, 4, 6, 7, 10}, 6);
-  assert_positions(f->s, 4, ER_UNLIMITED, &flt,
-                   (const uint64_t[]){4, 6, 7, 10}, 4);
-  assert_positions(f->s, 0, 2, &flt, (const uint64_t[]){1, 3}, 2);
-  assert_positions(f->s, 2, 3, &flt, (const uint64_t[]){3, 4, 6}, 3);
-  assert_positions(f->s, 8, 1, &flt, (const uint64_t[]){10}, 1);
-  assert_positions(f->s, 11, ER_UNLIMITED, &flt, NULL, 0);
-  flt.category = "orders";
-  flt.category_len = 6;
-  assert_positions(f->s, 1, ER_UNLIMITED, &flt, (const uint64_t[]){2}, 1);
-  flt.category = "ord";
-  flt.category_len = 3;
-  assert_positions(f->s, 1, ER_UNLIMITED, &flt, (const uint64_t[]){5}, 1);
-  flt.category = "orderx";
-  flt.category_len = 6;
-  assert_positions(f->s, 1, ER_UNLIMITED, &flt, (const uint64_t[]){8}, 1);
-  flt.category = "order-1"; /* a category never contains '-' */
-  flt.category_len = 7;
-  assert_positions(f->s, 1, ER_UNLIMITED, &flt, NULL, 0);
-  flt.category = "nothing";
-  flt.category_len = 7;
-  assert_positions(f->s, 1, ER_UNLIMITED, &flt, NULL, 0);
-  /* the length counts, not the NUL */
-  flt.category = "orders";
-  flt.category_len = 5;
-  assert_positions(f->s, 1, ER_UNLIMITED, &flt,
-                   (const uint64_t[]){1, 3, 4, 6, 7, 10}, 6);
+  check_log_reads(f->s, NULL, NULL, 0, reads, NROWS(reads));
 }
 
 static void test_read_all_types(void **state) {
   fx *f = *state;
+  static const char *const types[] = {"Placed", "Paid"};
+  static const size_t lens[] = {6, 4};
+  static const log_read two[] = {
+      {NULL, 0, 1, ALL, "1 2 5 6 8 9 10"}, /* "PlacedLate" (7) is not "Placed" */
+      {NULL, 0, 3, 2, "5 6"},
+  };
+  static const log_read one[] = {{NULL, 0, 1, ALL, "1 2 5 8 9"}};
+  static const char *const part[] = {"Pla"};
+  static const size_t part_len[] = {3};
+  static const log_read none[] = {{NULL, 0, 1, ALL, ""}};
+  static const char *const late[] = {"PlacedLate", "Nope", "Shipped"};
+  static const size_t late_len[] = {10, 4, 7};
+  static const log_read three[] = {{NULL, 0, 1, ALL, "3 4 7"}};
   fill_categories(f->s);
-  const char *types[] = {"Placed", "Paid"};
-  const size_t lens[] = {6, 4};
-  er_filter flt;
-  memset(&flt, 0, sizeof flt);
-  flt.types = types;
-  flt.type_lens = lens;
-  flt.ntypes = 2;
-  /* "PlacedLate" (7) is not "Placed" */
-  assert_positions(f->s, 1, ER_UNLIMITED, &flt,
-                   (const uint64_t[]){1, 2, 5, 6, 8, 9, 10}, 7);
-  assert_positions(f->s, 3, 2, &flt, (const uint64_t[]){5, 6}, 2);
-  flt.ntypes = 1;
-  assert_positions(f->s, 1, ER_UNLIMITED, &flt,
-                   (const uint64_t[]){1, 2, 5, 8, 9}, 5);
-  const char *one[] = {"Pla"};
-  const size_t one_len[] = {3};
-  flt.types = one;
-  flt.type_lens = one_len;
-  assert_positions(f->s, 1, ER_UNLIMITED, &flt, NULL, 0);
-  const char *late[] = {"PlacedLate", "Nope", "Shipped"};
-  const size_t late_len[] = {10, 4, 7};
-  flt.types = late;
-  flt.type_lens = late_len;
-  flt.ntypes = 3;
-  assert_positions(f->s, 1, ER_UNLIMITED, &flt, (const uint64_t[]){3, 4, 7},
-                   3);
+  check_log_reads(f->s, types, lens, 2, two, NROWS(two));
+  check_log_reads(f->s, types, lens, 1, one, NROWS(one));
+  check_log_reads(f->s, part, part_len, 1, none, NROWS(none));
+  check_log_reads(f->s, late, late_len, 3, three, NROWS(three));
 }
 
 static void test_read_all_category_and_types(void **state) {
   fx *f = *state;
+  static const char *const types[] = {"Paid", "Placed"};
+  static const size_t lens[] = {4, 6};
+  static const log_read reads[] = {
+      {L("order"), 1, ALL, "1 6 10"},
+      {L("order"), 1, 2, "1 6"},
+      {L("order"), 2, 1, "6"},
+      {L("order"), 7, ALL, "10"},
+      {L("order"), 1, 0, ""},
+  };
   fill_categories(f->s);
-  const char *types[] = {"Paid", "Placed"};
-  const size_t lens[] = {4, 6};
-  er_filter flt;
-  memset(&flt, 0, sizeof flt);
-  flt.category = "order";
-  flt.category_len = 5;
-  flt.types = types;
-  flt.type_lens = lens;
-  flt.ntypes = 2;
-  assert_positions(f->s, 1, ER_UNLIMITED, &flt,
-                   (const uint64_t[]){1, 6, 10}, 3);
-  assert_positions(f->s, 1, 2, &flt, (const uint64_t[]){1, 6}, 2);
-  assert_positions(f->s, 2, 1, &flt, (const uint64_t[]){6}, 1);
-  assert_positions(f->s, 7, ER_UNLIMITED, &flt, (const uint64_t[]){10}, 1);
-  assert_positions(f->s, 1, 0, &flt, NULL, 0);
+  check_log_reads(f->s, types, lens, 2, reads, NROWS(reads));
 }
 
 static void test_read_all_filter_copied(void **state) {
@@ -1802,97 +1680,86 @@ static void test_event_at(void **state) {
   assert_int_equal(er_event_at(f->s, 12345, &ev, &mem, NULL), ER_NOT_FOUND);
 }
 
-/* Collect a streams iterator into "id:version" strings. */
-static size_t list_streams(er_store *s, const char *prefix, size_t plen,
-                           char out[][64], size_t max) {
-  er_iter *it = NULL;
-  er_error err = fresh_err();
-  assert_int_equal(er_list_streams(s, prefix, plen, &it, &err), ER_OK);
-  assert_non_null(it);
-  size_t n = 0;
-  const char *id;
-  size_t len;
-  uint64_t v;
-  int rc;
-  while ((rc = er_iter_next_stream(it, &id, &len, &v, &err)) == ER_OK) {
-    assert_true(n < max);
-    assert_true(len < 40);
-    snprintf(out[n++], 64, "%.*s:%llu", (int)len, id, (unsigned long long)v);
+/* A listing of the streams under a prefix and what it must give:
+ * "id:version" of each stream, separated by spaces. */
+typedef struct streams_read {
+  const char *prefix;
+  size_t prefix_len;
+  const char *want;
+} streams_read;
+
+static void check_stream_lists(er_store *s, const streams_read *r,
+                               size_t nr) {
+  for (size_t i = 0; i < nr; i++) {
+    er_iter *it = NULL;
+    er_error err = fresh_err();
+    char got[256];
+    size_t used = 0;
+    const char *id;
+    size_t len;
+    uint64_t v;
+    int rc;
+    assert_int_equal(er_list_streams(s, r[i].prefix, r[i].prefix_len, &it, &err),
+                     ER_OK);
+    got[0] = 0;
+    while ((rc = er_iter_next_stream(it, &id, &len, &v, &err)) == ER_OK) {
+      int w = snprintf(got + used, sizeof got - used, "%s%.*s:%llu",
+                       used ? " " : "", (int)len, id, (unsigned long long)v);
+      assert_true(w > 0 && (size_t)w < sizeof got - used);
+      used += (size_t)w;
+    }
+    assert_int_equal(rc, ER_NOT_FOUND);
+    er_iter_free(it);
+    if (strcmp(got, r[i].want) != 0) print_error("stream listing %zu\n", i);
+    assert_string_equal(got, r[i].want);
   }
-  assert_int_equal(rc, ER_NOT_FOUND);
-  er_iter_free(it);
-  return n;
 }
 
 static void test_list_streams(void **state) {
   fx *f = *state;
-  char got[16][64];
-  assert_int_equal(list_streams(f->s, "", 0, got, 16), 0);
-  assert_int_equal(list_streams(f->s, NULL, 0, got, 16), 0);
+  static const streams_read empty[] = {{"", 0, ""}, {NULL, 0, ""}};
+  static const streams_read all[] = {
+      /* uppercase sorts first, bytes >= 0x80 last */
+      {"", 0, "B:1 a:4 a-:1 a-b:2 ab:2 b:1 \xc3\xa9t\xc3\xa9:1"},
+      {NULL, 0, "B:1 a:4 a-:1 a-b:2 ab:2 b:1 \xc3\xa9t\xc3\xa9:1"},
+  };
+  check_stream_lists(f->s, empty, NROWS(empty));
   fill_prefix_streams(f->s);
-  ok1(f->s, "\xc3\xa9t\xc3\xa9", "T", "e"); /* bytes >= 0x80 sort last */
-  ok1(f->s, "B", "T", "B");                 /* uppercase sorts first */
+  ok1(f->s, "\xc3\xa9t\xc3\xa9", "T", "e");
+  ok1(f->s, "B", "T", "B");
   ok1(f->s, "a-", "T", "x");
-  static const char *all[] = {"B:1",  "a:4",  "a-:1",         "a-b:2",
-                              "ab:2", "b:1", "\xc3\xa9t\xc3\xa9:1"};
-  size_t n = list_streams(f->s, "", 0, got, 16);
-  assert_int_equal(n, 7);
-  for (size_t i = 0; i < n; i++)
-    assert_string_equal(got[i], all[i]);
-  n = list_streams(f->s, NULL, 0, got, 16);
-  assert_int_equal(n, 7);
+  check_stream_lists(f->s, all, NROWS(all));
 }
 
 static void test_list_streams_prefix(void **state) {
   fx *f = *state;
+  static const streams_read reads[] = {
+      {L("a"), "a:4 a-b:2 ab:2"},
+      {L("a-"), "a-b:2"},
+      {L("ab"), "ab:2"},
+      {L("a-bc"), ""},
+      {L("b"), "b:1"},
+      {L("c"), ""},
+      {L("\xc3"), "\xc3\xa9:2 \xc3\xa9t\xc3\xa9:1"},
+      {L("\xff"), ""},
+      {"abc", 1, "a:4 a-b:2 ab:2"}, /* the length counts, not the NUL */
+  };
+  /* prefixes of 0xff bytes, which have no successor to bound them */
+  static const streams_read high[] = {
+      {L("\xff"), "\xff:1 \xff\xff:1 \xff\xffz:1"},
+      {L("\xff\xff"), "\xff\xff:1 \xff\xffz:1"},
+      {L("\xfe"), "\xfe\xff:1"},
+  };
   fill_prefix_streams(f->s);
   ok1(f->s, "\xc3\xa9t\xc3\xa9", "T", "e");
   ok1(f->s, "\xc3\xa9", "T", "e");
   ok1(f->s, "\xc3\xa9", "T", "e");
-  char got[16][64];
-  size_t n = list_streams(f->s, "a", 1, got, 16);
-  assert_int_equal(n, 3);
-  assert_string_equal(got[0], "a:4");
-  assert_string_equal(got[1], "a-b:2");
-  assert_string_equal(got[2], "ab:2");
-  n = list_streams(f->s, "a-", 2, got, 16);
-  assert_int_equal(n, 1);
-  assert_string_equal(got[0], "a-b:2");
-  n = list_streams(f->s, "ab", 2, got, 16);
-  assert_int_equal(n, 1);
-  assert_string_equal(got[0], "ab:2");
-  n = list_streams(f->s, "a-bc", 4, got, 16);
-  assert_int_equal(n, 0);
-  n = list_streams(f->s, "b", 1, got, 16);
-  assert_int_equal(n, 1);
-  assert_string_equal(got[0], "b:1");
-  n = list_streams(f->s, "c", 1, got, 16);
-  assert_int_equal(n, 0);
-  n = list_streams(f->s, "\xc3", 1, got, 16);
-  assert_int_equal(n, 2);
-  assert_string_equal(got[0], "\xc3\xa9:2");
-  assert_string_equal(got[1], "\xc3\xa9t\xc3\xa9:1");
-  n = list_streams(f->s, "\xff", 1, got, 16);
-  assert_int_equal(n, 0);
+  check_stream_lists(f->s, reads, NROWS(reads));
   ok1(f->s, "\xff", "T", "e");
   ok1(f->s, "\xff\xff", "T", "e");
   ok1(f->s, "\xff\xffz", "T", "e");
   ok1(f->s, "\xfe\xff", "T", "e");
-  n = list_streams(f->s, "\xff", 1, got, 16);
-  assert_int_equal(n, 3);
-  assert_string_equal(got[0], "\xff:1");
-  assert_string_equal(got[1], "\xff\xff:1");
-  assert_string_equal(got[2], "\xff\xffz:1");
-  n = list_streams(f->s, "\xff\xff", 2, got, 16);
-  assert_int_equal(n, 2);
-  assert_string_equal(got[0], "\xff\xff:1");
-  assert_string_equal(got[1], "\xff\xffz:1");
-  n = list_streams(f->s, "\xfe", 1, got, 16);
-  assert_int_equal(n, 1);
-  assert_string_equal(got[0], "\xfe\xff:1");
-  /* the length counts, not the NUL */
-  n = list_streams(f->s, "abc", 1, got, 16);
-  assert_int_equal(n, 3);
+  check_stream_lists(f->s, high, NROWS(high));
 }
 
 static void test_iter_kind_mismatch(void **state) {
@@ -2253,19 +2120,15 @@ static void test_idem_generated_ids(void **state) {
   assert_unchanged(f->s, "s", 2, 3);
 }
 
-/* A filter whose category has length 0 is "no category filter". */
+/* A non-NULL empty category is the category of "-1", not "no filter". */
 static void test_read_all_empty_category(void **state) {
   fx *f = *state;
+  static const log_read reads[] = {
+      {"", 0, 1, ALL, "9"},
+      {NULL, 0, 1, ALL, "1 2 3 4 5 6 7 8 9 10"},
+  };
   fill_categories(f->s);
-  er_filter flt;
-  memset(&flt, 0, sizeof flt);
-  /* a non-NULL empty category is the category of "-1", not "no filter" */
-  flt.category = "";
-  flt.category_len = 0;
-  assert_positions(f->s, 1, ER_UNLIMITED, &flt, (const uint64_t[]){9}, 1);
-  flt.category = NULL;
-  assert_positions(f->s, 1, ER_UNLIMITED, &flt,
-                   (const uint64_t[]){1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, 10);
+  check_log_reads(f->s, NULL, NULL, 0, reads, NROWS(reads));
 }
 
 static void test_sync_option(void **state) {
@@ -2495,132 +2358,82 @@ static void test_open_locked_other_process(void **state) {
   f->s = tu_open(f->dir);
 }
 
+/* A test with a fresh store, or with a fresh empty directory only. */
+#define WITH_STORE(t) cmocka_unit_test_setup_teardown(t, fx_setup, fx_teardown)
+#define WITH_DIR(t) cmocka_unit_test_setup_teardown(t, fx_setup_dir, fx_teardown)
+
 int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_code_names),
+      cmocka_unit_test(test_category),
       cmocka_unit_test(test_options_init),
       cmocka_unit_test(test_free_null),
       cmocka_unit_test(test_uuid_format_parse),
       cmocka_unit_test(test_uuid_parse_invalid),
       cmocka_unit_test(test_uuid7),
-      cmocka_unit_test_setup_teardown(test_open_existing_empty_dir,
-                                      fx_setup_dir, fx_teardown),
-      cmocka_unit_test_setup_teardown(test_open_creates_missing_dir,
-                                      fx_setup_dir, fx_teardown),
-      cmocka_unit_test_setup_teardown(test_open_create0_missing, fx_setup_dir,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_open_read_only_missing,
-                                      fx_setup_dir, fx_teardown),
-      cmocka_unit_test_setup_teardown(test_open_regular_file, fx_setup_dir,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_open_locked, fx_setup,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_open_read_only_beside_writer,
-                                      fx_setup, fx_teardown),
-      cmocka_unit_test_setup_teardown(test_open_read_only_alone, fx_setup,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_format_marker_on_disk, fx_setup,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_format_mismatch, fx_setup,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_plain_rocksdb_not_store,
-                                      fx_setup_dir, fx_teardown),
-      cmocka_unit_test_setup_teardown(test_append_versions_positions,
-                                      fx_setup, fx_teardown),
-      cmocka_unit_test_setup_teardown(test_append_ids, fx_setup, fx_teardown),
-      cmocka_unit_test_setup_teardown(test_generated_ids_increase, fx_setup, fx_teardown),
-      cmocka_unit_test_setup_teardown(test_wait_idle, fx_setup, fx_teardown),
-      cmocka_unit_test_setup_teardown(test_expected_any, fx_setup,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_expected_no_stream, fx_setup,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_expected_stream_exists, fx_setup,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_expected_exact, fx_setup,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_expected_invalid_sentinel,
-                                      fx_setup, fx_teardown),
-      cmocka_unit_test_setup_teardown(test_append_n_zero, fx_setup,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_append_stream_validation, fx_setup,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_append_type_validation, fx_setup,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_append_batch_atomic, fx_setup,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_append_max_event_size, fx_setup,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_append_default_max_event_size,
-                                      fx_setup, fx_teardown),
-      cmocka_unit_test_setup_teardown(test_idem_retry, fx_setup, fx_teardown),
-      cmocka_unit_test_setup_teardown(test_idem_retry_later_append, fx_setup,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_idem_subset_and_order, fx_setup,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_idem_other_stream, fx_setup,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_idem_mixed, fx_setup, fx_teardown),
-      cmocka_unit_test_setup_teardown(test_idem_twice_in_call, fx_setup,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_idem_after_reopen, fx_setup,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_read_stream_forward, fx_setup,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_read_stream_backward, fx_setup,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_read_stream_prefix_isolation,
-                                      fx_setup, fx_teardown),
-      cmocka_unit_test_setup_teardown(test_event_fields, fx_setup,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_time_non_decreasing, fx_setup,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_read_all, fx_setup, fx_teardown),
-      cmocka_unit_test_setup_teardown(test_read_all_category, fx_setup,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_read_all_types, fx_setup,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_read_all_category_and_types,
-                                      fx_setup, fx_teardown),
-      cmocka_unit_test_setup_teardown(test_read_all_filter_copied, fx_setup,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_event_at, fx_setup, fx_teardown),
-      cmocka_unit_test_setup_teardown(test_list_streams, fx_setup,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_list_streams_prefix, fx_setup,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_iter_kind_mismatch, fx_setup,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_empty_store, fx_setup,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_iterator_snapshot, fx_setup,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_interleaved_iterators, fx_setup,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_head_cache_many_streams, fx_setup,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_many_events_reopen, fx_setup,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_reopen_continues, fx_setup,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_iter_outlives_close, fx_setup,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_idem_generated_ids, fx_setup,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_read_all_empty_category, fx_setup,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_sync_option, fx_setup,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_big_event_roundtrip, fx_setup,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_corrupt_record, fx_setup,
-                                      fx_teardown),
-      cmocka_unit_test_setup_teardown(test_iter_count_used_after_close,
-                                      fx_setup, fx_teardown),
-      cmocka_unit_test_setup_teardown(test_open_locked_other_process,
-                                      fx_setup, fx_teardown),
+      WITH_DIR(test_open_existing_empty_dir),
+      WITH_DIR(test_open_creates_missing_dir),
+      WITH_DIR(test_open_create0_missing),
+      WITH_DIR(test_open_read_only_missing),
+      WITH_DIR(test_open_regular_file),
+      WITH_STORE(test_open_locked),
+      WITH_STORE(test_open_read_only_beside_writer),
+      WITH_STORE(test_open_read_only_alone),
+      WITH_STORE(test_format_marker_on_disk),
+      WITH_STORE(test_format_mismatch),
+      WITH_DIR(test_plain_rocksdb_not_store),
+      WITH_STORE(test_append_versions_positions),
+      WITH_STORE(test_append_ids),
+      WITH_STORE(test_generated_ids_increase),
+      WITH_STORE(test_wait_idle),
+      WITH_STORE(test_expected_any),
+      WITH_STORE(test_expected_no_stream),
+      WITH_STORE(test_expected_stream_exists),
+      WITH_STORE(test_expected_exact),
+      WITH_STORE(test_expected_invalid_sentinel),
+      WITH_STORE(test_append_n_zero),
+      WITH_STORE(test_append_stream_validation),
+      WITH_STORE(test_append_type_validation),
+      WITH_STORE(test_append_batch_atomic),
+      WITH_STORE(test_append_max_event_size),
+      WITH_STORE(test_append_default_max_event_size),
+      WITH_STORE(test_idem_retry),
+      WITH_STORE(test_idem_retry_later_append),
+      WITH_STORE(test_idem_subset_and_order),
+      WITH_STORE(test_idem_other_stream),
+      WITH_STORE(test_idem_mixed),
+      WITH_STORE(test_idem_twice_in_call),
+      WITH_STORE(test_idem_after_reopen),
+      WITH_STORE(test_read_stream_forward),
+      WITH_STORE(test_read_stream_backward),
+      WITH_STORE(test_read_stream_prefix_isolation),
+      WITH_STORE(test_event_fields),
+      WITH_STORE(test_time_non_decreasing),
+      WITH_STORE(test_read_all),
+      WITH_STORE(test_read_all_category),
+      WITH_STORE(test_read_all_types),
+      WITH_STORE(test_read_all_category_and_types),
+      WITH_STORE(test_read_all_filter_copied),
+      WITH_STORE(test_event_at),
+      WITH_STORE(test_list_streams),
+      WITH_STORE(test_list_streams_prefix),
+      WITH_STORE(test_iter_kind_mismatch),
+      WITH_STORE(test_empty_store),
+      WITH_STORE(test_iterator_snapshot),
+      WITH_STORE(test_interleaved_iterators),
+      WITH_STORE(test_head_cache_many_streams),
+      WITH_STORE(test_many_events_reopen),
+      WITH_STORE(test_reopen_continues),
+      WITH_STORE(test_iter_outlives_close),
+      WITH_STORE(test_idem_generated_ids),
+      WITH_STORE(test_read_all_empty_category),
+      WITH_STORE(test_sync_option),
+      WITH_STORE(test_big_event_roundtrip),
+      WITH_STORE(test_corrupt_record),
+      WITH_STORE(test_iter_count_used_after_close),
+      WITH_STORE(test_open_locked_other_process),
       /* last: an implementation bug here may abort the process */
-      cmocka_unit_test_setup_teardown(test_iter_end_repeated, fx_setup,
-                                      fx_teardown),
+      WITH_STORE(test_iter_end_repeated),
   };
   if (argc == 3 && strcmp(argv[1], "--hold-lock") == 0)
     return hold_lock(argv[2]);

@@ -280,52 +280,14 @@ static void *read_main(void *arg) {
   return NULL;
 }
 
-static void test_mixed_any(void **state) {
-  fx *f = *state;
-  mixer w[MIX_THREADS];
-  pthread_t th[MIX_THREADS], rth;
-  int stop = 0;
-  reader rd;
-  memset(w, 0, sizeof w);
-  memset(&rd, 0, sizeof rd);
-  rd.s = f->s;
-  rd.stop = &stop;
-  assert_int_equal(pthread_create(&rth, NULL, read_main, &rd), 0);
-  for (int i = 0; i < MIX_THREADS; i++) {
-    w[i].s = f->s;
-    w[i].tid = (uint32_t)i;
-    assert_int_equal(pthread_create(&th[i], NULL, mix_main, &w[i]), 0);
-  }
-  for (int i = 0; i < MIX_THREADS; i++)
-    assert_int_equal(pthread_join(th[i], NULL), 0);
-  __atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
-  assert_int_equal(pthread_join(rth, NULL), 0);
-
-  uint64_t total = 0, shared = 0;
-  for (int i = 0; i < MIX_THREADS; i++) {
-    if (w[i].failed)
-      print_error("thread %d: %llu appends failed, last %d: %s\n", i,
-                  (unsigned long long)w[i].failed, w[i].fail_code,
-                  w[i].fail_msg);
-    assert_int_equal(w[i].failed, 0);
-    assert_int_equal(w[i].bad, 0);
-    total += w[i].events;
-    shared += w[i].shared_events;
-  }
-  print_message("mixed: %llu events, reader made %llu passes\n",
-                (unsigned long long)total, (unsigned long long)rd.reads);
-  assert_int_equal(rd.failed, 0);
-  assert_int_equal(rd.gaps, 0);
-  assert_true(rd.max_seen <= total);
-  assert_int_equal(total, MIX_THREADS * (uint64_t)(MIX_ITERS / 3) * 6);
-  assert_int_equal(er_last_position(f->s), total);
-
-  /* the global log: positions 1..total, every stream's versions contiguous,
-   * a batch's events adjacent, each thread's batches in its order */
+/* The global log after the mixers: positions 1..total, every stream's
+ * versions contiguous (counted into next_version: own-0..3, then shared), a
+ * batch's events adjacent, each thread's batches in its order. */
+static void check_mixed_log(er_store *s, const mixer *w, uint64_t total,
+                            uint64_t next_version[MIX_THREADS + 1]) {
   er_iter *it = NULL;
   er_error err;
-  assert_int_equal(er_read_all(f->s, 0, ER_UNLIMITED, NULL, &it, &err), ER_OK);
-  uint64_t next_version[MIX_THREADS + 1] = {0}; /* own-0..3, shared */
+  assert_int_equal(er_read_all(s, 0, ER_UNLIMITED, NULL, &it, &err), ER_OK);
   int64_t last_iter[MIX_THREADS][2];
   uint64_t seen[MIX_THREADS] = {0};
   for (int i = 0; i < MIX_THREADS; i++)
@@ -372,8 +334,15 @@ static void test_mixed_any(void **state) {
   assert_int_equal(n, total);
   for (int i = 0; i < MIX_THREADS; i++)
     assert_int_equal(seen[i], w[i].events);
+}
 
-  /* each stream read back on its own */
+/* Each stream read back on its own: versions 1..n in position order. */
+static void check_mixed_streams(er_store *s, const mixer *w, uint64_t shared,
+                                const uint64_t next_version[MIX_THREADS + 1]) {
+  er_iter *it = NULL;
+  er_error err;
+  er_event ev;
+  int rc;
   for (int k = 0; k <= MIX_THREADS; k++) {
     char name[32];
     if (k < MIX_THREADS)
@@ -381,14 +350,14 @@ static void test_mixed_any(void **state) {
     else
       strcpy(name, "shared");
     uint64_t v = 0;
-    assert_int_equal(er_version(f->s, name, strlen(name), &v, &err), ER_OK);
+    assert_int_equal(er_version(s, name, strlen(name), &v, &err), ER_OK);
     assert_int_equal(v, next_version[k]);
     if (k < MIX_THREADS)
       assert_int_equal(v, w[k].own_events);
     else
       assert_int_equal(v, shared);
     assert_int_equal(
-        er_read_stream(f->s, name, strlen(name), 0, ER_UNLIMITED, 0, &it, &err),
+        er_read_stream(s, name, strlen(name), 0, ER_UNLIMITED, 0, &it, &err),
         ER_OK);
     uint64_t m = 0, lastpos = 0;
     while ((rc = er_iter_next(it, &ev, &err)) == ER_OK) {
@@ -400,6 +369,50 @@ static void test_mixed_any(void **state) {
     assert_int_equal(m, v);
     er_iter_free(it);
   }
+}
+
+static void test_mixed_any(void **state) {
+  fx *f = *state;
+  mixer w[MIX_THREADS];
+  pthread_t th[MIX_THREADS], rth;
+  int stop = 0;
+  reader rd;
+  memset(w, 0, sizeof w);
+  memset(&rd, 0, sizeof rd);
+  rd.s = f->s;
+  rd.stop = &stop;
+  assert_int_equal(pthread_create(&rth, NULL, read_main, &rd), 0);
+  for (int i = 0; i < MIX_THREADS; i++) {
+    w[i].s = f->s;
+    w[i].tid = (uint32_t)i;
+    assert_int_equal(pthread_create(&th[i], NULL, mix_main, &w[i]), 0);
+  }
+  for (int i = 0; i < MIX_THREADS; i++)
+    assert_int_equal(pthread_join(th[i], NULL), 0);
+  __atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
+  assert_int_equal(pthread_join(rth, NULL), 0);
+
+  uint64_t total = 0, shared = 0;
+  for (int i = 0; i < MIX_THREADS; i++) {
+    if (w[i].failed)
+      print_error("thread %d: %llu appends failed, last %d: %s\n", i,
+                  (unsigned long long)w[i].failed, w[i].fail_code,
+                  w[i].fail_msg);
+    assert_int_equal(w[i].failed, 0);
+    assert_int_equal(w[i].bad, 0);
+    total += w[i].events;
+    shared += w[i].shared_events;
+  }
+  print_message("mixed: %llu events, reader made %llu passes\n",
+                (unsigned long long)total, (unsigned long long)rd.reads);
+  assert_int_equal(rd.failed, 0);
+  assert_int_equal(rd.gaps, 0);
+  assert_true(rd.max_seen <= total);
+  assert_int_equal(total, MIX_THREADS * (uint64_t)(MIX_ITERS / 3) * 6);
+  assert_int_equal(er_last_position(f->s), total);
+  uint64_t next_version[MIX_THREADS + 1] = {0};
+  check_mixed_log(f->s, w, total, next_version);
+  check_mixed_streams(f->s, w, shared, next_version);
 }
 
 int main(void) {

@@ -207,27 +207,6 @@ static void assert_event(er_store *s, uint64_t pos, const char *stream,
   er_free(mem);
 }
 
-static void assert_no_event(er_store *s, uint64_t pos) {
-  void *mem = NULL;
-  er_event ev;
-  er_error err = fresh_err();
-  assert_fails(er_event_at(s, pos, &ev, &mem, &err), ER_NOT_FOUND, err);
-  assert_null(mem);
-}
-
-static er_store *open_ro(const char *dir) {
-  er_options o;
-  er_options_init(&o);
-  o.read_only = 1;
-  er_store *ro = NULL;
-  er_error err = fresh_err();
-  int rc = er_open(dir, &o, &ro, &err);
-  if (rc != ER_OK)
-    print_error("read-only open: %d %s\n", rc, err.message);
-  assert_int_equal(rc, ER_OK);
-  return ro;
-}
-
 /* ------------------------------------------------------------------------ */
 /* Appends                                                                    */
 
@@ -1160,7 +1139,7 @@ static void test_txn_invalid_appends(void **state) {
 
 static void test_txn_read_only(void **state) {
   fx *f = *state;
-  er_store *ro = open_ro(f->dir);
+  er_store *ro = tu_open_ro(f->dir);
   er_txn *t = (er_txn *)&t; /* must be reset */
   er_error err = fresh_err();
   assert_fails(er_txn_begin(ro, &t, &err), ER_INVALID, err);
@@ -1169,7 +1148,7 @@ static void test_txn_read_only(void **state) {
   /* alone, without the writer */
   er_close(f->s);
   f->s = NULL;
-  ro = open_ro(f->dir);
+  ro = tu_open_ro(f->dir);
   t = (er_txn *)&t;
   err = fresh_err();
   assert_fails(er_txn_begin(ro, &t, &err), ER_INVALID, err);
@@ -1365,7 +1344,7 @@ static void test_txn_reopen(void **state) {
   assert_scan(f->s, ER_VIEWS, L("bal\0"), views, 1);
 
   /* a read-only handle beside the writer */
-  er_store *ro = open_ro(f->dir);
+  er_store *ro = tu_open_ro(f->dir);
   get_is(ro, ER_SNAPSHOTS, L("acc-1"), L("snap"));
   get_is(ro, ER_CHECKPOINTS, L("proj"), L("1"));
   get_absent(ro, ER_VIEWS, L("bal\0acc-2"));
@@ -1385,7 +1364,7 @@ static void test_txn_reopen(void **state) {
   /* read-only without a writer */
   er_close(f->s);
   f->s = NULL;
-  ro = open_ro(f->dir);
+  ro = tu_open_ro(f->dir);
   get_is(ro, ER_CHECKPOINTS, L("proj"), L("2"));
   assert_scan(ro, ER_VIEWS, NULL, 0, views, 2);
   assert_int_equal(er_last_position(ro), 1);

@@ -69,6 +69,22 @@ static inline er_store *tu_open(const char *dir) {
   return s;
 }
 
+/* Open the store in `dir` read-only; asserts. */
+static inline er_store *tu_open_ro(const char *dir) {
+  er_options o;
+  er_store *ro = NULL;
+  er_error err;
+  er_options_init(&o);
+  o.read_only = 1;
+  memset(&err, 0, sizeof err);
+  int rc = er_open(dir, &o, &ro, &err);
+  if (rc != ER_OK)
+    print_error("read-only open of %s: %d %s\n", dir, rc, err.message);
+  assert_int_equal(rc, ER_OK);
+  assert_non_null(ro);
+  return ro;
+}
+
 /* Fill `e` as an event without id. */
 static inline void tu_event(er_new_event *e, const char *type,
                             const void *data, size_t data_len) {
@@ -165,6 +181,15 @@ static inline er_event event_at(er_store *s, uint64_t pos, void **mem) {
                 err.message);
   assert_int_equal(rc, ER_OK);
   return ev;
+}
+
+/* There is no event at `pos`: ER_NOT_FOUND, no memory handed out. */
+static inline void assert_no_event(er_store *s, uint64_t pos) {
+  void *mem = NULL;
+  er_event ev;
+  er_error err = fresh_err();
+  assert_fails(er_event_at(s, pos, &ev, &mem, &err), ER_NOT_FOUND, err);
+  assert_null(mem);
 }
 
 #ifdef TU_STORE_FIXTURE

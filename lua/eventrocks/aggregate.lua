@@ -126,7 +126,7 @@ local function check_spec(name, spec)
   if type(name) ~= "string" or name == "" then
     error("bad argument #1 to 'aggregate' (name must be a non-empty string)", 3)
   end
-  if name:find("-", 1, true) or name:find("\0", 1, true) then
+  if core.category(name) ~= name or name:find("\0", 1, true) then
     error("bad argument #1 to 'aggregate' (name must not contain '-' or NUL: it is the stream category)", 3)
   end
   if type(spec) ~= "table" then
@@ -217,7 +217,7 @@ Repo.__index = Repo
 Repo.__name = "eventrocks.repository"
 function Repo:__tostring() return "repository of " .. self.spec.name end
 
-local MAX_STREAM = 1024 -- bytes in a stream id (ER_MAX_STREAM_LEN)
+local MAX_STREAM = core.MAX_STREAM_LEN -- bytes in a stream id
 
 local function check_id(id, fname, spec)
   local t = type(id)
@@ -371,14 +371,14 @@ function Repo:save(agg)
   if not txn then return nil, err end
   local ok
   ok, err = txn:append(agg.stream, queue, { expected = p.base })
-  if not ok then txn:free() return nil, err end
+  if not ok then txn:close() return nil, err end
   local new_version = p.base + #queue
   local every = spec.snapshot_every
   if every and new_version // every > p.base // every then
     local put_ok, perr = pcall(txn.put, txn, "snapshots", agg.stream,
       { version = new_version, schema = spec.schema, state = agg.state })
     if not put_ok then
-      txn:free()
+      txn:close()
       -- an error value naming the place: the state is the culprit
       local why = tostring(perr)
       if type(perr) == "table" and perr.code == "invalid" and perr.path then
@@ -390,7 +390,7 @@ function Repo:save(agg)
   end
   local res
   res, err = txn:commit()
-  txn:free()
+  txn:close()
   if not res then
     err.index = nil
     return nil, err

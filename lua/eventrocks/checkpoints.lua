@@ -61,7 +61,7 @@ function M.write(store, kind, name, value)
   local ok
   ok, err = M.put(txn, kind, name, value)
   if ok then ok, err = txn:commit() end
-  txn:free()
+  txn:close()
   if not ok then return nil, err end
   return true
 end

@@ -144,7 +144,7 @@ function commands.tail(args)
       for ev in store:all({ from = from }) do
         if ev.position ~= from then break end
         from = from + 1
-        if (not args.category or ev.stream:match("^[^-]*") == args.category)
+        if (not args.category or core.category(ev.stream) == args.category)
           and (not types or types[ev.type]) then
           print_event(ev, args.json)
         end
@@ -254,7 +254,7 @@ function commands.stats(args)
   local n = 0
   for ev in store:all() do
     n = n + 1
-    local cat = ev.stream:match("^[^-]*")
+    local cat = core.category(ev.stream)
     categories[cat] = (categories[cat] or 0) + 1
     types[ev.type] = (types[ev.type] or 0) + 1
     if n % 4096 == 0 then bar.step(n) end
@@ -377,7 +377,7 @@ function commands.import(args)
       { expected = first.version - 1, time = first.time })
     if not called then
       -- a value the store refuses (e.g. nested too deep): name its line
-      txn:free()
+      txn:close()
       local e = ok
       if type(e) == "table" and e.code == "invalid" and e.index then
         fail(fmt("line %d: %s: %s", lines[e.index] or lines[1], e.path, e.reason))
@@ -386,7 +386,7 @@ function commands.import(args)
     end
     local res
     if ok then res, err = txn:commit() end
-    txn:free()
+    txn:close()
     if not res then
       -- the error names the failing append and the duplicate id (err.id):
       -- the line is the event of the group with that id

@@ -136,7 +136,7 @@ M.token = token
 -- the text, or nil, message when it is not a valid escape.
 function M.unescape(text) return nats().unescape(text) end
 
-local function category_of(stream) return stream:match("^[^-]*") end
+local category_of = core.category -- the core's rule
 
 local function check_string(v, what, fname)
   if type(v) ~= "string" or v == "" then
@@ -720,15 +720,15 @@ end
 
 local UUID = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
 
--- A name the store accepts: 1 to 1024 bytes without NUL.
-local function good_name(v)
-  return type(v) == "string" and #v >= 1 and #v <= 1024 and not v:find("\0", 1, true)
+-- A name the store accepts: 1 to `max` bytes without NUL (the core's limits).
+local function good_name(max)
+  return function(v) return type(v) == "string" and #v >= 1 and #v <= max and not v:find("\0", 1, true) end
 end
 
 local EVENT_CHECKS = {
   { "id", function(v) return type(v) == "string" and v:find(UUID) ~= nil end, "a UUID" },
-  { "stream", good_name, "1 to 1024 bytes without NUL" },
-  { "type", good_name, "1 to 1024 bytes without NUL" },
+  { "stream", good_name(core.MAX_STREAM_LEN), fmt("1 to %d bytes without NUL", core.MAX_STREAM_LEN) },
+  { "type", good_name(core.MAX_TYPE_LEN), fmt("1 to %d bytes without NUL", core.MAX_TYPE_LEN) },
   { "version", function(v) return mtype(v) == "integer" and v >= 1 end, "an integer >= 1" },
   { "position", function(v) return mtype(v) == "integer" and v >= 1 end, "an integer >= 1" },
   { "time", function(v) return mtype(v) == "integer" and v >= 1 end, "an integer >= 1 (microseconds)" },

@@ -35,6 +35,7 @@
 -- numbers are doubles, e.g. JavaScript with BigInt); the encoder never
 -- writes it.
 local json = require "dkjson"
+local core = require "eventrocks.core"
 
 local M = {}
 
@@ -320,17 +321,17 @@ end
 local FIELDS = { position = true, stream = true, version = true, type = true, time = true,
   id = true, data = true, metadata = true }
 local UUID = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
-local MAX_NAME = 1024 -- bytes in a stream id or a type (ER_MAX_STREAM_LEN, ER_MAX_TYPE_LEN)
+local MAX_NAME = { stream = core.MAX_STREAM_LEN, type = core.MAX_TYPE_LEN } -- bytes
 -- Times: microseconds since the epoch, from 1 (0 tells the store "now") to
 -- the last microsecond of year 9999 (9999-12-31T23:59:59.999999Z), the
 -- last that ISO 8601 dates in four digits and the readable outputs show.
 local MAX_TIME = 253402300799999999
 
--- A stream id or a type: 1 to 1024 bytes without NUL.
+-- A stream id or a type: 1 to MAX_NAME[key] bytes without NUL.
 local function name(t, key, line)
-  local v = field(t, key, "string", line)
-  if #v == 0 or #v > MAX_NAME or v:find("\0", 1, true) then
-    error(fmt("line %d: %s must be 1 to %d bytes without NUL", line, key, MAX_NAME), 0)
+  local v, max = field(t, key, "string", line), MAX_NAME[key]
+  if #v == 0 or #v > max or v:find("\0", 1, true) then
+    error(fmt("line %d: %s must be 1 to %d bytes without NUL", line, key, max), 0)
   end
   return v
 end

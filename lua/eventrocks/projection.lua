@@ -236,9 +236,7 @@ local function handler_failed(proj, ev, err)
     proj.name, ev.type, ev.position, ev.stream, tostring(err))
 end
 
-local function category_of(stream)
-  return stream:match("^[^-]*")
-end
+local category_of = core.category -- the core's rule
 
 -- What a failure leaves behind: the event (a dead letter keeps all of it,
 -- to be applied by retry), the error and when.
@@ -413,11 +411,11 @@ local function run_batch(proj, max)
   if proj.on_error ~= "stop" then view._parked = parked_streams(proj) end
   local n, pos = apply(proj, view, not b.filtered, iter, state, init, closer)
   if not n then
-    txn:free()
+    txn:close()
     error(b:finish(pos), 0)
   end
   if b.err then
-    txn:free()
+    txn:close()
     return nil, b:finish(b.err)
   end
   b.n, b.pos = n, pos
@@ -425,7 +423,7 @@ local function run_batch(proj, max)
   ok, err = flush_view(view)
   if ok then ok, err = src:save(proj, st, b, txn) end
   if ok then ok, err = txn:commit() end
-  txn:free()
+  txn:close()
   if not ok then return nil, b:finish(err) end
   b:finish(nil)
   return n, src:position(st), b.full
@@ -576,7 +574,7 @@ function Proj:retry(position)
   end
   local ok, err = flush_view(view)
   if ok then ok, err = txn:commit() end
-  txn:free()
+  txn:close()
   if not ok then return nil, err end
   return applied
 end
@@ -606,7 +604,7 @@ function Proj:reset()
   checkpoints.delete_items(txn, "skipped", self.name)
   local res, err = self.source:reset(self, txn)
   if res then res, err = txn:commit() end
-  txn:free()
+  txn:close()
   if not res then return nil, err end
   if self.inline then return self:run() end
   return true
