@@ -1359,6 +1359,36 @@ static int l_debug_get(lua_State *L) {
   return 1;
 }
 
+/* store:stats() -> { events, streams, last_position, bytes_on_disk,
+ * families = { [name] = { bytes, keys } } }, or nil, err */
+static int store_stats(lua_State *L) {
+  lstore *ls = check_store(L, 1);
+  er_store_stats st;
+  er_error err;
+  size_t i;
+  if (er_stats(ls->s, &st, &err) != ER_OK) return push_error(L, &err);
+  lua_createtable(L, 0, 5);
+  lua_pushinteger(L, (lua_Integer)st.events);
+  lua_setfield(L, -2, "events");
+  lua_pushinteger(L, (lua_Integer)st.streams);
+  lua_setfield(L, -2, "streams");
+  lua_pushinteger(L, (lua_Integer)st.last_position);
+  lua_setfield(L, -2, "last_position");
+  lua_pushinteger(L, (lua_Integer)st.bytes_on_disk);
+  lua_setfield(L, -2, "bytes_on_disk");
+  lua_createtable(L, 0, (int)st.n_families);
+  for (i = 0; i < st.n_families; i++) {
+    lua_createtable(L, 0, 2);
+    lua_pushinteger(L, (lua_Integer)st.families[i].bytes);
+    lua_setfield(L, -2, "bytes");
+    lua_pushinteger(L, (lua_Integer)st.families[i].keys);
+    lua_setfield(L, -2, "keys");
+    lua_setfield(L, -2, st.families[i].name);
+  }
+  lua_setfield(L, -2, "families");
+  return 1;
+}
+
 /* store:backup(dir) -> the last position the copy holds, or nil, err */
 static int store_backup(lua_State *L) {
   lstore *ls = check_store(L, 1);
@@ -1381,6 +1411,7 @@ static const luaL_Reg store_methods[] = {
   {"streams", store_streams},
   {"close", store_close},
   {"backup", store_backup},
+  {"stats", store_stats},
   /* for the Lua modules, the command line and the tests */
   {"_txn", l_txn},
   {"_set_hook", l_set_hook},

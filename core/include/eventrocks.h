@@ -230,6 +230,26 @@ int er_wait_idle(er_store *s, int timeout_ms);
  * memtables), ER_IO when the copy fails (a partial `dir` may be left). */
 int er_backup(er_store *s, const char *dir, uint64_t *position, er_error *err);
 
+/* What a store holds (er_stats).  events and last_position are exact (no
+ * event is ever removed from the log), streams is counted exactly (one
+ * read of the heads), bytes_on_disk is the size of the files in the
+ * store's directory; a family's bytes (its table files and memtables) and
+ * keys are RocksDB's estimates. */
+#define ER_STATS_FAMILIES 8
+typedef struct er_family_stats {
+  const char *name; /* static storage */
+  uint64_t bytes, keys;
+} er_family_stats;
+
+typedef struct er_store_stats {
+  uint64_t events, streams, last_position, bytes_on_disk;
+  size_t n_families;
+  er_family_stats families[ER_STATS_FAMILIES];
+} er_store_stats;
+
+/* Fill `out`.  ER_IO when the directory or the heads cannot be read. */
+int er_stats(er_store *s, er_store_stats *out, er_error *err);
+
 /* The directory the store was opened with (owned by the store). */
 const char *er_path(const er_store *s);
 
