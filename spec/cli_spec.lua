@@ -954,7 +954,7 @@ describe("eventrocks command", function()
       local s = t.store
       for i = 1, 5 do assert(s:append("a-" .. i % 2, { type = "N", data = { n = i } })) end
       local p = s:projection("counts", { on_error = "park", handlers = { N = function(_, ev)
-        if ev.data.n == 2 then error("boom\27[31m") end
+        if ev.data.n == 2 then error("boom\27[31m", 0) end -- (no position: the message is exact)
       end } })
       assert(p:run({ batch = 3 }))
       assert(s:append("b-1", { type = "N", data = { n = 6 } }))
@@ -963,7 +963,7 @@ describe("eventrocks command", function()
       assert.equal(0, code, err)
       assert.equal("counts (log) position 5, lag 1, 2 dead letters, 0 skipped\n"
         .. "  last error: projection 'counts': handler for 'N' failed at position 2 (stream a-0): "
-        .. "spec/cli_spec.lua:" .. debug.getinfo(1, "l").currentline - 9 .. ": boom\\x1b[31m\n"
+        .. "boom\\x1b[31m\n"
         .. "idle (log) position 6, lag 0, 0 dead letters, 0 skipped\n", out)
       code, out = erun(t.dir, "projections --json")
       assert.equal(0, code)
