@@ -21,7 +21,7 @@ a:close()
 
 local b = assert(er.open(arg[2]))
 local src = er.jetstream_source({ url = url, stream = stream, prefix = prefix, mirror = true })
-assert(js.is_source(src))
+assert(src._is_source == true and tostring(src):find("^jetstream source"), "not a projection source: " .. tostring(src))
 local totals = b:projection("totals", { source = src, handlers = {
   OrderPlaced = function(view, ev) view:put("sum", (view:get("sum") or 0) + ev.data.total) end,
 } })

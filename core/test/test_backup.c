@@ -67,7 +67,7 @@ static void test_backup_beside_a_writer(void **state) {
   assert_int_equal(pthread_create(&th, NULL, write_main, &w), 0);
   while (w.acked < 2000) usleep(1000);
   for (i = 0; i < 4; i++) {
-    char name[16];
+    char name[32];
     char *copy;
     uint64_t before = w.acked, position = 0;
     er_error err;
