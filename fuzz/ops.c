@@ -497,7 +497,7 @@ static uint64_t ahead_problems(void) {
 
 static void check_everything(void) {
   er_error err;
-  uint64_t problems = 0, expected;
+  uint64_t problems = 0;
   int s, rc;
   check_versions();
   check_all(0, ER_UNLIMITED, 0);

@@ -200,7 +200,7 @@ local function verify(dir, acklog, sync, round)
     return rows
   end
   local function check_projection(name, row_of)
-    local cp = store:_get("checkpoints", name) or 0
+    local cp = require("eventrocks.checkpoints").get(store, "projection", name) or 0
     if cp > last then fail("projection %s: checkpoint %d is ahead of the log (%d)", name, cp, last) end
     local rows = expected_rows(cp)
     local seen = 0
