@@ -20,7 +20,8 @@ describe("a raw read", function()
 
   it("of store:all yields each event's fields as values, data and metadata as stored", function()
     local s = t.store
-    assert(s:append("order-1", { type = "Placed", data = { qty = 2, note = "caf\195\169" }, metadata = { user = "u" } }))
+    -- (one key a map: the encoding of a table with several follows its hash order)
+    assert(s:append("order-1", { type = "Placed", data = { items = { 2, "caf\195\169" } }, metadata = { user = "u" } }))
     assert(s:append("order-2", { type = "Empty" }))
     local decoded = {}
     for ev in s:all() do decoded[#decoded + 1] = ev end
