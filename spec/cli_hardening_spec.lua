@@ -7,48 +7,8 @@ local er = require "eventrocks"
 local core = require "eventrocks.core"
 local json = require "dkjson"
 
-local ROOT = assert(io.popen("pwd")):read("l")
-
-local function absolute(list)
-  local out = {}
-  for entry in list:gmatch("[^;]+") do
-    if entry:sub(1, 1) ~= "/" then entry = ROOT .. "/" .. entry:gsub("^%./", "") end
-    out[#out + 1] = entry
-  end
-  return table.concat(out, ";")
-end
-
-local VARS = "LUA_PATH=" .. H.shquote(absolute(package.path))
-  .. " LUA_CPATH=" .. H.shquote(absolute(package.cpath))
-local BIN = ROOT .. "/bin/eventrocks"
-local CMD = "env " .. VARS .. " lua5.4 " .. H.shquote(BIN)
-
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function write_file(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
--- Run a shell command line (its stdin is /dev/null unless it redirects or
--- pipes itself); returns exit code, stdout, stderr.
-local function sh(cmdline)
-  local errf = os.tmpname()
-  local p = assert(io.popen("(" .. cmdline .. ") 2>" .. H.shquote(errf) .. " </dev/null", "r"))
-  local out = p:read("a")
-  local _, how, code = p:close()
-  local err = read_file(errf) or ""
-  os.remove(errf)
-  if how ~= "exit" then code = 128 + (code or 0) end
-  return code, out, err
-end
+local VARS, BIN, CMD = H.CHILD_VARS, H.BIN, H.CMD
+local read_file, write_file, sh = H.read_file, H.write_file, H.sh
 
 -- `eventrocks --store DIR ARGS`
 local function erun(dir, args)

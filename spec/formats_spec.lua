@@ -13,46 +13,8 @@ local fmt = string.format
 -- ---------------------------------------------------------------------------
 -- Running programs
 
-local ROOT = assert(io.popen("pwd")):read("l")
-
-local function absolute(list)
-  local out = {}
-  for entry in list:gmatch("[^;]+") do
-    if entry:sub(1, 1) ~= "/" then entry = ROOT .. "/" .. entry:gsub("^%./", "") end
-    out[#out + 1] = entry
-  end
-  return table.concat(out, ";")
-end
-
-local CMD = "env LUA_PATH=" .. H.shquote(absolute(package.path))
-  .. " LUA_CPATH=" .. H.shquote(absolute(package.cpath))
-  .. " lua5.4 " .. H.shquote(ROOT .. "/bin/eventrocks")
-
-local function read_file(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function write_file(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
--- A shell command line (a pipeline: its status is the last command's, so
--- returns exit code, stdout, stderr.
-local function sh(cmdline)
-  local errf = os.tmpname()
-  local p = assert(io.popen("(" .. cmdline .. ") 2>" .. H.shquote(errf) .. " </dev/null", "r"))
-  local out = p:read("a")
-  local _, how, code = p:close()
-  local err = read_file(errf)
-  os.remove(errf)
-  if how ~= "exit" then code = 128 + (code or 0) end
-  return code, out, err
-end
+local CMD, write_file, sh = H.CMD, H.write_file, H.sh
+local function read_file(path) return assert(H.read_file(path)) end
 
 -- Programs that are not ours run without the sanitizer runtime that
 -- `make asan` preloads (python3 may be a shell script, and bash leaks).

@@ -33,6 +33,65 @@ os.remove(tmp_base)
 local tmp_prefix = tmp_base:match("^(.*/)") or "/tmp/"
 
 -- A fresh, empty directory (os.tmpname + mkdir).
+-- ---------------------------------------------------------------------------
+-- Child processes: the `eventrocks` command and shell pipelines, run as a
+-- user would (the specs of the command line and of the formats).
+
+H.ROOT = assert(io.popen("pwd")):read("l")
+
+-- package.path/cpath with relative entries made absolute, so that a child
+-- started in another directory loads the same modules.
+local function absolute(list)
+  local out = {}
+  for entry in list:gmatch("[^;]+") do
+    if entry:sub(1, 1) ~= "/" then entry = H.ROOT .. "/" .. entry:gsub("^%./", "") end
+    out[#out + 1] = entry
+  end
+  return table.concat(out, ";")
+end
+
+-- "LUA_PATH=... LUA_CPATH=...": this process's module paths, for `env`.
+H.CHILD_VARS = "LUA_PATH=" .. H.shquote(absolute(package.path))
+  .. " LUA_CPATH=" .. H.shquote(absolute(package.cpath))
+H.BIN = H.ROOT .. "/bin/eventrocks"
+-- `eventrocks` with this process's modules: append the arguments.
+H.CMD = "env " .. H.CHILD_VARS .. " lua5.4 " .. H.shquote(H.BIN)
+
+-- The bytes of a file, or nil when it cannot be read.
+function H.read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+function H.write_file(path, s)
+  local f = assert(io.open(path, "wb"))
+  f:write(s)
+  f:close()
+end
+
+-- Run a shell command line (a pipeline: its status is the last command's)
+-- with `stdin` as its input, /dev/null when nil; returns exit code (128 + N
+-- for a signal N), stdout, stderr.
+function H.sh(cmdline, stdin)
+  local errf, inf = os.tmpname(), nil
+  if stdin then
+    inf = os.tmpname()
+    H.write_file(inf, stdin)
+  end
+  local p = assert(io.popen("(" .. cmdline .. ") 2>" .. H.shquote(errf) .. " <"
+    .. H.shquote(inf or "/dev/null"), "r"))
+  local out = p:read("a")
+  local _, how, code = p:close()
+  local err = H.read_file(errf) or ""
+  os.remove(errf)
+  if inf then os.remove(inf) end
+  if how ~= "exit" then code = 128 + (code or 0) end
+  return code, out, err
+end
+
 function H.mkdtemp()
   local name = os.tmpname()
   os.remove(name)
