@@ -1156,6 +1156,7 @@ static int store_read(lua_State *L) {
   rc = er_read_stream(ls->s, stream, len, (uint64_t)from,
                       count < 0 ? ER_UNLIMITED : (uint64_t)count, backward,
                       &li->it, &err);
+  if (rc == ER_STREAM_DELETED) return push_error(L, &err); /* nil, err: an expected failure */
   if (rc != ER_OK) return raise_error(L, &err);
   return return_iter(L, ls);
 }
@@ -1400,6 +1401,115 @@ static int store_backup(lua_State *L) {
   return 1;
 }
 
+/* ---- store: the data lifecycle ------------------------------------------- */
+
+static const char *const DELETE_OPTS[] = {"expected", "hard", NULL};
+static const char *const META_FIELDS[] = {"max_count", "max_age", NULL};
+
+static int store_delete(lua_State *L) {
+  lstore *ls = check_store(L, 1);
+  size_t slen;
+  const char *stream = check_stream(L, 2, &slen);
+  int64_t expected;
+  int hard = 0;
+  er_error err;
+  er_check_opts(L, 3, NULL, DELETE_OPTS);
+  expected = check_expected(L, 3);
+  if (lua_istable(L, 3)) {
+    int t = lua_getfield(L, 3, "hard");
+    if (t != LUA_TNIL && t != LUA_TBOOLEAN) luaL_argerror(L, 3, "hard must be a boolean");
+    hard = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  }
+  if (er_delete_stream(ls->s, stream, slen, expected, hard, &err) != ER_OK) {
+    lua_pushvalue(L, 2);
+    return push_append_error(L, &err);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int store_truncate(lua_State *L) {
+  lstore *ls = check_store(L, 1);
+  size_t slen;
+  const char *stream = check_stream(L, 2, &slen);
+  int ok;
+  lua_Integer before = lua_tointegerx(L, 3, &ok);
+  er_error err;
+  if (!ok || before < 1)
+    luaL_argerror(L, 3, "the version to truncate before must be an integer >= 1");
+  if (er_truncate(ls->s, stream, slen, (uint64_t)before, &err) != ER_OK) {
+    /* a version past the stream's is a bad argument, not a failure */
+    if (err.code == ER_INVALID && !er_is_read_only(ls->s)) luaL_argerror(L, 3, err.message);
+    return push_error(L, &err);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* A limit of set_stream_meta: nil (none) or an integer >= 1. */
+static uint64_t meta_limit(lua_State *L, const char *field) {
+  int ok;
+  lua_Integer v;
+  uint64_t r = 0;
+  if (lua_getfield(L, 3, field) != LUA_TNIL) {
+    v = lua_tointegerx(L, -1, &ok);
+    if (!ok || v < 1 || lua_type(L, -1) != LUA_TNUMBER)
+      luaL_argerror(L, 3, lua_pushfstring(L, "%s must be nil or an integer >= 1", field));
+    r = (uint64_t)v;
+  }
+  lua_pop(L, 1);
+  return r;
+}
+
+static int store_set_stream_meta(lua_State *L) {
+  lstore *ls = check_store(L, 1);
+  size_t slen;
+  const char *stream = check_stream(L, 2, &slen);
+  er_stream_meta meta;
+  er_error err;
+  luaL_checktype(L, 3, LUA_TTABLE);
+  er_check_opts(L, 3, NULL, META_FIELDS);
+  meta.max_count = meta_limit(L, "max_count");
+  meta.max_age = meta_limit(L, "max_age");
+  if (meta.max_age > ER_MAX_AGE_LIMIT)
+    luaL_argerror(L, 3, lua_pushfstring(L, "max_age is limited to %I seconds",
+                                        (lua_Integer)ER_MAX_AGE_LIMIT));
+  if (er_set_stream_meta(ls->s, stream, slen, &meta, &err) != ER_OK)
+    return push_error(L, &err);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int store_stream_meta(lua_State *L) {
+  lstore *ls = check_store(L, 1);
+  size_t slen;
+  const char *stream = check_stream(L, 2, &slen);
+  er_stream_meta meta;
+  er_error err;
+  if (er_get_stream_meta(ls->s, stream, slen, &meta, &err) != ER_OK)
+    return push_error(L, &err);
+  lua_createtable(L, 0, 2);
+  if (meta.max_count) {
+    lua_pushinteger(L, (lua_Integer)meta.max_count);
+    lua_setfield(L, -2, "max_count");
+  }
+  if (meta.max_age) {
+    lua_pushinteger(L, (lua_Integer)meta.max_age);
+    lua_setfield(L, -2, "max_age");
+  }
+  return 1;
+}
+
+static int store_compact(lua_State *L) {
+  lstore *ls = check_store(L, 1);
+  uint64_t removed = 0;
+  er_error err;
+  if (er_compact(ls->s, &removed, &err) != ER_OK) return push_error(L, &err);
+  lua_pushinteger(L, (lua_Integer)removed);
+  return 1;
+}
+
 static const luaL_Reg store_methods[] = {
   {"append", store_append},
   {"version", store_version},
@@ -1412,6 +1522,11 @@ static const luaL_Reg store_methods[] = {
   {"close", store_close},
   {"backup", store_backup},
   {"stats", store_stats},
+  {"delete", store_delete},
+  {"truncate", store_truncate},
+  {"set_stream_meta", store_set_stream_meta},
+  {"stream_meta", store_stream_meta},
+  {"compact", store_compact},
   /* for the Lua modules, the command line and the tests */
   {"_txn", l_txn},
   {"_set_hook", l_set_hook},

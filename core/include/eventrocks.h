@@ -37,7 +37,11 @@ extern "C" {
 
 /* On-disk format number written into every store this library creates.  A
  * store with another number is refused by er_open with ER_INVALID. */
-#define ER_FORMAT 1
+/* The newest store format this build reads and writes.  A new store is
+ * created at format 1; the first delete, truncation or retention limit
+ * moves it to format 2 (an older build would show the removed events). */
+#define ER_FORMAT 2
+#define ER_FORMAT_BASE 1
 
 #define ER_MAX_STREAM_LEN 1024 /* bytes in a stream id (no NUL allowed) */
 #define ER_MAX_TYPE_LEN 1024   /* bytes in an event type (no NUL allowed) */
@@ -49,7 +53,7 @@ typedef enum er_code {
   ER_OK = 0,
   ER_WRONG_EXPECTED_VERSION, /* expected-version check failed; nothing written */
   ER_DUPLICATE_EVENT,        /* an event id already exists elsewhere */
-  ER_STREAM_DELETED,         /* reserved: the stream was deleted */
+  ER_STREAM_DELETED,         /* the stream was hard-deleted */
   ER_LOCKED,                 /* the directory is open for writing elsewhere */
   ER_NOT_FOUND,              /* no such store / event; end of iteration */
   ER_IO,                     /* the file system or RocksDB failed */
@@ -230,12 +234,13 @@ int er_wait_idle(er_store *s, int timeout_ms);
  * memtables), ER_IO when the copy fails (a partial `dir` may be left). */
 int er_backup(er_store *s, const char *dir, uint64_t *position, er_error *err);
 
-/* What a store holds (er_stats).  events and last_position are exact (no
- * event is ever removed from the log), streams is counted exactly (one
+/* What a store holds (er_stats).  events and last_position are exact
+ * (events counts what reads can see: without deletes it is the last
+ * position, with them the log is counted), streams is counted exactly (one
  * read of the heads), bytes_on_disk is the size of the files in the
  * store's directory; a family's bytes (its table files and memtables) and
  * keys are RocksDB's estimates. */
-#define ER_STATS_FAMILIES 8
+#define ER_STATS_FAMILIES 9
 typedef struct er_family_stats {
   const char *name; /* static storage */
   uint64_t bytes, keys;
@@ -249,6 +254,50 @@ typedef struct er_store_stats {
 
 /* Fill `out`.  ER_IO when the directory or the heads cannot be read. */
 int er_stats(er_store *s, er_store_stats *out, er_error *err);
+
+/* ------------------------------------------------------------------------ */
+/* Data lifecycle                                                             */
+/* ------------------------------------------------------------------------ */
+
+/* Removed events are invisible to every read at once (er_read_stream,
+ * er_read_all, er_event_at); er_compact removes their bytes from the
+ * store's files.  Positions of the other events never change: the log has
+ * holes where events were removed. */
+
+/* Delete `stream`, whose version must match `expected` (as er_append's).
+ * Soft (hard = 0): the stream reads as empty and is not listed, keeps its
+ * version, and an append restarts it after that version.  Hard: every
+ * event of it is removed and every later append or read of it is
+ * ER_STREAM_DELETED; its snapshot is deleted with it.  ER_NOT_FOUND for a
+ * stream that has no events yet; ER_STREAM_DELETED when it was
+ * hard-deleted already. */
+int er_delete_stream(er_store *s, const char *stream, size_t stream_len,
+                     int64_t expected, int hard, er_error *err);
+
+/* Remove the events of `stream` below version `before` (>= 1, at most its
+ * version + 1). */
+int er_truncate(er_store *s, const char *stream, size_t stream_len,
+                uint64_t before, er_error *err);
+
+/* Retention limits of a stream; 0 is no limit.  Keep its newest max_count
+ * events, and only events younger than max_age seconds (by their time).
+ * Loosening a limit never brings back what it removed. */
+typedef struct er_stream_meta {
+  uint64_t max_count, max_age;
+} er_stream_meta;
+#define ER_MAX_AGE_LIMIT (UINT64_C(1) << 40) /* seconds: 34,000 years */
+
+int er_set_stream_meta(er_store *s, const char *stream, size_t stream_len,
+                       const er_stream_meta *meta, er_error *err);
+int er_get_stream_meta(er_store *s, const char *stream, size_t stream_len,
+                   er_stream_meta *meta, er_error *err);
+
+/* Turn every removed event into a hole (its bytes, index and id entries
+ * deleted), then flush and compact every family so that no file of the
+ * store holds the removed bytes any more (the write-ahead log files
+ * included, once RocksDB deletes the obsolete ones).  Runs beside appends;
+ * `*removed` (may be NULL) counts the events removed by this call. */
+int er_compact(er_store *s, uint64_t *removed, er_error *err);
 
 /* The directory the store was opened with (owned by the store). */
 const char *er_path(const er_store *s);

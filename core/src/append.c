@@ -7,7 +7,7 @@
 
 /* ---- checks -------------------------------------------------------------- */
 
-static int expected_ok(int64_t expected, uint64_t actual) {
+int er__expected_ok(int64_t expected, uint64_t actual) {
   switch (expected) {
   case ER_ANY: return 1;
   case ER_NO_STREAM: return actual == 0;
@@ -16,7 +16,7 @@ static int expected_ok(int64_t expected, uint64_t actual) {
   }
 }
 
-static int wrong_version(er_error *err, const char *stream, size_t len,
+int er__wrong_version(er_error *err, const char *stream, size_t len,
                          int64_t expected, uint64_t actual) {
   char want[64];
   if (expected == ER_NO_STREAM) snprintf(want, sizeof want, "no stream");
@@ -158,6 +158,12 @@ static int check_retry(er_store *s, const char *stream, size_t stream_len,
   for (i = 0; i < n; i++) {
     if (!events[i].has_id) continue;
     if ((rc = id_lookup(s, events[i].id, &pos, err)) != ER_OK) return rc;
+    if (pos && s->format >= 2) {
+      /* the id of a removed event is free again */
+      int removed = er__position_removed(s, pos, err);
+      if (removed < 0) return err ? err->code : ER_IO;
+      if (removed) pos = 0;
+    }
     if (!pos) continue;
     if (found == 0 && i == 0) first = pos;
     if (found != i || pos != first + i) return duplicate(err, events[i].id, pos);
@@ -187,10 +193,10 @@ static int check_retry(er_store *s, const char *stream, size_t stream_len,
   }
   res->first_version = ev.version;
   rocksdb_free(val);
-  if (!expected_ok(expected, res->first_version - 1)) {
+  if (!er__expected_ok(expected, res->first_version - 1)) {
     /* not a retry of that append: report what a new append would meet */
-    if (expected_ok(expected, current)) return duplicate(err, events[0].id, first);
-    return wrong_version(err, stream, stream_len, expected, current);
+    if (er__expected_ok(expected, current)) return duplicate(err, events[0].id, first);
+    return er__wrong_version(err, stream, stream_len, expected, current);
   }
   res->version = res->first_version + n - 1;
   res->first_position = first;
@@ -276,14 +282,15 @@ static int commit_append(er_txn *t, size_t a, commit_buf *b, er_error *err) {
   assert(er__locked(s) && t->state == TXN_COMMITTING);
   memset(&x->result, 0, sizeof x->result);
   rc = version_before(t, a, &current, err);
+  if (rc == ER_OK) rc = er__life_check_append(s, x->stream, x->stream_len, t->wb, err);
   if (rc == ER_OK) {
     for (i = 0; i < x->n && !x->events[i].has_id; i++) {}
     if (i < x->n)
       rc = check_retry(s, x->stream, x->stream_len, x->expected, current,
                        x->events, x->n, &x->result, &replay, err);
   }
-  if (rc == ER_OK && !replay && !expected_ok(x->expected, current))
-    rc = wrong_version(err, x->stream, x->stream_len, x->expected, current);
+  if (rc == ER_OK && !replay && !er__expected_ok(x->expected, current))
+    rc = er__wrong_version(err, x->stream, x->stream_len, x->expected, current);
   if (rc != ER_OK) {
     if (err) err->append_index = a;
     return rc;
@@ -383,8 +390,10 @@ static void commit_publish(er_txn *t, const commit_buf *b) {
   if (b->own_time) s->last_time = b->now;
   for (a = 0; a < t->n_appends; a++) {
     const er__pending *x = &t->appends[a];
-    if (!x->result.replayed)
+    if (!x->result.replayed) {
       er__head_cached(s, x->stream, x->stream_len, x->result.version);
+      er__life_committed(s, x->stream, x->stream_len, x->result.version);
+    }
   }
 }
 

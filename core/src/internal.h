@@ -13,6 +13,8 @@
  *   read.c    reading events: a stream, the global log, one position, the
  *             list of streams
  *   kv.c      reading the key-value spaces; the one copy of a stored value
+ *   lifecycle.c  deleting and truncating streams, retention limits, the
+ *             table of streams under such rules, compaction
  *   check.c   verifying a store; raw keys for tests and repairs
  *   errors.c  result codes, er_error, memory handed out
  *
@@ -32,6 +34,9 @@
  *   snapshots      stream id                    snapshot (opaque to the core)
  *   checkpoints    a name (projection, relay)   checkpoint (opaque)
  *   views          name, 0x00, key              read-model value (opaque)
+ *   lifecycle      stream id                    deletion, truncation and
+ *                                               retention of the stream
+ *                                               (lifecycle.c)
  *
  * The record is stored twice, under its position and under its stream, so
  * that both hot paths -- loading an aggregate (one stream) and catching up a
@@ -56,6 +61,7 @@
 enum {
   CF_DEFAULT, CF_LOG, CF_STREAMS, CF_HEADS, CF_IDS,
   CF_SNAPSHOTS, CF_CHECKPOINTS, CF_VIEWS, /* the er_space families, in order */
+  CF_LIFECYCLE,
   CF_COUNT
 };
 #define CF_OF_SPACE(space) (CF_SNAPSHOTS + (int)(space))
@@ -69,6 +75,28 @@ enum {
 #define ER_HEAD_CACHE_WAYS 4
 #define ER_RANDOM_POOL 4096      /* bytes of randomness fetched at a time */
 #define ER_CLOCK_AHEAD_LIMIT INT64_C(86400000000) /* a day: times past now + this are suspect */
+
+/* The lifecycle of a stream (lifecycle.c): which of its events are removed.
+ * An event is removed -- invisible to every read, and turned into a hole by
+ * er_compact -- when its stream is hard-deleted, its version is below
+ * `before`, its time is below `expired_before`, it is not among the newest
+ * `max_count` of the stream, or it is older than `max_age` seconds.  Every
+ * rule only ever removes more, so a removed event never comes back. */
+#define ER_LIFE_SOFT 0x01 /* soft-deleted: hidden from the list of streams */
+#define ER_LIFE_HARD 0x02 /* hard-deleted: a tombstone */
+
+typedef struct er__life {
+  uint8_t flags;
+  uint64_t before;        /* versions below this are removed (0: none) */
+  uint64_t hidden_before; /* a soft delete: versions below this are hidden
+                             from reads of the stream, not removed */
+  int64_t expired_before; /* times below this are removed (0: none) */
+  uint64_t max_count;     /* 0: no limit */
+  uint64_t max_age;       /* seconds; 0: no limit */
+  uint64_t head;          /* the stream's version (kept in memory only) */
+} er__life;
+
+typedef struct er__life_entry er__life_entry;
 
 typedef struct er_head_slot {
   char *stream; /* malloc'd, NULL when empty */
@@ -109,6 +137,15 @@ struct er_store {
   uint64_t id_clock;
   uint32_t id_seq;
 
+  /* The streams that have a lifecycle (a table loaded at open, changed
+   * under write_lock and life_lock; read under life_lock by readers).
+   * n_life is read without the lock: 0 skips every lookup. */
+  pthread_rwlock_t life_lock;
+  er__life_entry *life;
+  size_t n_life;
+  uint32_t format;    /* the store's format marker */
+  int64_t life_now;   /* the latest "now" of max_age: it never goes back */
+
   er_commit_hook hook; /* set before use; called under write_lock */
   void *hook_ud;
 
@@ -132,6 +169,9 @@ struct er_iter {
   /* ITER_STREAM: the stream; ITER_STREAMS: the prefix */
   char *name;
   size_t name_len;
+  /* ITER_STREAM: the lifecycle of the stream when the iterator was made */
+  uint64_t min_version; /* versions below are removed */
+  int64_t min_time;     /* times below are removed */
   /* ITER_ALL filter copies */
   char *category;
   size_t category_len;
@@ -194,6 +234,14 @@ void er__record_encode(uint8_t *out, const char *stream, size_t stream_len,
                        uint32_t batch_index);
 int er__record_decode(const void *buf, size_t len, er_event *ev,
                       er_record_info *info);
+
+/* Holes: what stays in the log where events were removed. */
+#define ER_HOLE_LEN 32
+void er__hole_encode(uint8_t out[ER_HOLE_LEN], uint64_t first, uint64_t last,
+                     int64_t time);
+int er__hole_decode(const void *buf, size_t len, uint64_t *first,
+                    uint64_t *last, int64_t *time);
+int er__is_hole(const void *buf, size_t len); /* a cheap test; decode to check */
 
 /* keys; the byte-by-byte forms are written out so that the compiler turns
  * each into one load or store (loops were kept as loops: 5 instructions a
@@ -280,6 +328,9 @@ struct er_txn {
   int in_hook; /* the commit hook runs: it may queue key-value writes */
 };
 
+int er__expected_ok(int64_t expected, uint64_t actual);
+int er__wrong_version(er_error *err, const char *stream, size_t len,
+                      int64_t expected, uint64_t actual);
 int er__validate_append(er_store *s, const char *stream, size_t stream_len,
                         int64_t expected, const er_new_event *events, size_t n,
                         er_error *err);
@@ -318,6 +369,33 @@ void er__iter_detach_all(er_store *s);
 int er__iter_step(er_iter *it, er_error *err);
 int er__prefix_step(er_iter *it, const char **key, size_t *key_len,
                     er_error *err);
+
+/* lifecycle.c: the table loaded (at open; a read-only handle's refresh)
+ * and freed; the lifecycle of a stream copied into `*out` (1) or 0 when it
+ * has none; whether an event is removed under `l` at time `now` (from
+ * er__life_now); before an append is queued into `wb`: ER_STREAM_DELETED
+ * for a hard-deleted stream, and a soft delete's flag cleared (write_lock
+ * held); after the commit, the stream's new version (and a soft delete
+ * cleared) in the table. */
+int er__life_load(er_store *s, er_error *err);
+void er__life_free(er_store *s);
+int er__life_get(er_store *s, const char *stream, size_t len, er__life *out);
+int64_t er__life_now(er_store *s);
+static inline int er__life_removes(const er__life *l, uint64_t version,
+                                   int64_t time, int64_t now) {
+  if (l->flags & ER_LIFE_HARD) return 1;
+  if (version < l->before || time < l->expired_before) return 1;
+  if (l->max_count && version + l->max_count <= l->head) return 1;
+  if (l->max_age && time < now - (int64_t)(l->max_age * 1000000)) return 1;
+  return 0;
+}
+int er__life_check_append(er_store *s, const char *stream, size_t len,
+                          rocksdb_writebatch_t *wb, er_error *err);
+void er__life_committed(er_store *s, const char *stream, size_t len,
+                        uint64_t version);
+/* Whether the event at `position` is removed (a hole, a removed record or
+ * no record at all): 1 or 0; -1 with `err` set when the log cannot be read. */
+int er__position_removed(er_store *s, uint64_t position, er_error *err);
 
 /* kv.c: ER_INVALID unless `space` is an er_space; the value of `key` in
  * family `cf`, copied (er__memdup): ER_OK, ER_NOT_FOUND (err untouched),

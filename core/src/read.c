@@ -11,8 +11,25 @@ int er_read_stream(er_store *s, const char *stream, size_t stream_len,
   uint8_t *key, *upper;
   int rc;
   er_iter *it = NULL;
+  er__life l;
+  uint64_t min_version = 1;
+  int64_t min_time = INT64_MIN;
   *out = NULL;
   if ((rc = er__check_stream(stream, stream_len, err)) != ER_OK) return rc;
+  if (er__life_get(s, stream, stream_len, &l)) {
+    /* what the stream's lifecycle removes or hides, as of now */
+    int64_t now = er__life_now(s);
+    if (l.flags & ER_LIFE_HARD)
+      return er__fail(err, ER_STREAM_DELETED, "stream '%.*s' was deleted",
+                      (int)(stream_len > 200 ? 200 : stream_len), stream);
+    if (l.before > min_version) min_version = l.before;
+    if (l.hidden_before > min_version) min_version = l.hidden_before;
+    if (l.max_count && l.head >= l.max_count && l.head - l.max_count + 1 > min_version)
+      min_version = l.head - l.max_count + 1;
+    if (l.expired_before) min_time = l.expired_before;
+    if (l.max_age && now - (int64_t)(l.max_age * 1000000) > min_time)
+      min_time = now - (int64_t)(l.max_age * 1000000);
+  }
   key = malloc(stream_len + 9);
   upper = malloc(stream_len + 1);
   if (!key || !upper) {
@@ -33,11 +50,14 @@ int er_read_stream(er_store *s, const char *stream, size_t stream_len,
     it->name_len = stream_len;
     it->backward = backward != 0;
     it->remaining = count;
+    it->min_version = min_version;
+    it->min_time = min_time;
     if (backward) {
       er__stream_key(key, stream, stream_len, from ? from : UINT64_MAX);
       rocksdb_iter_seek_for_prev(it->it, (const char *)key, stream_len + 9);
     } else {
-      er__stream_key(key, stream, stream_len, from ? from : 1);
+      er__stream_key(key, stream, stream_len,
+                     from > min_version ? from : min_version);
       rocksdb_iter_seek(it->it, (const char *)key, stream_len + 9);
     }
     *out = it;
@@ -135,8 +155,20 @@ int er_iter_next(er_iter *it, er_event *ev, er_error *err) {
                  (int)(it->name_len > 200 ? 200 : it->name_len), it->name);
         return corrupt(err, 0, where);
       }
+      if (ev->version < it->min_version) {
+        if (it->backward) it->done = 1; /* the rest is removed too */
+        if (it->backward) return ER_NOT_FOUND;
+        continue;
+      }
+      if (ev->time < it->min_time) continue;
     } else {
       uint64_t pos = klen == 8 ? er__get_be64((const uint8_t *)k) : 0;
+      er__life l;
+      if (er__is_hole(v, vlen)) {
+        uint64_t first, last;
+        if (er__hole_decode(v, vlen, &first, &last, NULL) == ER_OK && first == pos)
+          continue;
+      }
       if (er__record_decode(v, vlen, ev, NULL) != ER_OK || ev->position != pos) {
         char where[64];
         snprintf(where, sizeof where, "at position %llu",
@@ -145,6 +177,9 @@ int er_iter_next(er_iter *it, er_event *ev, er_error *err) {
       }
       if (it->has_category && !category_matches(it, ev)) continue;
       if (it->ntypes && !type_matches(it, ev)) continue;
+      if (er__life_get(it->store, ev->stream, ev->stream_len, &l) &&
+          er__life_removes(&l, ev->version, ev->time, er__life_now(it->store)))
+        continue;
     }
     if (it->remaining != ER_UNLIMITED) it->remaining--;
     return ER_OK;
@@ -158,7 +193,14 @@ int er_iter_next_stream(er_iter *it, const char **stream, size_t *stream_len,
   int rc;
   if (it->kind != ITER_STREAMS)
     return er__fail(err, ER_INVALID, "not a streams iterator");
-  if ((rc = er__prefix_step(it, stream, stream_len, err)) != ER_OK) return rc;
+  for (;;) {
+    er__life l;
+    if ((rc = er__prefix_step(it, stream, stream_len, err)) != ER_OK) return rc;
+    /* deleted streams are not listed */
+    if (!er__life_get(it->store, *stream, *stream_len, &l) ||
+        !(l.flags & (ER_LIFE_SOFT | ER_LIFE_HARD)))
+      break;
+  }
   v = rocksdb_iter_value(it->it, &vlen);
   if (vlen < 8)
     return er__fail(err, ER_CORRUPTION, "damaged head of stream '%.*s'",
@@ -169,6 +211,7 @@ int er_iter_next_stream(er_iter *it, const char **stream, size_t *stream_len,
 
 int er_event_at(er_store *s, uint64_t position, er_event *ev, void **mem,
                 er_error *err) {
+  er__life l;
   uint8_t key[8];
   size_t len;
   int rc;
@@ -178,6 +221,15 @@ int er_event_at(er_store *s, uint64_t position, er_event *ev, void **mem,
     return er__fail(err, ER_NOT_FOUND, "no event at position %llu",
                     (unsigned long long)position);
   if (rc != ER_OK) return rc;
+  if (er__is_hole(*mem, len) || (er__record_decode(*mem, len, ev, NULL) == ER_OK &&
+                                  ev->position == position &&
+                                  er__life_get(s, ev->stream, ev->stream_len, &l) &&
+                                  er__life_removes(&l, ev->version, ev->time, er__life_now(s)))) {
+    er_free(*mem);
+    *mem = NULL;
+    return er__fail(err, ER_NOT_FOUND, "the event at position %llu was removed",
+                    (unsigned long long)position);
+  }
   if (er__record_decode(*mem, len, ev, NULL) != ER_OK || ev->position != position) {
     char where[64];
     er_free(*mem);

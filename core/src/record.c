@@ -99,3 +99,47 @@ int er__record_decode(const void *buf, size_t len, er_event *ev,
   ev->data_len = (size_t)dl;
   return ER_OK;
 }
+
+/* ---- removed positions ----------------------------------------------------
+ *
+ * Where `compact` removed an event (or an import reproduced a hole of the
+ * store it came from), the log keeps a 32-byte hole record under the first
+ * position of the hole, so that the log still accounts for every position:
+ *
+ *   0  1  record format (1)        8   8  first position (the key)
+ *   1  1  flags: 0x01 (a hole)     16  8  last position of the hole
+ *   2  2  reserved (0)             24  8  time of the removed event (i64)
+ *   4  4  checksum over bytes 8..31
+ *
+ * None of the removed event's bytes but its position and time. */
+#define HOLE_FLAG 0x01
+
+void er__hole_encode(uint8_t out[ER_HOLE_LEN], uint64_t first, uint64_t last,
+                     int64_t time) {
+  out[0] = RECORD_FORMAT;
+  out[1] = HOLE_FLAG;
+  out[2] = out[3] = 0;
+  er__put_le64(out + 8, first);
+  er__put_le64(out + 16, last);
+  er__put_le64(out + 24, (uint64_t)time);
+  er__put_le32(out + 4, (uint32_t)XXH3_64bits(out + 8, ER_HOLE_LEN - 8));
+}
+
+int er__hole_decode(const void *buf, size_t len, uint64_t *first,
+                    uint64_t *last, int64_t *time) {
+  const uint8_t *b = buf;
+  if (len != ER_HOLE_LEN || b[0] != RECORD_FORMAT || b[1] != HOLE_FLAG ||
+      b[2] != 0 || b[3] != 0 ||
+      er__get_le32(b + 4) != (uint32_t)XXH3_64bits(b + 8, ER_HOLE_LEN - 8))
+    return ER_CORRUPTION;
+  *first = er__get_le64(b + 8);
+  *last = er__get_le64(b + 16);
+  if (time) *time = (int64_t)er__get_le64(b + 24);
+  if (*last < *first) return ER_CORRUPTION;
+  return ER_OK;
+}
+
+int er__is_hole(const void *buf, size_t len) {
+  const uint8_t *b = buf;
+  return len == ER_HOLE_LEN && b[1] == HOLE_FLAG;
+}

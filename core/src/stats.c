@@ -32,12 +32,18 @@ static uint64_t property(er_store *s, int cf, const char *name) {
   return v;
 }
 
-/* The streams: one key of `heads` each, counted exactly. */
+/* The streams: one key of `heads` each, counted exactly, but for deleted
+ * ones. */
 static int count_streams(er_store *s, uint64_t *n, er_error *err) {
   rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ropts, s->cf[CF_HEADS]);
   char *rerr = NULL;
   *n = 0;
-  for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) ++*n;
+  for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+    size_t klen;
+    const char *k = rocksdb_iter_key(it, &klen);
+    er__life l;
+    if (!er__life_get(s, k, klen, &l) || !(l.flags & (ER_LIFE_SOFT | ER_LIFE_HARD))) ++*n;
+  }
   rocksdb_iter_get_error(it, &rerr);
   rocksdb_iter_destroy(it);
   if (rerr) return er__rocks_fail(err, "counting the streams", rerr);
@@ -48,7 +54,18 @@ int er_stats(er_store *s, er_store_stats *out, er_error *err) {
   int i, rc;
   memset(out, 0, sizeof *out);
   out->last_position = er_last_position(s);
-  out->events = out->last_position; /* nothing is ever removed from the log */
+  if (s->format >= 2) {
+    /* a store with holes or removed events: the log is counted */
+    er_iter *it;
+    er_event ev;
+    rc = er_read_all(s, 1, ER_UNLIMITED, NULL, &it, err);
+    if (rc != ER_OK) return rc;
+    while ((rc = er_iter_next(it, &ev, err)) == ER_OK) out->events++;
+    er_iter_free(it);
+    if (rc != ER_NOT_FOUND) return rc;
+  } else {
+    out->events = out->last_position; /* every position holds an event */
+  }
   rc = count_streams(s, &out->streams, err);
   if (rc != ER_OK) return rc;
   rc = dir_bytes(s->path, &out->bytes_on_disk, err);

@@ -15,7 +15,7 @@
 
 const char *const er__cf_names[CF_COUNT] = {
   "default", "log", "streams", "heads", "ids", "snapshots", "checkpoints",
-  "views"
+  "views", "lifecycle"
 };
 
 static const char format_key[] = "format";
@@ -86,6 +86,8 @@ static void store_free(er_store *s) {
   if (s->cache) rocksdb_cache_destroy(s->cache);
   er__head_cache_clear(s);
   free(s->heads);
+  er__life_free(s);
+  pthread_rwlock_destroy(&s->life_lock);
   pthread_mutex_destroy(&s->write_lock);
   pthread_mutex_destroy(&s->iter_lock);
   free(s->path);
@@ -172,12 +174,13 @@ static int check_format(er_store *s, er_error *err) {
     rocksdb_free(val);
     if (len != 4)
       return er__fail(err, ER_INVALID, "%s: bad format marker", s->path);
-    if (fmt != ER_FORMAT)
+    if (fmt < ER_FORMAT_BASE || fmt > ER_FORMAT)
       return er__fail(err, ER_INVALID,
                       "%s: store format %u is not supported by eventrocks "
                       "%s (format %d)%s",
                       s->path, fmt, ER_VERSION_STRING, ER_FORMAT,
                       fmt > ER_FORMAT ? "; upgrade eventrocks" : "");
+    s->format = fmt;
     return ER_OK;
   } else {
     /* No marker: a store we are creating now, or something else. */
@@ -200,7 +203,10 @@ static int check_format(er_store *s, er_error *err) {
                       s->path);
     {
       uint8_t buf[4];
-      er__put_le32(buf, ER_FORMAT);
+      /* the oldest format that holds what a new store has: older builds
+       * can open it until a lifecycle rule needs format 2 */
+      er__put_le32(buf, ER_FORMAT_BASE);
+      s->format = ER_FORMAT_BASE;
       rocksdb_put_cf(s->db, s->wopts, s->cf[CF_DEFAULT], format_key,
                      sizeof format_key - 1, (const char *)buf, 4, &rerr);
       if (rerr) return er__rocks_fail(err, "writing the format marker", rerr);
@@ -221,7 +227,13 @@ static int load_counters(er_store *s, er_error *err) {
     const char *k = rocksdb_iter_key(it, &klen);
     const char *v = rocksdb_iter_value(it, &vlen);
     er_event ev;
-    if (klen != 8 || er__record_decode(v, vlen, &ev, NULL) != ER_OK) {
+    uint64_t first, last;
+    if (klen == 8 && er__is_hole(v, vlen) &&
+        er__hole_decode(v, vlen, &first, &last, &ev.time) == ER_OK &&
+        first == er__get_be64((const uint8_t *)k)) {
+      s->last_position = last; /* the newest events were removed */
+      s->last_time = ev.time;
+    } else if (klen != 8 || er__record_decode(v, vlen, &ev, NULL) != ER_OK) {
       rc = er__fail(err, ER_CORRUPTION, "%s: the newest log record is damaged",
                     s->path);
     } else {
@@ -514,6 +526,7 @@ int er_open(const char *path, const er_options *opts, er_store **out,
   if (!s) return er__fail(err, ER_NOMEM, "out of memory");
   pthread_mutex_init(&s->write_lock, NULL);
   pthread_mutex_init(&s->iter_lock, NULL);
+  pthread_rwlock_init(&s->life_lock, NULL);
   s->path = strdup(path);
   s->read_only = opts->read_only != 0;
   s->sync = opts->sync != 0;
@@ -531,7 +544,8 @@ int er_open(const char *path, const er_options *opts, er_store **out,
   rocksdb_writeoptions_set_sync(s->wopts, s->sync);
 
   if ((rc = open_db(s, err)) != ER_OK || (rc = check_format(s, err)) != ER_OK ||
-      (rc = load_counters(s, err)) != ER_OK) {
+      (rc = load_counters(s, err)) != ER_OK ||
+      (rc = er__life_load(s, err)) != ER_OK) {
     store_free(s);
     return rc;
   }
@@ -568,6 +582,7 @@ int er_refresh(er_store *s, er_error *err) {
   if (rerr) return er__rocks_fail(err, "catching up with the writer", rerr);
   er__lock(s);
   rc = load_counters(s, err);
+  if (rc == ER_OK) rc = er__life_load(s, err);
   er__unlock(s);
   return rc;
 }
