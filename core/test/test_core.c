@@ -563,7 +563,7 @@ static void test_format_mismatch(void **state) {
   ok1(f->s, "a-1", "T", "x");
   er_close(f->s);
   f->s = NULL;
-  raw_put_format(f->dir, 2);
+  raw_put_format(f->dir, ER_FORMAT + 1);
 
   er_store *s = NULL;
   er_error err = fresh_err();
