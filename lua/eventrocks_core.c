@@ -1501,6 +1501,20 @@ static int store_stream_meta(lua_State *L) {
   return 1;
 }
 
+/* store:_removed(from, to): whether positions from..to are all removed
+ * (holes): the relay and tail --follow step over them. */
+static int l_removed(lua_State *L) {
+  lstore *ls = check_store(L, 1);
+  lua_Integer from = luaL_checkinteger(L, 2), to = luaL_checkinteger(L, 3);
+  int removed = 0;
+  er_error err;
+  if (from < 1 || to < 0) luaL_argerror(L, 2, "positions must be >= 1");
+  if (er_removed_range(ls->s, (uint64_t)from, (uint64_t)to, &removed, &err) != ER_OK)
+    return push_error(L, &err);
+  lua_pushboolean(L, removed);
+  return 1;
+}
+
 static int store_compact(lua_State *L) {
   lstore *ls = check_store(L, 1);
   uint64_t removed = 0;
@@ -1529,6 +1543,7 @@ static const luaL_Reg store_methods[] = {
   {"compact", store_compact},
   /* for the Lua modules, the command line and the tests */
   {"_txn", l_txn},
+  {"_removed", l_removed},
   {"_set_hook", l_set_hook},
   {"_wait_idle", l_wait_idle},
   {"_check", l_check},

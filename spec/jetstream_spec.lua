@@ -202,6 +202,33 @@ describe("JetStream relay", function()
     relay:close()
   end)
 
+  it("steps over holes (hard deletes, truncation, compaction): each event once, none missing, and finds its place again", function()
+    common.fill(t.store, 300, 10)
+    local relay = t.store:relay("out", { url = srv.url, stream = stream, prefix = prefix, create_stream = true, batch = 50 })
+    assert.same({ 300, 300 }, { relay:run() })
+    -- events not yet published, then holes among them and at their end
+    for i = 1, 300 do assert(t.store:append("late-" .. (i % 10), { type = "Placed", data = { i = i } })) end
+    for k = 0, 9 do
+      if k % 2 == 0 then assert(t.store:truncate("late-" .. k, 7)) else assert(t.store:delete("late-" .. k, { hard = true })) end
+    end
+    assert(t.store:delete("late-0", { hard = true })) -- its last event is the log's last
+    assert(t.store:compact())
+    local published, pos = relay:run()
+    local visible = 0
+    for _ in t.store:all() do visible = visible + 1 end
+    assert.is_true(published > 0)
+    assert.equal(visible - 300, published)
+    assert.equal(598, pos) -- the last event that reads (599 and 600 were removed)
+    assert_exactly_once(t.store, contents(srv.url, stream))
+    -- a relay that lost its checkpoint finds its place from JetStream's last message
+    assert(relay:reset())
+    assert.equal(0, (relay:run()))
+    common.fill(t.store, 5, 10, 601)
+    assert.equal(5, (relay:run()))
+    assert_exactly_once(t.store, contents(srv.url, stream))
+    relay:close()
+  end)
+
   it("survives SIGKILL mid-way: restarted, it leaves no duplicates and no gaps", function()
     local a = assert(er.open(t.dir .. "/a"))
     common.fill(a, 10000, 100)

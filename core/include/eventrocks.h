@@ -299,6 +299,14 @@ int er_get_stream_meta(er_store *s, const char *stream, size_t stream_len,
  * `*removed` (may be NULL) counts the events removed by this call. */
 int er_compact(er_store *s, uint64_t *removed, er_error *err);
 
+/* Whether every position from `from` to `to` is a hole or holds a removed
+ * event (*removed = 1), or some position there holds an event that reads,
+ * or nothing at all (0: a gap that no removal explains, or a read-only
+ * handle that has not caught up yet).  Followers of the log that take
+ * positions strictly in order use it to step over holes. */
+int er_removed_range(er_store *s, uint64_t from, uint64_t to, int *removed,
+                     er_error *err);
+
 /* The directory the store was opened with (owned by the store). */
 const char *er_path(const er_store *s);
 

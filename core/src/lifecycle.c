@@ -547,3 +547,56 @@ int er_compact(er_store *s, uint64_t *removed, er_error *err) {
   rocksdb_compactoptions_destroy(co);
   return ER_OK;
 }
+
+/* ---- holes ------------------------------------------------------------------ */
+
+int er_removed_range(er_store *s, uint64_t from, uint64_t to, int *removed,
+                     er_error *err) {
+  uint8_t lower[8], upper[8];
+  rocksdb_readoptions_t *ro;
+  rocksdb_iterator_t *it;
+  uint64_t expect = from;
+  int64_t now = er__life_now(s);
+  char *rerr = NULL;
+  int rc = ER_OK;
+  *removed = 0;
+  if (from == 0 || to < from) {
+    *removed = 1;
+    return ER_OK;
+  }
+  er__put_be64(lower, from);
+  er__put_be64(upper, to == UINT64_MAX ? to : to + 1);
+  ro = rocksdb_readoptions_create();
+  rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)upper, 8);
+  it = rocksdb_create_iterator_cf(s->db, ro, s->cf[CF_LOG]);
+  /* a hole may start before `from` */
+  rocksdb_iter_seek_for_prev(it, (const char *)lower, 8);
+  if (!rocksdb_iter_valid(it)) rocksdb_iter_seek(it, (const char *)lower, 8);
+  for (; rocksdb_iter_valid(it) && expect <= to; rocksdb_iter_next(it)) {
+    size_t klen, vlen;
+    const char *k = rocksdb_iter_key(it, &klen);
+    const char *v = rocksdb_iter_value(it, &vlen);
+    uint64_t pos = klen == 8 ? er__get_be64((const uint8_t *)k) : 0, first, last;
+    er_event ev;
+    er__life l;
+    if (er__is_hole(v, vlen) && er__hole_decode(v, vlen, &first, &last, NULL) == ER_OK &&
+        first == pos) {
+      if (first > expect) break; /* a missing position */
+      if (last + 1 > expect) expect = last + 1;
+      continue;
+    }
+    if (pos < expect) continue; /* the record before `from` */
+    if (pos > expect) break;
+    if (er__record_decode(v, vlen, &ev, NULL) != ER_OK ||
+        !er__life_get(s, ev.stream, ev.stream_len, &l) ||
+        !er__life_removes(&l, ev.version, ev.time, now))
+      break; /* an event that reads is there */
+    expect++;
+  }
+  rocksdb_iter_get_error(it, &rerr);
+  if (rerr) rc = er__rocks_fail(err, "reading the log", rerr);
+  rocksdb_iter_destroy(it);
+  rocksdb_readoptions_destroy(ro);
+  if (rc == ER_OK) *removed = expect > to;
+  return rc;
+}

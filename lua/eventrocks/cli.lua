@@ -142,7 +142,8 @@ function commands.tail(args)
   while true do
     local ok, err = pcall(function()
       for ev in store:all({ from = from }) do
-        if ev.position ~= from then break end
+        if ev.position ~= from and not store:_removed(from, ev.position - 1) then break end
+        from = ev.position
         from = from + 1
         if (not args.category or core.category(ev.stream) == args.category)
           and (not types or types[ev.type]) then
@@ -491,6 +492,54 @@ function commands.backup(args)
   return 0
 end
 
+-- The lifecycle commands change an existing store: they need the writer's
+-- handle, and never create a store.
+local function open_writer(args, what)
+  local dir = store_dir(args)
+  local store, err = try_open(dir, true, false)
+  if not store and err.code == "locked" then
+    fail(fmt("%s is open for writing in another process: %s needs the writer's handle; call it in "
+      .. "that process (store:%s), or stop it and run this again", safe(dir), what, what))
+  end
+  if not store then open_failed(dir, err) end
+  return store, dir
+end
+
+function commands.delete(args)
+  local store <close> = open_writer(args, "delete")
+  local ok, err = store:delete(args.stream, { hard = args.hard, expected = args.expected })
+  if not ok then fail(tostring(err)) end
+  stdout:write(safe(fmt("%s %s", args.stream, args.hard
+    and "deleted for good: its events are gone from every read (eventrocks compact removes their bytes)"
+    or "deleted: hidden from read and streams; an append restarts it")), "\n")
+  return 0
+end
+
+function commands.truncate(args)
+  local store <close> = open_writer(args, "truncate")
+  local version = store:version(args.stream)
+  if version > 0 and args.version > version + 1 then
+    fail(safe(fmt("%s is at version %d: it can be truncated before version %d at most", args.stream,
+      version, version + 1)))
+  end
+  local ok, err = store:truncate(args.stream, args.version)
+  if not ok then fail(tostring(err)) end
+  stdout:write(safe(fmt("%s: events before version %d removed (eventrocks compact removes their bytes)",
+    args.stream, args.version)), "\n")
+  return 0
+end
+
+function commands.compact(args)
+  local store <close> = open_writer(args, "compact")
+  local before = store:stats().bytes_on_disk
+  local removed, err = store:compact()
+  if not removed then fail(tostring(err)) end
+  local after = store:stats().bytes_on_disk
+  stdout:write(fmt("compacted: %d removed event%s; %.1f MiB -> %.1f MiB on disk\n", removed,
+    removed == 1 and "" or "s", before / 1048576, after / 1048576))
+  return 0
+end
+
 function commands.check(args)
   local store <close> = open_store(args)
   local last = store:last_position()
@@ -632,6 +681,14 @@ local function parser()
   c:argument("name", "The projection's name.")
   c:flag("--json", "JSON lines (the whole event of each).")
 
+  c = p:command("delete", "Delete a stream: hidden (soft), or removed for good with --hard.")
+  c:argument("stream", "The stream id.")
+  c:flag("--hard", "Remove its events from every read and refuse any later append or read of it.")
+  c:option("--expected", "Only if the stream is at this version."):convert(natural("expected", 0))
+  c = p:command("truncate", "Remove the events of a stream before a version.")
+  c:argument("stream", "The stream id.")
+  c:argument("version", "The first version to keep."):convert(natural("version", 1))
+  c = p:command("compact", "Remove the bytes of deleted, truncated and expired events from the store's files.")
   c = p:command("backup", "Copy the store, consistently, into a new directory (hard links where it can).")
   c:argument("dir", "The new directory (must not exist).")
 

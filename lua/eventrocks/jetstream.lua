@@ -387,7 +387,8 @@ M.event_body = event_body
 -- The log is read raw (data and metadata as stored, nothing decoded: the
 -- body is the event's MessagePack map with those bytes in it) and in
 -- order: a read-only view can briefly lack an event that a later one has
--- (the writer flushing), so a batch stops at a gap.  Filters apply here.
+-- (the writer flushing), so a batch stops at a gap, unless the positions
+-- skipped were removed (holes left by deletes).  Filters apply here.
 function Relay:_batch(cp)
   local store, pub = self.store, self.pub
   if self.read_only then
@@ -403,7 +404,9 @@ function Relay:_batch(cp)
   local headers, hdr_cache = self.headers, self.hdr_cache
   for id, stream, version, position, ty, time, data, metadata in
       store:all({ from = cp + 1, count = self.batch, raw = true }) do
-    if position ~= pos + 1 then break end
+    -- a hole (deleted, truncated or expired events) is stepped over; a
+    -- gap that no removal explains is waited for
+    if position ~= pos + 1 and not store:_removed(pos + 1, position - 1) then break end
     seen = seen + 1
     if (category == nil or category_of(stream) == category) and (wanted == nil or wanted[ty]) then
       local body, subject = event_body(id, stream, version, position, ty, time, data, metadata), nil
