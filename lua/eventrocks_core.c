@@ -135,7 +135,9 @@ static const char *check_stream(lua_State *L, int arg, size_t *len) {
 static const char *const OPEN_OPTS[] = {"create", "sync", "read_only",
                                         "max_event_size", NULL};
 static const char *const APPEND_OPTS[] = {"expected", NULL};
-static const char *const TXN_APPEND_OPTS[] = {"expected", "time", NULL};
+/* restore, position: er_txn_restore, for imports and mirrors of a store
+ * with removed events */
+static const char *const TXN_APPEND_OPTS[] = {"expected", "time", "restore", "position", NULL};
 static const char *const READ_OPTS[] = {"from", "count", "backward", "raw", NULL};
 static const char *const ALL_OPTS[] = {"from", "count", "category", "types", "raw", NULL};
 static const char *const STREAMS_OPTS[] = {"prefix", NULL};
@@ -729,17 +731,23 @@ static int txn_append(lua_State *L) {
   size_t slen, n;
   const char *stream = check_stream(L, 2, &slen);
   int64_t expected;
-  lua_Integer time_at;
+  lua_Integer time_at, position;
+  int restore;
   er_error err;
   if (lt->borrowed) return luaL_error(L, "cannot append inside a commit hook");
   er_check_opts(L, 4, NULL, TXN_APPEND_OPTS);
   expected = check_expected(L, 4);
   time_at = er_opt_integer(L, 4, "time", 0, ER_NO_MAX, 0); /* imports keep their times */
+  restore = er_opt_boolean(L, 4, "restore", 0);
+  position = er_opt_integer(L, 4, "position", 0, ER_NO_MAX, 0);
+  if (restore && expected < 0) luaL_argerror(L, 4, "restore needs expected = the version before");
   /* a value that cannot be stored raises an error value (code, path,
    * index): the Lua modules above report it in their own terms */
   n = collect_events(L, ls, 0);
-  if (er_txn_append_at(lt->t, stream, slen, expected, ls->evs, n, (int64_t)time_at,
-                       &err) != ER_OK) {
+  if ((restore ? er_txn_restore(lt->t, stream, slen, expected, (uint64_t)position, ls->evs, n,
+                                (int64_t)time_at, &err)
+               : er_txn_append_at(lt->t, stream, slen, expected, ls->evs, n, (int64_t)time_at,
+                                  &err)) != ER_OK) {
     lua_pushvalue(L, 2);
     return push_append_error(L, &err);
   }

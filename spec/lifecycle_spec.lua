@@ -359,3 +359,44 @@ describe("check and holes", function()
     assert.equal(2, er.FORMAT)
   end)
 end)
+
+describe("export and import of a store with holes", function()
+  local t = {}
+  before_each(function() H.setup(t) end)
+  after_each(function() H.teardown(t) end)
+
+  it("is faithful: the same events at the same positions and versions, the holes and removed versions too", function()
+    assert(t.store:append("a-1", H.evs(4, "E")))
+    assert(t.store:append("b-1", H.evs(3, "E")))
+    assert(t.store:append("a-1", H.evs(2, "E")))
+    assert(t.store:append("c-1", H.evs(2, "E")))
+    assert(t.store:truncate("a-1", 3))
+    assert(t.store:delete("b-1", { hard = true }))
+    assert(t.store:delete("c-1", { hard = true })) -- the log ends with a hole
+    assert(t.store:compact())
+    local function dump(store)
+      local out = {}
+      for ev in store:all() do out[#out + 1] = { ev.position, ev.stream, ev.version, ev.id, ev.type, ev.time } end
+      return out
+    end
+    local want = dump(t.store)
+    t.store:close()
+    local file = t.dir .. ".jsonl"
+    local code, out, err = H.sh(H.CMD .. " --store " .. H.shquote(t.dir) .. " export " .. H.shquote(file))
+    assert.equal(0, code, err)
+    local copy = t.dir .. "-copy"
+    code, out, err = H.sh(H.CMD .. " --store " .. H.shquote(copy) .. " import " .. H.shquote(file))
+    assert.equal(0, code, err .. out)
+    -- a second import is an idempotent retry
+    code, out, err = H.sh(H.CMD .. " --store " .. H.shquote(copy) .. " import " .. H.shquote(file))
+    assert.equal(0, code, err .. out)
+    assert.matches("4 events were already there", err, 1, true)
+    local s = assert(H.open(t, copy))
+    assert.same(want, dump(s))
+    assert.same({ 3, 4, 5, 6 }, versions(s, "a-1"))
+    assert.equal(0, (problems(s)))
+    assert.equal(7, (s:append("a-1", H.ev("E"))))
+    H.rmrf(copy)
+    os.remove(file)
+  end)
+end)

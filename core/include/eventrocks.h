@@ -380,6 +380,18 @@ int er_txn_append_at(er_txn *t, const char *stream, size_t stream_len,
                      int64_t expected, const er_new_event *events, size_t n,
                      int64_t time, er_error *err);
 
+/* An append that restores events copied from another store (an import, a
+ * mirror), where some were removed: when the stream is empty and `expected`
+ * is above 0, the stream starts at version expected + 1 and its versions
+ * up to `expected` count as removed (a truncation); when `position` is
+ * past the store's last position + 1, the positions in between become a
+ * hole, so that the events keep their positions.  Otherwise it is
+ * er_txn_append_at's append (a position already taken is not kept). */
+int er_txn_restore(er_txn *t, const char *stream, size_t stream_len,
+                   int64_t expected, uint64_t position,
+                   const er_new_event *events, size_t n, int64_t time,
+                   er_error *err);
+
 /* Queue a put or a delete in a key-value space (copied; ER_INVALID on a
  * bad space or a key that is empty or longer than ER_MAX_KEY_LEN). */
 int er_txn_put(er_txn *t, er_space space, const void *key, size_t key_len,

@@ -235,6 +235,7 @@ typedef struct commit_buf {
   uint64_t pos;            /* the last position handed out */
   int64_t now;             /* the store's time for this commit */
   int own_time, given_time; /* some append used the store's time / a given one */
+  int holes;                /* a restored append left a hole before it */
 } commit_buf;
 
 /* Allocate what the commit of `t` needs; check that no caller-given id
@@ -289,6 +290,12 @@ static int commit_append(er_txn *t, size_t a, commit_buf *b, er_error *err) {
       rc = check_retry(s, x->stream, x->stream_len, x->expected, current,
                        x->events, x->n, &x->result, &replay, err);
   }
+  if (rc == ER_OK && !replay && x->restore && current == 0 && x->expected > 0) {
+    /* a restored stream whose first versions were removed at the source */
+    er__life_restore_queue(s, x->stream, x->stream_len, (uint64_t)x->expected + 1, t->wb);
+    x->restored_before = (uint64_t)x->expected + 1;
+    current = (uint64_t)x->expected;
+  }
   if (rc == ER_OK && !replay && !er__expected_ok(x->expected, current))
     rc = er__wrong_version(err, x->stream, x->stream_len, x->expected, current);
   if (rc != ER_OK) {
@@ -296,6 +303,19 @@ static int commit_append(er_txn *t, size_t a, commit_buf *b, er_error *err) {
     return rc;
   }
   if (replay) return ER_OK;
+  if (x->restore && x->restore_position > b->pos + 1) {
+    /* the positions between were removed at the source: a hole */
+    uint8_t hkey[8], hole[ER_HOLE_LEN], fmt[4];
+    er__put_be64(hkey, b->pos + 1);
+    er__hole_encode(hole, b->pos + 1, x->restore_position - 1, x->time ? x->time : b->now);
+    rocksdb_writebatch_put_cf(t->wb, s->cf[CF_LOG], (const char *)hkey, 8,
+                              (const char *)hole, sizeof hole);
+    er__put_le32(fmt, 2);
+    rocksdb_writebatch_put_cf(t->wb, s->cf[CF_DEFAULT], "format", 6,
+                              (const char *)fmt, 4);
+    b->pos = x->restore_position - 1;
+    b->holes = 1;
+  }
   /* a given time (an import, a mirror) is stored as it is and never moves
    * the store's own clock */
   at = x->time ? x->time : b->now;
@@ -387,12 +407,15 @@ static void commit_publish(er_txn *t, const commit_buf *b) {
   assert(er__locked(s) && t->state == TXN_COMMITTING);
   t->state = TXN_COMMITTED;
   if (b->nwritten) __atomic_store_n(&s->last_position, b->pos, __ATOMIC_RELEASE);
+  if (b->holes) s->format = 2;
   if (b->own_time) s->last_time = b->now;
   for (a = 0; a < t->n_appends; a++) {
     const er__pending *x = &t->appends[a];
     if (!x->result.replayed) {
       er__head_cached(s, x->stream, x->stream_len, x->result.version);
       er__life_committed(s, x->stream, x->stream_len, x->result.version);
+      if (x->restored_before)
+        er__life_restored(s, x->stream, x->stream_len, x->restored_before, x->result.version);
     }
   }
 }

@@ -309,6 +309,9 @@ typedef struct er__pending {
   size_t n;
   void *owned; /* the block holding copies of stream and events, or NULL */
   int64_t time; /* the events' time, 0 = now */
+  int restore;  /* er_txn_restore: may start the stream late, keep positions */
+  uint64_t restore_position;
+  uint64_t restored_before; /* set by the commit: versions below were removed */
   er_appended result;
 } er__pending;
 
@@ -393,6 +396,13 @@ int er__life_check_append(er_store *s, const char *stream, size_t len,
                           rocksdb_writebatch_t *wb, er_error *err);
 void er__life_committed(er_store *s, const char *stream, size_t len,
                         uint64_t version);
+/* A restored append (er_txn_restore) that starts `stream` at version
+ * `before`: its lifecycle value queued into `wb` (write_lock held), then,
+ * after the commit, into the table. */
+void er__life_restore_queue(er_store *s, const char *stream, size_t len,
+                            uint64_t before, rocksdb_writebatch_t *wb);
+void er__life_restored(er_store *s, const char *stream, size_t len,
+                       uint64_t before, uint64_t version);
 /* Whether the event at `position` is removed (a hole, a removed record or
  * no record at all): 1 or 0; -1 with `err` set when the log cannot be read. */
 int er__position_removed(er_store *s, uint64_t position, er_error *err);

@@ -204,6 +204,34 @@ void er__life_committed(er_store *s, const char *stream, size_t len,
   pthread_rwlock_unlock(&s->life_lock);
 }
 
+void er__life_restore_queue(er_store *s, const char *stream, size_t len,
+                            uint64_t before, rocksdb_writebatch_t *wb) {
+  uint8_t v[LIFE_LEN], fmt[4];
+  er__life l;
+  assert(er__locked(s));
+  if (!er__life_get(s, stream, len, &l)) memset(&l, 0, sizeof l);
+  if (l.before < before) l.before = before;
+  life_encode(v, &l);
+  rocksdb_writebatch_put_cf(wb, s->cf[CF_LIFECYCLE], stream, len,
+                            (const char *)v, sizeof v);
+  er__put_le32(fmt, 2);
+  rocksdb_writebatch_put_cf(wb, s->cf[CF_DEFAULT], "format", 6,
+                            (const char *)fmt, 4);
+}
+
+void er__life_restored(er_store *s, const char *stream, size_t len,
+                       uint64_t before, uint64_t version) {
+  er__life l;
+  s->format = 2;
+  if (!er__life_get(s, stream, len, &l)) memset(&l, 0, sizeof l);
+  if (l.before < before) l.before = before;
+  l.head = version;
+  pthread_rwlock_wrlock(&s->life_lock);
+  table_set(s, stream, len, &l); /* out of memory: reads show the removed
+                                    versions' absence anyway (none exist) */
+  pthread_rwlock_unlock(&s->life_lock);
+}
+
 int er__position_removed(er_store *s, uint64_t position, er_error *err) {
   uint8_t key[8];
   void *val = NULL;

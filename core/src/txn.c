@@ -33,9 +33,30 @@ int er_txn_append(er_txn *t, const char *stream, size_t stream_len,
   return er_txn_append_at(t, stream, stream_len, expected, events, n, 0, err);
 }
 
+static int txn_add(er_txn *t, const char *stream, size_t stream_len,
+                   int64_t expected, const er_new_event *events, size_t n,
+                   int64_t time, int restore, uint64_t position,
+                   er_error *err);
+
 int er_txn_append_at(er_txn *t, const char *stream, size_t stream_len,
                      int64_t expected, const er_new_event *events, size_t n,
                      int64_t time, er_error *err) {
+  return txn_add(t, stream, stream_len, expected, events, n, time, 0, 0, err);
+}
+
+int er_txn_restore(er_txn *t, const char *stream, size_t stream_len,
+                   int64_t expected, uint64_t position,
+                   const er_new_event *events, size_t n, int64_t time,
+                   er_error *err) {
+  if (expected < 0)
+    return er__fail(err, ER_INVALID, "a restored append needs the version before it");
+  return txn_add(t, stream, stream_len, expected, events, n, time, 1, position, err);
+}
+
+static int txn_add(er_txn *t, const char *stream, size_t stream_len,
+                   int64_t expected, const er_new_event *events, size_t n,
+                   int64_t time, int restore, uint64_t position,
+                   er_error *err) {
   size_t i, bytes = stream_len;
   char *block, *p;
   er_new_event *copies;
@@ -84,6 +105,8 @@ int er_txn_append_at(er_txn *t, const char *stream, size_t stream_len,
   }
   x->expected = expected;
   x->time = time;
+  x->restore = restore;
+  x->restore_position = position;
   x->events = copies;
   x->n = n;
   x->owned = block;

@@ -374,8 +374,11 @@ function commands.import(args)
     for i, ev in ipairs(group) do
       events[i] = { id = ev.id, type = ev.type, data = ev.data, metadata = ev.metadata }
     end
+    -- restore: a stream whose first versions were removed at the source
+    -- starts at the same version here, and positions past this store's
+    -- end are kept (the holes of the source come along)
     local called, ok, err = pcall(txn.append, txn, first.stream, events,
-      { expected = first.version - 1, time = first.time })
+      { expected = first.version - 1, time = first.time, restore = true, position = first.position })
     if not called then
       -- a value the store refuses (e.g. nested too deep): name its line
       txn:close()
@@ -427,7 +430,8 @@ function commands.import(args)
       end
       local last = group[#group]
       if last and (last.stream ~= ev.stream or last.time ~= ev.time
-        or ev.version ~= last.version + 1) then
+        or ev.version ~= last.version + 1
+        or (ev.position and last.position and ev.position ~= last.position + 1)) then
         flush()
       end
       group[#group + 1] = ev

@@ -866,7 +866,7 @@ function Batch:begin(txn)
             -- refuses (a value it cannot store) is the message's fault too
             local pok, ok, aerr = pcall(txn.append, txn, ev.stream,
               { id = ev.id, type = ev.type, data = ev.data, metadata = ev.metadata },
-              { expected = ev.version - 1, time = ev.time })
+              { expected = ev.version - 1, time = ev.time, restore = true })
             if not pok then
               return fail(new_error("corruption", fmt("projection '%s': %s: its event cannot be mirrored (%s)",
                 proj.name, msg_label(jstream, seq), tostring(ok))))
