@@ -374,11 +374,14 @@ function commands.import(args)
     for i, ev in ipairs(group) do
       events[i] = { id = ev.id, type = ev.type, data = ev.data, metadata = ev.metadata }
     end
-    -- restore: a stream whose first versions were removed at the source
-    -- starts at the same version here, and positions past this store's
-    -- end are kept (the holes of the source come along)
+    -- restore (lines of an export, which carry positions): a stream whose
+    -- first versions were removed at the source starts at the same version
+    -- here, and positions past this store's end are kept (the holes of the
+    -- source come along).  Lines without positions must continue their
+    -- streams.
     local called, ok, err = pcall(txn.append, txn, first.stream, events,
-      { expected = first.version - 1, time = first.time, restore = true, position = first.position })
+      { expected = first.version - 1, time = first.time, restore = first.position ~= nil,
+        position = first.position })
     if not called then
       -- a value the store refuses (e.g. nested too deep): name its line
       txn:close()

@@ -48,6 +48,31 @@ function M.ack_line(stream, first_v, last_v, first_p, last_p, batch, ids)
     table.concat(ids, ","), "end" }, "\t") .. "\n"
 end
 
+-- A lifecycle operation that returned (delete, truncate, meta, compact,
+-- backup): its kind, the stream (or directory) and an integer argument.
+function M.op_line(kind, target, arg)
+  return table.concat({ "op", kind, target, arg, "end" }, "\t") .. "\n"
+end
+
+function M.read_ops(path)
+  local ops = {}
+  local f = io.open(path, "r")
+  if not f then return ops end
+  for line in f:lines() do
+    local parts = {}
+    for p in line:gmatch("[^\t]+") do parts[#parts + 1] = p end
+    if parts[1] == "op" and parts[5] == "end" and #parts == 5 then
+      ops[#ops + 1] = { kind = parts[2], target = parts[3], arg = tonumber(parts[4]) }
+    end
+  end
+  f:close()
+  return ops
+end
+
+-- The streams the lifecycle operations work on: "tmp-<round>-<k>", of
+-- events of type "T" that no projection handles.
+M.TMP_STREAMS = 4
+
 -- The complete ack lines of a file, parsed.
 function M.read_acks(path)
   local acks = {}

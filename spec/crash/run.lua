@@ -16,9 +16,13 @@
 --      else 20 to 300 ms), then SIGKILL it by its PID;
 --   3. `eventrocks check` on the store as the crash left it (read-only;
 --      once a round has seen the store created);
---   4. reopen it for writing and verify: positions 1..last contiguous; every
---      stream's versions contiguous and its index equal to the log; every
---      append whole or absent (each event names its append and its size);
+--   4. reopen it for writing and verify: positions increasing (holes are
+--      eventrocks check's to explain); every plain stream's versions
+--      contiguous and its index equal to the log; every append whole or
+--      absent (each event names its append and its size); every delete,
+--      truncation and backup that returned holds (a hard-deleted stream has
+--      no event left, a truncated one nothing below its version, a backup
+--      opens at its position and passes check);
 --      every acknowledged append present with its ids, versions and
 --      positions; each account's snapshot exactly the one its last
 --      snapshotting save wrote, and equal to the state its events give;
@@ -83,67 +87,130 @@ local function verify(dir, acklog, sync, round)
   local store <close> = assert(er.open(dir, { sync = sync }))
   local last = store:last_position()
 
-  -- the log: contiguous positions; every event names its append
-  local log, streams = {}, {}
-  local n = 0
+  -- the log: increasing positions (holes are check's to explain: only the
+  -- tmp streams' events are ever removed); every event names its append.
+  -- `log` holds the events of the plain streams and accounts (which nothing
+  -- removes) in order, `at` every event by position, `tmp` the tmp streams'.
+  local log, at, streams, tmp = {}, {}, {}, {}
+  local n, prev = 0, 0
   for ev in store:all() do
     n = n + 1
-    if ev.position ~= n then fail("log: position %d follows %d", ev.position, n - 1) end
+    if ev.position <= prev then fail("log: position %d follows %d", ev.position, prev) end
+    prev = ev.position
     local m = ev.metadata
     if type(m.batch) ~= "string" or math.type(m.n) ~= "integer" or math.type(m.i) ~= "integer" then
-      fail("position %d: metadata does not name its append", n)
+      fail("position %d: metadata does not name its append", ev.position)
     end
-    local rec = { position = n, stream = ev.stream, version = ev.version, id = ev.id, type = ev.type,
+    local rec = { position = ev.position, stream = ev.stream, version = ev.version, id = ev.id, type = ev.type,
       time = ev.time, batch = m.batch, n = m.n, i = m.i,
       amount = type(ev.data) == "table" and ev.data.amount or nil }
-    log[n] = rec
-    local s = streams[ev.stream]
-    if not s then
-      s = {}
-      streams[ev.stream] = s
+    at[ev.position] = rec
+    if ev.type == "T" then
+      local s = tmp[ev.stream] or {}
+      tmp[ev.stream] = s
+      if s[#s] and s[#s].version >= ev.version then
+        fail("stream %s: version %d at position %d follows version %d", ev.stream, ev.version, ev.position, s[#s].version)
+      end
+      s[#s + 1] = rec
+    else
+      log[#log + 1] = rec
+      local s = streams[ev.stream]
+      if not s then
+        s = {}
+        streams[ev.stream] = s
+      end
+      if ev.version ~= #s + 1 then
+        fail("stream %s: version %d at position %d follows version %d", ev.stream, ev.version, ev.position, #s)
+      end
+      s[#s + 1] = rec
     end
-    if ev.version ~= #s + 1 then
-      fail("stream %s: version %d at position %d follows version %d", ev.stream, ev.version, n, #s)
-    end
-    s[#s + 1] = rec
   end
-  if n ~= last then fail("last_position is %d but the log holds %d events", last, n) end
+  if prev > last then fail("last_position is %d but the log reaches %d", last, prev) end
 
   -- every stream: its head and its index agree with the log
   local nstreams = 0
   for stream, v in store:streams() do
-    nstreams = nstreams + 1
-    local s = streams[stream]
-    if not s or #s ~= v then fail("stream %s: head says version %d, the log has %d events", stream, v, s and #s or 0) end
-    local k = 0
-    for ev in store:read(stream) do
-      k = k + 1
-      local rec = s[k]
-      if ev.version ~= k or ev.position ~= rec.position or ev.id ~= rec.id then
-        fail("stream %s: index entry %d differs from the log (position %d)", stream, k, rec.position)
+    if not stream:match("^tmp%-") then
+      nstreams = nstreams + 1
+      local s = streams[stream]
+      if not s or #s ~= v then fail("stream %s: head says version %d, the log has %d events", stream, v, s and #s or 0) end
+      local k = 0
+      for ev in store:read(stream) do
+        k = k + 1
+        local rec = s[k]
+        if ev.version ~= k or ev.position ~= rec.position or ev.id ~= rec.id then
+          fail("stream %s: index entry %d differs from the log (position %d)", stream, k, rec.position)
+        end
       end
+      if k ~= v then fail("stream %s: the index has %d events, the head says %d", stream, k, v) end
     end
-    if k ~= v then fail("stream %s: the index has %d events, the head says %d", stream, k, v) end
   end
   local count_streams = 0
   for _ in pairs(streams) do count_streams = count_streams + 1 end
   if nstreams ~= count_streams then fail("%d streams listed, %d in the log", nstreams, count_streams) end
 
-  -- every append whole: the events of one batch are n contiguous events of
-  -- one stream, in order, with one time
-  local pos = 1
-  while pos <= n do
-    local first = log[pos]
-    if first.i ~= 1 then fail("position %d: append %s starts at its event %d", pos, first.batch, first.i) end
+  -- every append whole: the events of one batch are n adjacent events of
+  -- one stream, in order, with one time (tmp appends: whole unless their
+  -- stream's lifecycle removed a part)
+  local k = 1
+  while k <= #log do
+    local first = log[k]
+    if first.i ~= 1 then fail("position %d: append %s starts at its event %d", first.position, first.batch, first.i) end
     for i = 2, first.n do
-      local rec = log[pos + i - 1]
+      local rec = log[k + i - 1]
       if not rec or rec.batch ~= first.batch or rec.i ~= i or rec.stream ~= first.stream
-        or rec.version ~= first.version + i - 1 or rec.time ~= first.time then
+        or rec.version ~= first.version + i - 1 or rec.time ~= first.time or rec.position ~= first.position + i - 1 then
         fail("append %s (%d events from position %d) is not whole: event %d missing or out of place",
-          first.batch, first.n, pos, i)
+          first.batch, first.n, first.position, i)
       end
     end
-    pos = pos + first.n
+    k = k + first.n
+  end
+
+  -- the lifecycle operations that returned hold: a hard-deleted stream reads
+  -- stream_deleted and has no event left; a truncated or soft-deleted one
+  -- shows nothing before the version; acknowledged backups open and check
+  local ops = C.read_ops(acklog)
+  local hard, first_visible = {}, {}
+  for _, o in ipairs(ops) do
+    if o.kind == "hard" then hard[o.target] = true
+    elseif o.kind == "truncate" or o.kind == "soft" then
+      local v = o.kind == "truncate" and o.arg or o.arg + 1
+      if v > (first_visible[o.target] or 0) then first_visible[o.target] = v end
+    end
+  end
+  for stream in pairs(hard) do
+    local it, err = store:read(stream)
+    if it or err.code ~= "stream_deleted" then fail("hard-deleted %s does not read stream_deleted", stream) end
+    for _, rec in ipairs(tmp[stream] or {}) do
+      fail("hard-deleted %s still has version %d at position %d", stream, rec.version, rec.position)
+    end
+  end
+  for stream, v in pairs(first_visible) do
+    if not hard[stream] then
+      local it, err = store:read(stream)
+      if it then
+        for ev in it do
+          if ev.version < v then
+            fail("%s: version %d reads after it was truncated or deleted before %d", stream, ev.version, v)
+          end
+        end
+      elseif err.code ~= "stream_deleted" then
+        fail("%s: %s", stream, tostring(err))
+      end
+    end
+  end
+  for _, o in ipairs(ops) do
+    if o.kind == "backup" then
+      local copy = assert(er.open(o.target, { create = false }))
+      local cl = copy:last_position()
+      local problems = copy:_check()
+      copy:close()
+      if cl ~= o.arg then fail("backup %s holds position %d, it said %d", o.target, cl, o.arg) end
+      if problems ~= 0 then fail("backup %s: check finds %d problems", o.target, problems) end
+      os.execute("rm -rf " .. shquote(o.target))
+      o.kind = "checked"
+    end
   end
 
   -- every acknowledged append, with its ids
@@ -152,9 +219,11 @@ local function verify(dir, acklog, sync, round)
     local k = a.last_v - a.first_v + 1
     if a.last_p - a.first_p + 1 ~= k or #a.ids ~= k then fail("ack log: a bad line for %s", a.batch) end
     for i = 0, k - 1 do
-      local rec = log[a.first_p + i]
-      if not rec then fail("acknowledged append %s: position %d is missing", a.batch, a.first_p + i) end
-      if rec.stream ~= a.stream or rec.version ~= a.first_v + i or rec.id ~= a.ids[i + 1] or rec.batch ~= a.batch then
+      local rec = at[a.first_p + i]
+      local removable = a.stream:match("^tmp%-") and (hard[a.stream] or store:stream_meta(a.stream).max_count
+        or a.first_v + i < (first_visible[a.stream] or 0) or store:_removed(a.first_p + i, a.first_p + i))
+      if not rec and not removable then fail("acknowledged append %s: position %d is missing", a.batch, a.first_p + i) end
+      if rec and (rec.stream ~= a.stream or rec.version ~= a.first_v + i or rec.id ~= a.ids[i + 1] or rec.batch ~= a.batch) then
         fail("acknowledged append %s: position %d holds %s@%d %s (%s), not %s@%d %s", a.batch, a.first_p + i,
           rec.stream, rec.version, rec.id, rec.batch, a.stream, a.first_v + i, a.ids[i + 1])
       end
@@ -191,8 +260,8 @@ local function verify(dir, acklog, sync, round)
   -- projections: checkpoint within the log, read model = the events up to it
   local function expected_rows(cp)
     local rows = {}
-    for i = 1, cp do
-      local rec = log[i]
+    for _, rec in ipairs(log) do
+      if rec.position > cp then break end
       local r = rows[rec.stream] or { n = 0, last = 0 }
       r.n, r.last = r.n + 1, rec.version
       rows[rec.stream] = r
@@ -229,7 +298,7 @@ local function verify(dir, acklog, sync, round)
   store:projection("heads", C.heads_spec)
   local counts = store:projection("counts", C.counts_spec)
   assert(counts:run({ batch = 100 }))
-  if counts:position() ~= last then fail("counts did not catch up: %d of %d", counts:position(), last) end
+  if counts:position() ~= prev then fail("counts did not catch up: %d of %d", counts:position(), prev) end
   check_projection("counts", function(r) return r end)
   check_projection("heads", function(r) return r.last end)
   local v0 = store:version("log-1")
@@ -239,7 +308,7 @@ local function verify(dir, acklog, sync, round)
     fail("the append after the crash returned %s, %s (expected %d, %d)", tostring(v), tostring(p), v0 + 1, last + 1)
   end
   if store:_get("views", "heads\0log-1") ~= v then fail("the inline projection missed the append after the crash") end
-  return n, #acks
+  return n, #acks, #ops
 end
 
 -- ---------------------------------------------------------------------------
@@ -259,14 +328,14 @@ local function run_mode(mode, rounds, rng_seed)
   local base = mkdtemp()
   local dir, acklog, errlog = base .. "/store", base .. "/acks.log", base .. "/writer.err"
   local ok_rounds, failed = 0, 0
-  local at_open, acked_total = 0, 0
+  local at_open, acked_total, ops_total = 0, 0, 0
   local created = false
   math.randomseed(rng_seed)
   for round = 1, rounds do
     local wseed = math.random(1, 1 << 30)
     local before = count_lines(acklog)
-    local cmd = fmt("echo $$; exec %s spec/crash/writer.lua %s %s %s %d %d 2>>%s", LUA, shquote(dir),
-      sync and "1" or "0", shquote(acklog), round, wseed, shquote(errlog))
+    local cmd = fmt("echo $$; exec %s spec/crash/writer.lua %s %s %s %d %d %s 2>>%s", LUA, shquote(dir),
+      sync and "1" or "0", shquote(acklog), round, wseed, shquote(base), shquote(errlog))
     local p = assert(io.popen(cmd, "r"))
     local pid = tonumber(p:read("l"))
     local delay = math.random() < 0.1 and math.random(0, 10) or math.random(20, 300)
@@ -288,8 +357,8 @@ local function run_mode(mode, rounds, rng_seed)
       if not cok then ok, err = false, "eventrocks check on the crashed store failed:\n" .. out end
     end
     if ok then
-      local vok, n = pcall(verify, dir, acklog, sync, round)
-      if not vok then ok, err = false, n else events, created = n, true end
+      local vok, n, _, nops = pcall(verify, dir, acklog, sync, round)
+      if not vok then ok, err = false, n else events, created, ops_total = n, true, nops end
     end
     if ok then
       local cok, out = cli_check(dir)
@@ -316,7 +385,8 @@ local function run_mode(mode, rounds, rng_seed)
   local bytes = sys.disk_size(dir) or 0
   if failed == 0 then os.execute("rm -rf " .. shquote(base)) end
   print(fmt("%-6s %d of %d rounds survived; %d appends acknowledged in all; %d rounds killed before the first ack;"
-    .. " store left with %d table files, %.1f MiB", mode, ok_rounds, rounds, acked_total, at_open, ssts, bytes / 1048576))
+    .. " %d lifecycle operations returned; store left with %d table files, %.1f MiB", mode, ok_rounds, rounds,
+    acked_total, at_open, ops_total, ssts, bytes / 1048576))
   return ok_rounds, failed
 end
 

@@ -1,12 +1,14 @@
 --- The writer of the crash harness: appends until it is killed.
 --
---   lua5.4 spec/crash/writer.lua DIR SYNC ACKLOG ROUND SEED
+--   lua5.4 spec/crash/writer.lua DIR SYNC ACKLOG ROUND SEED BACKUPDIR
 --
 -- Opens the store DIR (sync = SYNC == "1"), registers the inline projection
 -- "heads", and loops for ever over: multi-event appends with an exact
 -- expected version to the streams log-N, aggregate saves (events plus, now
 -- and then, a snapshot in the same write) to acct-N, runs of the catch-up
--- projection "counts", and now and then one large append.  Every event
+-- projection "counts", now and then one large append, and the lifecycle
+-- of this round's tmp streams (deletes, truncations, limits, compactions and
+-- backups into BACKUPDIR).  Every event
 -- carries metadata { batch = <round>:<k>, n = <events in its append>,
 -- i = <its index> } so that the driver can tell whole appends from partial
 -- ones.  After each append returns, one line naming it (see common.lua) is
@@ -17,8 +19,9 @@
 local er = require "eventrocks"
 local C = require "crash.common"
 
-local dir, sync, acklog, round, seed = ...
-assert(dir and sync and acklog and round and seed, "usage: writer.lua DIR SYNC ACKLOG ROUND SEED")
+local dir, sync, acklog, round, seed, backup_dir = ...
+assert(dir and sync and acklog and round and seed and backup_dir,
+  "usage: writer.lua DIR SYNC ACKLOG ROUND SEED BACKUPDIR")
 math.randomseed(tonumber(seed))
 
 local ack = assert(io.open(acklog, "a"))
@@ -104,9 +107,62 @@ local function deposit()
   acknowledge(acct.stream, first, v, positions[1], positions[n], batch, ids)
 end
 
+-- The lifecycle: T events to this round's tmp streams, and now and then a
+-- soft or hard delete, a truncation, a retention limit, a compaction or a
+-- backup.  Each operation that returns is logged (common.lua's op_line).
+local backups = 0
+local function op(kind, target, arg)
+  ack:write(C.op_line(kind, target, arg))
+  ack:flush()
+end
+
+local function lifecycle()
+  local stream = "tmp-" .. round .. "-" .. math.random(C.TMP_STREAMS)
+  local v = store:version(stream)
+  local r = math.random()
+  if r < 0.5 or v == 0 then
+    local n, batch = math.random(3), next_batch()
+    local events = {}
+    for i = 1, n do events[i] = { type = "T", data = { pad = pad() }, metadata = { batch = batch, n = n, i = i } } end
+    local nv, p = store:append(stream, events)
+    if not nv then
+      if p.code == "stream_deleted" then return end
+      error("append to " .. stream .. " failed: " .. tostring(p))
+    end
+    local ids = {}
+    for ev in store:read(stream, { from = nv - n + 1, count = n }) do ids[#ids + 1] = ev.id end
+    if #ids == n then acknowledge(stream, nv - n + 1, nv, p - n + 1, p, batch, ids) end
+  elseif r < 0.62 then
+    local ok, err = store:delete(stream, { expected = v })
+    if ok then op("soft", stream, v) elseif err.code ~= "stream_deleted" then error(tostring(err)) end
+  elseif r < 0.7 then
+    local ok, err = store:delete(stream, { hard = true })
+    if ok then op("hard", stream, v) elseif err.code ~= "stream_deleted" then error(tostring(err)) end
+  elseif r < 0.85 then
+    local before = math.random(1, v + 1)
+    local ok, err = store:truncate(stream, before)
+    if ok then op("truncate", stream, before) elseif err.code ~= "stream_deleted" then error(tostring(err)) end
+  elseif r < 0.93 then
+    local n = math.random(1, 5)
+    local ok, err = store:set_stream_meta(stream, { max_count = n })
+    if ok then op("max_count", stream, n) elseif err.code ~= "stream_deleted" then error(tostring(err)) end
+  elseif r < 0.97 then
+    local removed, err = store:compact()
+    if not removed then error("compact failed: " .. tostring(err)) end
+    op("compact", "-", removed)
+  else
+    backups = backups + 1
+    local target = backup_dir .. "/" .. round .. "-" .. backups
+    local pos, err = store:backup(target)
+    if not pos then error("backup failed: " .. tostring(err)) end
+    op("backup", target, pos)
+  end
+end
+
 while true do
   local r = math.random()
-  if r < 0.5 then append(math.random(1, 8))
+  if r < 0.06 then lifecycle()
+  elseif r < 0.5 then append(math.random(1, 8))
   elseif r < 0.85 then deposit()
   elseif r < 0.997 then
     local n, err = counts:run({ batch = C.COUNTS_BATCH })
