@@ -1,5 +1,5 @@
 -- bench/er_lua.lua -- eventrocks from Lua: what users get.  See bench/README.md for the contract.
--- Workloads: append1, append100, read, catchup, snapshot, latency, rss
+-- Workloads: append1, append100, read, catchup, snapshot, latency, rss, lifecycle
 -- (rss fills the store, then measures a child process that only streams it).
 local er = require "eventrocks"
 local C = require "common"
@@ -203,6 +203,64 @@ elseif workload == "rss" then
   local n, kib = out:match("(%d+)%s+(%d+)")
   assert(tonumber(n) == N // 1000 * 1000, "streamed the wrong number of events")
   result("rss.mib", tonumber(kib) / 1024)
+
+elseif workload == "lifecycle" then
+  -- N events over 1000 streams (100 per append), then: a backup of it; a
+  -- hard delete of 10% of the streams and the compaction that removes
+  -- them; and appends and reads with a retention limit on every stream
+  -- against none, in two stores side by side.
+  local store = open(false)
+  fill_orders(store, N, 100)
+  local copy = dir .. "-backup"
+  os.execute("rm -rf '" .. copy .. "'")
+  local t = now()
+  assert(store:backup(copy) == N)
+  result("backup.ms", (now() - t) * 1000)
+  local p = assert(io.popen("du -sb '" .. copy .. "' | cut -f1"))
+  result("backup.mib", tonumber(p:read("l")) / 1048576)
+  p:close()
+  os.execute("rm -rf '" .. copy .. "'")
+  for s = 0, 999, 10 do assert(store:delete("order-" .. s, { hard = true })) end
+  t = now()
+  local removed = assert(store:compact())
+  t = now() - t
+  assert(removed == N // 10, "compact removed " .. removed)
+  result("compact.eps", removed / t)
+  store:close()
+  -- retention on every stream (a limit that trims nothing, so both stores
+  -- hold the same events) against none
+  local M = N
+  local function side(limit)
+    local d = dir .. (limit and "-ret" or "-none")
+    os.execute("rm -rf '" .. d .. "'")
+    local st = assert(er.open(d))
+    if limit then
+      for s = 0, 999 do assert(st:set_stream_meta("order-" .. s, { max_count = limit })) end
+    end
+    local names, ver = {}, {}
+    for s = 0, 999 do names[s], ver[s] = "order-" .. s, 0 end
+    local t0 = now()
+    for j = 1, M do
+      local s = j % 1000
+      ver[s] = assert(st:append(names[s], event(j), { expected = ver[s] }))
+    end
+    local ta = now() - t0
+    t0 = now()
+    local n = 0
+    for _ in st:all() do n = n + 1 end
+    local ts = now() - t0
+    assert(n == M, "scanned " .. n)
+    st:close()
+    os.execute("rm -rf '" .. d .. "'")
+    return M / ta, M / ts
+  end
+  side(1000000000) -- a warm-up, not counted: the first store made pays for the cold caches
+  local a0, s0 = side(nil)
+  local a1, s1 = side(1000000000)
+  local a2, s2 = side(nil)
+  local a3, s3 = side(1000000000)
+  result("retention.append_ratio", (a1 + a3) / (a0 + a2))
+  result("retention.scan_ratio", (s1 + s3) / (s0 + s2))
 
 else
   io.stderr:write("eventrocks.lua: unknown workload '", workload, "'\n")

@@ -64,11 +64,11 @@ end
 local S = quick and {
   append1 = 20000, append1_sync = 300, append100 = 20000, append100_sync = 3000,
   read = 40000, catchup = 100000, snap_small = 1000, snap_big = 100000,
-  latency = 300000, rss = 300000, jetstream = 20000,
+  latency = 300000, rss = 300000, jetstream = 20000, lifecycle = 100000,
 } or {
   append1 = 100000, append1_sync = 2000, append100 = 100000, append100_sync = 20000,
   read = 200000, catchup = 1000000, snap_small = 1000, snap_big = 1000000,
-  latency = 10000000, rss = 10000000, jetstream = 1000000,
+  latency = 10000000, rss = 10000000, jetstream = 1000000, lifecycle = 1000000,
 }
 
 local function count(n)
@@ -122,6 +122,12 @@ do
 end
 job("rss", S.rss, 0, { lua = true }, {
   { metric = "rss.mib", label = ("peak RSS streaming %s events"):format(count(S.rss)), unit = "MiB" } })
+job("lifecycle", S.lifecycle, 0, { lua = true }, {
+  { metric = "backup.ms", label = ("backup of a %s-event store (`store:backup`)"):format(count(S.lifecycle)), unit = "ms" },
+  { metric = "backup.mib", label = "size of that backup on disk (its table files are hard links to the store's)", unit = "MiB" },
+  { metric = "compact.eps", label = ("compaction after hard-deleting 10%% of the streams of %s events"):format(count(S.lifecycle)), unit = "events/s" },
+  { metric = "retention.append_ratio", label = "appends with max_count on every stream / without (goal >= 0.9)", unit = "×" },
+  { metric = "retention.scan_ratio", label = "log scan with max_count on every stream / without (goal >= 0.9)", unit = "×" } })
 -- JetStream: one run of bench/jetstream.lua gives the relay and both
 -- consumers; one run of the raw baseline both publish rates.  `by`: the
 -- one contender whose column the row fills.

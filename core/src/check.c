@@ -142,7 +142,7 @@ static int gap_explained(checker *c, const char *stream, size_t len,
 static int removed_event(checker *c, const er_event *ev) {
   er__life l;
   return er__life_get(c->s, ev->stream, ev->stream_len, &l) &&
-         er__life_removes(&l, ev->version, ev->time, er__life_now(c->s));
+         er__life_removes(c->s, &l, ev->version, ev->time);
 }
 
 /* The log record `v` at `pos`: whole, with a valid stream id, not timed

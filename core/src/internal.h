@@ -384,13 +384,18 @@ int er__life_load(er_store *s, er_error *err);
 void er__life_free(er_store *s);
 int er__life_get(er_store *s, const char *stream, size_t len, er__life *out);
 int64_t er__life_now(er_store *s);
-static inline int er__life_removes(const er__life *l, uint64_t version,
-                                   int64_t time, int64_t now) {
+static inline int er__life_removes_at(const er__life *l, uint64_t version,
+                                      int64_t time, int64_t now) {
   if (l->flags & ER_LIFE_HARD) return 1;
   if (version < l->before || time < l->expired_before) return 1;
   if (l->max_count && version + l->max_count <= l->head) return 1;
   if (l->max_age && time < now - (int64_t)(l->max_age * 1000000)) return 1;
   return 0;
+}
+/* The same, reading the clock only for a max_age (once per event read). */
+static inline int er__life_removes(er_store *s, const er__life *l,
+                                   uint64_t version, int64_t time) {
+  return er__life_removes_at(l, version, time, l->max_age ? er__life_now(s) : 0);
 }
 int er__life_check_append(er_store *s, const char *stream, size_t len,
                           rocksdb_writebatch_t *wb, er_error *err);

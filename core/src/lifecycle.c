@@ -247,7 +247,7 @@ int er__position_removed(er_store *s, uint64_t position, er_error *err) {
   else if (er__record_decode(val, len, &ev, NULL) != ER_OK) removed = 0;
   else
     removed = er__life_get(s, ev.stream, ev.stream_len, &l) &&
-              er__life_removes(&l, ev.version, ev.time, er__life_now(s));
+              er__life_removes(s, &l, ev.version, ev.time);
   er_free(val);
   return removed;
 }
@@ -527,7 +527,7 @@ static int remove_events(er_store *s, uint64_t *removed, er_error *err) {
     if (er__is_hole(v, vlen)) continue;
     if (klen != 8 || er__record_decode(v, vlen, &ev, NULL) != ER_OK) continue; /* check's to report */
     if (!er__life_get(s, ev.stream, ev.stream_len, &l) ||
-        !er__life_removes(&l, ev.version, ev.time, now))
+        !er__life_removes_at(&l, ev.version, ev.time, now))
       continue;
     pos[b.n] = ev.position;
     memcpy(ids[b.n], ev.id, 16);
@@ -617,7 +617,7 @@ int er_removed_range(er_store *s, uint64_t from, uint64_t to, int *removed,
     if (pos > expect) break;
     if (er__record_decode(v, vlen, &ev, NULL) != ER_OK ||
         !er__life_get(s, ev.stream, ev.stream_len, &l) ||
-        !er__life_removes(&l, ev.version, ev.time, now))
+        !er__life_removes_at(&l, ev.version, ev.time, now))
       break; /* an event that reads is there */
     expect++;
   }

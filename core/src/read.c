@@ -178,7 +178,7 @@ int er_iter_next(er_iter *it, er_event *ev, er_error *err) {
       if (it->has_category && !category_matches(it, ev)) continue;
       if (it->ntypes && !type_matches(it, ev)) continue;
       if (er__life_get(it->store, ev->stream, ev->stream_len, &l) &&
-          er__life_removes(&l, ev->version, ev->time, er__life_now(it->store)))
+          er__life_removes(it->store, &l, ev->version, ev->time))
         continue;
     }
     if (it->remaining != ER_UNLIMITED) it->remaining--;
@@ -224,7 +224,7 @@ int er_event_at(er_store *s, uint64_t position, er_event *ev, void **mem,
   if (er__is_hole(*mem, len) || (er__record_decode(*mem, len, ev, NULL) == ER_OK &&
                                   ev->position == position &&
                                   er__life_get(s, ev->stream, ev->stream_len, &l) &&
-                                  er__life_removes(&l, ev->version, ev->time, er__life_now(s)))) {
+                                  er__life_removes(s, &l, ev->version, ev->time))) {
     er_free(*mem);
     *mem = NULL;
     return er__fail(err, ER_NOT_FOUND, "the event at position %llu was removed",
