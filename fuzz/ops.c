@@ -13,7 +13,10 @@
  * puts; reads of a stream (from, count, backward), of the log (from, count,
  * category and type filters), of one position, of the stream list by
  * prefix; a second writable open (ER_LOCKED); close and reopen (with an
- * iterator left open, which must then answer ER_INVALID).
+ * iterator left open, which must then answer ER_INVALID); soft and hard
+ * deletes, truncations, max_count limits and compactions (removed events
+ * vanish from every read, their ids are free again, check accepts the
+ * holes).
  *
  * The model says what each call must answer, from the rules of
  * core/include/eventrocks.h: an append succeeds iff the expectation holds;
@@ -69,6 +72,7 @@ static const size_t kv_key_len[NKEYS] = {4, 4, 4, 1};
 #define MAX_PAYLOAD 8
 #define MAX_TXN 3
 #define MAX_REOPENS 1 /* per input: an open costs about 20 ms */
+#define MAX_COMPACTIONS 1 /* per input: so does a compaction */
 
 /* ------------------------------------------------------------------------ */
 /* The model                                                                 */
@@ -81,6 +85,7 @@ typedef struct mevent {
   uint8_t data[MAX_PAYLOAD], meta[MAX_PAYLOAD];
   size_t data_len, meta_len;
   size_t append; /* index in model.ap */
+  int compacted; /* removed, and a compaction made it a hole */
 } mevent;
 
 typedef struct mappend {
@@ -89,7 +94,15 @@ typedef struct mappend {
   size_t n;
 } mappend;
 
+/* A stream's lifecycle (er_delete_stream, er_truncate, er_set_stream_meta
+ * with max_count; max_age is not modelled: it depends on the clock). */
+typedef struct mlife {
+  int soft, hard;
+  uint64_t before, hidden_before, max_count;
+} mlife;
+
 typedef struct model {
+  mlife life[NSTREAMS];
   mevent ev[MAX_EVENTS]; /* ev[p - 1] is position p */
   size_t n;
   mappend ap[MAX_EVENTS];
@@ -167,11 +180,30 @@ static int expected_ok(int64_t e, uint64_t actual) {
   return e >= 0 && (uint64_t)e == actual;
 }
 
-/* Position of the stored event with id `id`, 0 when none. */
+/* Whether event `m` is removed by its stream's lifecycle. */
+static int removed(const mevent *m) {
+  const mlife *l = &M.life[m->stream];
+  return l->hard || m->version < l->before ||
+         (l->max_count && m->version + l->max_count <= M.version[m->stream]);
+}
+
+/* The first version a read of stream `s` shows. */
+static uint64_t first_shown(int s) {
+  const mlife *l = &M.life[s];
+  uint64_t v = 1;
+  if (l->before > v) v = l->before;
+  if (l->hidden_before > v) v = l->hidden_before;
+  if (l->max_count && M.version[s] >= l->max_count && M.version[s] - l->max_count + 1 > v)
+    v = M.version[s] - l->max_count + 1;
+  return v;
+}
+
+/* Position of the stored event with id `id`, 0 when none (the id of a
+ * removed event is free again). */
 static uint64_t lookup(const uint8_t id[16]) {
   size_t i;
   for (i = 0; i < M.n; i++)
-    if (memcmp(M.ev[i].id, id, 16) == 0) return i + 1;
+    if (memcmp(M.ev[i].id, id, 16) == 0 && !removed(&M.ev[i])) return i + 1;
   return 0;
 }
 
@@ -186,6 +218,7 @@ static int decide(const batch *b, uint64_t cur, size_t *replay_of, int *alt) {
   uint64_t first = 0;
   int shaped = 1;
   *alt = -1;
+  if (M.life[b->stream].hard) return ER_STREAM_DELETED;
   for (i = 0; i < b->n; i++) {
     uint64_t pos;
     if (!b->e[i].has_id) {
@@ -299,7 +332,10 @@ static void check_at(uint64_t pos) {
   void *mem = NULL;
   er_error err;
   int rc = er_event_at(S, pos, &ev, &mem, &err);
-  if (pos >= 1 && pos <= M.n) {
+  if (pos >= 1 && pos <= M.n && removed(&M.ev[pos - 1])) {
+    if (rc != ER_NOT_FOUND) FAIL("er_event_at(%llu) of a removed event: %s", (unsigned long long)pos,
+                                 code_name(rc));
+  } else if (pos >= 1 && pos <= M.n) {
     if (rc != ER_OK) FAIL("er_event_at(%llu): %s %s", (unsigned long long)pos,
                           code_name(rc), err.message);
     same_event(&ev, &M.ev[pos - 1], "er_event_at");
@@ -316,14 +352,21 @@ static void check_stream(int s, uint64_t from, uint64_t count, int backward) {
   er_event ev;
   uint64_t v, got = 0, last = M.version[s];
   size_t i;
+  uint64_t lo = first_shown(s);
   int rc = er_read_stream(S, stream_name[s], stream_len[s], from, count, backward,
                           &it, &err);
+  if (M.life[s].hard) {
+    if (rc != ER_STREAM_DELETED) FAIL("er_read_stream of a hard-deleted stream: %s", code_name(rc));
+    if (it) FAIL("an iterator of a hard-deleted stream");
+    return;
+  }
   if (rc != ER_OK) FAIL("er_read_stream: %s %s", code_name(rc), err.message);
   if (backward) v = from == 0 || from > last ? last : from;
   else v = from == 0 ? 1 : from;
+  if (!backward && v < lo) v = lo;
   for (;;) {
     int more = count == ER_UNLIMITED || got < count;
-    if (backward) more = more && v >= 1;
+    if (backward) more = more && v >= 1 && v >= lo;
     else more = more && v <= last;
     rc = er_iter_next(it, &ev, &err);
     if (!more) {
@@ -384,6 +427,7 @@ static void check_all(uint64_t from, uint64_t count, int f) {
     for (; p <= M.n && (count == ER_UNLIMITED || got < count); p++) {
       const mevent *c = &M.ev[p - 1];
       const char *tn = type_name[c->type];
+      if (removed(c)) continue;
       if (filter.category &&
           !(category_len(c->stream) == filter.category_len &&
             memcmp(stream_name[c->stream], filter.category, filter.category_len) == 0))
@@ -429,7 +473,7 @@ static void check_list(const char *prefix, size_t plen) {
     int want = -1;
     /* the next stream in byte order after `prev` that exists and matches */
     for (s = 0; s < NSTREAMS; s++) {
-      if (M.version[s] == 0 || stream_len[s] < plen ||
+      if (M.version[s] == 0 || M.life[s].soft || M.life[s].hard || stream_len[s] < plen ||
           memcmp(stream_name[s], prefix, plen) != 0)
         continue;
       if (prev >= 0) {
@@ -664,6 +708,7 @@ static void model_write(const batch *b, uint64_t cur) {
   }
   M.nap++;
   M.version[b->stream] = cur + b->n;
+  M.life[b->stream].soft = 0; /* an append restarts a soft-deleted stream */
 }
 
 /* After a commit that wrote positions from..to: learn generated ids and
@@ -907,6 +952,84 @@ static void do_txn(in *r, batch *bs, size_t k) {
   if (kv >= 0) check_kv();
 }
 
+/* A lifecycle operation: 0 soft delete, 1 hard delete, 2 truncate, 3 a
+ * max_count (or none), each checked against the model's answer. */
+static void do_lifecycle(in *r, int kind) {
+  int s = (int)(next(r) % NSTREAMS), rc, want;
+  mlife *l = &M.life[s];
+  uint64_t v = M.version[s];
+  er_error err;
+  memset(&err, 0, sizeof err);
+  if (kind <= 1) {
+    int64_t e = pick_expected(r, v);
+    rc = er_delete_stream(S, stream_name[s], stream_len[s], e, kind, &err);
+    want = e < ER_STREAM_EXISTS ? ER_INVALID : l->hard ? ER_STREAM_DELETED
+           : !expected_ok(e, v) ? ER_WRONG_EXPECTED_VERSION : v == 0 ? ER_NOT_FOUND : ER_OK;
+    TRACE("%s delete of stream %d (version %llu), expected %lld: %s, model %s",
+          kind ? "hard" : "soft", s, (unsigned long long)v, (long long)e, code_name(rc),
+          code_name(want));
+    if (rc != want) FAIL("delete of stream %d: %s (%s), model %s", s, code_name(rc), err.message,
+                         code_name(want));
+    if (rc == ER_WRONG_EXPECTED_VERSION) check_wrong_version(&err, e, v);
+    if (rc == ER_OK && kind) l->hard = 1;
+    if (rc == ER_OK && !kind) {
+      l->soft = 1;
+      if (l->hidden_before < v + 1) l->hidden_before = v + 1;
+    }
+  } else if (kind == 2) {
+    uint64_t before = next(r) % (v + 3);
+    rc = er_truncate(S, stream_name[s], stream_len[s], before, &err);
+    want = before < 1 ? ER_INVALID : l->hard ? ER_STREAM_DELETED : v == 0 ? ER_NOT_FOUND
+           : before > v + 1 ? ER_INVALID : ER_OK;
+    TRACE("truncate stream %d (version %llu) before %llu: %s, model %s", s,
+          (unsigned long long)v, (unsigned long long)before, code_name(rc), code_name(want));
+    if (rc != want) FAIL("truncate of stream %d: %s (%s), model %s", s, code_name(rc),
+                         err.message, code_name(want));
+    if (rc == ER_OK && before > l->before) l->before = before;
+  } else {
+    er_stream_meta m = {next(r) % 4, 0}, got;
+    rc = er_set_stream_meta(S, stream_name[s], stream_len[s], &m, &err);
+    want = l->hard ? ER_STREAM_DELETED : ER_OK;
+    TRACE("max_count %llu on stream %d (version %llu): %s, model %s",
+          (unsigned long long)m.max_count, s, (unsigned long long)v, code_name(rc), code_name(want));
+    if (rc != want) FAIL("set_stream_meta of stream %d: %s (%s), model %s", s, code_name(rc),
+                         err.message, code_name(want));
+    if (rc == ER_OK) {
+      /* what the old limit removed stays removed */
+      if (l->max_count && v >= l->max_count && v - l->max_count + 1 > l->before)
+        l->before = v - l->max_count + 1;
+      l->max_count = m.max_count;
+    }
+    if (er_get_stream_meta(S, stream_name[s], stream_len[s], &got, &err) != ER_OK ||
+        got.max_count != l->max_count || got.max_age != 0)
+      FAIL("er_get_stream_meta of stream %d: %llu, model %llu", s,
+           (unsigned long long)got.max_count, (unsigned long long)l->max_count);
+  }
+  if (rc != ER_OK && (err.message[0] == 0 || err.code != rc))
+    FAIL("a failed lifecycle call without its error (code %d)", err.code);
+  check_versions();
+}
+
+/* A compaction: it removes bytes, nothing a read sees changes. */
+static void do_compact(void) {
+  uint64_t n = 0, want = 0, problems = 0;
+  size_t i;
+  er_error err;
+  int rc;
+  for (i = 0; i < M.n; i++) want += removed(&M.ev[i]) && !M.ev[i].compacted;
+  rc = er_compact(S, &n, &err);
+  TRACE("compact: %s, %llu removed, model %llu", code_name(rc), (unsigned long long)n,
+        (unsigned long long)want);
+  if (rc != ER_OK) FAIL("er_compact: %s %s", code_name(rc), err.message);
+  if (n != want) FAIL("er_compact removed %llu events, model %llu", (unsigned long long)n,
+                      (unsigned long long)want);
+  for (i = 0; i < M.n; i++)
+    if (removed(&M.ev[i])) M.ev[i].compacted = 1;
+  if (er_check(S, report, NULL, NULL, &problems, &err) != ER_OK || problems != 0)
+    FAIL("er_check after a compaction: %llu problems", (unsigned long long)problems);
+  check_versions();
+}
+
 static void open_store(void) {
   er_error err;
   int rc = er_open(dir, NULL, &S, &err);
@@ -914,9 +1037,9 @@ static void open_store(void) {
 }
 
 static void run(in *r) {
-  unsigned reopens = 0;
+  unsigned reopens = 0, compactions = 0;
   while (r->n > 0) {
-    unsigned op = next(r) % 16;
+    unsigned op = next(r) % 20;
     if (trace && (op >= 7 && op <= 13)) TRACE("op %u", op);
     switch (op) {
     case 0: case 1: case 2: case 3: { /* an append */
@@ -1016,6 +1139,12 @@ static void run(in *r) {
       if (s2) FAIL("a refused open handed out a store");
       break;
     }
+    case 16: case 17: case 18:
+      do_lifecycle(r, (int)(next(r) % 4));
+      break;
+    case 19: /* a compaction costs about as much as an open */
+      if (compactions++ < MAX_COMPACTIONS) do_compact();
+      break;
     default: /* 14, 15: plain appends with ER_ANY, to grow the streams */
     {
       batch b;

@@ -302,6 +302,31 @@ static void ops(void) {
   put(&o, 11); put(&o, 2); put(&o, 11); put(&o, 4); put(&o, 11); put(&o, 5);
   put(&o, 10); put(&o, 7); put(&o, 10); put(&o, 0);
   ops_file("ops-reads", &o);
+
+  /* the lifecycle: a truncation, a soft delete and a restart, a max_count,
+   * a hard delete and an append refused after it, reads, a compaction, a
+   * retry of removed events (their ids are free again), a reopen */
+  memset(&o, 0, sizeof o);
+  append(&o, 0, 3); ev(&o, 6, 0, 0, "a", 0); ev(&o, 6, 0, 1, "b", 0); ev(&o, 0, 0, 2, "c", 1);
+  exp_(&o, X_NO_STREAM);
+  append(&o, 1, 2); ev(&o, 0, 0, 0, "d", 0); ev(&o, 0, 0, 1, "e", 0); exp_(&o, X_ANY);
+  append(&o, 2, 3); ev(&o, 0, 0, 0, "f", 0); ev(&o, 0, 0, 1, "g", 0); ev(&o, 0, 0, 2, "h", 0);
+  exp_(&o, X_ANY);
+  append(&o, 0, 2); ev(&o, 0, 0, 0, "i", 0); ev(&o, 0, 0, 1, "j", 0); exp_(&o, X_CUR);
+  put(&o, 16); put(&o, 2); put(&o, 0); put(&o, 3);          /* truncate stream 0 before 3 */
+  put(&o, 16); put(&o, 0); put(&o, 1); exp_(&o, X_CUR);     /* soft delete of stream 1 */
+  append(&o, 1, 1); ev(&o, 0, 0, 0, "k", 0); exp_(&o, X_ANY); /* restarts it */
+  put(&o, 16); put(&o, 3); put(&o, 2); put(&o, 2);          /* max_count 2 on stream 2 */
+  put(&o, 16); put(&o, 1); put(&o, 0); exp_(&o, X_ANY);     /* hard delete of stream 0 */
+  append(&o, 0, 1); ev(&o, 0, 0, 0, "no", 0); exp_(&o, X_ANY); /* stream_deleted */
+  read_stream(&o, 0, 0, 4, 0); read_stream(&o, 1, 0, 4, 0); read_stream(&o, 2, 0, 4, 1);
+  read_all(&o, 0, 4, 0); put(&o, 10); put(&o, 1); put(&o, 11); put(&o, 0);
+  put(&o, 19);                                              /* compact */
+  read_all(&o, 0, 4, 0);
+  append(&o, 3, 2); ev(&o, 8, 0, 0, "", 0); ev(&o, 8, 1, 0, "", 0); exp_(&o, X_ANY); /* freed ids */
+  put(&o, 12); put(&o, 0);                                  /* reopen */
+  read_all(&o, 0, 4, 0); read_stream(&o, 2, 0, 4, 0);
+  ops_file("ops-lifecycle", &o);
 }
 
 int main(int argc, char **argv) {
