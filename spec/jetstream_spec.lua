@@ -590,6 +590,34 @@ describe("JetStream source", function()
     return rows
   end
 
+  it("a mirror of a store with truncated and deleted streams starts those streams where A's start", function()
+    common.fill(t.store, 200, 10)
+    assert(t.store:truncate("order-3", 8))
+    assert(t.store:delete("order-4", { hard = true }))
+    assert(t.store:compact())
+    relay_all(t.store)
+    local B = assert(er.open(t.dir .. "/b"))
+    local src = er.jetstream_source({ url = srv.url, stream = stream, prefix = prefix, durable = "b", mirror = true })
+    local none = function() end
+    local pb = B:projection("mirror", { source = src, handlers = { Placed = none, Paid = none } })
+    local n = assert(pb:run({ batch = 50 }))
+    assert.equal(200 - 7 - 20, n)
+    local va = {}
+    for ev in t.store:read("order-3") do va[#va + 1] = ev.version end
+    local vb = {}
+    for ev in B:read("order-3") do vb[#vb + 1] = ev.version end
+    assert.same(va, vb)
+    assert.equal(8, vb[1])
+    assert.equal(0, (B:_check()))
+    -- and the mirrored stream goes on from there
+    assert(t.store:append("order-3", { type = "Placed", data = { i = 0 } }))
+    relay_all(t.store)
+    assert(pb:run())
+    assert.equal(t.store:version("order-3"), B:version("order-3"))
+    src:close()
+    B:close()
+  end)
+
   it("store A relays, store B consumes into a projection and a mirror equal to A's", function()
     common.fill(t.store, 5000, 50)
     relay_all(t.store)
