@@ -5,8 +5,8 @@
 #   make asan       the same tests built with -fsanitize=address,undefined
 #   make valgrind   the C tests under valgrind (leaks are errors)
 #   make examples   run every script in examples/
-#   make install    luarocks make of both rocks, eventrocks then eventrocks-jetstream,
-#                   into the default 5.4 tree (TREE=dir to choose)
+#   make install    luarocks make of the three rocks, eventrocks then eventrocks-jetstream
+#                   and eventrocks-ui, into the default 5.4 tree (TREE=dir to choose)
 #   make clean
 #
 # The rocks (rockspec/*.rockspec) build through rock-base and rock-jetstream
@@ -36,9 +36,9 @@ BIND_SRC = lua/eventrocks_core.c lua/er_value.c lua/er_aux.c
 BIND_OBJ = $(BIND_SRC:lua/%.c=$(B)/lua/%.o)
 C_TESTS = $(patsubst core/test/%.c,$(B)/%,$(wildcard core/test/test_*.c))
 
-.PHONY: all test test-c test-lua asan valgrind examples install rock-base rock-jetstream clean
+.PHONY: all test test-c test-lua asan valgrind examples install rock-base rock-jetstream rock-ui clean
 
-all: $(B)/eventrocks/core.so $(B)/eventrocks/nats.so $(B)/libeventrocks.a
+all: $(B)/eventrocks/core.so $(B)/eventrocks/nats.so $(B)/eventrocks/http.so $(B)/libeventrocks.a
 
 $(B)/core/%.o: core/src/%.c $(CORE_HDR)
 	@mkdir -p $(dir $@)
@@ -60,6 +60,11 @@ $(B)/eventrocks/nats.so: $(B)/lua/eventrocks_nats.o $(B)/lua/er_aux.o
 	@mkdir -p $(dir $@)
 	$(CC) $(SAN) -shared $(LDFLAGS) -o $@ $^ -lnats -lpthread
 
+# eventrocks.http: the binding to GNU libmicrohttpd (the web explorer's server)
+$(B)/eventrocks/http.so: $(B)/lua/eventrocks_http.o $(B)/lua/er_aux.o
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN) -shared $(LDFLAGS) -o $@ $^ -lmicrohttpd
+
 $(B)/test_%: core/test/test_%.c core/test/test_util.h $(B)/libeventrocks.a
 	$(CC) $(CFLAGS_ALL) -D_GNU_SOURCE -o $@ $< $(B)/libeventrocks.a $(TEST_LIBS)
 
@@ -68,7 +73,7 @@ test: test-c test-lua
 test-c: $(C_TESTS)
 	@set -e; for t in $(C_TESTS); do echo "== $$t"; $$t; done
 
-test-lua: $(B)/eventrocks/core.so $(B)/eventrocks/nats.so
+test-lua: $(B)/eventrocks/core.so $(B)/eventrocks/nats.so $(B)/eventrocks/http.so
 	$(BUSTED) --lua=$(LUA) --cpath='$(B)/?.so'
 
 # The sanitizer build lives in build-asan/.  The Lua interpreter is not
@@ -79,7 +84,7 @@ asan:
 	$(MAKE) B=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
 	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" test-c
 	$(MAKE) B=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
-	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" build-asan/eventrocks/core.so build-asan/eventrocks/nats.so
+	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" build-asan/eventrocks/core.so build-asan/eventrocks/nats.so build-asan/eventrocks/http.so
 	LD_PRELOAD="$(ASAN_RT) $(UBSAN_RT)" ASAN_OPTIONS=detect_leaks=1 \
 	  LSAN_OPTIONS=suppressions=$(CURDIR)/spec/lsan.supp,print_suppressions=0 \
 	  $(BUSTED) --lua=$(LUA) --cpath='build-asan/?.so'
@@ -99,15 +104,17 @@ TREE ?=
 install:
 	$(LUAROCKS) make rockspec/eventrocks-scm-1.rockspec $(if $(TREE),--tree=$(TREE))
 	$(LUAROCKS) make rockspec/eventrocks-jetstream-scm-1.rockspec $(if $(TREE),--tree=$(TREE))
+	$(LUAROCKS) make rockspec/eventrocks-ui-scm-1.rockspec $(if $(TREE),--tree=$(TREE))
 
 # What the rockspecs run (build.type = "make"): `make rock-base LUADIR=dir
 # LIBDIR=dir` builds the C module with the rules above in a temporary
 # directory outside the tree, installs it into LIBDIR and the rock's Lua
 # modules into LUADIR, and removes the temporary directory, whatever
 # happens: nothing is left in the source tree.  The base rock has every
-# module of lua/eventrocks/ but the JetStream one.
+# module of lua/eventrocks/ but the JetStream one and the web explorer's.
 JETSTREAM_LUA = lua/eventrocks/jetstream.lua
-BASE_LUA = $(filter-out $(JETSTREAM_LUA),$(sort $(shell find lua/eventrocks -name '*.lua')))
+UI_LUA = lua/eventrocks/ui.lua
+BASE_LUA = $(filter-out $(JETSTREAM_LUA) $(UI_LUA),$(sort $(shell find lua/eventrocks -name '*.lua')))
 
 # rock_install SO,LUA: $(1) the C module under eventrocks/, $(2) the Lua files
 define rock_install
@@ -125,10 +132,13 @@ rock-base:
 rock-jetstream:
 	$(call rock_install,nats.so,$(JETSTREAM_LUA))
 
+rock-ui:
+	$(call rock_install,http.so,$(UI_LUA))
+
 # (the last two lines: what the builtin rockspec of before left in the tree)
 clean:
 	rm -rf build build-asan build-fuzz
-	rm -f core/src/*.o lua/*.o lua/*.so eventrocks/core.so eventrocks/nats.so
+	rm -f core/src/*.o lua/*.o lua/*.so eventrocks/core.so eventrocks/nats.so eventrocks/http.so
 	rmdir eventrocks 2>/dev/null || true
 
 # Further targets (bench, fuzz, crash tests) live in their own fragments.

@@ -49,6 +49,8 @@ local contenders = {
     nats = true, section = "js", only = { relay = true } },
   { key = "jsraw", name = "NATS C client, no store (C)", nats = true, section = "js", only = { relay = true },
     command = function(j) return raw_publish_cmd(j) end },
+  -- the web explorer's pages (eventrocks ui), in a table of their own
+  { key = "ui", name = "eventrocks ui (Lua)", cmd = LUA .. " bench/ui.lua", section = "ui", only = { ui = true } },
 }
 if ONLY then
   local keep = {}
@@ -64,11 +66,11 @@ end
 local S = quick and {
   append1 = 20000, append1_sync = 300, append100 = 20000, append100_sync = 3000,
   read = 40000, catchup = 100000, snap_small = 1000, snap_big = 100000,
-  latency = 300000, rss = 300000, jetstream = 20000, lifecycle = 100000,
+  latency = 300000, rss = 300000, jetstream = 20000, lifecycle = 100000, ui = 100000,
 } or {
   append1 = 100000, append1_sync = 2000, append100 = 100000, append100_sync = 20000,
   read = 200000, catchup = 1000000, snap_small = 1000, snap_big = 1000000,
-  latency = 10000000, rss = 10000000, jetstream = 1000000, lifecycle = 1000000,
+  latency = 10000000, rss = 10000000, jetstream = 1000000, lifecycle = 1000000, ui = 1000000,
 }
 
 local function count(n)
@@ -144,6 +146,13 @@ job("relay", S.jetstream, 0, { js = true, jsraw = true }, {
   { metric = "consume_mirror.eps", by = "js", section = "js", unit = "events/s",
     label = ("consume into a projection + mirror (`mirror = true`), %s events"):format(count(S.jetstream)) } })
 local js_job = jobs[#jobs]
+job("ui", S.ui, 0, { ui = true }, {
+  { metric = "ui.stream.ms", section = "ui", unit = "ms",
+    label = ("web explorer: stream page (latest events) of a %s-event stream"):format(count(S.ui)) },
+  { metric = "ui.stream_first.ms", section = "ui", unit = "ms",
+    label = ("web explorer: stream page (first events) of a %s-event stream"):format(count(S.ui)) },
+  { metric = "ui.streams.ms", section = "ui", unit = "ms",
+    label = ("web explorer: streams page of a %s-stream store (counts them all)"):format(count(S.ui // 10)) } })
 
 -- ---------------------------------------------------------------------------
 -- Running
@@ -353,6 +362,7 @@ if have.lua and have.sqlite then ratio_cols[#ratio_cols + 1] = { "Lua / SQLite",
 if have.lua and have.pg then ratio_cols[#ratio_cols + 1] = { "Lua / PostgreSQL", "pg" } end
 local main_table = table_of(nil, ratio_cols)
 local js_table = table_of("js", {})
+local ui_table = table_of("ui", {})
 
 -- ---------------------------------------------------------------------------
 -- The goals (speed against the ceilings and the other stores, the relay
@@ -423,6 +433,10 @@ local JS = S.jetstream
 goal("relay to JetStream / raw async publish", get("relay.eps", JS, 0, "js"), get("raw_async_publish.mps", JS, 0, "jsraw"), 0.5,
   nil, over(get("raw_async_publish_msgid.mps", JS, 0, "jsraw"), get("raw_async_publish.mps", JS, 0, "jsraw")),
   "raw with Nats-Msg-Id / without")
+goal(("web explorer: stream page of a %s-event stream / 200 ms"):format(count(S.ui)),
+  get("ui.stream.ms", S.ui, 0, "ui"), 200, 1, "max")
+goal(("web explorer: streams page of a %s-stream store / 200 ms"):format(count(S.ui // 10)),
+  get("ui.streams.ms", S.ui, 0, "ui"), 200, 1, "max")
 
 -- ---------------------------------------------------------------------------
 -- Output
@@ -459,6 +473,10 @@ if js_table then
       body and ("%.0f bytes"):format(body) or "about 258 bytes", JS_PENDING,
       js_body and ("%d bytes"):format(js_body) or "the same size") ..
     js_table .. "\n"
+end
+if ui_table then
+  sections[#sections + 1] = "## Web explorer\n\nPages of `eventrocks ui` rendered in process from a read-only handle " ..
+    "(bench/ui.lua): the median of 5 renders after a warm-up.\n\n" .. ui_table .. "\n"
 end
 local text = table.concat(head, "\n") .. "\n" .. table.concat(sections, "\n") ..
   "\n## Goals\n\n" ..

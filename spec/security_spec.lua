@@ -103,11 +103,14 @@ describe("the source of the library", function()
     end
     -- the REPL's two: an expression, then a statement; and the script that
     -- `eventrocks consume --script FILE` names on its command line (the
-    -- user runs FILE, as `lua5.4 FILE` would), as text
-    assert.equal(3, #found, "calls that compile code:\n" .. table.concat(found, "\n"))
+    -- user runs FILE, as `lua5.4 FILE` would), as text; and the same for
+    -- the aggregate definitions `eventrocks ui --aggregates FILE` names
+    assert.equal(4, #found, "calls that compile code:\n" .. table.concat(found, "\n"))
     for _, f in ipairs(found) do
       if f:find("^lua/eventrocks/cli%.lua:%d+: ") then
         assert.is_truthy(f:find('loadfile%(args%.script, "t"%)'), f)
+      elseif f:find("^lua/eventrocks/ui%.lua:%d+: ") then
+        assert.is_truthy(f:find('loadfile%(path, "t"%)'), f)
       else
         assert.is_truthy(f:find("^lua/eventrocks/repl%.lua:%d+: "), f)
         assert.is_truthy(f:find('load%(.*buffer, "=repl", "t", env%)'), f)

@@ -18,6 +18,7 @@ local pack, unpack = table.pack, table.unpack
 local LOAD_OPTS = options.known { "version", "time" }
 local UPDATE_OPTS = options.known { "retries" }
 local REPOSITORY_OPTS = options.known {}
+local HISTORY_OPTS = options.known { "from", "count" }
 
 local applying -- the event whose apply handler runs while a load replays (see fold)
 
@@ -341,18 +342,40 @@ end
 --- The aggregate's history: one row per event, { version, type, time,
 -- data, metadata, state }, where state is a copy of the state right after
 -- that event (upcasting applied, snapshots not used).
-function Repo:history(id)
+--
+-- opts.from = v, opts.count = n: only the rows of versions v (default 1)
+-- to v+n-1 (default: to the end); the state before them is loaded as
+-- `load` does (the newest usable snapshot at or below v-1, then the
+-- events after it), so a window of a long stream is cheap.  The second
+-- result is a copy of that state before the first row.
+function Repo:history(id, opts)
   id = check_id(id, "history", self.spec)
   local spec = self.spec
-  local agg = new_instance(self.class, id, spec.init(id), 0)
+  local from, count = 1, nil
+  if opts ~= nil then
+    options.check(opts, HISTORY_OPTS, 2, "history")
+    from, count = opts.from or 1, opts.count
+    if mtype(from) ~= "integer" or from < 1 then
+      error("bad argument #2 to 'history' (from must be an integer >= 1)", 2)
+    end
+    if count ~= nil and (mtype(count) ~= "integer" or count < 0) then
+      error("bad argument #2 to 'history' (count must be an integer >= 0)", 2)
+    end
+  end
+  local agg
+  if from > 1 then agg = self:load(id, { version = from - 1 })
+  else agg = new_instance(self.class, id, spec.init(id), 0) end
+  local before = deepcopy(agg.state)
   local rows = {}
-  fold(spec, agg, nil, function(ev)
-    rows[#rows + 1] = {
-      version = ev.version, type = ev.type, time = ev.time, data = ev.data,
-      metadata = ev.metadata, state = deepcopy(agg.state),
-    }
-  end, self.store:read(agg.stream))
-  return rows
+  if count ~= 0 then
+    fold(spec, agg, nil, function(ev)
+      rows[#rows + 1] = {
+        version = ev.version, type = ev.type, time = ev.time, data = ev.data,
+        metadata = ev.metadata, state = deepcopy(agg.state),
+      }
+    end, self.store:read(agg.stream, { from = from, count = count }))
+  end
+  return rows, before
 end
 
 --- Append the queued events with expected = the loaded version, plus a

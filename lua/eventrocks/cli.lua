@@ -623,6 +623,25 @@ function commands.repl(args)
   if not res then return 1 end -- a piped script had an error
 end
 
+-- The web explorer: the eventrocks-ui rock (eventrocks.ui and its server
+-- eventrocks.http), on a read-only handle refreshed before each request.
+function commands.ui(args)
+  local ui_mod, err = rocks.ui("ui")
+  if not ui_mod then fail(err) end
+  local aggregates
+  if args.aggregates then
+    local aerr
+    aggregates, aerr = ui_mod.load_aggregates(args.aggregates)
+    if not aggregates then fail("ui: " .. tostring(aerr)) end
+  end
+  args.store = args.ui_store or args.store
+  local store <close>, dir = open_store(args)
+  local ok, serr = ui_mod.serve({ store = store, dir = dir, port = args.port, listen = args.listen,
+    aggregates = aggregates, out = stdout })
+  if not ok then fail("ui: " .. tostring(serr)) end
+  stderr:write("eventrocks ui: stopped\n")
+end
+
 -- ---------------------------------------------------------------------------
 -- Arguments
 
@@ -733,6 +752,12 @@ local function parser()
   c:option("--durable", "The durable consumer's name (default: the projection's name).")
   c:flag("--mirror", "Append every event to this store too, keeping ids, streams, versions and times.")
   c:option("--script", "A Lua file returning a projection spec ({handlers = ..., category = ...})."):argname("FILE")
+
+  c = p:command("ui", "Serve a read-only web explorer of the store (Ctrl-C to stop).")
+  c:option("--port", "TCP port (default 8080; 0: any free port)."):argname("N"):convert(natural("port", 0))
+  c:option("--store", "Store directory (as the global --store)."):argname("DIR"):target("ui_store")
+  c:option("--aggregates", "A Lua file returning the application's er.aggregate definitions."):argname("FILE.lua")
+  c:option("--listen", "Address to listen on (default 127.0.0.1)."):argname("ADDR")
 
   c = p:command("repl", "A Lua 5.4 prompt with `er` loaded and `store` open.")
   c:flag("--read-only", "Open the store read-only.")

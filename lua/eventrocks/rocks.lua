@@ -56,4 +56,30 @@ function M.need_jetstream(what)
   return js
 end
 
+-- The web explorer: the eventrocks-ui rock, the module eventrocks.ui and
+-- its server eventrocks.http (linked with libmicrohttpd).
+M.UI_ROCK = "eventrocks-ui"
+M.UI_INSTALL = "luarocks --lua-version=5.4 make rockspec/eventrocks-ui-scm-1.rockspec"
+local UI_MODULES = { { "eventrocks.ui", "path" }, { "eventrocks.http", "cpath" } }
+
+--- The module eventrocks.ui, its server loaded; or nil and a message that
+-- starts with `what`, as M.jetstream.
+function M.ui(what)
+  for _, m in ipairs(UI_MODULES) do
+    local name = m[1]
+    local ok, err = true, nil
+    if installed(name, m[2]) then ok, err = pcall(require, name) end
+    if not installed(name, m[2]) then
+      return nil, fmt("%s needs the %s rock, which is not installed (no module '%s'); "
+        .. "install it from a checkout of eventrocks: tools/deps.sh ui && %s",
+        what, M.UI_ROCK, name, M.UI_INSTALL)
+    elseif not ok then
+      return nil, fmt("%s: the %s rock is installed but its module '%s' failed to load "
+        .. "(is libmicrohttpd installed? tools/deps.sh ui): %s",
+        what, M.UI_ROCK, name, (tostring(err):gsub("%s+", " ")))
+    end
+  end
+  return require "eventrocks.ui"
+end
+
 return M
