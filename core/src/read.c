@@ -155,10 +155,9 @@ int er_iter_next(er_iter *it, er_event *ev, er_error *err) {
                  (int)(it->name_len > 200 ? 200 : it->name_len), it->name);
         return corrupt(err, 0, where);
       }
-      if (ev->version < it->min_version) {
-        if (it->backward) it->done = 1; /* the rest is removed too */
-        if (it->backward) return ER_NOT_FOUND;
-        continue;
+      if (ev->version < it->min_version) { /* (backward) the rest is removed too */
+        it->done = 1;
+        return ER_NOT_FOUND;
       }
       if (ev->time < it->min_time) continue;
     } else {
