@@ -314,24 +314,42 @@ function App:stream(q)
   local version = store:version(id)
   local from, to = int_param(q, "from"), int_param(q, "to")
   local as_json = q.format == "json"
-  local evs = {}
+  local evs, deleted = {}, false
+  local function each(opts)
+    local it, err = store:read(id, opts)
+    if not it then
+      if err.code ~= "stream_deleted" then error(err, 0) end
+      deleted = true
+      return function() end
+    end
+    return it
+  end
   if from then
-    for ev in store:read(id, { from = from, count = M.PAGE }) do evs[#evs + 1] = ev end
+    for ev in each({ from = from, count = M.PAGE }) do evs[#evs + 1] = ev end
   elseif (to or version) >= 1 then
-    for ev in store:read(id, { from = to or version, count = M.PAGE, backward = true }) do
+    for ev in each({ from = to or version, count = M.PAGE, backward = true }) do
       table.insert(evs, 1, ev)
     end
   end
+  local meta = store:stream_meta(id)
   local out = { "<h1>Stream <code>", text(id), "</code></h1>",
     fmt('<p class="count">version <span id="stream-version">%d</span> · category %s', version,
       a("/streams", { { "category", core.category(id) } }, text(core.category(id)))) }
+  if meta.max_count then out[#out + 1] = fmt(" · keeps its newest %d events", meta.max_count) end
+  if meta.max_age then out[#out + 1] = fmt(" · keeps events younger than %d s", meta.max_age) end
   local agg = self:aggregate_of(id)
   if agg then
     local _, agg_id = self:aggregate_of(id)
     out[#out + 1] = " · " .. a("/aggregate", { { "name", agg }, { "id", agg_id } }, "state over time")
   end
   out[#out + 1] = "</p>"
-  if version == 0 and #evs == 0 then out[#out + 1] = "<p>No such stream.</p>" end
+  if deleted then
+    out[#out + 1] = '<p id="stream-deleted">This stream was deleted for good (a hard delete): its events are gone.</p>'
+  elseif version == 0 and #evs == 0 then
+    out[#out + 1] = "<p>No such stream.</p>"
+  elseif #evs == 0 and not from and not to then
+    out[#out + 1] = "<p>No events to show: they were deleted or truncated.</p>"
+  end
   local fmtp = as_json and "json" or nil
   out[#out + 1] = format_links("/stream", { { "id", id }, from and { "from", from } or { "to", to } }, as_json)
   out[#out + 1] = event_rows(evs, false, as_json)
