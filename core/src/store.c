@@ -88,6 +88,7 @@ static void store_free(er_store *s) {
   free(s->heads);
   pthread_mutex_destroy(&s->write_lock);
   pthread_mutex_destroy(&s->iter_lock);
+  er__wait_destroy(s);
   free(s->path);
   free(s);
 }
@@ -514,6 +515,7 @@ int er_open(const char *path, const er_options *opts, er_store **out,
   if (!s) return er__fail(err, ER_NOMEM, "out of memory");
   pthread_mutex_init(&s->write_lock, NULL);
   pthread_mutex_init(&s->iter_lock, NULL);
+  er__wait_init(s);
   s->path = strdup(path);
   s->read_only = opts->read_only != 0;
   s->sync = opts->sync != 0;
