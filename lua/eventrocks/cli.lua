@@ -121,6 +121,10 @@ local function log_opts(args, from)
     types = args.type and #args.type > 0 and args.type or nil }
 end
 
+local function log_opts_follow(args, from)
+  return { from = from, category = args.category, types = args.type and #args.type > 0 and args.type or nil }
+end
+
 function commands.tail(args)
   local from = args.from or 1
   if not args.follow then
@@ -128,36 +132,13 @@ function commands.tail(args)
     for ev in store:all(log_opts(args, from)) do print_event(ev, args.json) end
     return
   end
-  -- Follow: the read-only handle catches up with the writer at every poll
-  -- (store:refresh).  While the writer flushes, a view can briefly lack an
-  -- event that a later one has: so positions are taken strictly in order,
-  -- and a poll that meets a gap stops there and tries again at the next.
-  local interval = args.interval or 200
-  local types
-  if args.type and #args.type > 0 then
-    types = {}
-    for _, t in ipairs(args.type) do types[t] = true end
-  end
+  -- Follow: a subscription on the read-only handle, woken within
+  -- milliseconds of each commit of the writer (inotify and a catch-up; see
+  -- eventrocks.subscription).  --interval is still accepted and ignored.
   local store <close> = open_store(args)
-  while true do
-    local ok, err = pcall(function()
-      for ev in store:all({ from = from }) do
-        if ev.position ~= from then break end
-        from = from + 1
-        if (not args.category or core.category(ev.stream) == args.category)
-          and (not types or types[ev.type]) then
-          print_event(ev, args.json)
-        end
-      end
-    end)
-    -- a damaged or unreadable record is left for the next poll (a writer
-    -- elsewhere may be mid-flush); anything else is ours to report
-    if not ok and not (type(err) == "table" and (err.code == "corruption" or err.code == "io")) then
-      error(err, 0)
-    end
+  for ev in store:subscribe(log_opts_follow(args, from)) do
+    print_event(ev, args.json)
     stdout:flush()
-    system.sleep(interval / 1000)
-    store:refresh() -- a failure here is retried at the next poll
   end
 end
 
@@ -610,7 +591,7 @@ local function parser()
   c:option("--category", "Only streams of this category.")
   c:option("--type", "Only events of this type (repeatable)."):count("*")
   c:flag("-f --follow", "Keep waiting for new events (Ctrl-C to stop).")
-  c:option("--interval", "Milliseconds between polls with --follow (default 200)."):convert(natural("interval"))
+  c:option("--interval", "Ignored (kept for old scripts): --follow is woken by each commit."):convert(natural("interval"))
   c:flag("--json", "JSON lines.")
 
   c = p:command("stats", "Events, streams, categories and event types with counts, size on disk.")

@@ -9,6 +9,7 @@ local core = require "eventrocks.core"
 local system = require "system"
 local options = require "eventrocks.options"
 local checkpoints = require "eventrocks.checkpoints"
+local subscription = require "eventrocks.subscription"
 local pretty = require "eventrocks.pretty"
 
 local M = {}
@@ -19,13 +20,14 @@ local encode = core.encode
 local fmt = string.format
 
 local DEFAULT_BATCH = 500
-local DEFAULT_INTERVAL = 100 -- ms between polls in follow mode
+local DEFAULT_INTERVAL = 100 -- ms: follow mode asks stop() at least this often
 
 local registry = setmetatable({}, { __mode = "k" }) -- store -> { by_name = {}, inline = {} }
 
 local DELETED = setmetatable({}, { __name = "deleted" })
 
 local failures_of -- (below)
+local wait_for_news -- (below)
 
 local SPEC_KEYS = options.known { "handlers", "category", "types", "inline", "source", "on_error" }
 local RUN_OPTS = options.known { "batch", "follow", "interval", "stop", "progress" }
@@ -429,10 +431,25 @@ local function run_batch(proj, max)
   return n, src:position(st), b.full
 end
 
+-- Follow mode, nothing new: wait until the log passes `pos` (woken by the
+-- commit, eventrocks.subscription.wait; inside a coroutine it yields
+-- instead of blocking), at most `interval` ms so that stop() is asked
+-- again.  A source that cannot be waited on (JetStream) is polled every
+-- `interval` ms.
+function wait_for_news(proj, pos, interval)
+  if proj.source == LOG then
+    subscription.wait(proj.store, pos, interval / 1000, coroutine.isyieldable(), proj)
+  else
+    system.sleep(interval / 1000)
+  end
+end
+
 --- Catch up from the checkpoint, one atomic write per batch.  Returns the
 -- number of events processed and the new position, or nil, err.
--- opts: batch (events per write, default 500); follow = true keeps polling
--- every `interval` ms (default 100) until stop() returns true; progress =
+-- opts: batch (events per write, default 500); follow = true keeps going
+-- as new events are committed (woken by the commit; a JetStream source is
+-- polled every `interval` ms) until stop() returns true, asked at least
+-- every `interval` ms (default 100) while nothing happens; progress =
 -- true draws a progress bar on stderr when it is a terminal, or a function
 -- gets (position, last_position) after every batch.
 function Proj:run(opts)
@@ -477,7 +494,7 @@ function Proj:run(opts)
     end
     if not full then
       if not follow or (stop and stop()) then return total, pos end
-      system.sleep(interval / 1000)
+      wait_for_news(self, pos, interval)
     elseif follow and stop and stop() then
       return total, pos
     end
@@ -622,8 +639,11 @@ local function each_of(events)
   end
 end
 
-local function inline_hook(reg)
+local function inline_hook(reg, store)
   return function(txn, events)
+    if store:_upcasting() then -- as every read: the store's upcasters first
+      for _, ev in ipairs(events) do store:_upcast(ev) end
+    end
     for _, proj in ipairs(reg.inline) do
       local view = new_view(proj, txn, true)
       local n, last = apply(proj, view, true, each_of(events))
@@ -787,7 +807,7 @@ function M.projection(store, name, spec)
       local n, err = proj:run() -- catch up before following the commits
       if not n then error(fmt("projection '%s': catching up failed: %s", name, tostring(err)), 2) end
       reg.inline[#reg.inline + 1] = proj
-      store:_set_hook(inline_hook(reg))
+      store:_set_hook(inline_hook(reg, store))
     end
     return proj
   end
@@ -797,7 +817,7 @@ function M.projection(store, name, spec)
     local n, err = proj:run() -- catch up with the events already stored
     if not n then error(fmt("projection '%s': catching up failed: %s", name, tostring(err)), 2) end
     reg.inline[#reg.inline + 1] = proj
-    store:_set_hook(inline_hook(reg))
+    store:_set_hook(inline_hook(reg, store))
   end
   reg.by_name[name] = proj
   return proj
