@@ -370,13 +370,17 @@ LogBatch.__index = LogBatch
 function Log:fetch(proj, st, max)
   local last = proj.store:last_position()
   if last <= st.position then return setmetatable({ count = 0 }, LogBatch) end
+  -- the store's upcasters change types after the core's filter has chosen
+  -- by the stored ones: then the types are filtered here, after them
+  local upcasting = proj.store:_upcasting()
   return setmetatable({ count = last - st.position, last = last, max = max, proj = proj, from = st.position,
-    filtered = true }, LogBatch)
+    filtered = not upcasting, upcasting = upcasting }, LogBatch)
 end
 
 function LogBatch:begin(txn)
   local proj = self.proj
-  return txn, proj.store:all({ from = self.from + 1, count = self.max, category = proj.category, types = proj.types })
+  return txn, proj.store:all({ from = self.from + 1, count = self.max, category = proj.category,
+    types = not self.upcasting and proj.types or nil })
 end
 
 function LogBatch:finish(err) return err end

@@ -82,19 +82,17 @@ function Sub:position() return self.scanned end
 -- an event that a later one has, so a gap is looked at once more, after a
 -- catch-up, before it is taken for a hole (a deleted event).  The filter
 -- is then applied here.
+-- The store's upcasters change types after the core's filter would have
+-- chosen by the stored ones: then `types` is applied here too, to the
+-- types as read.
 local function wanted(sub, ev)
-  if sub.category and core.category(ev.stream) ~= sub.category then return false end
+  if sub.ro and sub.category and core.category(ev.stream) ~= sub.category then return false end
   return not sub.types or sub.types[ev.type] == true
 end
 
 local function open_iter(sub)
-  local f, it
-  if sub.ro then
-    f, it = sub.store:all({ from = sub.scanned + 1 })
-  else
-    f, it = sub.store:all({ from = sub.scanned + 1, category = sub.category, types = sub.type_list })
-  end
-  sub.next, sub.it = f, it
+  sub.next, sub.it = sub.store:all({ from = sub.scanned + 1, category = not sub.ro and sub.category or nil,
+    types = not sub.lua_filter and sub.type_list or nil })
 end
 
 local function step(sub)
@@ -131,7 +129,7 @@ local function next_stored(sub)
       sub.store:refresh()
     else
       sub.scanned = ev.position
-      if not sub.ro or wanted(sub, ev) then return ev end
+      if not sub.lua_filter or wanted(sub, ev) then return ev end
     end
   end
 end
@@ -154,7 +152,7 @@ end
 -- store:all), timeout (seconds without news after which the iterator ends;
 -- default none), yield (default: whether it runs in a coroutine).
 function M.subscribe(store, opts)
-  options.check(opts, OPTS, 1, "subscribe", 1)
+  options.check(opts, OPTS, 1, "subscribe")
   opts = opts or {}
   local from = opts.from or 1
   if mtype(from) ~= "integer" or from < 1 then
@@ -192,6 +190,7 @@ function M.subscribe(store, opts)
     category = opts.category, types = types, type_list = opts.types and { table.unpack(opts.types) },
     ro = store:_is_read_only(), failures = 0,
   }, Sub)
+  sub.lua_filter = sub.ro or store:_upcasting()
   return next_event, sub, nil, sub
 end
 
