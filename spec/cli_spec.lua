@@ -508,6 +508,34 @@ describe("eventrocks command", function()
       assert.is_true(got.size_on_disk > 0)
     end)
 
+    it("draws the events per hour up to the newest event's hour, and --json gives the rows", function()
+      local s = t.store
+      local txn = assert(s:_txn())
+      local hour = 3600 * 1000000
+      local newest = (s:event(6).time // hour + 1) * hour + 60 * 1000000 -- in the next hour
+      assert(txn:append("late-1", { H.ev("A"), H.ev("A"), H.ev("A") }, { time = newest }))
+      assert(txn:commit())
+      local code, out, err = erun(t.dir, "stats --hours 3")
+      assert.equal(0, code, err)
+      local rows = {}
+      for day, h, n, bar in out:gmatch("\n  (%d%d%d%d%-%d%d%-%d%d) (%d%d):00 +(%d+) ?(#*)") do
+        rows[#rows + 1] = { h = h, n = tonumber(n), bar = #bar }
+        assert.is_truthy(day)
+      end
+      assert.equal(3, #rows, out)
+      assert.same({ 0, 6, 3 }, { rows[1].n, rows[2].n, rows[3].n })
+      assert.same({ 0, 40, 20 }, { rows[1].bar, rows[2].bar, rows[3].bar }) -- scaled to the busiest hour
+      assert.equal(os.date("!%H", newest // 1000000), rows[3].h)
+      code, out = erun(t.dir, "stats --json --hours 2")
+      assert.equal(0, code)
+      local got = decode_lines(out)[1]
+      assert.same({ 6, 3 }, { got.hours[1].events, got.hours[2].events })
+      assert.equal(os.date("!%Y-%m-%d %H:00", newest // 1000000), got.hours[2].hour)
+      assert.equal(0, got.earlier)
+      code, out = erun(t.dir, "stats --json --hours 1")
+      assert.equal(6, decode_lines(out)[1].earlier)
+    end)
+
     it("works on an empty store", function()
       local empty = tmpdir()
       local s = assert(er.open(empty))
@@ -1177,6 +1205,8 @@ describe("eventrocks command", function()
       contains(out, "history(repo, id)")
       contains(out, "store:append")
       contains(out, "help()")
+      contains(out, "store:subscribe")
+      contains(out, "The store: 3 events in 2 streams, last position 3, ")
     end)
 
     it("a syntax error goes to stderr and the REPL continues (exit 1 at the end: input is piped)", function()
