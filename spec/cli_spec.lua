@@ -463,6 +463,33 @@ describe("eventrocks command", function()
       assert.equal(34, #ls)
       for i = 1, 30 do assert.matches("^%s*" .. (i + 4) .. " late%-1@" .. i .. " Late ", ls[i + 4]) end
     end)
+
+    it("--follow with --category and --type shows only those, each within a second of its commit", function()
+      t.store:close()
+      local outf = tmpfile()
+      local p = assert(io.popen(CMD .. " --store " .. H.shquote(t.dir)
+        .. " tail --follow --json --category late --type Wanted >" .. H.shquote(outf) .. " 2>&1 </dev/null & echo $!"))
+      local pid = tonumber(p:read("l"))
+      p:close()
+      finally(function() os.execute("kill " .. pid .. " 2>/dev/null") end)
+      sleep(0.3)
+      local out = H.run_child(string.format([[
+        local s = assert(er.open(%q))
+        for i = 1, 3 do
+          assert(s:append("late-1", { { type = "Wanted", data = i }, { type = "Other" } }))
+          assert(s:append("early-1", { type = "Wanted" }))
+        end
+        print("appended")]], t.dir))
+      assert.equal("appended\n", out)
+      local t0 = os.time()
+      assert.is_true(wait_for(function() return #lines(read_file(outf) or "") >= 3 end, 5), tostring(read_file(outf)))
+      assert.is_true(os.time() - t0 <= 2)
+      local got = decode_lines(read_file(outf))
+      assert.equal(3, #got)
+      for i, ev in ipairs(got) do
+        assert.same({ "late-1", "Wanted", i }, { ev.stream, ev.type, ev.data })
+      end
+    end)
   end)
 
   -- -------------------------------------------------------------------------
