@@ -395,6 +395,10 @@ static int open_instance(er_store *s, int n, const char **names,
     if (!mkdtemp(tmpl)) return er__fail(err, ER_IO, "%s: %s", tmpl, strerror(errno));
     rocksdb_options_set_max_open_files(s->options, -1);
     rocksdb_options_set_max_open_files(s->scan_options, -1);
+    /* Each catch-up (er_refresh) loads the table handlers of every family
+     * again, by default with 16 threads made and joined each time: about
+     * 20 ms of CPU per catch-up.  One thread does it in well under 1 ms. */
+    rocksdb_options_set_max_file_opening_threads(s->options, 1);
     s->db = rocksdb_open_as_secondary_column_families(
         s->options, s->path, tmpl, n, names, opts, handles, &rerr);
     /* Only its info log lives there, open and never rotated: unlink it now,
