@@ -126,20 +126,20 @@ end
 -- subscribe and, for comparison, by a 1 ms refresh loop), and catch-up with
 -- on_error = "park" against "stop" when nothing fails.
 job("subscribe", S.subscribe, 0, { core = true, lua = true }, {
-  { metric = "sub_inproc.p50_us", label = "subscription latency p50, in-process (writer thread, C)", unit = "µs" },
-  { metric = "sub_inproc.p99_us", label = "subscription latency p99, in-process (writer thread, C)", unit = "µs" },
-  { metric = "sub_coroutine.p50_us", label = "subscription latency p50, in-process (coroutine, append + resume)", unit = "µs" },
-  { metric = "sub_coroutine.p99_us", label = "subscription latency p99, in-process (coroutine, append + resume)", unit = "µs" },
-  { metric = "sub_subscribe.p50_us", label = "subscription latency p50, another process writing (inotify)", unit = "µs" },
-  { metric = "sub_subscribe.p99_us", label = "subscription latency p99, another process writing (inotify)", unit = "µs" },
-  { metric = "sub_subscribe.cpu_ms", label = "reader CPU, 1500 events 2 ms apart (inotify)", unit = "ms" },
-  { metric = "sub_poll1ms.p50_us", label = "same, p50, refresh every 1 ms instead", unit = "µs" },
-  { metric = "sub_poll1ms.p99_us", label = "same, p99, refresh every 1 ms instead", unit = "µs" },
-  { metric = "sub_poll1ms.cpu_ms", label = "reader CPU, 1500 events 2 ms apart (refresh every 1 ms)", unit = "ms" } })
+  { metric = "sub_inproc.p50_us", by = "core", label = "subscription latency p50, in-process (writer thread, C)", unit = "µs" },
+  { metric = "sub_inproc.p99_us", by = "core", label = "subscription latency p99, in-process (writer thread, C)", unit = "µs" },
+  { metric = "sub_coroutine.p50_us", by = "lua", label = "subscription latency p50, in-process (coroutine, append + resume)", unit = "µs" },
+  { metric = "sub_coroutine.p99_us", by = "lua", label = "subscription latency p99, in-process (coroutine, append + resume)", unit = "µs" },
+  { metric = "sub_subscribe.p50_us", by = "lua", label = "subscription latency p50, another process writing (inotify)", unit = "µs" },
+  { metric = "sub_subscribe.p99_us", by = "lua", label = "subscription latency p99, another process writing (inotify)", unit = "µs" },
+  { metric = "sub_subscribe.cpu_ms", by = "lua", label = "reader CPU, 1500 events 2 ms apart (inotify)", unit = "ms" },
+  { metric = "sub_poll1ms.p50_us", by = "lua", label = "same, p50, refresh every 1 ms instead", unit = "µs" },
+  { metric = "sub_poll1ms.p99_us", by = "lua", label = "same, p99, refresh every 1 ms instead", unit = "µs" },
+  { metric = "sub_poll1ms.cpu_ms", by = "lua", label = "reader CPU, 1500 events 2 ms apart (refresh every 1 ms)", unit = "ms" } })
 job("catchup_policy", S.catchup_policy, 0, { lua = true }, {
-  { metric = "catchup_stop.eps", label = ("projection catch-up, on_error = \"stop\", %s events"):format(count(S.catchup_policy)), unit = "events/s" },
-  { metric = "catchup_park.eps", label = ("projection catch-up, on_error = \"park\", nothing fails, %s events"):format(count(S.catchup_policy)), unit = "events/s" },
-  { metric = "catchup_park_vs_stop.pct", label = "park against stop", unit = "%" } })
+  { metric = "catchup_stop.eps", by = "lua", label = ("projection catch-up, on_error = \"stop\", %s events"):format(count(S.catchup_policy)), unit = "events/s" },
+  { metric = "catchup_park.eps", by = "lua", label = ("projection catch-up, on_error = \"park\", nothing fails, %s events"):format(count(S.catchup_policy)), unit = "events/s" },
+  { metric = "catchup_park_vs_stop.pct", by = "lua", label = "park against stop", unit = "%" } })
 job("rss", S.rss, 0, { lua = true }, {
   { metric = "rss.mib", label = ("peak RSS streaming %s events"):format(count(S.rss)), unit = "MiB" } })
 -- JetStream: one run of bench/jetstream.lua gives the relay and both

@@ -25,7 +25,7 @@ local mtype, monotime = math.type, system.monotime
 local yield, isyieldable = coroutine.yield, coroutine.isyieldable
 
 local SLICE_MS = 250 -- longest blocking wait between two returns to Lua
-local RETRIES = 50   -- a read-only handle's unreadable view is retried this often...
+local RETRIES = 200  -- a read-only handle's unreadable view is retried this often...
 local RETRY_S = 0.01 -- ...this far apart before its error is raised
 
 local OPTS = options.known { "from", "category", "types", "timeout", "yield" }
