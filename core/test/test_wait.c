@@ -151,7 +151,8 @@ static void test_read_only_follows(void **state) {
   writer w = { f->s, 10, 20, 0 };
   pthread_t th;
   uint64_t seen = 0;
-  int64_t worst = 0;
+  int64_t waits[16];
+  int nwaits = 0;
   ok1(f->s, "a-1", "Made", NULL);
   {
     er_error err = fresh_err();
@@ -169,13 +170,22 @@ static void test_read_only_follows(void **state) {
     if (rc != ER_OK) print_error("wait: %s\n", err.message);
     assert_int_equal(rc, ER_OK);
     assert_true(last > seen);
-    if (mono_us() - t0 > worst) worst = mono_us() - t0;
+    if (nwaits < 16) waits[nwaits++] = mono_us() - t0;
     seen = last;
   }
   assert_int_equal(pthread_join(th, NULL), 0);
   assert_int_equal(w.failed, 0);
-  /* writes come 20 ms apart: a wait never lasts the 500 ms re-check */
-  assert_true(worst < 400000);
+  /* writes come 20 ms apart: the waits end with them (inotify), not at the
+   * 500 ms re-check -- the median, so that a slow scheduler (valgrind) may
+   * delay one */
+  for (int i = 1; i < nwaits; i++)
+    for (int j = i; j > 0 && waits[j - 1] > waits[j]; j--) {
+      int64_t x = waits[j];
+      waits[j] = waits[j - 1];
+      waits[j - 1] = x;
+    }
+  assert_true(nwaits > 0);
+  assert_true(waits[nwaits / 2] < 300000);
   {
     er_error err = fresh_err();
     uint64_t last = 0;
