@@ -128,6 +128,8 @@ end
 job("subscribe", S.subscribe, 0, { core = true, lua = true }, {
   { metric = "sub_inproc.p50_us", by = "core", label = "subscription latency p50, in-process (writer thread, C)", unit = "µs" },
   { metric = "sub_inproc.p99_us", by = "core", label = "subscription latency p99, in-process (writer thread, C)", unit = "µs" },
+  { metric = "sub_inproc_append.p50_us", by = "core", label = "of which the append call itself, p50", unit = "µs" },
+  { metric = "sub_inproc_append.p99_us", by = "core", label = "of which the append call itself, p99", unit = "µs" },
   { metric = "sub_coroutine.p50_us", by = "lua", label = "subscription latency p50, in-process (coroutine, append + resume)", unit = "µs" },
   { metric = "sub_coroutine.p99_us", by = "lua", label = "subscription latency p99, in-process (coroutine, append + resume)", unit = "µs" },
   { metric = "sub_subscribe.p50_us", by = "lua", label = "subscription latency p50, another process writing (inotify)", unit = "µs" },
