@@ -313,7 +313,11 @@ end
 local function apply(proj, view, filter, iter, state, init, closer)
   local handlers, wanted, category = proj.handlers, proj.wanted, proj.category
   local guarded, parked = proj.on_error ~= "stop", view._parked
+  -- (guarded: the view journals for the whole loop, view:_begin_event()
+  -- once, and a stream is looked up in `parked` only when there is one)
+  local any_parked = parked ~= nil and next(parked) ~= nil
   local n, last = 0, nil
+  if guarded then view._guarded = true end
   for ev in iter, state, init, closer do
     local h = handlers[ev.type]
     if h and (not filter or (wanted[ev.type] and (category == nil or category_of(ev.stream) == category))) then
@@ -321,23 +325,25 @@ local function apply(proj, view, filter, iter, state, init, closer)
       if not guarded then
         local ok, err = pcall(h, view, ev)
         if not ok then return nil, handler_failed(proj, ev, err) end
-      elseif parked and parked[ev.stream] then
+      elseif any_parked and parked[ev.stream] then
         view._failures[#view._failures + 1] = { "deadletter", failure_record(ev,
           fmt("projection '%s': parked behind position %d of stream %s", proj.name, parked[ev.stream], ev.stream),
           parked[ev.stream]) }
       else -- guarded_call, its common case inline
-        view._guarded = true
         local ok, err = pcall(h, view, ev)
         if ok and not view._emits then
-          view._guarded, view._jn = false, 0
+          if view._jn ~= 0 then view._jn = 0 end
         else
           ok, err = settle(proj, view, ev, ok, err)
           if not ok then return nil, err end
+          view._guarded = true
+          any_parked = parked ~= nil and next(parked) ~= nil
         end
       end
     end
     n, last = n + 1, ev.position
   end
+  view._guarded = false
   return n, last
 end
 
