@@ -112,6 +112,35 @@ describe("store:subscribe", function()
     assert.has_error(function() g(st2) end, "attempt to use a closed store")
   end)
 
+  it("steps over holes in the log (removed events), on a writable and a read-only handle", function()
+    local s = t.store
+    assert(s:append("a-1", H.evs(6, "T")))
+    for _, pos in ipairs { 3, 4, 6 } do assert(s:_debug_delete("log", string.pack(">I8", pos))) end
+    local t0 = system.monotime()
+    H.assert_same({ 1, 2, 5 }, positions_of(H.collect(s:subscribe({ timeout = 0.1 }))))
+    local r = assert(H.open(t, t.dir, { read_only = true }))
+    H.assert_same({ 1, 2, 5 }, positions_of(H.collect(r:subscribe({ timeout = 0.1 }))))
+    assert.is_true(system.monotime() - t0 < 2)
+    -- and goes on after them
+    local co = coroutine.wrap(function()
+      local got = {}
+      for ev in r:subscribe({ from = 2, timeout = 5 }) do
+        got[#got + 1] = ev.position
+        if #got == 3 then return got end
+      end
+    end)
+    local first = co()
+    assert.equal("eventrocks.subscription", getmetatable(first).__name) -- 2, 5 read; waiting
+    assert(s:append("a-1", H.ev("Late")))
+    local got
+    for _ = 1, 200 do
+      got = co()
+      if type(got) == "table" and getmetatable(got) == nil then break end
+      system.sleep(0.01)
+    end
+    H.assert_same({ 2, 5, 7 }, got)
+  end)
+
   it("checks its options", function()
     local s = t.store
     assert.has_error(function() s:subscribe({ frm = 1 }) end, "bad argument #1 to 'subscribe' (unknown option 'frm')")

@@ -79,9 +79,9 @@ function Sub:position() return self.scanned end
 
 -- A read-only handle reads the log unfiltered and checks that positions
 -- follow each other: a view caught up while the writer flushes may lack
--- an event that a later one has, so a gap is looked at once more, after a
--- catch-up, before it is taken for a hole (a deleted event).  The filter
--- is then applied here.
+-- an event that a later one has, so a gap (or an end short of the last
+-- position) is looked at once more, after a catch-up, before it is taken
+-- for a hole (a deleted event).  The filter is then applied here.
 -- The store's upcasters change types after the core's filter would have
 -- chosen by the stored ones: then `types` is applied here too, to the
 -- types as read.
@@ -121,8 +121,13 @@ local function next_stored(sub)
       sub.store:refresh()
     elseif ev == nil then
       close_iter(sub)
-      if sub.last > sub.scanned then sub.scanned = sub.last end
-      return nil
+      if sub.ro and sub.last > sub.scanned and sub.gap ~= -sub.last then
+        sub.gap = -sub.last -- the view ended short of its last position: look once more
+        sub.store:refresh()
+      else
+        if sub.last > sub.scanned then sub.scanned = sub.last end
+        return nil
+      end
     elseif sub.ro and ev.position ~= sub.scanned + 1 and sub.gap ~= ev.position then
       sub.gap = ev.position -- look once more before skipping to it
       close_iter(sub)
