@@ -1,6 +1,6 @@
 /* core_bench.c -- eventrocks core from C, no Lua: the same workloads as the
  * Lua contenders, to split the cost between the core and the binding.
- * Workloads: append1, append100, read, catchup.  The payload is the same
+ * Workloads: append1, append100, read, catchup, subscribe.  The payload is the same
  * ~150 bytes of JSON as raw_rocksdb.c (the core stores opaque bytes). */
 #include <eventrocks.h>
 
@@ -154,6 +154,75 @@ static void catchup_workload(long long n) {
   bench_result("catchup.eps", (double)done / t);
 }
 
+/* subscribe: a writer thread appends n events one at a time, ~100 us
+ * apart, each holding the monotonic time just before its append; the
+ * main thread waits with er_wait_position and reads each new event: the
+ * latency is from the append call to the reader holding the event. */
+#include <pthread.h>
+
+static volatile int writer_failed;
+static double *append_took; /* the writer's own append durations */
+
+static void *sub_writer(void *arg) {
+  long long n = *(const long long *)arg, i;
+  for (i = 0; i < n; i++) {
+    er_new_event ev;
+    er_error werr;
+    double t;
+    struct timespec pause = { 0, 100000 };
+    nanosleep(&pause, NULL);
+    memset(&ev, 0, sizeof ev);
+    ev.type = "Ticked";
+    ev.type_len = 6;
+    t = bench_now();
+    ev.data = &t;
+    ev.data_len = sizeof t;
+    if (er_append(store, "clock-1", 7, ER_ANY, &ev, 1, NULL, &werr) != ER_OK) writer_failed = 1;
+    append_took[i] = bench_now() - t;
+  }
+  return NULL;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static void subscribe_workload(long long n) {
+  double *lat = malloc((size_t)n * sizeof *lat);
+  uint64_t seen = 0;
+  pthread_t th;
+  append_took = malloc((size_t)n * sizeof *append_took);
+  if (!lat || !append_took) BENCH_DIE("core_bench: out of memory");
+  if (pthread_create(&th, NULL, sub_writer, &n) != 0) BENCH_DIE("core_bench: pthread_create");
+  while ((long long)seen < n) {
+    uint64_t last = 0, p;
+    ok(er_wait_position(store, seen, 10000, &last, &err), "wait");
+    if (last <= seen) BENCH_DIE("core_bench: no commit within 10 s");
+    for (p = seen + 1; p <= last; p++) {
+      er_event e;
+      void *mem = NULL;
+      double t;
+      ok(er_event_at(store, p, &e, &mem, &err), "event_at");
+      memcpy(&t, e.data, sizeof t);
+      lat[p - 1] = bench_now() - t;
+      er_free(mem);
+    }
+    seen = last;
+  }
+  pthread_join(th, NULL);
+  if (writer_failed) BENCH_DIE("core_bench: an append failed");
+  qsort(lat, (size_t)n, sizeof *lat, cmp_double);
+  bench_result("sub_inproc.p50_us", lat[(n - 1) / 2] * 1e6);
+  bench_result("sub_inproc.p99_us", lat[(size_t)((double)(n - 1) * 0.99)] * 1e6);
+  /* the part of it that is the append call itself */
+  qsort(append_took, (size_t)n, sizeof *append_took, cmp_double);
+  bench_result("sub_inproc_append.p50_us", append_took[(n - 1) / 2] * 1e6);
+  bench_result("sub_inproc_append.p99_us", append_took[(size_t)((double)(n - 1) * 0.99)] * 1e6);
+  free(append_took);
+  free(lat);
+}
+
 int main(int argc, char **argv) {
   bench_args a;
   bench_parse(argc, argv, &a);
@@ -169,6 +238,9 @@ int main(int argc, char **argv) {
   } else if (strcmp(a.workload, "catchup") == 0) {
     open_store(a.dir, 0);
     catchup_workload(a.n);
+  } else if (strcmp(a.workload, "subscribe") == 0) {
+    open_store(a.dir, 0);
+    subscribe_workload(a.n);
   } else if (strcmp(a.workload, "snapshot") && strcmp(a.workload, "latency") &&
              strcmp(a.workload, "rss")) {
     BENCH_DIE("core_bench: unknown workload '%s'", a.workload);

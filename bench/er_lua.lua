@@ -181,6 +181,105 @@ elseif workload == "latency" then
   end
   store:close()
 
+elseif workload == "subscribe" then
+  -- Commit -> handler latency of store:subscribe, N events one append each.
+  -- In-process: the subscriber is a coroutine and the writer its scheduler
+  -- (one Lua state): append, resume, the handler takes the time.
+  -- Cross-process: a writer process (sub_writer, below) appends one event
+  -- every ~2 ms with the monotonic time in it; a read-only handle follows
+  -- it, once with subscribe (inotify + catch-up) and once with a plain
+  -- loop of refresh + sleep 1 ms, with the CPU time each reader used.
+  local system = require "system"
+  local function pct(xs, p) return percentile(xs, p) * 1e6 end
+  local store = open(false)
+  local lat = {}
+  local co = coroutine.wrap(function()
+    for ev in store:subscribe({ timeout = 30 }) do lat[#lat + 1] = now() - ev.data.t end
+  end)
+  co()
+  for _ = 1, N do
+    assert(store:append("clock-1", { type = "Ticked", data = { t = now() } }))
+    co()
+  end
+  assert(#lat == N, "missed events")
+  result("sub_coroutine.p50_us", pct(lat, 0.5))
+  result("sub_coroutine.p99_us", pct(lat, 0.99))
+  store:close()
+  local n = math.min(N, 1500)
+  for _, how in ipairs { "subscribe", "poll1ms" } do
+    os.execute("rm -rf '" .. dir .. "'")
+    assert(er.open(dir)):close()
+    local cmd = ("%s %s sub_writer %d '%s' 0"):format(os.getenv("LUA") or "lua5.4", arg[0], n, dir)
+    local writer = assert(io.popen(cmd, "r"))
+    local ro = assert(er.open(dir, { read_only = true }))
+    local xl, cpu0 = {}, os.clock()
+    if how == "subscribe" then
+      for ev in ro:subscribe({ timeout = 10 }) do
+        xl[#xl + 1] = now() - ev.data.t
+        if #xl == n then break end
+      end
+    else
+      local seen = 0
+      local deadline = now() + 30
+      while seen < n and now() < deadline do
+        assert(ro:refresh())
+        if ro:last_position() > seen then
+          for ev in ro:all({ from = seen + 1 }) do xl[#xl + 1] = now() - ev.data.t; seen = ev.position end
+        else
+          system.sleep(0.001)
+        end
+      end
+    end
+    local cpu = os.clock() - cpu0
+    writer:close()
+    ro:close()
+    assert(#xl == n, how .. ": missed events")
+    result("sub_" .. how .. ".p50_us", pct(xl, 0.5))
+    result("sub_" .. how .. ".p99_us", pct(xl, 0.99))
+    result("sub_" .. how .. ".cpu_ms", cpu * 1000)
+  end
+
+elseif workload == "sub_writer" then -- the writer process of `subscribe`
+  local system = require "system"
+  local store
+  for _ = 1, 500 do -- the reader opens first: wait for nothing but the lock
+    store = er.open(dir)
+    if store then break end
+    system.sleep(0.01)
+  end
+  assert(store, "the writer could not open the store")
+  system.sleep(0.2)
+  for _ = 1, N do
+    system.sleep(0.002)
+    assert(store:append("clock-1", { type = "Ticked", data = { t = now() } }))
+  end
+  store:close()
+
+elseif workload == "catchup_policy" then
+  -- Catch-up throughput with on_error = "stop" and "park" when no handler
+  -- fails: the same projection over the same log, each policy three times,
+  -- in turns; the best of each.
+  local store = open(false)
+  local _, n = fill_orders(store, N, 100)
+  local best = {}
+  for round = 1, 3 do
+    for _, policy in ipairs(round % 2 == 1 and { "stop", "park" } or { "park", "stop" }) do
+      local p = store:projection("counts-" .. policy, { on_error = policy, handlers = {
+        ItemAdded = function(view, ev) view:put(ev.stream, (view:get(ev.stream) or 0) + 1) end,
+      } })
+      p:reset()
+      local t = now()
+      local done = p:run({ batch = 500 })
+      t = now() - t
+      assert(done == n, "caught up the wrong number of events")
+      if not best[policy] or n / t > best[policy] then best[policy] = n / t end
+    end
+  end
+  result("catchup_stop.eps", best.stop)
+  result("catchup_park.eps", best.park)
+  result("catchup_park_vs_stop.pct", (best.park / best.stop - 1) * 100)
+  store:close()
+
 elseif workload == "rss" then
   local store = open(false)
   fill_orders(store, N, 1000)

@@ -67,10 +67,12 @@ local S = quick and {
   append1 = 20000, append1_sync = 300, append100 = 20000, append100_sync = 3000,
   read = 40000, catchup = 100000, snap_small = 1000, snap_big = 100000,
   latency = 300000, rss = 300000, jetstream = 20000, lifecycle = 100000, ui = 100000,
+  subscribe = 5000, catchup_policy = 100000,
 } or {
   append1 = 100000, append1_sync = 2000, append100 = 100000, append100_sync = 20000,
   read = 200000, catchup = 1000000, snap_small = 1000, snap_big = 1000000,
   latency = 10000000, rss = 10000000, jetstream = 1000000, lifecycle = 1000000, ui = 1000000,
+  subscribe = 20000, catchup_policy = 1000000,
 }
 
 local function count(n)
@@ -122,6 +124,28 @@ do
   end
   job("latency", S.latency, 0, { lua = true }, lat)
 end
+-- Subscriptions: commit -> handler latency (core: a writer thread and a
+-- waiting thread on one handle; Lua: a coroutine subscriber resumed after
+-- each append, and a read-only handle following a writer process, by
+-- subscribe and, for comparison, by a 1 ms refresh loop), and catch-up with
+-- on_error = "park" against "stop" when nothing fails.
+job("subscribe", S.subscribe, 0, { core = true, lua = true }, {
+  { metric = "sub_inproc.p50_us", by = "core", label = "subscription latency p50, in-process (writer thread, C)", unit = "µs" },
+  { metric = "sub_inproc.p99_us", by = "core", label = "subscription latency p99, in-process (writer thread, C)", unit = "µs" },
+  { metric = "sub_inproc_append.p50_us", by = "core", label = "of which the append call itself, p50", unit = "µs" },
+  { metric = "sub_inproc_append.p99_us", by = "core", label = "of which the append call itself, p99", unit = "µs" },
+  { metric = "sub_coroutine.p50_us", by = "lua", label = "subscription latency p50, in-process (coroutine, append + resume)", unit = "µs" },
+  { metric = "sub_coroutine.p99_us", by = "lua", label = "subscription latency p99, in-process (coroutine, append + resume)", unit = "µs" },
+  { metric = "sub_subscribe.p50_us", by = "lua", label = "subscription latency p50, another process writing (inotify)", unit = "µs" },
+  { metric = "sub_subscribe.p99_us", by = "lua", label = "subscription latency p99, another process writing (inotify)", unit = "µs" },
+  { metric = "sub_subscribe.cpu_ms", by = "lua", label = "reader CPU, 1500 events 2 ms apart (inotify)", unit = "ms" },
+  { metric = "sub_poll1ms.p50_us", by = "lua", label = "same, p50, refresh every 1 ms instead", unit = "µs" },
+  { metric = "sub_poll1ms.p99_us", by = "lua", label = "same, p99, refresh every 1 ms instead", unit = "µs" },
+  { metric = "sub_poll1ms.cpu_ms", by = "lua", label = "reader CPU, 1500 events 2 ms apart (refresh every 1 ms)", unit = "ms" } })
+job("catchup_policy", S.catchup_policy, 0, { lua = true }, {
+  { metric = "catchup_stop.eps", by = "lua", label = ("projection catch-up, on_error = \"stop\", %s events"):format(count(S.catchup_policy)), unit = "events/s" },
+  { metric = "catchup_park.eps", by = "lua", label = ("projection catch-up, on_error = \"park\", nothing fails, %s events"):format(count(S.catchup_policy)), unit = "events/s" },
+  { metric = "catchup_park_vs_stop.pct", by = "lua", label = "park against stop", unit = "%" } })
 job("rss", S.rss, 0, { lua = true }, {
   { metric = "rss.mib", label = ("peak RSS streaming %s events"):format(count(S.rss)), unit = "MiB" } })
 job("lifecycle", S.lifecycle, 0, { lua = true }, {

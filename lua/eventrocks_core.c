@@ -46,6 +46,8 @@ typedef struct lstore {
   int hook_err_ref;     /* registry ref of the error the hook raised, or LUA_NOREF */
   int in_hook;          /* 1 while the hook runs: no appends, commits, close */
   int reader_ref;       /* registry ref of its class's reader (get_reader) */
+  int upcast_ref;       /* registry ref of its upcasters (type -> function), or LUA_NOREF */
+  lua_Integer n_upcasters; /* their number: a longer chain is a loop */
 } lstore;
 
 typedef struct ltxn {
@@ -133,7 +135,7 @@ static const char *check_stream(lua_State *L, int arg, size_t *len) {
 /* Options tables (er_aux.h): a misspelt option must never be dropped
  * silently (`{expectd = 0}` would append without its concurrency check). */
 static const char *const OPEN_OPTS[] = {"create", "sync", "read_only",
-                                        "max_event_size", NULL};
+                                        "max_event_size", "upcasters", NULL};
 static const char *const APPEND_OPTS[] = {"expected", NULL};
 /* restore, position: er_txn_restore, for imports and mirrors of a store
  * with removed events */
@@ -267,6 +269,98 @@ static int push_event_raw(lua_State *L, const er_event *ev, const reader *r) {
   return 8;
 }
 
+/* ---- upcasters ------------------------------------------------------------ */
+
+/* er.open's `upcasters` (argument 2's field): a table of event type ->
+ * function, copied (later changes to the caller's table change nothing)
+ * and kept in the store's registry ref.  Raises on anything else. */
+static void set_upcasters(lua_State *L, lstore *ls) {
+  int t, copy;
+  if (lua_isnoneornil(L, 2)) return;
+  lua_getfield(L, 2, "upcasters");
+  t = lua_gettop(L);
+  if (lua_isnil(L, t)) {
+    lua_pop(L, 1);
+    return;
+  }
+  if (!lua_istable(L, t))
+    luaL_argerror(L, 2, lua_pushfstring(L, "upcasters must be a table of event type -> function, got %s",
+                                        luaL_typename(L, t)));
+  lua_newtable(L);
+  copy = lua_gettop(L);
+  lua_pushnil(L);
+  while (lua_next(L, t)) {
+    if (lua_type(L, -2) != LUA_TSTRING)
+      luaL_argerror(L, 2, "upcasters must be keyed by event type names (strings)");
+    if (!lua_isfunction(L, -1))
+      luaL_argerror(L, 2, lua_pushfstring(L, "upcasters.%s must be a function, got %s",
+                                          lua_tostring(L, -2), luaL_typename(L, -1)));
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, copy);
+    ls->n_upcasters++;
+  }
+  if (ls->n_upcasters > 0) ls->upcast_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_settop(L, t - 1);
+}
+
+/* Apply the store's upcasters to the event table at index ev (in place):
+ * while its type has an upcaster, fn(data, event) -> new_type, new_data
+ * replaces both.  An upcaster that returns its own type ends the chain;
+ * a chain longer than the number of upcasters is a loop, and raises, as
+ * does a type that is not a string.  Only called when there are upcasters. */
+static void upcast_event(lua_State *L, const lstore *ls, int ev) {
+  int t, top = lua_gettop(L);
+  lua_Integer steps = 0;
+  ev = lua_absindex(L, ev);
+  luaL_checkstack(L, 6, NULL);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ls->upcast_ref);
+  t = lua_gettop(L);
+  for (;;) {
+    int same;
+    lua_pushliteral(L, "type");
+    lua_rawget(L, ev);                    /* the type */
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, t) == LUA_TNIL) break; /* no upcaster: done */
+    if (++steps > ls->n_upcasters)
+      luaL_error(L, "upcasters loop: '%s' comes back to itself", lua_tostring(L, -2));
+    lua_pushliteral(L, "data");
+    lua_rawget(L, ev);
+    lua_pushvalue(L, ev);
+    lua_call(L, 2, 2);                    /* type, new_type, new_data */
+    if (lua_type(L, -2) != LUA_TSTRING)
+      luaL_error(L, "the upcaster of '%s' returned a type that is not a string (%s)",
+                 lua_tostring(L, -3), luaL_typename(L, -2));
+    same = lua_rawequal(L, -2, -3);
+    lua_pushliteral(L, "data");
+    lua_insert(L, -2);
+    lua_rawset(L, ev);                    /* type, new_type */
+    lua_pushliteral(L, "type");
+    lua_insert(L, -2);
+    lua_rawset(L, ev);                    /* type */
+    lua_pop(L, 1);
+    if (same) break;
+  }
+  lua_settop(L, top);
+}
+
+/* store:_upcast(event) -> event, with the store's upcasters applied (the
+ * inline projections' events, which come from the commit hook). */
+static int l_upcast(lua_State *L) {
+  lstore *ls = check_store(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  if (ls->upcast_ref != LUA_NOREF) upcast_event(L, ls, 2);
+  lua_settop(L, 2);
+  return 1;
+}
+
+/* store:_upcasting() -> whether the store has upcasters */
+static int l_upcasting(lua_State *L) {
+  lstore *ls = check_store(L, 1);
+  lua_pushboolean(L, ls->upcast_ref != LUA_NOREF);
+  return 1;
+}
+
 /* ---- module functions ----------------------------------------------------- */
 
 static void push_store_class(lua_State *L, int cls);
@@ -289,13 +383,14 @@ static int open_store(lua_State *L) {
   push_store_class(L, lua_isnil(L, 3) ? 0 : 3); /* 4 */
   ls = lua_newuserdatauv(L, sizeof *ls, 1);
   memset(ls, 0, sizeof *ls);
-  ls->hook_ref = ls->hook_err_ref = ls->reader_ref = LUA_NOREF;
+  ls->hook_ref = ls->hook_err_ref = ls->reader_ref = ls->upcast_ref = LUA_NOREF;
   lua_pushvalue(L, 4);
   lua_setmetatable(L, -2);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1); /* the path, for tostring */
   lua_rawgetp(L, 4, &reader_key);
   ls->reader_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  set_upcasters(L, ls); /* raises on a bad one: before anything is opened */
   rc = er_open(path, &o, &ls->s, &err);
   if (rc != ER_OK) return push_error(L, &err);
   return 1;
@@ -981,6 +1076,25 @@ static int store_refresh(lua_State *L) {
   return 1;
 }
 
+/* store:_wait(after [, timeout_ms]) -> the last position once it is above
+ * `after`, or at most `after` when timeout_ms (default: no limit; 0: only
+ * look) ran out; nil, err when a read-only handle cannot catch up.  Blocks
+ * the calling Lua state (er_wait_position); eventrocks.subscription waits
+ * in slices so that a Lua signal hook (Ctrl-C) runs between them. */
+static int l_wait(lua_State *L) {
+  lstore *ls = check_store(L, 1);
+  lua_Integer after = luaL_checkinteger(L, 2);
+  lua_Integer ms = luaL_optinteger(L, 3, -1);
+  uint64_t last = 0;
+  er_error err;
+  luaL_argcheck(L, after >= 0, 2, "position must be >= 0");
+  luaL_argcheck(L, ms >= -1 && ms <= INT_MAX, 3, "timeout out of range");
+  if (er_wait_position(ls->s, (uint64_t)after, (int)ms, &last, &err) != ER_OK)
+    return push_error(L, &err);
+  lua_pushinteger(L, (lua_Integer)last);
+  return 1;
+}
+
 /* store:_is_read_only() -> boolean */
 static int l_is_read_only(lua_State *L) {
   lstore *ls = check_store(L, 1);
@@ -1036,6 +1150,7 @@ static int store_event(lua_State *L) {
              (unsigned long long)pos);
     return push_error(L, &err);
   }
+  if (ls->upcast_ref != LUA_NOREF) upcast_event(L, ls, -1);
   return 1;
 }
 
@@ -1078,6 +1193,7 @@ static lstore *iter_store(lua_State *L) {
  * registry at every call), and the iterator itself, used when the function
  * is called without arguments. */
 static int iter_next(lua_State *L) {
+  const lstore *ls;
   liter *li;
   er_error err;
   int rc;
@@ -1091,7 +1207,7 @@ static int iter_next(lua_State *L) {
   else
     li = luaL_checkudata(L, 1, ITER_MT); /* raises */
   if (!li->it) return 0;
-  iter_store(L); /* raises when the store was closed */
+  ls = iter_store(L); /* raises when the store was closed */
   if (li->kind == LI_KV) {
     const void *k, *v;
     size_t klen, vlen;
@@ -1124,7 +1240,10 @@ static int iter_next(lua_State *L) {
       r.cache = lua_touserdata(L, lua_upvalueindex(1));
       r.t = lua_upvalueindex(2);
       if (li->raw) return push_event_raw(L, &ev, &r);
-      if (push_event(L, &ev, &r)) return 1;
+      if (push_event(L, &ev, &r)) {
+        if (ls->upcast_ref != LUA_NOREF) upcast_event(L, ls, -1);
+        return 1;
+      }
       iter_close(L);
       return raise_corrupt(L, ev.position);
     }
@@ -1241,7 +1360,8 @@ static int store_close(lua_State *L) {
   luaL_unref(L, LUA_REGISTRYINDEX, ls->hook_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, ls->hook_err_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, ls->reader_ref);
-  ls->hook_ref = ls->hook_err_ref = ls->reader_ref = LUA_NOREF;
+  luaL_unref(L, LUA_REGISTRYINDEX, ls->upcast_ref);
+  ls->hook_ref = ls->hook_err_ref = ls->reader_ref = ls->upcast_ref = LUA_NOREF;
   er_buf_free(L, &ls->kvbuf);
   er_buf_free(L, &ls->buf);
   lalloc(L, ls->evs, ls->evs_cap * sizeof *ls->evs, 0);
@@ -1558,6 +1678,9 @@ static const luaL_Reg store_methods[] = {
   {"_get", l_get},
   {"_scan", l_scan},
   {"_is_read_only", l_is_read_only},
+  {"_wait", l_wait},
+  {"_upcast", l_upcast},
+  {"_upcasting", l_upcasting},
   {"_debug_put", l_debug_put},
   {"_debug_delete", l_debug_delete},
   {"_debug_get", l_debug_get},

@@ -463,6 +463,33 @@ describe("eventrocks command", function()
       assert.equal(34, #ls)
       for i = 1, 30 do assert.matches("^%s*" .. (i + 4) .. " late%-1@" .. i .. " Late ", ls[i + 4]) end
     end)
+
+    it("--follow with --category and --type shows only those, each within a second of its commit", function()
+      t.store:close()
+      local outf = tmpfile()
+      local p = assert(io.popen(CMD .. " --store " .. H.shquote(t.dir)
+        .. " tail --follow --json --category late --type Wanted >" .. H.shquote(outf) .. " 2>&1 </dev/null & echo $!"))
+      local pid = tonumber(p:read("l"))
+      p:close()
+      finally(function() os.execute("kill " .. pid .. " 2>/dev/null") end)
+      sleep(0.3)
+      local out = H.run_child(string.format([[
+        local s = assert(er.open(%q))
+        for i = 1, 3 do
+          assert(s:append("late-1", { { type = "Wanted", data = i }, { type = "Other" } }))
+          assert(s:append("early-1", { type = "Wanted" }))
+        end
+        print("appended")]], t.dir))
+      assert.equal("appended\n", out)
+      local t0 = os.time()
+      assert.is_true(wait_for(function() return #lines(read_file(outf) or "") >= 3 end, 5), tostring(read_file(outf)))
+      assert.is_true(os.time() - t0 <= 2)
+      local got = decode_lines(read_file(outf))
+      assert.equal(3, #got)
+      for i, ev in ipairs(got) do
+        assert.same({ "late-1", "Wanted", i }, { ev.stream, ev.type, ev.data })
+      end
+    end)
   end)
 
   -- -------------------------------------------------------------------------
@@ -506,6 +533,34 @@ describe("eventrocks command", function()
       assert.same({ Created = 2, PriceIncreased = 2, Placed = 1, Shipped = 1 }, got.types)
       assert.equal("integer", math.type(got.size_on_disk))
       assert.is_true(got.size_on_disk > 0)
+    end)
+
+    it("draws the events per hour up to the newest event's hour, and --json gives the rows", function()
+      local s = t.store
+      local txn = assert(s:_txn())
+      local hour = 3600 * 1000000
+      local newest = (s:event(6).time // hour + 1) * hour + 60 * 1000000 -- in the next hour
+      assert(txn:append("late-1", { H.ev("A"), H.ev("A"), H.ev("A") }, { time = newest }))
+      assert(txn:commit())
+      local code, out, err = erun(t.dir, "stats --hours 3")
+      assert.equal(0, code, err)
+      local rows = {}
+      for day, h, n, bar in out:gmatch("\n  (%d%d%d%d%-%d%d%-%d%d) (%d%d):00 +(%d+) ?(#*)") do
+        rows[#rows + 1] = { h = h, n = tonumber(n), bar = #bar }
+        assert.is_truthy(day)
+      end
+      assert.equal(3, #rows, out)
+      assert.same({ 0, 6, 3 }, { rows[1].n, rows[2].n, rows[3].n })
+      assert.same({ 0, 40, 20 }, { rows[1].bar, rows[2].bar, rows[3].bar }) -- scaled to the busiest hour
+      assert.equal(os.date("!%H", newest // 1000000), rows[3].h)
+      code, out = erun(t.dir, "stats --json --hours 2")
+      assert.equal(0, code)
+      local got = decode_lines(out)[1]
+      assert.same({ 6, 3 }, { got.hours[1].events, got.hours[2].events })
+      assert.equal(os.date("!%Y-%m-%d %H:00", newest // 1000000), got.hours[2].hour)
+      assert.equal(0, got.earlier)
+      code, out = erun(t.dir, "stats --json --hours 1")
+      assert.equal(6, decode_lines(out)[1].earlier)
     end)
 
     it("works on an empty store", function()
@@ -1230,6 +1285,8 @@ describe("eventrocks command", function()
       contains(out, "history(repo, id)")
       contains(out, "store:append")
       contains(out, "help()")
+      contains(out, "store:subscribe")
+      contains(out, "The store: 3 events in 2 streams, last position 3, ")
     end)
 
     it("a syntax error goes to stderr and the REPL continues (exit 1 at the end: input is piped)", function()

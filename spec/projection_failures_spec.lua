@@ -57,6 +57,22 @@ describe("projection failures", function()
     assert.is_nil(p:dead_letters()())
   end)
 
+  it("a failing handler's writes are taken back to what the batch held, however often it wrote a key", function()
+    for i = 1, 4 do assert(t.store:append("k-1", { type = "K", data = { n = i } })) end
+    local p = t.store:projection("undo", { on_error = "skip", handlers = { K = function(view, ev)
+      view:put("k", "first " .. ev.data.n)
+      view:delete("k")
+      view:put("k", "last " .. ev.data.n)
+      view:put("new-" .. ev.data.n, true)
+      if ev.data.n % 2 == 0 then error("even") end
+    end } })
+    assert.same({ 4, 4 }, { p:run() })
+    assert.equal("last 3", p:get("k"))
+    assert.is_nil(p:get("new-2"))
+    assert.is_nil(p:get("new-4"))
+    assert.is_true(p:get("new-3"))
+  end)
+
   it("park holds back the rest of the failing event's stream, in order, until retried", function()
     fill()
     local p = t.store:projection("p", { handlers = handlers(), on_error = "park" })

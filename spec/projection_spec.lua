@@ -595,7 +595,8 @@ describe("catch-up projections", function()
     p:run()
     s:append("product-2", H.ev("PriceIncreased", { delta = 1 }))
     s:close()
-    local r = assert(H.open(t, t.dir, { read_only = true }))
+    local r, oerr = H.open(t, t.dir, { read_only = true })
+    assert(r, tostring(oerr))
     local q = r:projection("prices", { category = "product", handlers = price_handlers() })
     assert.equal(9, q:position())
     H.assert_same({ price = 10 }, q:get("product-2"))
@@ -619,7 +620,7 @@ end)
 
 -- ---------------------------------------------------------------------------
 describe("follow mode", function()
-  it("polls until stop() returns true and picks up events appended from inside stop()", function()
+  it("runs until stop() returns true and picks up events appended from inside stop() at once", function()
     local s = t.store
     local seen = {}
     local p = s:projection("follow", { handlers = { Tick = function(v, e)
@@ -628,7 +629,7 @@ describe("follow mode", function()
     end } })
     s:append("t-1", H.evs(3, "Tick"))                           -- 1..3
     local calls = 0
-    local n, pos = p:run({ follow = true, interval = 20, stop = function()
+    local n, pos = p:run({ follow = true, interval = 1000, stop = function()
       calls = calls + 1
       if calls < 4 then
         s:append("t-1", { type = "Tick", data = { call = calls } }) -- 4, 6, 8
@@ -642,10 +643,47 @@ describe("follow mode", function()
     assert.equal(9, p:position())
     assert.equal(6, p:get("n"))
     H.assert_same({ 1, 2, 3, 4, 6, 8 }, seen)
-    -- polls are `interval` ms apart: the events stop() appended show it
+    -- no polling: a commit ends the wait at once, long before `interval`
     local t4, t6, t8 = s:event(4).time, s:event(6).time, s:event(8).time
-    assert.is_true(t6 - t4 >= 20000, "second poll only " .. (t6 - t4) .. " us after the first")
-    assert.is_true(t8 - t6 >= 20000, "third poll only " .. (t8 - t6) .. " us after the second")
+    assert.is_true(t6 - t4 < 500000, "second round " .. (t6 - t4) .. " us after the first")
+    assert.is_true(t8 - t6 < 500000, "third round " .. (t8 - t6) .. " us after the second")
+  end)
+
+  it("with nothing new, waits `interval` ms between calls of stop()", function()
+    local s = t.store
+    local p = s:projection("idle-wait", { handlers = { Tick = counter() } })
+    local times = {}
+    p:run({ follow = true, interval = 30, stop = function()
+      times[#times + 1] = require("system").monotime()
+      return #times == 3
+    end })
+    assert.is_true(times[3] - times[1] >= 0.055, "stop() asked " .. (times[3] - times[1]) .. " s apart")
+  end)
+
+  it("inside a coroutine, yields while waiting and handles what was appended meanwhile", function()
+    local s = t.store
+    local seen = {}
+    local p = s:projection("co-follow", { handlers = { Tick = function(_, e) seen[#seen + 1] = e.position end } })
+    local stopping = false
+    local co = coroutine.create(function()
+      return p:run({ follow = true, interval = 60000, stop = function() return stopping end })
+    end)
+    local ok, token = coroutine.resume(co)
+    assert.is_true(ok, tostring(token))
+    assert.equal(p, token) -- it yields the projection
+    assert.equal("suspended", coroutine.status(co))
+    s:append("t-1", H.evs(2, "Tick"))
+    ok, token = coroutine.resume(co)
+    assert.is_true(ok, tostring(token))
+    H.assert_same({ 1, 2 }, seen)
+    stopping = true
+    s:append("t-1", H.evs(1, "Tick"))
+    local ok2, n, pos = coroutine.resume(co)
+    assert.is_true(ok2, tostring(n))
+    assert.equal("dead", coroutine.status(co))
+    assert.equal(3, n)
+    assert.equal(3, pos)
+    H.assert_same({ 1, 2, 3 }, seen)
   end)
 
   it("with nothing to read, polls N times and returns 0 and the position", function()

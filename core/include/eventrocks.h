@@ -224,6 +224,19 @@ int er_refresh(er_store *s, er_error *err);
  * with).  A read-only handle is always idle. */
 int er_wait_idle(er_store *s, int timeout_ms);
 
+/* Wait until the store's last position is above `after`, at most
+ * `timeout_ms` milliseconds (-1: no limit, 0: only look).  On ER_OK
+ * `*last` is the last position: above `after` when it came, at most
+ * `after` when the time ran out.  A writable handle is woken by the commit
+ * itself (a condition variable signalled after each commit through this
+ * handle, from any thread): no polling.  A read-only handle watches the
+ * store's directory (inotify: the writer's log file changes) and catches up
+ * (er_refresh) at each change, and at least every 500 ms; when inotify is
+ * not available it catches up every 2 ms.  Errors: those of er_refresh.
+ * Safe from any thread; the handle must not be closed meanwhile. */
+int er_wait_position(er_store *s, uint64_t after, int timeout_ms,
+                     uint64_t *last, er_error *err);
+
 /* Take a consistent copy of the store into the new directory `dir` (it
  * must not exist; its parent must) while the store stays open and
  * writable: RocksDB's checkpoint, hard links where `dir` is on the same

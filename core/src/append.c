@@ -406,7 +406,10 @@ static void commit_publish(er_txn *t, const commit_buf *b) {
   size_t a;
   assert(er__locked(s) && t->state == TXN_COMMITTING);
   t->state = TXN_COMMITTED;
-  if (b->nwritten) __atomic_store_n(&s->last_position, b->pos, __ATOMIC_RELEASE);
+  if (b->nwritten) {
+    __atomic_store_n(&s->last_position, b->pos, __ATOMIC_SEQ_CST);
+    er__notify_commit(s); /* wait.c: subscribers */
+  }
   if (b->holes) s->format = 2;
   if (b->own_time) s->last_time = b->now;
   for (a = 0; a < t->n_appends; a++) {

@@ -149,6 +149,12 @@ struct er_store {
   er_commit_hook hook; /* set before use; called under write_lock */
   void *hook_ud;
 
+  /* Guarded by wait_lock (wait.c): er_wait_position's sleepers, woken by
+   * er__notify_commit after each commit that wrote events. */
+  pthread_mutex_t wait_lock;
+  pthread_cond_t committed;
+  int sleepers; /* atomic: commits skip the lock when nobody waits */
+
   /* Guarded by iter_lock: live iterators, destroyed by er_close. */
   pthread_mutex_t iter_lock;
   er_iter *iters;
@@ -195,6 +201,13 @@ static inline void er__unlock(er_store *s) {
 static inline int er__locked(const er_store *s) {
   return s->write_locked && pthread_equal(s->writer, pthread_self());
 }
+
+/* wait.c: set up and tear down the sleepers' lock and condition (er_open,
+ * store_free); wake them after a commit (called with the new position
+ * published). */
+void er__wait_init(er_store *s);
+void er__wait_destroy(er_store *s);
+void er__notify_commit(er_store *s);
 
 /* errors.c */
 int er__fail(er_error *err, int code, const char *fmt, ...)

@@ -121,6 +121,10 @@ local function log_opts(args, from)
     types = args.type and #args.type > 0 and args.type or nil }
 end
 
+local function log_opts_follow(args, from)
+  return { from = from, category = args.category, types = args.type and #args.type > 0 and args.type or nil }
+end
+
 function commands.tail(args)
   local from = args.from or 1
   if not args.follow then
@@ -128,37 +132,13 @@ function commands.tail(args)
     for ev in store:all(log_opts(args, from)) do print_event(ev, args.json) end
     return
   end
-  -- Follow: the read-only handle catches up with the writer at every poll
-  -- (store:refresh).  While the writer flushes, a view can briefly lack an
-  -- event that a later one has: so positions are taken strictly in order,
-  -- and a poll that meets a gap stops there and tries again at the next.
-  local interval = args.interval or 200
-  local types
-  if args.type and #args.type > 0 then
-    types = {}
-    for _, t in ipairs(args.type) do types[t] = true end
-  end
+  -- Follow: a subscription on the read-only handle, woken within
+  -- milliseconds of each commit of the writer (inotify and a catch-up; see
+  -- eventrocks.subscription).  --interval is still accepted and ignored.
   local store <close> = open_store(args)
-  while true do
-    local ok, err = pcall(function()
-      for ev in store:all({ from = from }) do
-        if ev.position ~= from and not store:_removed(from, ev.position - 1) then break end
-        from = ev.position
-        from = from + 1
-        if (not args.category or core.category(ev.stream) == args.category)
-          and (not types or types[ev.type]) then
-          print_event(ev, args.json)
-        end
-      end
-    end)
-    -- a damaged or unreadable record is left for the next poll (a writer
-    -- elsewhere may be mid-flush); anything else is ours to report
-    if not ok and not (type(err) == "table" and (err.code == "corruption" or err.code == "io")) then
-      error(err, 0)
-    end
+  for ev in store:subscribe(log_opts_follow(args, from)) do
+    print_event(ev, args.json)
     stdout:flush()
-    system.sleep(interval / 1000)
-    store:refresh() -- a failure here is retried at the next poll
   end
 end
 
@@ -246,20 +226,54 @@ function commands.consume(args)
     args.mirror and " and mirrored" or "", pos)), "\n")
 end
 
+local HOUR_US = 3600 * 1000000
+
+-- The per-hour histogram of `stats`: the `hours` hours up to the newest
+-- event's (UTC), from `per_hour` (hour number since the epoch -> events).
+-- Returns rows { hour = "2026-12-06 05:00", events = n } oldest first, and
+-- the number of events older than the first row.
+local function hour_rows(per_hour, newest, hours)
+  local rows, before = {}, 0
+  if not newest then return rows, 0 end
+  local first = newest - hours + 1
+  for h = first, newest do
+    rows[#rows + 1] = { hour = os.date("!%Y-%m-%d %H:00", h * 3600), events = per_hour[h] or 0 }
+  end
+  for h, c in pairs(per_hour) do if h < first then before = before + c end end
+  return rows, before
+end
+
+-- Draw the rows as bars `width` columns wide at most, scaled to the
+-- busiest hour.
+local function draw_hours(rows, before, width)
+  local max = 0
+  for _, r in ipairs(rows) do if r.events > max then max = r.events end end
+  local block = sys.isatty(1) and "\u{2588}" or "#"
+  for _, r in ipairs(rows) do
+    local len = max > 0 and math.ceil(r.events * width / max) or 0
+    stdout:write(fmt("  %s  %8d%s\n", r.hour, r.events, len > 0 and " " .. paint.green(block:rep(len)) or ""))
+  end
+  if before > 0 then stdout:write(fmt("  %-16s  %8d\n", "(earlier)", before)) end
+end
+
 function commands.stats(args)
   local store <close>, dir = open_store(args)
-  local categories, types, streams = {}, {}, 0
-  for _ in store:streams() do streams = streams + 1 end
-  local total = store:last_position()
+  local categories, types = {}, {}
+  local st = store:stats()
+  local streams, total = st.streams, st.last_position
   local bar = progress("scanning", total)
-  local n = 0
+  local n, per_hour, newest = 0, {}, nil
   for ev in store:all() do
     n = n + 1
     local cat = core.category(ev.stream)
     categories[cat] = (categories[cat] or 0) + 1
     types[ev.type] = (types[ev.type] or 0) + 1
+    local h = ev.time // HOUR_US
+    per_hour[h] = (per_hour[h] or 0) + 1
+    if not newest or h > newest then newest = h end
     if n % 4096 == 0 then bar.step(n) end
   end
+  local hours, before = hour_rows(per_hour, newest, args.hours or 24)
   if n > 0 then bar.done(n) end
   local size = sys.disk_size(dir)
   local function sorted(t)
@@ -274,7 +288,7 @@ function commands.stats(args)
   local cats, typs = sorted(categories), sorted(types)
   if args.json then
     stdout:write(jsonl.encode_value({ events = n, streams = streams, last_position = total,
-      size_on_disk = size, categories = categories, types = types }), "\n")
+      size_on_disk = size, categories = categories, types = types, hours = hours, earlier = before }), "\n")
     return
   end
   stdout:write(fmt("store          %s\n", safe(dir)))
@@ -286,6 +300,10 @@ function commands.stats(args)
   for _, r in ipairs(cats) do stdout:write(fmt("  %-28s %d\n", escape(r.name), r.count)) end
   stdout:write(fmt("event types    %d\n", #typs))
   for _, r in ipairs(typs) do stdout:write(fmt("  %-28s %d\n", escape(r.name), r.count)) end
+  if #hours > 0 then
+    stdout:write(fmt("events per hour (UTC, the %d hours up to the newest event)\n", #hours))
+    draw_hours(hours, before, 40)
+  end
 end
 
 function commands.export(args)
@@ -685,11 +703,12 @@ local function parser()
   c:option("--category", "Only streams of this category.")
   c:option("--type", "Only events of this type (repeatable)."):count("*")
   c:flag("-f --follow", "Keep waiting for new events (Ctrl-C to stop).")
-  c:option("--interval", "Milliseconds between polls with --follow (default 200)."):convert(natural("interval"))
+  c:option("--interval", "Ignored (kept for old scripts): --follow is woken by each commit."):convert(natural("interval"))
   c:flag("--json", "JSON lines.")
 
-  c = p:command("stats", "Events, streams, categories and event types with counts, size on disk.")
+  c = p:command("stats", "Events, streams, categories and event types with counts, size on disk, events per hour.")
   c:flag("--json", "One JSON object.")
+  c:option("--hours", "Hours in the histogram, up to the newest event's (default 24)."):convert(natural("hours"))
 
   c = p:command("export", "Write every event as JSON lines (lossless; see README).")
   c:argument("file", "Output file (default: standard output)."):args("?")

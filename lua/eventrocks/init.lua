@@ -7,6 +7,7 @@ local core = require "eventrocks.core"
 local pretty = require "eventrocks.pretty"
 local aggregate = require "eventrocks.aggregate"
 local projection = require "eventrocks.projection"
+local subscription = require "eventrocks.subscription"
 local rocks = require "eventrocks.rocks" -- JetStream: a rock of its own, loaded when first used
 
 -- The class of the stores eventrocks.open opens (see core.open).
@@ -14,6 +15,7 @@ local STORE = {
   methods = {
     repository = aggregate.repository,
     projection = projection.projection,
+    subscribe = subscription.subscribe,
     relay = function(store, ...) return rocks.need_jetstream("store:relay").relay(store, ...) end,
   },
   event = pretty.event_metatable,

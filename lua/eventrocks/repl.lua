@@ -126,7 +126,8 @@ eventrocks repl -- Lua 5.4 with the store at hand
   for ev in store:read(s) do show(ev) end        a stream (opts: from, count, backward)
   for ev in store:all({category = "c"}) do ... end   the global log (from, count, types)
   for s, v in store:streams() do print(s, v) end     streams (opts: prefix)
-  store:event(pos), store:version(s), store:last_position()
+  store:event(pos), store:version(s), store:last_position(), store:stats()
+  for ev in store:subscribe({timeout = 5}) do ... end  the log, then new commits
   show(x)                        print anything readably: tables, events, errors, aggregates
   history(repo, id)              the state after each event of an aggregate
                                  (repo = store:repository(er.aggregate(...)))
@@ -135,7 +136,23 @@ eventrocks repl -- Lua 5.4 with the store at hand
 An expression prints its values; `=expr` works too.  Ctrl-D (or os.exit()) leaves.
 ]]
 
-function M.help() io.write(HELP) end
+--- summary(store) -> one line: events, streams, last position and size
+-- on disk (store:stats()), or nil when the store is closed or fails.
+function M.summary(store)
+  if not store then return nil end
+  local ok, st = pcall(store.stats, store)
+  if not ok or type(st) ~= "table" then return nil end
+  return fmt("%d event%s in %d stream%s, last position %d, %.1f MiB on disk", st.events,
+    st.events == 1 and "" or "s", st.streams, st.streams == 1 and "" or "s", st.last_position,
+    st.bytes_on_disk / 1048576)
+end
+
+--- help([store]) prints the guide, and the store's summary when given.
+function M.help(store)
+  io.write(HELP)
+  local line = M.summary(store)
+  if line then io.write("\nThe store: ", line, "\n") end
+end
 
 -- ---------------------------------------------------------------------------
 -- The loop
@@ -279,11 +296,13 @@ function M.run(opts)
   io.stdout:setvbuf("line") -- results and errors (stderr) in the order they happen
   local read, run = reader(interactive)
   local env = setmetatable({
-    er = er, store = opts.store, show = M.show, history = M.history, help = M.help,
+    er = er, store = opts.store, show = M.show, history = M.history,
+    help = function() M.help(opts.store) end,
   }, { __index = _G })
   if interactive then
-    io.write(fmt("%s -- %s\nType help() for a guide, Ctrl-D to leave.\n", er._VERSION,
-      pretty.safe(tostring(opts.store))))
+    local line = M.summary(opts.store)
+    io.write(fmt("%s -- %s\n%sType help() for a guide, Ctrl-D to leave.\n", er._VERSION,
+      pretty.safe(tostring(opts.store)), line and line .. "\n" or ""))
   end
   local buffer, unfinished -- a chunk not complete yet, and why load says so
   local failed = false
