@@ -400,3 +400,28 @@ describe("export and import of a store with holes", function()
     os.remove(file)
   end)
 end)
+
+describe("subscriptions over holes", function()
+  local t = {}
+  before_each(function() H.setup(t) end)
+  after_each(function() H.teardown(t) end)
+
+  it("yield the events that read, on the writer's handle and on a read-only one, without stalling at a hole", function()
+    assert(t.store:append("a-1", H.evs(2, "E")))
+    assert(t.store:append("b-1", H.evs(3, "E")))
+    assert(t.store:append("a-1", H.evs(1, "E")))
+    assert(t.store:append("c-1", H.evs(2, "E")))
+    assert(t.store:delete("b-1", { hard = true }))
+    assert(t.store:delete("c-1", { hard = true })) -- a hole at the end too
+    assert(t.store:compact())
+    local got = {}
+    for ev in t.store:subscribe({ timeout = 0.2 }) do got[#got + 1] = ev.position end
+    assert.same({ 1, 2, 6 }, got)
+    local ro = assert(H.open(t, t.dir, { read_only = true }))
+    got = {}
+    local t0 = os.clock()
+    for ev in ro:subscribe({ timeout = 0.2 }) do got[#got + 1] = ev.position end
+    assert.same({ 1, 2, 6 }, got)
+    assert.is_true(os.clock() - t0 < 1)
+  end)
+end)
