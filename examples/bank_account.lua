@@ -14,38 +14,10 @@ local scratch = not dir
 if scratch then dir = os.tmpname(); os.remove(dir) end
 local store = assert(er.open(dir))
 
-local apply = {
-  AccountOpened = function(s, d) s.open, s.owner = true, d.owner end,
-  Deposited = function(s, d) s.balance = s.balance + d.amount end,
-  Withdrawn = function(s, d) s.balance = s.balance - d.amount end,
-}
-local function init() return { balance = 0, open = false } end
-
-local Account = er.aggregate("account", {
-  init = init,
-  apply = apply,
-  snapshot_every = 50,   -- store the state every 50 events, with them
-  schema = 1,            -- bump when the state's shape changes
-})
-
-function Account:open(owner)
-  if self.state.open then error("account already open") end
-  self:raise("AccountOpened", { owner = owner })
-end
-
-function Account:deposit(amount)
-  if not self.state.open then error("account is not open") end
-  if math.type(amount) ~= "integer" or amount <= 0 then error("amount must be a positive integer (cents)") end
-  self:raise("Deposited", { amount = amount })
-end
-
-function Account:withdraw(amount)
-  if not self.state.open then error("account is not open") end
-  if amount > self.state.balance then
-    error(("insufficient funds: balance %d, asked %d"):format(self.state.balance, amount))
-  end
-  self:raise("Withdrawn", { amount = amount })
-end
+-- The domain lives in its own file (examples/account.lua), so that its
+-- tests (spec/examples_spec.lua, with eventrocks.testing) load the same code.
+local here = arg and arg[0] and arg[0]:match("^(.*)/[^/]*$") or "examples"
+local Account, apply, init = dofile(here .. "/account.lua")
 
 local accounts = store:repository(Account)
 

@@ -164,3 +164,80 @@ describe("projection failures", function()
     assert.equal(0, st.position)
   end)
 end)
+
+describe("projection failures across a SIGKILL", function()
+  local t = {}
+  before_each(function() H.setup(t) end)
+  after_each(function() H.teardown(t) end)
+
+  -- 10 streams of 60 events; in some streams one event fails, and parks the
+  -- rest of its stream.  A child runs the parking projection in small
+  -- batches, slowly, and is killed in the middle; then the store must hold
+  -- exactly what a whole run gives, and a retry after the restart applies
+  -- every dead letter once.
+  it("leaves the read model and dead letters of whole batches, and a retry after the restart applies each once", function()
+    local bad = { ["s-2"] = 10, ["s-5"] = 1, ["s-7"] = 45 }
+    for i = 1, 600 do
+      local stream = "s-" .. (i % 10)
+      local v = t.store:version(stream) + 1
+      assert(t.store:append(stream, { type = "N", data = { v = v, bad = bad[stream] == v or nil } }))
+    end
+    t.store:close()
+    local code = [[
+      local system = require "system"
+      local store = assert(er.open(DIR))
+      local p = store:projection("p", { on_error = "park", handlers = { N = function(view, ev)
+        if ev.data.bad then error("bad " .. ev.stream) end
+        view:put(ev.stream, (view:get(ev.stream) or 0) + 1)
+        system.sleep(0.0005)
+      end } })
+      io.stdout:write("started\n") io.stdout:flush()
+      p:run({ batch = 7 })
+      io.stdout:write("finished\n") io.stdout:flush()
+    ]]
+    code = code:gsub("DIR", function() return string.format("%q", t.dir) end)
+    local p = assert(io.popen("echo $$; exec " .. H.lua_cmd(code), "r"))
+    local pid = tonumber(p:read("l"))
+    assert.equal("started", p:read("l"))
+    require("system").sleep(0.15)
+    os.execute("kill -9 " .. pid)
+    local rest = p:read("a")
+    p:close()
+    assert.is_nil(rest:find("finished", 1, true), "the child finished before the kill: " .. rest)
+
+    local s = assert(H.open(t, t.dir))
+    local function handlers(healed)
+      return { N = function(view, ev)
+        if ev.data.bad and not healed then error("bad " .. ev.stream) end
+        view:put(ev.stream, (view:get(ev.stream) or 0) + 1)
+      end }
+    end
+    local proj = s:projection("p", { on_error = "park", handlers = handlers(false) })
+    local cp = proj:position()
+    assert.is_true(cp > 0 and cp < 600, "killed at checkpoint " .. cp)
+    -- what the checkpoint promises: every event up to it applied once or
+    -- parked (the bad one and the rest of its stream), nothing after it
+    local want, dead = {}, {}
+    for ev in s:all() do
+      if ev.position > cp then break end
+      if ev.data.bad or dead[ev.stream] then dead[ev.stream] = (dead[ev.stream] or 0) + 1
+      else want[ev.stream] = (want[ev.stream] or 0) + 1 end
+    end
+    for k = 0, 9 do assert.equal(want["s-" .. k], proj:get("s-" .. k), "s-" .. k .. " at checkpoint " .. cp) end
+    local parked = 0
+    for _ in proj:dead_letters() do parked = parked + 1 end
+    local want_parked = 0
+    for _, n in pairs(dead) do want_parked = want_parked + n end
+    assert.equal(want_parked, parked)
+    -- the restart finishes the run; then the healed handler retries them all
+    assert(proj:run())
+    assert.equal(600, proj:position())
+    proj = s:projection("p", { on_error = "park", handlers = handlers(true) })
+    local total_dead = 0
+    for _ in proj:dead_letters() do total_dead = total_dead + 1 end
+    assert.equal(51 + 60 + 16, total_dead) -- s-2 from version 10, s-5 from 1, s-7 from 45
+    assert.equal(total_dead, proj:retry())
+    for k = 0, 9 do assert.equal(60, proj:get("s-" .. k), "s-" .. k) end
+    assert.is_nil(proj:dead_letters()())
+  end)
+end)
