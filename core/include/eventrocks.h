@@ -281,7 +281,7 @@ int er_stats(er_store *s, er_store_stats *out, er_error *err);
  * Soft (hard = 0): the stream reads as empty and is not listed, keeps its
  * version, and an append restarts it after that version.  Hard: every
  * event of it is removed and every later append or read of it is
- * ER_STREAM_DELETED; its snapshot is deleted with it.  ER_NOT_FOUND for a
+ * ER_STREAM_DELETED.  Either way its snapshot is deleted with it.  ER_NOT_FOUND for a
  * stream that has no events yet; ER_STREAM_DELETED when it was
  * hard-deleted already. */
 int er_delete_stream(er_store *s, const char *stream, size_t stream_len,

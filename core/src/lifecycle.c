@@ -332,10 +332,11 @@ int er_delete_stream(er_store *s, const char *stream, size_t len,
     rc = er__wrong_version(err, stream, len, expected, l.head);
   else if (rc == ER_OK && l.head == 0) rc = missing(err, stream, len);
   if (rc == ER_OK) {
+    /* a snapshot is made of the events: it goes with them (a soft-deleted
+     * stream that restarts must not load the state of its old events) */
+    rocksdb_writebatch_delete_cf(wb, s->cf[CF_SNAPSHOTS], stream, len);
     if (hard) {
       l.flags = ER_LIFE_HARD;
-      /* a snapshot is made of the events: it goes with them */
-      rocksdb_writebatch_delete_cf(wb, s->cf[CF_SNAPSHOTS], stream, len);
     } else {
       l.flags |= ER_LIFE_SOFT;
       if (l.hidden_before < l.head + 1) l.hidden_before = l.head + 1;

@@ -330,11 +330,18 @@ function Repo:load(id, opts)
       agg.state, agg.version = snap.state, snap.version
     end
   end
+  -- the stream's version before the read: when the read ends below it, the
+  -- versions between were deleted or truncated away (a soft-deleted stream
+  -- restarts after them), and a save must expect it
+  local head = max_version == nil and max_time == nil and self.store:version(stream) or 0
   if max_version == nil or agg.version < max_version then
     local read_opts = { from = agg.version + 1 }
     if max_version then read_opts.count = max_version - agg.version end
-    fold(spec, agg, max_time, nil, self.store:read(stream, read_opts))
+    local it, err = self.store:read(stream, read_opts)
+    if not it then error(err, 2) end -- stream_deleted: a hard-deleted stream
+    fold(spec, agg, max_time, nil, it)
   end
+  if agg.version < head then agg.version = head end
   private[agg].base = agg.version
   return agg
 end
