@@ -434,3 +434,44 @@ describe("subscriptions over holes", function()
     assert.is_true(os.clock() - t0 < 1)
   end)
 end)
+
+describe("store:stats with deletes and limits", function()
+  local t = {}
+  before_each(function() H.setup(t) end)
+  after_each(function() H.teardown(t) end)
+
+  it("counts the events and streams that reads show", function()
+    local now = math.floor(os.time() * 1e6)
+    local txn = assert(t.store:_txn())
+    txn:append("temp-1", { H.ev("Old"), H.ev("Old") }, { time = now - 7200 * 1000000 })
+    assert(txn:commit())
+    txn:close()
+    assert(t.store:append("temp-1", H.evs(3, "New")))
+    assert(t.store:append("a-1", H.evs(5, "E")))
+    assert(t.store:append("b-1", H.evs(4, "E")))
+    assert(t.store:append("c-1", H.evs(3, "E")))
+    assert(t.store:append("d-1", H.evs(6, "E")))
+    assert(t.store:append("e-1", H.evs(2, "E")))
+    local function check()
+      local n = 0
+      for _ in t.store:all() do n = n + 1 end
+      local st = t.store:stats()
+      assert.equal(n, st.events)
+      local k = 0
+      for _ in t.store:streams() do k = k + 1 end
+      assert.equal(k, st.streams)
+      return st
+    end
+    assert.equal(25, check().events)
+    assert(t.store:set_stream_meta("temp-1", { max_age = 3600 }))
+    assert(t.store:truncate("a-1", 3))
+    assert(t.store:delete("b-1"))              -- soft: its events stay in the log
+    assert(t.store:delete("c-1", { hard = true }))
+    assert(t.store:set_stream_meta("d-1", { max_count = 2 }))
+    local st = check()
+    assert.equal(25 - 2 - 2 - 3 - 4, st.events)
+    assert.equal(4, st.streams)
+    assert(t.store:compact())
+    assert.equal(14, check().events)
+  end)
+end)

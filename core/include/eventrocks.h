@@ -248,8 +248,8 @@ int er_wait_position(er_store *s, uint64_t after, int timeout_ms,
 int er_backup(er_store *s, const char *dir, uint64_t *position, er_error *err);
 
 /* What a store holds (er_stats).  events and last_position are exact
- * (events counts what reads can see: without deletes it is the last
- * position, with them the log is counted), streams is counted exactly (one
+ * (events counts what reads of the log show: the heads' versions, with a
+ * scan only of the streams that have a time limit), streams is counted exactly (one
  * read of the heads), bytes_on_disk is the size of the files in the
  * store's directory; a family's bytes (its table files and memtables) and
  * keys are RocksDB's estimates. */

@@ -32,41 +32,88 @@ static uint64_t property(er_store *s, int cf, const char *name) {
   return v;
 }
 
-/* The streams: one key of `heads` each, counted exactly, but for deleted
- * ones. */
-static int count_streams(er_store *s, uint64_t *n, er_error *err) {
+/* The events of a stream with a lifecycle that reads of the log show:
+ * versions from the first its rules keep to its head, and of those, when
+ * a time rule applies, the ones timed after its cutoff (a scan of them). */
+static int count_kept(er_store *s, const char *stream, size_t len,
+                      const er__life *l, uint64_t *n, er_error *err) {
+  uint64_t lo = l->before > 1 ? l->before : 1;
+  int64_t cutoff = l->expired_before;
+  er_iter *it;
+  er_event ev;
+  int rc;
+  *n = 0;
+  if (l->flags & ER_LIFE_HARD) return ER_OK;
+  if (l->max_count && l->head >= l->max_count && l->head - l->max_count + 1 > lo)
+    lo = l->head - l->max_count + 1;
+  if (lo > l->head) return ER_OK;
+  if (l->max_age) {
+    int64_t c = er__life_now(s) - (int64_t)(l->max_age * 1000000);
+    if (c > cutoff) cutoff = c;
+  }
+  if (cutoff == 0) {
+    *n = l->head - lo + 1; /* versions are contiguous: nothing else removes */
+    return ER_OK;
+  }
+  /* a read of the stream skips what the rules remove; a soft delete only
+   * hides, so the reader is made here, from `lo` */
+  rc = er__iter_new(s, ITER_STREAM, CF_STREAMS, NULL, 0, NULL, 0, &it, err);
+  if (rc != ER_OK) return rc;
+  {
+    uint8_t key[ER_MAX_STREAM_LEN + 9];
+    er__stream_key(key, stream, len, lo);
+    rocksdb_iter_seek(it->it, (const char *)key, len + 9);
+    it->started = 1;
+    while (rocksdb_iter_valid(it->it)) {
+      size_t klen, vlen;
+      const char *k = rocksdb_iter_key(it->it, &klen);
+      const char *v = rocksdb_iter_value(it->it, &vlen);
+      if (klen != len + 9 || memcmp(k, stream, len) != 0 || k[len] != 0) break;
+      if (er__record_decode(v, vlen, &ev, NULL) == ER_OK && ev.time >= cutoff) ++*n;
+      rocksdb_iter_next(it->it);
+    }
+  }
+  er_iter_free(it);
+  return ER_OK;
+}
+
+/* The streams (one key of `heads` each, but for deleted ones) and the
+ * events the log shows, both counted exactly: a stream without a
+ * lifecycle has every version up to its head. */
+static int count_heads(er_store *s, uint64_t *streams, uint64_t *events,
+                       er_error *err) {
   rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ropts, s->cf[CF_HEADS]);
   char *rerr = NULL;
-  *n = 0;
-  for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
-    size_t klen;
+  int rc = ER_OK;
+  *streams = *events = 0;
+  for (rocksdb_iter_seek_to_first(it); rc == ER_OK && rocksdb_iter_valid(it);
+       rocksdb_iter_next(it)) {
+    size_t klen, vlen;
     const char *k = rocksdb_iter_key(it, &klen);
+    const char *v = rocksdb_iter_value(it, &vlen);
+    uint64_t version = vlen >= 8 ? er__get_le64((const uint8_t *)v) : 0, kept;
     er__life l;
-    if (!er__life_get(s, k, klen, &l) || !(l.flags & (ER_LIFE_SOFT | ER_LIFE_HARD))) ++*n;
+    if (!er__life_get(s, k, klen, &l)) {
+      ++*streams;
+      *events += version;
+      continue;
+    }
+    if (!(l.flags & (ER_LIFE_SOFT | ER_LIFE_HARD))) ++*streams;
+    l.head = version;
+    rc = count_kept(s, k, klen, &l, &kept, err);
+    *events += kept;
   }
   rocksdb_iter_get_error(it, &rerr);
   rocksdb_iter_destroy(it);
   if (rerr) return er__rocks_fail(err, "counting the streams", rerr);
-  return ER_OK;
+  return rc;
 }
 
 int er_stats(er_store *s, er_store_stats *out, er_error *err) {
   int i, rc;
   memset(out, 0, sizeof *out);
   out->last_position = er_last_position(s);
-  if (s->format >= 2) {
-    /* a store with holes or removed events: the log is counted */
-    er_iter *it;
-    er_event ev;
-    rc = er_read_all(s, 1, ER_UNLIMITED, NULL, &it, err);
-    if (rc != ER_OK) return rc;
-    while ((rc = er_iter_next(it, &ev, err)) == ER_OK) out->events++;
-    er_iter_free(it);
-    if (rc != ER_NOT_FOUND) return rc;
-  } else {
-    out->events = out->last_position; /* every position holds an event */
-  }
-  rc = count_streams(s, &out->streams, err);
+  rc = count_heads(s, &out->streams, &out->events, err);
   if (rc != ER_OK) return rc;
   rc = dir_bytes(s->path, &out->bytes_on_disk, err);
   if (rc != ER_OK) return rc;
