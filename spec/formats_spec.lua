@@ -16,9 +16,7 @@ local fmt = string.format
 local CMD, write_file, sh = H.CMD, H.write_file, H.sh
 local function read_file(path) return assert(H.read_file(path)) end
 
--- Programs that are not ours run without the sanitizer runtime that
--- `make asan` preloads (python3 may be a shell script, and bash leaks).
-local OTHER = "env -u LD_PRELOAD "
+local OTHER = H.OTHER -- python3 and bash, without the sanitizer runtime
 
 local function er_cmd(dir, args)
   return CMD .. " --store " .. H.shquote(dir) .. " " .. args

@@ -55,6 +55,10 @@ H.CHILD_VARS = "LUA_PATH=" .. H.shquote(absolute(package.path))
   .. " LUA_CPATH=" .. H.shquote(absolute(package.cpath))
 H.BIN = H.ROOT .. "/bin/eventrocks"
 -- `eventrocks` with this process's modules: append the arguments.
+-- Programs that are not ours (curl, python3, bash) run without the
+-- sanitizer runtime that `make asan` preloads: under it curl can hang for
+-- good, and bash reports its own leaks.
+H.OTHER = "env -u LD_PRELOAD "
 H.CMD = "env " .. H.CHILD_VARS .. " lua5.4 " .. H.shquote(H.BIN)
 
 -- The bytes of a file, or nil when it cannot be read.

@@ -103,7 +103,7 @@ end
 --- GET path (already encoded) with curl; returns status, body, headers.
 function U.get(srv, path, curl_args)
   local body, hdr = os.tmpname(), os.tmpname()
-  local code, out = H.sh("curl -s -g -o " .. H.shquote(body) .. " -D " .. H.shquote(hdr) .. " -w '%{http_code}' "
+  local code, out = H.sh(H.OTHER .. "curl -s -g -m 20 -o " .. H.shquote(body) .. " -D " .. H.shquote(hdr) .. " -w '%{http_code}' "
     .. (curl_args or "") .. " " .. H.shquote(srv.url .. path:gsub("^/", "")))
   local b, h = H.read_file(body), H.read_file(hdr)
   os.remove(body)

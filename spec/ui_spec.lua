@@ -13,7 +13,7 @@ describe("eventrocks.http", function()
   -- curl printed (-w and the body) and the requests seen by the handler
   local function ask(srv, curl_args, seen)
     local out = os.tmpname()
-    os.execute("(curl -s -g -m 5 " .. curl_args .. " >" .. H.shquote(out) .. " 2>&1; echo done >>"
+    os.execute("(" .. H.OTHER .. "curl -s -g -m 5 " .. curl_args .. " >" .. H.shquote(out) .. " 2>&1; echo done >>"
       .. H.shquote(out) .. ") &")
     for _ = 1, 400 do
       srv:run(20)
