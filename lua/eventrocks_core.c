@@ -1288,6 +1288,115 @@ static int store_read(lua_State *L) {
   return return_iter(L, ls);
 }
 
+/* store:_fold(stream, from, count, max_time, apply, state)
+ *   -> true, state, version | false, message, type, version | nil, err
+ * The loop of an aggregate's load (lua/eventrocks/aggregate.lua) in C, for
+ * stores and aggregates without upcasters: for each event of `stream` from
+ * version `from` (at most `count` of them, -1: all; none timed after
+ * `max_time` unless it is nil), calls apply[type](state, data [, event])
+ * and takes a result other than nil as the new state.  The event table is
+ * built only for a handler that declares a third parameter (or `...`):
+ * most folds read the data alone.  `version` is the last event applied
+ * (nil when none).  A missing handler gives false, nil, type, version; a
+ * failed one false, its error, type, version; a hard-deleted stream nil,
+ * err.  Damaged data raises, as a read does. */
+static int store_fold(lua_State *L) {
+  lstore *ls = check_store(L, 1);
+  size_t len;
+  const char *stream = check_stream(L, 2, &len);
+  lua_Integer from = luaL_checkinteger(L, 3), count = luaL_checkinteger(L, 4);
+  int has_max = !lua_isnil(L, 5), rc, applied = 0;
+  lua_Integer max_time = has_max ? luaL_checkinteger(L, 5) : 0;
+  uint64_t version = 0;
+  er_error err;
+  liter *li;
+  reader r;
+  luaL_checktype(L, 6, LUA_TTABLE);
+  luaL_checkany(L, 7);
+  lua_settop(L, 7);
+  if (from < 1) from = 1;
+  li = new_iter(L, LI_EVENTS); /* 8 */
+  rc = er_read_stream(ls->s, stream, len, (uint64_t)from,
+                      count < 0 ? ER_UNLIMITED : (uint64_t)count, 0, &li->it, &err);
+  if (rc == ER_STREAM_DELETED) return push_error(L, &err);
+  if (rc != ER_OK) return raise_error(L, &err);
+  get_reader(L, ls, &r); /* 9, 10 */
+  lua_createtable(L, 0, 4); /* 11: handler -> whether it takes the event */
+  luaL_checkstack(L, 8, NULL);
+  for (;;) {
+    er_event ev;
+    int takes_ev, nargs;
+    rc = er_iter_next(li->it, &ev, &err);
+    if (rc != ER_OK) break;
+    if (has_max && ev.time > max_time) {
+      rc = ER_NOT_FOUND; /* the end of what is asked for */
+      break;
+    }
+    er_push_cached(L, ev.type, ev.type_len, r.cache, r.t); /* 12: the type */
+    lua_pushvalue(L, 12);
+    if (lua_rawget(L, 6) != LUA_TFUNCTION) { /* 13: the handler */
+      lua_pushboolean(L, 0);
+      lua_pushnil(L);
+      lua_pushvalue(L, 12);
+      lua_pushinteger(L, (lua_Integer)ev.version);
+      er_iter_free(li->it);
+      li->it = NULL;
+      return 4;
+    }
+    lua_pushvalue(L, 13);
+    if (lua_rawget(L, 11) == LUA_TNIL) {
+      lua_Debug ar;
+      lua_pop(L, 1);
+      lua_pushvalue(L, 13);
+      lua_getinfo(L, ">u", &ar);
+      lua_pushvalue(L, 13);
+      lua_pushboolean(L, ar.nparams >= 3 || ar.isvararg);
+      lua_rawset(L, 11);
+      takes_ev = ar.nparams >= 3 || ar.isvararg;
+    } else {
+      takes_ev = lua_toboolean(L, -1);
+      lua_pop(L, 1);
+    }
+    lua_pushvalue(L, 7); /* the state */
+    if (ev.data_len == 0) lua_pushnil(L);
+    else if (!er_decode_cached(L, ev.data, ev.data_len, r.cache, r.t)) {
+      er_iter_free(li->it);
+      li->it = NULL;
+      return raise_corrupt(L, ev.position);
+    }
+    nargs = 2;
+    if (takes_ev) {
+      if (!push_event(L, &ev, &r)) {
+        er_iter_free(li->it);
+        li->it = NULL;
+        return raise_corrupt(L, ev.position);
+      }
+      nargs = 3;
+    }
+    version = ev.version; /* ev borrows the iterator: copied before the call */
+    if (lua_pcall(L, nargs, 1, 0) != LUA_OK) {
+      er_iter_free(li->it);
+      li->it = NULL;
+      lua_pushboolean(L, 0);
+      lua_insert(L, -2);
+      lua_pushvalue(L, 12);
+      lua_pushinteger(L, (lua_Integer)version);
+      return 4;
+    }
+    if (!lua_isnil(L, -1)) lua_replace(L, 7);
+    lua_settop(L, 11);
+    applied = 1;
+  }
+  er_iter_free(li->it);
+  li->it = NULL;
+  if (rc != ER_NOT_FOUND) return raise_error(L, &err);
+  lua_pushboolean(L, 1);
+  lua_pushvalue(L, 7);
+  if (applied) lua_pushinteger(L, (lua_Integer)version);
+  else lua_pushnil(L);
+  return 3;
+}
+
 static int store_all(lua_State *L) {
   lstore *ls = check_store(L, 1);
   lua_Integer from, count;
@@ -1656,6 +1765,7 @@ static const luaL_Reg store_methods[] = {
   {"append", store_append},
   {"version", store_version},
   {"read", store_read},
+  {"_fold", store_fold},
   {"all", store_all},
   {"event", store_event},
   {"last_position", store_last_position},

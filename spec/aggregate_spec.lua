@@ -685,6 +685,48 @@ describe("aggregates", function()
       assert.is_true(H.is_uuid7(seen[1].id))
     end)
 
+    it("builds the event table only for handlers that take it: (state, data) or (state, data, ev) or (...)", function()
+      local got = {}
+      local C = er.aggregate("k", { init = function() return { n = 0 } end, apply = {
+        Two = function(s, d) got[#got + 1] = { "two", d.v, select("#", d) } s.n = s.n + d.v end,
+        Three = function(s, d, ev) got[#got + 1] = { "three", d.v, ev.version, ev.type, ev.stream } end,
+        Var = function(...) local s, d, ev = ... got[#got + 1] = { "var", d.v, ev.version, select("#", ...) } end,
+        New = function(s, d) return { n = s.n * 100 + d.v } end, -- a result replaces the state
+        Nothing = function(s, d) got[#got + 1] = { "nothing", d == nil } end,
+      } })
+      t.store:append("k-1", { H.ev("Two", { v = 1 }), H.ev("Three", { v = 2 }), H.ev("Var", { v = 3 }),
+        H.ev("Two", { v = 4 }), H.ev("New", { v = 5 }), { type = "Nothing" } })
+      local agg = t.store:repository(C):load("1")
+      assert.same({ { "two", 1, 1 }, { "three", 2, 2, "Three", "k-1" }, { "var", 3, 3, 3 }, { "two", 4, 1 },
+        { "nothing", true } }, got)
+      assert.same({ n = 505 }, agg.state)
+      assert.equal(6, agg.version)
+      -- the same through a count and a time limit
+      got = {}
+      agg = t.store:repository(C):load("1", { version = 2 })
+      assert.same({ n = 1 }, agg.state)
+      assert.equal(2, agg.version)
+      local evs = H.collect(t.store:read("k-1"))
+      agg = t.store:repository(C):load("1", { time = evs[1].time })
+      assert.is_true(agg.version >= 1)
+    end)
+
+    it("of a handler that fails names the aggregate, type, stream and version; an error table keeps its text", function()
+      local C = er.aggregate("k", { apply = {
+        A = function() end,
+        B = function(s, d) error("bad " .. d.v, 0) end,
+        T = function() error(setmetatable({}, { __tostring = function() return "table error" end })) end,
+      } })
+      t.store:append("k-1", { H.ev("A", {}), H.ev("B", { v = 7 }) })
+      local msg = H.raises(function() return t.store:repository(C):load("1") end)
+      assert.equal("aggregate 'k': apply handler for 'B' failed at k-1@2: bad 7", msg)
+      t.store:append("k-2", { H.ev("T", {}) })
+      msg = H.raises(function() return t.store:repository(C):load("2") end)
+      assert.equal("aggregate 'k': apply handler for 'T' failed at k-2@1: table error", msg)
+      -- the store is still usable: nothing was left open
+      assert.equal(2, t.store:version("k-1"))
+    end)
+
     it("of events whose type has no handler raises an error naming the type and version", function()
       local repo = t.store:repository(define())
       t.store:append("counter-1", added({ 1, 2 }))

@@ -335,11 +335,24 @@ function Repo:load(id, opts)
   -- restarts after them), and a save must expect it
   local head = max_version == nil and max_time == nil and self.store:version(stream) or 0
   if max_version == nil or agg.version < max_version then
-    local read_opts = { from = agg.version + 1 }
-    if max_version then read_opts.count = max_version - agg.version end
-    local it, err = self.store:read(stream, read_opts)
-    if not it then error(err, 2) end -- stream_deleted: a hard-deleted stream
-    fold(spec, agg, max_time, nil, it)
+    local from, count = agg.version + 1, max_version and max_version - agg.version or nil
+    if spec.upcast or self.store:_upcasting() then
+      local it, err = self.store:read(stream, { from = from, count = count })
+      if not it then error(err, 2) end -- stream_deleted: a hard-deleted stream
+      fold(spec, agg, max_time, nil, it)
+    else -- the loop in C: no event table for handlers that take only (state, data)
+      local ok, a, b, c = self.store:_fold(stream, from, count or -1, max_time, spec.apply, agg.state)
+      if ok == nil then error(a, 2) end
+      if not ok then
+        if a == nil then
+          error(("%s: no apply handler for event type '%s' (version %d)"):format(stream, b, c), 0)
+        end
+        error(("aggregate '%s': apply handler for '%s' failed at %s@%d: %s"):format(
+          spec.name, b, stream, c, tostring(a)), 0)
+      end
+      agg.state = a
+      if b then agg.version = b end
+    end
   end
   if agg.version < head then agg.version = head end
   private[agg].base = agg.version
