@@ -365,10 +365,22 @@ static int l_upcasting(lua_State *L) {
 
 static void push_store_class(lua_State *L, int cls);
 
+/* A directory argument: a string (no silent number conversion), not empty
+ * and without NUL (the C path would stop at it: another directory). */
+static const char *check_path(lua_State *L, int arg) {
+  size_t len;
+  const char *s;
+  luaL_checktype(L, arg, LUA_TSTRING);
+  s = lua_tolstring(L, arg, &len);
+  if (len == 0) luaL_argerror(L, arg, "path must not be empty");
+  if (memchr(s, 0, len)) luaL_argerror(L, arg, "path contains a NUL byte");
+  return s;
+}
+
 /* The open of l_open and of the openers: the class table at index 3 or
  * nil there (the plain class). */
 static int open_store(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+  const char *path = check_path(L, 1);
   er_options o;
   er_error err;
   lstore *ls;
@@ -1630,7 +1642,7 @@ static int store_stats(lua_State *L) {
 /* store:backup(dir) -> the last position the copy holds, or nil, err */
 static int store_backup(lua_State *L) {
   lstore *ls = check_store(L, 1);
-  const char *dir = luaL_checkstring(L, 2);
+  const char *dir = check_path(L, 2);
   uint64_t position = 0;
   er_error err;
   if (er_backup(ls->s, dir, &position, &err) != ER_OK) return push_error(L, &err);
