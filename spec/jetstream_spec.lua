@@ -354,6 +354,23 @@ describe("JetStream relay", function()
     assert_exactly_once(t.store, contents(srv.url, stream))
   end)
 
+  it("in follow mode waits for the next commit, not for the interval", function()
+    common.fill(t.store, 5, 10)
+    local relay = t.store:relay("out", { url = srv.url, stream = stream, prefix = prefix, create_stream = true })
+    local calls, t0 = 0, require("system").monotime()
+    local n, pos = relay:run({ follow = true, interval = 30000, stop = function()
+      calls = calls + 1
+      if calls == 1 then common.fill(t.store, 3, 10, 6) end -- committed before the wait: no wait at all
+      return relay:position() == 8
+    end })
+    local took = require("system").monotime() - t0
+    assert.equal(8, n)
+    assert.equal(8, pos)
+    assert.is_true(took < 10, "took " .. took .. " s: the relay slept its interval")
+    relay:close()
+    assert_exactly_once(t.store, contents(srv.url, stream))
+  end)
+
   it("publishes JSON bodies with --json semantics", function()
     t.store:append("cart-1", { type = "Added", data = { sku = "x", qty = 2, price = 1.5 }, metadata = { by = "me" } })
     local relay = t.store:relay("out", { url = srv.url, stream = stream, prefix = prefix, create_stream = true, json = true })

@@ -754,7 +754,7 @@ local function parser()
     cmd:option("--reconnect-wait", "Milliseconds between reconnect attempts (default 500)."):convert(natural("reconnect-wait"))
     cmd:option("--batch", "Events per checkpoint (default 1000 for relay, 500 for consume)."):convert(natural("batch"))
     cmd:flag("-f --follow", "Keep going as new events arrive (Ctrl-C to stop).")
-    cmd:option("--interval", "Milliseconds between polls with --follow (default 100)."):convert(natural("interval"))
+    cmd:option("--interval", "With --follow: relay asks again at least every MS (woken by each commit); consume polls JetStream every MS (default 100)."):convert(natural("interval"))
   end
 
   c = p:command("relay", "Publish the global log to NATS JetStream from the relay's checkpoint.")

@@ -500,8 +500,9 @@ end
 
 --- Publish from the checkpoint to the end of the log.  Returns the number
 -- of events published and the new position, or nil, err.
--- opts: follow = true keeps polling every `interval` ms (default 100) until
--- stop() returns true; retry_for (ms, default the relay's) bounds how long
+-- opts: follow = true keeps going until stop() returns true, waiting for
+-- the next commit between batches (woken by it; stop() is asked again at
+-- least every `interval` ms, default 100); retry_for (ms, default the relay's) bounds how long
 -- transient failures (connection lost, server restarting) are retried;
 -- on_retry = function(err, attempt) is told of each.
 function Relay:run(opts)
@@ -547,6 +548,7 @@ function Relay:run(opts)
     if not ok then
       if not failed(err) then return nil, err end
     else
+      local seen = self.store:last_position() -- the batch reads at least this far
       local n, pos, full = self:_batch(cp)
       if not n then
         if not failed(pos) then return nil, pos end
@@ -560,7 +562,10 @@ function Relay:run(opts)
           if done then return total, pos end
           if done == nil then return nil, derr end
         elseif not full then
-          system.sleep(interval / 1000)
+          -- until a commit passes what the batch saw (at once when one
+          -- already has), or `interval` ms
+          local _, werr = self.store:_wait(seen, interval)
+          if werr then system.sleep(interval / 1000) end -- a read-only handle that cannot catch up: the next batch says why
         end
       end
     end
