@@ -65,42 +65,52 @@ end
 
 --- The read-model value of `key`, including this batch's own writes.
 function View:get(key)
-  check_key(key, "get")
+  if type(key) ~= "string" or key == "" then check_key(key, "get") end
   local v = self._buf[key]
   if v ~= nil then
     if v == DELETED then return nil end
-    return copy(v)
+    if type(v) == "table" then return copy(v) end
+    return v
   end
   return self._get(self._store, "views", self._prefix .. key)
 end
 
---- Write `value` (any storable value; nil deletes) under `key`.  The value
--- is encoded now, so that a value the store cannot hold raises here, in the
--- handler; each key is written once per batch, with its last value.
--- While a handler that may fail without stopping the projection runs
--- (on_error), the first write of each key keeps what the key held, so
--- that its writes can be taken back.
+--- Write `value` (any storable value; nil deletes) under `key`.  A value
+-- the store cannot hold raises here, in the handler: a table is encoded
+-- now (its copy is what later gets of this batch see), a number, string or
+-- boolean (always storable) when the batch is written, so that a key put
+-- once per event is encoded once per batch.  Each key is written once per
+-- batch, with its last value.  While a handler that may fail without
+-- stopping the projection runs (on_error), the first write of each key
+-- keeps what the key held, so that its writes can be taken back.
 local function remember(view, key)
-  if not view._guarded then return end
   local n, jl = view._jn, view._jl
   jl[n + 1], jl[n + 2], jl[n + 3] = key, view._pending[key], view._buf[key]
   view._jn = n + 3
 end
 
+local SCALAR = { number = true, string = true, boolean = true }
+
 function View:put(key, value)
-  check_key(key, "put")
-  check_length(self, key, "put")
+  if type(key) ~= "string" or key == "" then check_key(key, "put") end
+  if #self._prefix + #key > core.MAX_KEY_LEN then check_length(self, key, "put") end
   if value == nil then return self:delete(key) end
+  if SCALAR[type(value)] then
+    if self._guarded then remember(self, key) end
+    self._pending[key] = true -- encoded by flush_view
+    self._buf[key] = value
+    return
+  end
   local bytes = encode(value) -- raises on a value it cannot store
-  remember(self, key)
+  if self._guarded then remember(self, key) end
   self._pending[key] = bytes
   self._buf[key] = copy(value) -- storable values have no cycles
 end
 
 function View:delete(key)
-  check_key(key, "delete")
-  check_length(self, key, "delete")
-  remember(self, key)
+  if type(key) ~= "string" or key == "" then check_key(key, "delete") end
+  if #self._prefix + #key > core.MAX_KEY_LEN then check_length(self, key, "delete") end
+  if self._guarded then remember(self, key) end
   self._pending[key] = false
   self._buf[key] = DELETED
 end
@@ -108,10 +118,12 @@ end
 -- Write the batch's read-model changes, and the failures it recorded
 -- (dead letters, skipped errors), into its transaction.
 local function flush_view(view)
-  local txn, prefix = view._txn, view._prefix
+  local txn, prefix, buf = view._txn, view._prefix, view._buf
   for key, bytes in pairs(view._pending) do
     local ok, err
-    if bytes then
+    if bytes == true then
+      ok, err = txn:put_encoded("views", prefix .. key, encode(buf[key]))
+    elseif bytes then
       ok, err = txn:put_encoded("views", prefix .. key, bytes)
     else
       ok, err = txn:delete("views", prefix .. key)
