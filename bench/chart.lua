@@ -104,7 +104,7 @@ function M.svg(data)
   if e1 <= e0 then e1 = e0 + 1 end
 
   local W, X0, X1 = 980, 24, 980 - 110
-  local BAR, LANE, HEAD, GAP = 11, 14, 20, 12
+  local BAR, LANE, HEAD, GAP = 11, 14, 20, 22
   local function x(v)
     if not usable(v) then return X0 end
     local f = (log10(v) - e0) / (e1 - e0)
@@ -156,20 +156,27 @@ function M.svg(data)
         y = y + LANE
       end
     end
+    -- each goal's line carries its label under the group: the lowest one
+    -- to the left of its line, the others to the right
+    local drawn = {}
     for _, g in ipairs(marks) do
-      if usable(g.value) then
-        local colour = g.met == true and GOAL_MET or g.met == false and GOAL_MISSED or GOAL_UNKNOWN
-        local gx = x(g.value)
-        local ly0 = (lanes[g.key] or gtop + HEAD) - 3
-        local ly1 = (lanes[g.key] or y - LANE) + BAR + 3
-        body[#body + 1] = ('<line x1="%s" y1="%s" x2="%s" y2="%s" stroke="%s" stroke-width="2.5">'
-          .. '<title>%s: %s at %s %s</title></line>'):format(
-          num(gx), num(ly0), num(gx), num(ly1), colour,
-          esc(g.label or "goal"), esc(g.met == true and "met" or g.met == false and "missed" or "not measured"),
-          esc(M.rate(g.value)), esc(data.unit or ""))
-        body[#body + 1] = ('<line x1="%s" y1="%s" x2="%s" y2="%s" stroke="%s" stroke-width="1" stroke-dasharray="3 2"/>'):format(
-          num(gx), num(gtop + HEAD - 2), num(gx), num(y - 2), colour)
-      end
+      if usable(g.value) then drawn[#drawn + 1] = g end
+    end
+    table.sort(drawn, function(a, b) return a.value < b.value end)
+    for i, g in ipairs(drawn) do
+      local colour = g.met == true and GOAL_MET or g.met == false and GOAL_MISSED or GOAL_UNKNOWN
+      local gx = x(g.value)
+      local ly0 = (lanes[g.key] or gtop + HEAD) - 3
+      local ly1 = (lanes[g.key] or y - LANE) + BAR + 3
+      body[#body + 1] = ('<line x1="%s" y1="%s" x2="%s" y2="%s" stroke="%s" stroke-width="2.5">'
+        .. '<title>%s: %s at %s %s</title></line>'):format(
+        num(gx), num(ly0), num(gx), num(ly1), colour,
+        esc(g.label or "goal"), esc(g.met == true and "met" or g.met == false and "missed" or "not measured"),
+        esc(M.rate(g.value)), esc(data.unit or ""))
+      body[#body + 1] = ('<line x1="%s" y1="%s" x2="%s" y2="%s" stroke="%s" stroke-width="1" stroke-dasharray="3 2"/>'):format(
+        num(gx), num(gtop + HEAD - 2), num(gx), num(y + 2), colour)
+      body[#body + 1] = ('<text x="%s" y="%s" class="goaltag" style="fill:%s" text-anchor="%s">%s</text>'):format(
+        num(i == 1 and gx - 3 or gx + 3), num(y + 10), colour, i == 1 and "end" or "start", esc(g.label or "goal"))
     end
     y = y + GAP
   end
@@ -184,7 +191,7 @@ function M.svg(data)
     .. ".title{font-size:16px;font-weight:bold}.sub{font-size:11px;fill:#57606a}"
     .. ".legend{font-size:11px}.row{font-size:12px;font-weight:bold}"
     .. ".goaltext{font-weight:normal;font-size:11px;fill:#57606a}"
-    .. ".value{font-size:10px}.axis{font-size:10px;fill:#57606a}</style>")
+    .. ".value{font-size:10px}.goaltag{font-size:10px;font-weight:bold}.axis{font-size:10px;fill:#57606a}</style>")
   put(('<rect width="%d" height="%s" fill="#ffffff"/>'):format(W, num(H)))
   put(('<text x="%d" y="22" class="title">%s</text>'):format(X0, esc(data.title or "benchmark results")))
   put(('<text x="%d" y="40" class="sub">%s</text>'):format(X0, esc(data.subtitle or "")))
