@@ -75,9 +75,11 @@ function M.svg(data)
     end
     if any then rows[#rows + 1] = r end
   end
+  -- each contender's colour follows its place in data.contenders, so that
+  -- it keeps it whichever others were measured
   local cols = {}
-  for _, c in ipairs(data.contenders or {}) do
-    if used[c.key] then cols[#cols + 1] = c end
+  for i, c in ipairs(data.contenders or {}) do
+    if used[c.key] then cols[#cols + 1] = { key = c.key, name = c.name, colour = PALETTE[(i - 1) % #PALETTE + 1] } end
   end
   local goals_of = {}
   for _, g in ipairs(data.goals or {}) do
@@ -117,8 +119,7 @@ function M.svg(data)
 
   -- legend: one swatch per contender, wrapped
   local legend, lx, ly = {}, X0, 58
-  for i, c in ipairs(cols) do
-    c.colour = PALETTE[(i - 1) % #PALETTE + 1]
+  for _, c in ipairs(cols) do
     local w = 22 + #c.name * 6.2
     if lx + w > W - 10 then lx, ly = X0, ly + 16 end
     legend[#legend + 1] = ('<rect x="%s" y="%s" width="12" height="10" fill="%s"/>'
