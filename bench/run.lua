@@ -463,7 +463,7 @@ local KEYS_LUA = "eventrocks' keys + Lua tables / raw"
 local issue18 = {} -- the rows of the "Issue 18" table: { label, lua, sqlite, goals text, verdicts }
 do
   local half = count(S.read // 2)
-  local agg, load, scan = row_of("aggload.eps", S.read), row_of("load.eps", S.read), row_of("scan.eps", S.read)
+  local agg, scan = row_of("aggload.eps", S.read), row_of("scan.eps", S.read)
   local cat, a100 = row_of("catchup.eps", S.catchup), row_of("append100.eps", A100)
   local lua_agg, lua_scan = get("aggload.eps", S.read, 0, "lua"), get("scan.eps", S.read, 0, "lua")
   local lua_cat, lua_a100 = get("catchup.eps", S.catchup, 0, "lua"), get("append100.eps", A100, 0, "lua")
