@@ -314,6 +314,13 @@ local function settle(proj, view, ev, ok, err)
   return true
 end
 
+-- A handler's error that is the store's: an event whose stored bytes do not
+-- decode (lazy events decode on the handler's first access).  It stops
+-- the projection whatever on_error says: it is no handler's failure.
+local function damaged(err)
+  if getmetatable(err) == core.error_metatable and err.code == "corruption" then return err end
+end
+
 -- The one dispatch loop of projections (catch-up batches of every source,
 -- inline projections inside a commit, retries of dead letters): hand each
 -- event the iterator yields to its handler, with the view.  `filter`: the
@@ -336,7 +343,7 @@ local function apply(proj, view, filter, iter, state, init, closer)
       view._event = ev
       if not guarded then
         local ok, err = pcall(h, view, ev)
-        if not ok then return nil, handler_failed(proj, ev, err) end
+        if not ok then return nil, damaged(err) or handler_failed(proj, ev, err) end
       elseif any_parked and parked[ev.stream] then
         view._failures[#view._failures + 1] = { "deadletter", failure_record(ev,
           fmt("projection '%s': parked behind position %d of stream %s", proj.name, parked[ev.stream], ev.stream),
@@ -346,6 +353,7 @@ local function apply(proj, view, filter, iter, state, init, closer)
         if ok and not view._emits then
           if view._jn ~= 0 then view._jn = 0 end
         else
+          if not ok and damaged(err) then return nil, err end
           ok, err = settle(proj, view, ev, ok, err)
           if not ok then return nil, err end
           view._guarded = true
@@ -423,8 +431,10 @@ end
 
 function LogBatch:begin(txn)
   local proj = self.proj
+  -- lazy events: a handler that reads only ev.type and ev.stream costs no
+  -- decoding of data, metadata and id
   return txn, proj.store:all({ from = self.from + 1, count = self.max, category = proj.category,
-    types = not self.upcasting and proj.types or nil })
+    types = not self.upcasting and proj.types or nil, _lazy = true })
 end
 
 function LogBatch:finish(err) return err end
