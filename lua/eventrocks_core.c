@@ -142,8 +142,10 @@ static const char *const OPEN_OPTS[] = {"create", "sync", "read_only",
 static const char *const APPEND_OPTS[] = {"expected", "subject", NULL};
 /* restore, position: er_txn_restore, for imports and mirrors of a store
  * with removed events */
+/* subject, forgotten: an import's events of a subject, or forgotten ones
+ * (stored without data, metadata or key) */
 static const char *const TXN_APPEND_OPTS[] = {"expected", "time", "restore", "position",
-                                              "subject", NULL};
+                                              "subject", "forgotten", NULL};
 static const char *const READ_OPTS[] = {"from", "count", "backward", "raw", NULL};
 static const char *const ALL_OPTS[] = {"from", "count", "category", "types", "raw", NULL};
 static const char *const STREAMS_OPTS[] = {"prefix", NULL};
@@ -266,11 +268,11 @@ corrupt:
 }
 
 /* Push the event of a raw read as values, no table: id, stream, version,
- * position, type, time, data, metadata, subject, forgotten, with data and
- * metadata raw values of the bytes read (er_value.h: nothing decoded, for
- * messages that carry them on; decrypted when sealed), data nil when there
- * is none and metadata an empty map, subject nil without one, forgotten a
- * boolean.  Returns 10. */
+ * position, type, time, data, metadata, with data and metadata raw values
+ * of the bytes read (er_value.h: nothing decoded, for messages that carry
+ * them on; decrypted when sealed), data nil when there is none and
+ * metadata an empty map; then, for an event with a subject only, its
+ * subject and whether it was forgotten.  Returns 8 or 10. */
 static int push_event_raw(lua_State *L, const er_event *ev, const reader *r) {
   char id[37];
   luaL_checkstack(L, 10, NULL);
@@ -285,8 +287,8 @@ static int push_event_raw(lua_State *L, const er_event *ev, const reader *r) {
   else lua_pushnil(L);
   if (ev->metadata_len) er_push_raw(L, ev->metadata, ev->metadata_len);
   else lua_rawgeti(L, r->t, F_NO_METADATA);
-  if (ev->subject_len) er_push_cached(L, ev->subject, ev->subject_len, r->cache, r->t);
-  else lua_pushnil(L);
+  if (!ev->subject_len) return 8;
+  er_push_cached(L, ev->subject, ev->subject_len, r->cache, r->t);
   lua_pushboolean(L, ev->forgotten);
   return 10;
 }
@@ -935,6 +937,10 @@ static int txn_append(lua_State *L) {
    * index): the Lua modules above report it in their own terms */
   n = collect_events(L, ls, 0);
   set_subject(L, ls, 4, n);
+  if (er_opt_boolean(L, 4, "forgotten", 0)) {
+    size_t i;
+    for (i = 0; i < n; i++) ls->evs[i].forgotten = 1;
+  }
   if ((restore ? er_txn_restore(lt->t, stream, slen, expected, (uint64_t)position, ls->evs, n,
                                 (int64_t)time_at, &err)
                : er_txn_append_at(lt->t, stream, slen, expected, ls->evs, n, (int64_t)time_at,

@@ -117,6 +117,9 @@ typedef struct er_new_event {
    * only on a store opened with a key. */
   const char *subject;
   size_t subject_len;
+  /* With a subject: store the event as forgotten already (no data, no
+   * metadata, no key): what an import of a forgotten event does. */
+  int forgotten;
 } er_new_event;
 
 /* What an append did.  `version`/`position` are those of its last event. */
@@ -381,7 +384,7 @@ int er_has_key(const er_store *s);
  * len + ER_SEAL_OVERHEAD bytes.  ER_NOT_FOUND when the subject has no key
  * (none was made, or it was forgotten): store nothing then; ER_INVALID
  * without a master key. */
-#define ER_SEAL_OVERHEAD 40
+#define ER_SEAL_OVERHEAD 48
 int er_seal(er_store *s, const char *subject, size_t subject_len,
             const void *ad, size_t ad_len, const void *plain, size_t len,
             void **out, size_t *out_len, er_error *err);

@@ -64,6 +64,10 @@ int er__validate_append(er_store *s, const char *stream, size_t stream_len,
       if ((rc = er__check_subject(e->subject, e->subject_len, err)) != ER_OK)
         return rc;
     }
+    if (e->forgotten && (!e->subject_len || e->data_len || e->metadata_len))
+      return er__fail(err, ER_INVALID,
+                      "event %zu: a forgotten event needs a subject and no data "
+                      "or metadata", i + 1);
     if (e->data_len > s->max_event_size ||
         e->metadata_len > s->max_event_size - e->data_len)
       return er__fail(err, ER_INVALID,
@@ -240,7 +244,7 @@ static int version_before(er_txn *t, size_t a, uint64_t *current,
 typedef struct new_key {
   const char *subject;
   size_t len;
-  uint8_t key[ER_DATA_KEY_LEN];
+  uint8_t key[ER_DATA_KEY_LEN], id[ER_KEY_ID_LEN];
 } new_key;
 
 typedef struct commit_buf {
@@ -256,7 +260,7 @@ typedef struct commit_buf {
   size_t nkeys;
   const char *subject;      /* the subject of the key in `key`, or NULL */
   size_t subject_len;
-  uint8_t key[ER_DATA_KEY_LEN];
+  uint8_t key[ER_DATA_KEY_LEN], key_id[ER_KEY_ID_LEN];
 } commit_buf;
 
 /* Allocate what the commit of `t` needs; check that no caller-given id
@@ -305,15 +309,17 @@ static int commit_key(er_store *s, commit_buf *b, rocksdb_writebatch_t *wb,
   for (i = 0; i < b->nkeys; i++)
     if (b->keys[i].len == len && memcmp(b->keys[i].subject, subject, len) == 0) {
       memcpy(b->key, b->keys[i].key, ER_DATA_KEY_LEN);
+      memcpy(b->key_id, b->keys[i].id, ER_KEY_ID_LEN);
       goto found;
     }
-  rc = er__key_get(s, subject, len, b->key, err);
+  rc = er__key_get(s, subject, len, b->key, b->key_id, err);
   if (rc == ER_NOT_FOUND) { /* a new subject, or one forgotten: a new key */
     new_key *k = &b->keys[b->nkeys++];
-    er__key_new(s, subject, len, b->key, wb);
+    er__key_new(s, subject, len, b->key, b->key_id, wb);
     k->subject = subject;
     k->len = len;
     memcpy(k->key, b->key, ER_DATA_KEY_LEN);
+    memcpy(k->id, b->key_id, ER_KEY_ID_LEN);
   } else if (rc != ER_OK) {
     return rc;
   }
@@ -388,13 +394,18 @@ static int commit_append(er_txn *t, size_t a, commit_buf *b, er_error *err) {
       uint8_t nonce[ER_NONCE_LEN];
       int same = i > 0 && x->events[i - 1].subject_len == e->subject_len &&
                  memcmp(x->events[i - 1].subject, e->subject, e->subject_len) == 0;
-      if ((rc = commit_key(s, b, t->wb, e->subject, e->subject_len, err)) != ER_OK) {
-        if (err) err->append_index = a;
-        return rc;
+      if (e->forgotten) {
+        er__record_encode_sealed(rec, x->stream, x->stream_len, e, p, ver, at,
+                                 (uint32_t)x->n, (uint32_t)i, NULL, NULL, NULL);
+      } else {
+        if ((rc = commit_key(s, b, t->wb, e->subject, e->subject_len, err)) != ER_OK) {
+          if (err) err->append_index = a;
+          return rc;
+        }
+        er__seal_nonce(s, nonce);
+        er__record_encode_sealed(rec, x->stream, x->stream_len, e, p, ver, at,
+                                 (uint32_t)x->n, (uint32_t)i, b->key, b->key_id, nonce);
       }
-      er__seal_nonce(s, nonce);
-      er__record_encode_sealed(rec, x->stream, x->stream_len, e, p, ver, at,
-                               (uint32_t)x->n, (uint32_t)i, b->key, nonce);
       if (!same) { /* the subject's streams: their snapshots go with forget */
         uint8_t *sk = malloc(e->subject_len + 1 + x->stream_len);
         if (!sk) return er__fail(err, ER_NOMEM, "out of memory");
@@ -412,7 +423,7 @@ static int commit_append(er_txn *t, size_t a, commit_buf *b, er_error *err) {
     if (s->hook) {
       er_event *w = &b->written[b->nwritten];
       er__record_decode(rec, sz, w, NULL);
-      if (e->subject_len) { /* the hook sees the plaintext */
+      if (e->subject_len && !e->forgotten) { /* the hook sees the plaintext */
         w->metadata = e->metadata;
         w->metadata_len = e->metadata_len;
         w->data = e->data;
@@ -498,7 +509,8 @@ static void commit_publish(er_txn *t, const commit_buf *b) {
   }
   if (b->holes && s->format < 2) s->format = 2;
   for (a = 0; a < b->nkeys; a++)
-    er__key_committed(s, b->keys[a].subject, b->keys[a].len, b->keys[a].key);
+    er__key_committed(s, b->keys[a].subject, b->keys[a].len, b->keys[a].key,
+                      b->keys[a].id);
   if (b->own_time) s->last_time = b->now;
   for (a = 0; a < t->n_appends; a++) {
     const er__pending *x = &t->appends[a];

@@ -5,11 +5,18 @@
  * Every box is XChaCha20-Poly1305 (libsodium's IETF construction):
  *
  *   key check   default "keycheck": nonce (24), box of KEYCHECK_TEXT
- *   subject key keys: subject -> nonce (24), box of the 32-byte key, with
- *               the associated data "eventrocks subject key", subject
- *   record      nonce (24), box of metadata || data (record.c), with the
- *               associated data: event id, version (u64 LE), stream length
- *               (u32 LE), stream, subject
+ *   subject key keys: subject -> key id (8), nonce (24), box of the 32-byte
+ *               key, with the associated data "eventrocks subject key", key
+ *               id, subject
+ *   record      key id (8), nonce (24), box of metadata || data (record.c),
+ *               with the associated data: event id, version (u64 LE),
+ *               stream length (u32 LE), stream, subject
+ *
+ * A key id is 8 random bytes, never all zero, made with the key: a record
+ * sealed with another key of its subject than the current one (the subject
+ * was forgotten, then appended to again) reads as forgotten, and a record
+ * whose key id is zero is a forgotten event copied from another store (an
+ * import: an empty box, no key ever).
  *   subjects    subjects: subject, 0x00, stream -> "" (the streams a
  *               subject's events are in: er_forget drops their snapshots)
  *
@@ -28,7 +35,8 @@ static const char wrap_ad[] = "eventrocks subject key";
 
 #define NONCE crypto_aead_xchacha20poly1305_ietf_NPUBBYTES /* 24 */
 #define TAG crypto_aead_xchacha20poly1305_ietf_ABYTES      /* 16 */
-#define WRAPPED (NONCE + ER_DATA_KEY_LEN + TAG)
+#define KID ER_KEY_ID_LEN
+#define WRAPPED (KID + NONCE + ER_DATA_KEY_LEN + TAG)
 
 /* ---- the cache of subject keys ------------------------------------------ */
 
@@ -37,6 +45,7 @@ struct er__key_entry {
   size_t len;
   int present; /* 0: known to have no key (forgotten, or never had one) */
   uint8_t key[ER_DATA_KEY_LEN];
+  uint8_t id[KID];
 };
 
 static size_t slot_of(const er_store *s, const char *subject, size_t len) {
@@ -68,7 +77,7 @@ static void cache_wipe(er_store *s) {
 /* Remember `subject`'s key (NULL: it has none); key_lock held.  Out of
  * memory only costs a lookup next time. */
 static void cache_set(er_store *s, const char *subject, size_t len,
-                      const uint8_t *key) {
+                      const uint8_t *key, const uint8_t *id) {
   er__key_entry *e;
   size_t i;
   if (s->n_keys + 1 > s->n_keys_cap / 2) {
@@ -106,8 +115,12 @@ static void cache_set(er_store *s, const char *subject, size_t len,
     s->n_keys++;
   }
   e->present = key != NULL;
-  if (key) memcpy(e->key, key, ER_DATA_KEY_LEN);
-  else sodium_memzero(e->key, sizeof e->key);
+  if (key) {
+    memcpy(e->key, key, ER_DATA_KEY_LEN);
+    memcpy(e->id, id, KID);
+  } else {
+    sodium_memzero(e->key, sizeof e->key);
+  }
 }
 
 /* ---- the master key ------------------------------------------------------- */
@@ -166,7 +179,8 @@ void er__crypt_close(er_store *s) {
 /* The key of `subject` into `out`: ER_OK, ER_NOT_FOUND (none: forgotten or
  * never made), ER_CORRUPTION (a wrapped key that does not open), ER_IO. */
 int er__key_get(er_store *s, const char *subject, size_t len,
-                uint8_t out[ER_DATA_KEY_LEN], er_error *err) {
+                uint8_t out[ER_DATA_KEY_LEN], uint8_t id[ER_KEY_ID_LEN],
+                er_error *err) {
   er__key_entry *e;
   char *rerr = NULL, *val;
   size_t vlen = 0;
@@ -176,7 +190,10 @@ int er__key_get(er_store *s, const char *subject, size_t len,
   pthread_mutex_lock(&s->key_lock);
   e = cache_find(s, subject, len);
   if (e) {
-    if (e->present) memcpy(out, e->key, ER_DATA_KEY_LEN);
+    if (e->present) {
+      memcpy(out, e->key, ER_DATA_KEY_LEN);
+      memcpy(id, e->id, KID);
+    }
     rc = e->present ? ER_OK : ER_NOT_FOUND;
     pthread_mutex_unlock(&s->key_lock);
     return rc;
@@ -185,16 +202,19 @@ int er__key_get(er_store *s, const char *subject, size_t len,
   val = rocksdb_get_cf(s->db, s->ropts, s->cf[CF_KEYS], subject, len, &vlen, &rerr);
   if (rerr) return er__rocks_fail(err, "reading a subject key", rerr);
   if (val) {
-    uint8_t ad[sizeof wrap_ad - 1 + ER_MAX_SUBJECT_LEN];
+    uint8_t ad[sizeof wrap_ad - 1 + KID + ER_MAX_SUBJECT_LEN];
+    const uint8_t *v = (const uint8_t *)val;
     memcpy(ad, wrap_ad, sizeof wrap_ad - 1);
-    memcpy(ad + sizeof wrap_ad - 1, subject, len);
+    memcpy(ad + sizeof wrap_ad - 1, v, vlen >= KID ? KID : 0);
+    memcpy(ad + sizeof wrap_ad - 1 + KID, subject, len);
     if (vlen != WRAPPED ||
         crypto_aead_xchacha20poly1305_ietf_decrypt(
-            out, &klen, NULL, (const uint8_t *)val + NONCE, vlen - NONCE, ad,
-            sizeof wrap_ad - 1 + len, (const uint8_t *)val, s->master) != 0 ||
+            out, &klen, NULL, v + KID + NONCE, vlen - KID - NONCE, ad,
+            sizeof wrap_ad - 1 + KID + len, v + KID, s->master) != 0 ||
         klen != ER_DATA_KEY_LEN)
       rc = er__fail(err, ER_CORRUPTION, "the key of subject '%.*s' is damaged",
                     (int)(len > 100 ? 100 : len), subject);
+    if (rc == ER_OK) memcpy(id, v, KID);
     sodium_memzero(val, vlen);
     rocksdb_free(val);
     if (rc != ER_OK) return rc;
@@ -202,7 +222,7 @@ int er__key_get(er_store *s, const char *subject, size_t len,
   /* a read-only handle catches up later (er_refresh empties the cache);
    * the writer makes keys under its write lock and caches them itself */
   pthread_mutex_lock(&s->key_lock);
-  cache_set(s, subject, len, val ? out : NULL);
+  cache_set(s, subject, len, val ? out : NULL, id);
   pthread_mutex_unlock(&s->key_lock);
   return val ? ER_OK : ER_NOT_FOUND;
 }
@@ -219,17 +239,22 @@ void er__key_cache_clear(er_store *s) {
  * held).  The caller caches the key once the batch is written
  * (er__key_committed). */
 int er__key_new(er_store *s, const char *subject, size_t len,
-                uint8_t out[ER_DATA_KEY_LEN], rocksdb_writebatch_t *wb) {
-  uint8_t wrapped[WRAPPED], ad[sizeof wrap_ad - 1 + ER_MAX_SUBJECT_LEN];
+                uint8_t out[ER_DATA_KEY_LEN], uint8_t id[ER_KEY_ID_LEN],
+                rocksdb_writebatch_t *wb) {
+  uint8_t wrapped[WRAPPED], ad[sizeof wrap_ad - 1 + KID + ER_MAX_SUBJECT_LEN];
+  static const uint8_t zero[KID];
   assert(er__locked(s) && s->has_key);
   crypto_aead_xchacha20poly1305_ietf_keygen(out);
-  randombytes_buf(wrapped, NONCE);
+  do randombytes_buf(id, KID); while (memcmp(id, zero, KID) == 0);
+  memcpy(wrapped, id, KID);
+  randombytes_buf(wrapped + KID, NONCE);
   memcpy(ad, wrap_ad, sizeof wrap_ad - 1);
-  memcpy(ad + sizeof wrap_ad - 1, subject, len);
-  crypto_aead_xchacha20poly1305_ietf_encrypt(wrapped + NONCE, NULL, out,
+  memcpy(ad + sizeof wrap_ad - 1, id, KID);
+  memcpy(ad + sizeof wrap_ad - 1 + KID, subject, len);
+  crypto_aead_xchacha20poly1305_ietf_encrypt(wrapped + KID + NONCE, NULL, out,
                                              ER_DATA_KEY_LEN, ad,
-                                             sizeof wrap_ad - 1 + len, NULL,
-                                             wrapped, s->master);
+                                             sizeof wrap_ad - 1 + KID + len,
+                                             NULL, wrapped + KID, s->master);
   rocksdb_writebatch_put_cf(wb, s->cf[CF_KEYS], subject, len,
                             (const char *)wrapped, sizeof wrapped);
   if (!s->key_checked) {
@@ -249,9 +274,10 @@ int er__key_new(er_store *s, const char *subject, size_t len,
 }
 
 void er__key_committed(er_store *s, const char *subject, size_t len,
-                       const uint8_t key[ER_DATA_KEY_LEN]) {
+                       const uint8_t key[ER_DATA_KEY_LEN],
+                       const uint8_t id[ER_KEY_ID_LEN]) {
   pthread_mutex_lock(&s->key_lock);
-  cache_set(s, subject, len, key);
+  cache_set(s, subject, len, key, id);
   pthread_mutex_unlock(&s->key_lock);
   s->key_checked = 1;
   s->format = 3;
@@ -278,22 +304,35 @@ void er__seal_nonce(er_store *s, uint8_t nonce[ER_NONCE_LEN]) {
   er__put_le64(nonce + 16, ++s->nonce_count);
 }
 
-void er__seal_box(uint8_t *box, size_t plain_len, const uint8_t key[ER_DATA_KEY_LEN],
+void er__seal_box(uint8_t *box, size_t plain_len, const uint8_t *key,
                   const uint8_t id[16], uint64_t version, const char *stream,
                   size_t stream_len, const char *subject, size_t subject_len) {
   uint8_t ad[ER_SEAL_AD_MAX];
-  size_t adl = record_ad(ad, id, version, stream, stream_len, subject, subject_len);
-  /* in place: box holds the nonce, then the plaintext, room for the tag */
+  size_t adl;
+  if (!key) { /* a forgotten event: key id 0, no payload, no key */
+    memset(box, 0, ER_BOX_OVERHEAD);
+    return;
+  }
+  adl = record_ad(ad, id, version, stream, stream_len, subject, subject_len);
+  /* in place: box holds the key id, the nonce, then the plaintext, room
+   * for the tag */
   crypto_aead_xchacha20poly1305_ietf_encrypt_detached(
-      box + NONCE, box + NONCE + plain_len, NULL, box + NONCE, plain_len, ad,
-      adl, NULL, box, key);
+      box + KID + NONCE, box + KID + NONCE + plain_len, NULL, box + KID + NONCE,
+      plain_len, ad, adl, NULL, box + KID, key);
 }
 
 int er__unseal_event(er_store *s, er_event *ev, const er_record_info *info,
                      uint8_t **buf, size_t *cap, er_error *err) {
-  uint8_t key[ER_DATA_KEY_LEN], ad[ER_SEAL_AD_MAX];
-  size_t plain = info->box_len - NONCE - TAG, adl;
-  int rc = er__key_get(s, ev->subject, ev->subject_len, key, err);
+  static const uint8_t zero[KID];
+  uint8_t key[ER_DATA_KEY_LEN], kid[KID], ad[ER_SEAL_AD_MAX];
+  size_t plain = info->box_len - ER_BOX_OVERHEAD, adl;
+  int rc = memcmp(info->box, zero, KID) == 0
+               ? ER_NOT_FOUND /* forgotten before it came here */
+               : er__key_get(s, ev->subject, ev->subject_len, key, kid, err);
+  if (rc == ER_OK && memcmp(kid, info->box, KID) != 0) {
+    rc = ER_NOT_FOUND; /* sealed with a key of the subject that was forgotten */
+    sodium_memzero(key, sizeof key);
+  }
   if (rc == ER_NOT_FOUND) {
     ev->forgotten = 1;
     ev->metadata = ev->data = NULL;
@@ -313,8 +352,8 @@ int er__unseal_event(er_store *s, er_event *ev, const er_record_info *info,
   adl = record_ad(ad, ev->id, ev->version, ev->stream, ev->stream_len,
                   ev->subject, ev->subject_len);
   rc = crypto_aead_xchacha20poly1305_ietf_decrypt_detached(
-      *buf, NULL, info->box + NONCE, plain, info->box + NONCE + plain, ad, adl,
-      info->box, key);
+      *buf, NULL, info->box + KID + NONCE, plain, info->box + KID + NONCE + plain,
+      ad, adl, info->box + KID, key);
   sodium_memzero(key, sizeof key);
   if (rc != 0) {
     rc = er__fail(err, ER_CORRUPTION,
@@ -388,7 +427,7 @@ int er_forget(er_store *s, const char *subject, size_t subject_len,
     goto done;
   }
   pthread_mutex_lock(&s->key_lock);
-  cache_set(s, subject, subject_len, NULL); /* wipes the cached key */
+  cache_set(s, subject, subject_len, NULL, NULL); /* wipes the cached key */
   pthread_mutex_unlock(&s->key_lock);
   /* out of the memtable into a table file where the deletion is; er_compact
    * then rewrites the family without the key and drops the old WAL files */
@@ -408,60 +447,67 @@ done:
 int er_seal(er_store *s, const char *subject, size_t subject_len,
             const void *ad, size_t ad_len, const void *plain, size_t len,
             void **out, size_t *out_len, er_error *err) {
-  uint8_t key[ER_DATA_KEY_LEN], *box;
+  uint8_t key[ER_DATA_KEY_LEN], kid[KID], *box;
   int rc;
   *out = NULL;
   *out_len = 0;
   if ((rc = er__check_subject(subject, subject_len, err)) != ER_OK) return rc;
-  if ((rc = er__key_get(s, subject, subject_len, key, err)) != ER_OK) {
+  if ((rc = er__key_get(s, subject, subject_len, key, kid, err)) != ER_OK) {
     if (rc == ER_NOT_FOUND)
       er__fail(err, ER_NOT_FOUND, "subject '%.*s' has no key",
                (int)(subject_len > 100 ? 100 : subject_len), subject);
     return rc;
   }
-  box = malloc(len + NONCE + TAG);
+  box = malloc(len + ER_SEAL_OVERHEAD);
   if (!box) {
     sodium_memzero(key, sizeof key);
     return er__fail(err, ER_NOMEM, "out of memory");
   }
-  randombytes_buf(box, NONCE);
-  crypto_aead_xchacha20poly1305_ietf_encrypt(box + NONCE, NULL, plain, len, ad,
-                                             ad_len, NULL, box, key);
+  memcpy(box, kid, KID);
+  randombytes_buf(box + KID, NONCE);
+  crypto_aead_xchacha20poly1305_ietf_encrypt(box + KID + NONCE, NULL, plain, len,
+                                             ad, ad_len, NULL, box + KID, key);
   sodium_memzero(key, sizeof key);
   *out = box;
-  *out_len = len + NONCE + TAG;
+  *out_len = len + ER_SEAL_OVERHEAD;
   return ER_OK;
 }
 
 int er_unseal(er_store *s, const char *subject, size_t subject_len,
               const void *ad, size_t ad_len, const void *sealed, size_t len,
               void **out, size_t *out_len, er_error *err) {
-  uint8_t key[ER_DATA_KEY_LEN], *plain;
+  uint8_t key[ER_DATA_KEY_LEN], kid[KID], *plain;
+  const uint8_t *b = sealed;
   int rc;
   *out = NULL;
   *out_len = 0;
   if ((rc = er__check_subject(subject, subject_len, err)) != ER_OK) return rc;
-  if (len < NONCE + TAG) return er__fail(err, ER_CORRUPTION, "a sealed value is too short");
-  if ((rc = er__key_get(s, subject, subject_len, key, err)) != ER_OK) {
+  if (len < ER_SEAL_OVERHEAD) return er__fail(err, ER_CORRUPTION, "a sealed value is too short");
+  rc = er__key_get(s, subject, subject_len, key, kid, err);
+  if (rc == ER_OK && memcmp(kid, b, KID) != 0) {
+    sodium_memzero(key, sizeof key);
+    rc = ER_NOT_FOUND;
+  }
+  if (rc != ER_OK) {
     if (rc == ER_NOT_FOUND)
       er__fail(err, ER_NOT_FOUND, "subject '%.*s' was forgotten",
                (int)(subject_len > 100 ? 100 : subject_len), subject);
     return rc;
   }
-  plain = malloc(len - NONCE - TAG + 1);
+  plain = malloc(len - ER_SEAL_OVERHEAD + 1);
   if (!plain) {
     sodium_memzero(key, sizeof key);
     return er__fail(err, ER_NOMEM, "out of memory");
   }
   rc = crypto_aead_xchacha20poly1305_ietf_decrypt(
-      plain, NULL, NULL, (const uint8_t *)sealed + NONCE, len - NONCE, ad,
-      ad_len, (const uint8_t *)sealed, key);
+      plain, NULL, NULL, b + KID + NONCE, len - KID - NONCE, ad, ad_len, b + KID,
+      key);
   sodium_memzero(key, sizeof key);
   if (rc != 0) {
     free(plain);
     return er__fail(err, ER_CORRUPTION, "a sealed value does not decrypt");
   }
   *out = plain;
-  *out_len = len - NONCE - TAG;
+  *out_len = len - ER_SEAL_OVERHEAD;
   return ER_OK;
 }

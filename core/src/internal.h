@@ -107,6 +107,8 @@ typedef struct er__key_entry er__key_entry;
 #define ER_DATA_KEY_LEN 32 /* a subject's key */
 #define ER_NONCE_LEN 24    /* XChaCha20-Poly1305 */
 #define ER_TAG_LEN 16
+#define ER_KEY_ID_LEN 8
+#define ER_BOX_OVERHEAD (ER_KEY_ID_LEN + ER_NONCE_LEN + ER_TAG_LEN)
 #define ER_SEAL_AD_MAX (28 + ER_MAX_STREAM_LEN + ER_MAX_SUBJECT_LEN)
 
 typedef struct er_head_slot {
@@ -272,12 +274,14 @@ typedef struct er_record_info {
 
 /* A record's size; with a subject, the sealed form's. */
 size_t er__record_size(size_t stream_len, const er_new_event *ev);
-/* The sealed record of an event with a subject, under `key` and `nonce`. */
+/* The sealed record of an event with a subject, under `key` (id `key_id`)
+ * and `nonce`; a forgotten one (ev->forgotten: no payload) with key NULL. */
 void er__record_encode_sealed(uint8_t *out, const char *stream,
                               size_t stream_len, const er_new_event *ev,
                               uint64_t position, uint64_t version, int64_t time,
                               uint32_t batch_size, uint32_t batch_index,
-                              const uint8_t *key, const uint8_t *nonce);
+                              const uint8_t *key, const uint8_t *key_id,
+                              const uint8_t *nonce);
 void er__record_encode(uint8_t *out, const char *stream, size_t stream_len,
                        const er_new_event *ev, uint64_t position,
                        uint64_t version, int64_t time, uint32_t batch_size,
@@ -295,14 +299,17 @@ int er__record_decode(const void *buf, size_t len, er_event *ev,
 int er__crypt_open(er_store *s, const uint8_t *key, er_error *err);
 void er__crypt_close(er_store *s);
 int er__key_get(er_store *s, const char *subject, size_t len,
-                uint8_t out[ER_DATA_KEY_LEN], er_error *err);
+                uint8_t out[ER_DATA_KEY_LEN], uint8_t id[ER_KEY_ID_LEN],
+                er_error *err);
 int er__key_new(er_store *s, const char *subject, size_t len,
-                uint8_t out[ER_DATA_KEY_LEN], rocksdb_writebatch_t *wb);
+                uint8_t out[ER_DATA_KEY_LEN], uint8_t id[ER_KEY_ID_LEN],
+                rocksdb_writebatch_t *wb);
 void er__key_committed(er_store *s, const char *subject, size_t len,
-                       const uint8_t key[ER_DATA_KEY_LEN]);
+                       const uint8_t key[ER_DATA_KEY_LEN],
+                       const uint8_t id[ER_KEY_ID_LEN]);
 void er__key_cache_clear(er_store *s);
 void er__seal_nonce(er_store *s, uint8_t nonce[ER_NONCE_LEN]);
-void er__seal_box(uint8_t *box, size_t plain_len, const uint8_t key[ER_DATA_KEY_LEN],
+void er__seal_box(uint8_t *box, size_t plain_len, const uint8_t *key,
                   const uint8_t id[16], uint64_t version, const char *stream,
                   size_t stream_len, const char *subject, size_t subject_len);
 int er__unseal_event(er_store *s, er_event *ev, const er_record_info *info,

@@ -244,7 +244,7 @@ int er_event_at(er_store *s, uint64_t position, er_event *ev, void **mem,
   }
   if (info.sealed) {
     /* one block for the caller: the record, then the plaintext */
-    size_t plain = info.box_len - ER_NONCE_LEN - ER_TAG_LEN, cap = plain;
+    size_t plain = info.box_len - ER_BOX_OVERHEAD, cap = plain;
     uint8_t *block = realloc(*mem, len + (plain ? plain : 1)), *buf;
     if (!block) {
       er_free(*mem);

@@ -15,9 +15,10 @@
  *   72     ...  stream, type, metadata, data
  *
  * A sealed record (flags 0x02, crypt.c) has the subject's length (u16) in
- * bytes 2-3 and, after the type, the subject then a box: a 24-byte nonce,
- * metadata || data encrypted (the lengths above are the plaintext's), a
- * 16-byte tag.
+ * bytes 2-3 and, after the type, the subject then a box: an 8-byte key id,
+ * a 24-byte nonce, metadata || data encrypted (the lengths above are the
+ * plaintext's), a 16-byte tag.  A forgotten event copied in (key id 0) has
+ * lengths 0 and a box of zeros.
  *
  * The batch fields let an idempotent retry recognise "exactly the events of
  * one earlier append"; the checksum catches records damaged below RocksDB's
@@ -31,14 +32,15 @@
 size_t er__record_size(size_t stream_len, const er_new_event *ev) {
   return ER_RECORD_HEADER + stream_len + ev->type_len + ev->metadata_len +
          ev->data_len +
-         (ev->subject_len ? ev->subject_len + ER_NONCE_LEN + ER_TAG_LEN : 0);
+         (ev->subject_len ? ev->subject_len + ER_BOX_OVERHEAD : 0);
 }
 
 void er__record_encode_sealed(uint8_t *out, const char *stream,
                               size_t stream_len, const er_new_event *ev,
                               uint64_t position, uint64_t version, int64_t time,
                               uint32_t batch_size, uint32_t batch_index,
-                              const uint8_t *key, const uint8_t *nonce) {
+                              const uint8_t *key, const uint8_t *key_id,
+                              const uint8_t *nonce) {
   size_t total = er__record_size(stream_len, ev);
   uint8_t *p = out + ER_RECORD_HEADER;
   assert(ev->subject_len > 0 && ev->subject_len <= ER_MAX_SUBJECT_LEN);
@@ -62,9 +64,13 @@ void er__record_encode_sealed(uint8_t *out, const char *stream,
   p += ev->type_len;
   memcpy(p, ev->subject, ev->subject_len);
   p += ev->subject_len;
-  memcpy(p, nonce, ER_NONCE_LEN);
-  if (ev->metadata_len) memcpy(p + ER_NONCE_LEN, ev->metadata, ev->metadata_len);
-  if (ev->data_len) memcpy(p + ER_NONCE_LEN + ev->metadata_len, ev->data, ev->data_len);
+  if (key) {
+    uint8_t *q = p + ER_KEY_ID_LEN + ER_NONCE_LEN;
+    memcpy(p, key_id, ER_KEY_ID_LEN);
+    memcpy(p + ER_KEY_ID_LEN, nonce, ER_NONCE_LEN);
+    if (ev->metadata_len) memcpy(q, ev->metadata, ev->metadata_len);
+    if (ev->data_len) memcpy(q + ev->metadata_len, ev->data, ev->data_len);
+  }
   er__seal_box(p, ev->metadata_len + ev->data_len, key, ev->id, version, stream,
                stream_len, ev->subject, ev->subject_len);
   er__put_le32(out + 4, (uint32_t)XXH3_64bits(out + 8, total - 8));
@@ -113,7 +119,7 @@ int er__record_decode(const void *buf, size_t len, er_event *ev,
   if (b[1] == ER_RECORD_SEALED) {
     subl = (uint64_t)b[2] | (uint64_t)b[3] << 8;
     if (subl == 0 || subl > ER_MAX_SUBJECT_LEN) return ER_CORRUPTION;
-    extra = subl + ER_NONCE_LEN + ER_TAG_LEN;
+    extra = subl + ER_BOX_OVERHEAD;
   } else if (b[1] != 0 || b[2] != 0 || b[3] != 0) {
     return ER_CORRUPTION;
   }
@@ -151,7 +157,7 @@ int er__record_decode(const void *buf, size_t len, er_event *ev,
     if (info) {
       info->sealed = 1;
       info->box = b;
-      info->box_len = (size_t)(ml + dl) + ER_NONCE_LEN + ER_TAG_LEN;
+      info->box_len = (size_t)(ml + dl) + ER_BOX_OVERHEAD;
     }
     return ER_OK;
   }

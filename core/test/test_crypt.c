@@ -149,7 +149,7 @@ static void test_moved_box_is_corruption(void **state) {
   assert_int_equal(er_debug_get(s, "log", k1, 8, &a, &alen, &err), ER_OK);
   assert_int_equal(er_debug_get(s, "log", k2, 8, &b, &blen, &err), ER_OK);
   assert_int_equal(alen, blen);
-  box = 24 + 11 + 17 + 16;
+  box = 8 + 24 + 11 + 17 + 16; /* key id, nonce, metadata, data, tag */
   memcpy((uint8_t *)b + blen - box, (uint8_t *)a + alen - box, box);
   {
     uint32_t sum = (uint32_t)XXH3_64bits((uint8_t *)b + 8, blen - 8);
@@ -213,6 +213,32 @@ static void test_forget(void **state) {
   read_at(s, 1, &ev, &mem, ER_OK);
   assert_int_equal(ev.forgotten, 1);
   er_free(mem);
+  /* the subject comes back: a new key, the old events stay forgotten */
+  append_one(s, "user-1", "alice", "alice again");
+  read_at(s, 3, &ev, &mem, ER_OK);
+  assert_int_equal(ev.forgotten, 0);
+  assert_memory_equal(ev.data, "alice again", 11);
+  er_free(mem);
+  read_at(s, 1, &ev, &mem, ER_OK);
+  assert_int_equal(ev.forgotten, 1);
+  er_free(mem);
+  /* an event stored as forgotten already (an import) */
+  {
+    er_new_event e;
+    memset(&e, 0, sizeof e);
+    e.type = "Imported";
+    e.type_len = 8;
+    e.subject = "carol";
+    e.subject_len = 5;
+    e.forgotten = 1;
+    assert_int_equal(er_append(s, "user-3", 6, ER_ANY, &e, 1, NULL, &err), ER_OK);
+    read_at(s, 4, &ev, &mem, ER_OK);
+    assert_int_equal(ev.forgotten, 1);
+    assert_int_equal(ev.subject_len, 5);
+    er_free(mem);
+  }
+  assert_int_equal(er_check(s, NULL, NULL, NULL, &problems, &err), ER_OK);
+  assert_int_equal(problems, 0);
   er_close(s);
   er_free(wrapped);
   tu_rmtree(dir);
