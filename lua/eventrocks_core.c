@@ -22,6 +22,7 @@
 
 #include "eventrocks.h"
 #include <sodium.h>
+#include <xxhash.h>
 #include "er_aux.h"
 #include "er_value.h"
 
@@ -1683,6 +1684,15 @@ static int l_debug_delete(lua_State *L) {
 
 /* store:_debug_get(family, key) -> raw bytes, or nil when absent,
  * or nil, err (tests: corrupting a record needs its bytes) */
+/* core._xxh3_32(bytes) -> the low 32 bits of XXH3-64 (the record
+ * checksum), for specs that forge records */
+static int l_xxh3_32(lua_State *L) {
+  size_t len;
+  const char *b = luaL_checklstring(L, 1, &len);
+  lua_pushinteger(L, (lua_Integer)(uint32_t)XXH3_64bits(b, len));
+  return 1;
+}
+
 static int l_debug_get(lua_State *L) {
   lstore *ls = check_store(L, 1);
   const char *fam = luaL_checkstring(L, 2);
@@ -2075,6 +2085,7 @@ static const luaL_Reg functions[] = {
   {"open", l_open},
   {"opener", l_opener},
   {"uuid", l_uuid},
+  {"_xxh3_32", l_xxh3_32},
   {"category", l_category},
   {"decode", l_decode},
   {NULL, NULL}
