@@ -392,3 +392,62 @@ describe("personal data: export and import", function()
     assert.truthy(out:find('"forgotten":true', 1, true), out)
   end)
 end)
+
+-- The crash harness's question for forget: a writer killed with SIGKILL at
+-- random moments while it appends events of subjects and forgets some.
+describe("personal data: a writer killed during appends and forgets", function()
+  local t = {}
+  before_each(function() H.setup(t, false) end)
+  after_each(function() H.teardown(t) end)
+
+  it("leaves a healthy store: every acknowledged forget holds, every other acknowledged event reads", function()
+    local store_dir, log = t.dir .. "/s", t.dir .. "/acks"
+    local child = H.child_prelude() .. ([[
+      local KEY, dir, log = %q, %q, %q
+      local out = assert(io.open(log, "a"))
+      local s = assert(er.open(dir, { key = KEY }))
+      local i = s:last_position()
+      while true do
+        i = i + 1
+        local sub = "s" .. i
+        local v, pos = assert(s:append("user-" .. i, { type = "A", data = { n = i } }, { subject = sub }))
+        out:write("ack ", sub, " ", pos, "\n")
+        out:flush()
+        if i %% 3 == 0 then
+          local f = "s" .. (i - 1)
+          assert(s:forget(f))
+          out:write("forgot ", f, "\n")
+          out:flush()
+        end
+      end
+    ]]):format(KEY, store_dir, log)
+    local script = t.dir .. "/child.lua"
+    H.write_file(script, child)
+    math.randomseed(os.time())
+    for round = 1, 6 do
+      local ms = math.random(30, 400)
+      H.sh(("timeout -s KILL %.3f lua5.4 %s; true"):format(ms / 1000, H.shquote(script)))
+      local s = assert(H.open(t, store_dir, { key = KEY }))
+      local problems, report = s:_check()
+      assert.equal(0, problems, table.concat(report or {}, "\n"))
+      local acked, forgot = {}, {}
+      for line in io.lines(log) do
+        local sub, pos = line:match("^ack (%S+) (%d+)$")
+        if sub then acked[sub] = tonumber(pos) end
+        local f = line:match("^forgot (%S+)$")
+        if f then forgot[f] = true end
+      end
+      for sub, pos in pairs(acked) do
+        local ev = assert(s:event(pos), "round " .. round .. ": acknowledged event " .. pos .. " is missing")
+        assert.equal(sub, ev.subject)
+        if forgot[sub] then
+          assert.is_true(ev.forgotten, sub .. " was forgotten")
+          assert.is_nil(s:_debug_get("keys", sub))
+        elseif not ev.forgotten then -- (a forget killed before its ack may hold)
+          assert.same({ n = tonumber(sub:sub(2)) }, ev.data)
+        end
+      end
+      s:close()
+    end
+  end)
+end)
