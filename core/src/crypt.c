@@ -363,8 +363,9 @@ int er__unseal_event(er_store *s, er_event *ev, const er_record_info *info,
     if (err) err->position = ev->position;
     return rc;
   }
-  ev->metadata = *buf;
-  ev->data = *buf + ev->metadata_len;
+  /* (no pointer into an empty buffer: it may be NULL) */
+  ev->metadata = ev->metadata_len ? *buf : NULL;
+  ev->data = ev->data_len ? *buf + ev->metadata_len : NULL;
   return ER_OK;
 }
 
