@@ -35,8 +35,6 @@ extern "C" {
 
 #define ER_VERSION_STRING "0.1.0"
 
-/* On-disk format number written into every store this library creates.  A
- * store with another number is refused by er_open with ER_INVALID. */
 /* The newest store format this build reads and writes.  A new store is
  * created at format 1; the first delete, truncation or retention limit
  * moves it to format 2 (an older build would show the removed events). */
@@ -208,7 +206,9 @@ int er_uuid_parse(const char *text, size_t len, uint8_t out[16]);
  *   ER_NOT_FOUND no store there and create is 0 or read_only is 1;
  *   ER_INVALID   not an eventrocks store (a directory that holds other files
  *                is never written into: a new store needs an empty or
- *                missing directory), or a format number other than ER_FORMAT;
+ *                missing directory), a format number this build does not
+ *                read, or a store with sealed events (personal data) opened
+ *                without its key or with another one (nothing is written);
  *   ER_IO        the file system refused (path is a file, permissions...);
  *   ER_NOMEM.
  * A writable open sets SIGXFSZ to be ignored when the process left it at

@@ -423,6 +423,7 @@ static int commit_append(er_txn *t, size_t a, commit_buf *b, er_error *err) {
     if (s->hook) {
       er_event *w = &b->written[b->nwritten];
       er__record_decode(rec, sz, w, NULL);
+      w->forgotten = e->forgotten != 0; /* an imported forgotten event */
       if (e->subject_len && !e->forgotten) { /* the hook sees the plaintext */
         w->metadata = e->metadata;
         w->metadata_len = e->metadata_len;
