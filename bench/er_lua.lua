@@ -1,6 +1,7 @@
 -- bench/er_lua.lua -- eventrocks from Lua: what users get.  See bench/README.md for the contract.
--- Workloads: append1, append100, read, catchup, snapshot, latency, rss, lifecycle,
--- personal (events of a subject, encrypted, against plain ones in the same run)
+-- Workloads: append1, append100, append_rr, read, catchup, snapshot, latency, rss,
+-- lifecycle, personal (events of a subject, encrypted, against plain ones in
+-- the same run)
 -- (rss fills the store, then measures a child process that only streams it).
 local er = require "eventrocks"
 local C = require "common"
@@ -54,31 +55,52 @@ local function percentile(xs, p)
   return xs[math.max(1, math.ceil(#xs * p))]
 end
 
-if workload == "append1" or workload == "append100" then
+-- events per append call of the append workloads (append_rr: N/10 appends of
+-- 10 events, round-robin over the 1000 streams)
+local PER = { append1 = 1, append100 = 100, append_rr = 10 }
+
+if PER[workload] then
   local store = open(durable)
-  local t, n = fill_orders(store, N, workload == "append1" and 1 or 100)
+  local t, n = fill_orders(store, N, PER[workload])
   assert(store:last_position() == n)
   result(workload .. ".eps", n / t)
   store:close()
 
 elseif workload == "read" then
   local store = open(false)
-  local batch, bigs = {}, 0
-  -- set-up: every 2nd event to big, the others round-robin over 1000 streams
+  local bigs = 0
+  -- set-up: every 2nd event to the aggregate stream tally-big (aggregate
+  -- "tally", id "big"), the others round-robin over 1000 streams
+  local BIG = "tally-big"
   for i = 1, N do
-    local stream = i % 2 == 0 and "big" or "other-" .. i % 1000
+    local stream = i % 2 == 0 and BIG or "other-" .. i % 1000
     bigs = bigs + (i % 2 == 0 and 1 or 0)
     assert(store:append(stream, event(i)))
   end
   local t = now()
   local count, qty = 0, 0
-  for ev in store:read("big") do
+  for ev in store:read(BIG) do
     count = count + 1
     qty = qty + ev.data.qty
   end
   t = now() - t
   assert(count == bigs and qty > 0, "folded the wrong events")
   result("load.eps", count / t)
+  -- The same fold as users write it: an aggregate whose apply handler takes
+  -- (state, data), loaded with repo:load (which folds in C, store:_fold).
+  local Tally = er.aggregate("tally", {
+    init = function() return { n = 0, qty = 0 } end,
+    apply = {
+      ItemAdded = function(state, data) state.n = state.n + 1; state.qty = state.qty + data.qty end,
+    },
+  })
+  local repo = store:repository(Tally)
+  t = now()
+  local agg = repo:load("big")
+  t = now() - t
+  assert(agg.version == bigs and agg.state.n == bigs and agg.state.qty == qty,
+    "the aggregate load folded the wrong events")
+  result("aggload.eps", bigs / t)
   t = now()
   count = 0
   for ev in store:all() do

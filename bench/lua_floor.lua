@@ -12,9 +12,10 @@ local workload, N = C.args()
 
 -- Appends: the floor under any Lua writer is building what an append
 -- takes, exactly as bench/er_lua.lua builds it (the event tables with their
--- payload, the array of 100, the options table), with no store.
-if workload == "append1" or workload == "append100" then
-  local payload, per, sink = C.payload, workload == "append1" and 1 or 100, 0
+-- payload, the array of 100 or 10, the options table), with no store.
+local PER = { append1 = 1, append100 = 100, append_rr = 10 }
+if PER[workload] then
+  local payload, per, sink = C.payload, PER[workload], 0
   local t = C.now()
   if per == 1 then
     for j = 1, N do
@@ -68,7 +69,7 @@ end
 local t = C.now()
 local count, qty = 0, 0
 for i = 1, N // 2 do
-  local ev = build(i, "big")
+  local ev = build(i, "tally-big")
   count = count + 1
   qty = qty + ev.data.qty
 end

@@ -2,7 +2,7 @@
 -- so that a profiler sees only the reads:
 --   lua5.4 bench/profile_read.lua fill N DIR   (N events as `read` sets up)
 --   valgrind --tool=callgrind lua5.4 bench/profile_read.lua read N DIR
--- The read loads stream `big` and scans the global log, printing RESULT
+-- The read loads stream `tally-big` and scans the global log, printing RESULT
 -- lines like er_lua.lua (a store left by `fill` is read from its table
 -- files, not from memtables).
 local er = require "eventrocks"
@@ -17,13 +17,13 @@ end
 local store = assert(er.open(dir))
 if mode == "fill" then
   for i = 1, N do
-    local stream = i % 2 == 0 and "big" or "other-" .. i % 1000
+    local stream = i % 2 == 0 and "tally-big" or "other-" .. i % 1000
     assert(store:append(stream, { type = "ItemAdded", data = C.payload(i) }))
   end
 else
   local t = C.now()
   local count, qty = 0, 0
-  for ev in store:read("big") do
+  for ev in store:read("tally-big") do
     count = count + 1
     qty = qty + ev.data.qty
   end

@@ -1,12 +1,14 @@
 -- bench/run.lua -- runs every contender on every workload, prints one table
--- and writes it (with the machine and the date) to bench/results.md.
+-- and writes it (with the machine and the date) to bench/results.md, and the
+-- chart of its rates (bench/chart.lua) beside it, bench/results.svg.
 --
 --   lua5.4 bench/run.lua [quick]        (make bench / make bench-quick)
 --
 -- Environment: BENCH_BIN (where the C contenders are built, default
 -- build/bench), BENCH_TMP (scratch directory, default build/bench-tmp: on
 -- the same disk as a real store, not a tmpfs), BENCH_OUT (results file,
--- default bench/results.md), BENCH_RUNS (runs per figure, default 3, 1 in
+-- default bench/results.md; the chart goes to the same name ending in .svg
+-- instead of .md, or to BENCH_SVG), BENCH_RUNS (runs per figure, default 3, 1 in
 -- quick mode), BENCH_ONLY (comma-separated contender keys to run),
 -- EVENTROCKS_NATS_URL (a nats-server -js for the JetStream rows; when unset,
 -- one is started with tools/nats.sh in BENCH_TMP/nats and stopped after).
@@ -14,6 +16,7 @@ local quick = arg[1] == "quick"
 local BIN = os.getenv("BENCH_BIN") or "build/bench"
 local TMP = os.getenv("BENCH_TMP") or "build/bench-tmp"
 local OUT = os.getenv("BENCH_OUT") or "bench/results.md"
+local SVG = os.getenv("BENCH_SVG") or (OUT:gsub("%.md$", "") .. ".svg")
 local RUNS = tonumber(os.getenv("BENCH_RUNS") or (quick and 1 or 3))
 local ONLY = os.getenv("BENCH_ONLY")
 local LUA = os.getenv("LUA") or "lua5.4"
@@ -35,11 +38,11 @@ local raw_publish_cmd -- below: it needs the results so far
 local contenders = {
   { key = "raw", name = "raw RocksDB (C)", cmd = sh(BIN .. "/raw_rocksdb") },
   { key = "layout", name = "raw RocksDB, eventrocks' keys (C)", cmd = sh(BIN .. "/raw_layout"),
-    only = { append1 = true, append100 = true } },
+    only = { append1 = true, append100 = true, append_rr = true } },
   { key = "core", name = "eventrocks core (C)", cmd = sh(BIN .. "/core_bench") },
   { key = "lua", name = "eventrocks (Lua)", cmd = LUA .. " bench/er_lua.lua" },
   { key = "floor", name = "Lua tables only, no store", cmd = LUA .. " bench/lua_floor.lua",
-    only = { read = true, append1 = true, append100 = true } },
+    only = { read = true, append1 = true, append100 = true, append_rr = true } },
   { key = "sqlite", name = "SQLite (Lua)", cmd = LUA .. " bench/sqlite.lua" },
   { key = "pg", name = "PostgreSQL (Lua)", cmd = LUA .. " bench/postgres.lua", server = true },
   -- in a table of their own: the JetStream relay and consumer, and the
@@ -65,11 +68,13 @@ end
 
 local S = quick and {
   append1 = 20000, append1_sync = 300, append100 = 20000, append100_sync = 3000,
+  append_rr = 20000, append_rr_sync = 1000,
   read = 40000, catchup = 100000, snap_small = 1000, snap_big = 100000,
   latency = 300000, rss = 300000, jetstream = 20000, lifecycle = 100000, ui = 100000,
   subscribe = 5000, catchup_policy = 100000, personal = 20000,
 } or {
   append1 = 100000, append1_sync = 2000, append100 = 100000, append100_sync = 20000,
+  append_rr = 100000, append_rr_sync = 5000,
   read = 200000, catchup = 1000000, snap_small = 1000, snap_big = 1000000,
   latency = 10000000, rss = 10000000, jetstream = 1000000, lifecycle = 1000000, ui = 1000000,
   subscribe = 20000, catchup_policy = 1000000, personal = 200000,
@@ -95,12 +100,22 @@ job("append1", S.append1, 0, nil, {
   { metric = "append1.eps", label = ("append 1 event/call, %s events, no fsync"):format(count(S.append1)), unit = "events/s" } })
 job("append100", S.append100, 0, nil, {
   { metric = "append100.eps", label = ("append 100 events/call, %s events, no fsync"):format(count(S.append100)), unit = "events/s" } })
+-- issue 18's independent probe: appends of 10 events, round-robin over the
+-- 1000 streams (every append to another stream than the last), each with
+-- its expected version
+job("append_rr", S.append_rr, 0, nil, {
+  { metric = "append_rr.eps", label = ("append 10 events/call round-robin over 1000 streams, %s events, no fsync"):format(count(S.append_rr)), unit = "events/s" } })
 job("append1", S.append1_sync, 1, nil, {
   { metric = "append1.eps", label = ("append 1 event/call, %s events, durable"):format(count(S.append1_sync)), unit = "events/s" } })
 job("append100", S.append100_sync, 1, nil, {
   { metric = "append100.eps", label = ("append 100 events/call, %s events, durable"):format(count(S.append100_sync)), unit = "events/s" } })
+job("append_rr", S.append_rr_sync, 1, nil, {
+  { metric = "append_rr.eps", label = ("append 10 events/call round-robin over 1000 streams, %s events, durable"):format(count(S.append_rr_sync)), unit = "events/s" } })
 job("read", S.read, 0, nil, {
   { metric = "load.eps", label = ("load + fold a %s-event stream (of %s)"):format(count(S.read // 2), count(S.read)), unit = "events/s" },
+  -- the same stream and fold through an aggregate, as users load one
+  -- (repo:load, which folds in C when the handlers take (state, data))
+  { metric = "aggload.eps", by = "lua", label = ("aggregate load (`repo:load`) + fold of that %s-event stream"):format(count(S.read // 2)), unit = "events/s" },
   { metric = "scan.eps", label = ("scan the global log, %s events"):format(count(S.read)), unit = "events/s" } })
 job("catchup", S.catchup, 0, { core = true, lua = true, sqlite = true, pg = true }, {
   { metric = "catchup.eps", label = ("projection catch-up, %s events"):format(count(S.catchup)), unit = "events/s" } })
@@ -404,9 +419,13 @@ local ui_table = table_of("ui", {})
 -- against raw publishing), judged from the tables
 
 local goals = {}
+local chart_goals = {} -- the goals the chart draws (see `mark` below)
 -- `ceiling`: the best ratio any Lua event store on RocksDB could show in
--- the same comparison (see the notes under the table), or nil
-local function goal(text, a, b, want, kind, ceiling, ceiling_of)
+-- the same comparison (see the notes under the table), or nil.  `mark`, for
+-- a rate goal the chart draws: { row = the row of `a`, key = its contender,
+-- label = the short text }: the line goes at want × b on that bar.
+-- Returns the ratio and the verdict ("met", "missed" or nil).
+local function goal(text, a, b, want, kind, ceiling, ceiling_of, mark)
   local r, verdict
   local cap = ""
   if ceiling then cap = ("%.2f (%s)"):format(ceiling, ceiling_of) end
@@ -418,6 +437,11 @@ local function goal(text, a, b, want, kind, ceiling, ceiling_of)
   else
     goals[#goals + 1] = ("| %s | | %s %.2f | %s | not measured |"):format(text, kind == "max" and "≤" or "≥", want, cap)
   end
+  if mark and mark.row then
+    chart_goals[#chart_goals + 1] = { row = mark.row, key = mark.key, label = mark.label,
+      value = b and want * b, met = verdict and verdict == "met" }
+  end
+  return r, verdict
 end
 local function over(a, b) if a and b and b ~= 0 then return a / b end end
 -- The rate of doing both a and b per event (rates in events/s): a store
@@ -429,6 +453,13 @@ local function get(metric, n, durable, key)
   return t and t[key]
 end
 local A1, A100, A1S, A100S = S.append1, S.append100, S.append1_sync, S.append100_sync
+-- The main table's row of `metric` measured by a job of n events and that
+-- durability (for the chart's goal lines).
+local function row_of(metric, n, durable)
+  for _, r in ipairs(rows) do
+    if r.metric == metric and r.job.n == n and r.job.durable == (durable or 0) and not r.section then return r end
+  end
+end
 -- Ceilings: the rate of the Lua tables alone combined with the RocksDB work
 -- alone, against the contender; where the floor was not measured, the
 -- RocksDB work alone.
@@ -437,10 +468,53 @@ local function ceiling(metric, n, d, work, vs)
   return over(both(w, get(metric, n, d, "floor")) or w, get(metric, n, d, vs))
 end
 local KEYS_LUA = "eventrocks' keys + Lua tables / raw"
+-- Issue 18's four goals, as the issue states them.  The load is the
+-- aggregate load users call (repo:load, folding in C), against the
+-- stream loads of SQLite and of raw RocksDB on the same stream.
+local issue18 = {} -- the rows of the "Issue 18" table: { label, lua, sqlite, goals text, verdicts }
+do
+  local half = count(S.read // 2)
+  local agg, scan = row_of("aggload.eps", S.read), row_of("scan.eps", S.read)
+  local cat, a100 = row_of("catchup.eps", S.catchup), row_of("append100.eps", A100)
+  local lua_agg, lua_scan = get("aggload.eps", S.read, 0, "lua"), get("scan.eps", S.read, 0, "lua")
+  local lua_cat, lua_a100 = get("catchup.eps", S.catchup, 0, "lua"), get("append100.eps", A100, 0, "lua")
+  local sq_load, sq_scan = get("load.eps", S.read, 0, "sqlite"), get("scan.eps", S.read, 0, "sqlite")
+  local sq_cat, sq_a100 = get("catchup.eps", S.catchup, 0, "sqlite"), get("append100.eps", A100, 0, "sqlite")
+  local function v(verdict) return verdict or "not measured" end
+  local _, l1 = goal(("issue 18: load + fold a %s-event stream (`repo:load`), Lua / SQLite"):format(half),
+    lua_agg, sq_load, 2.5, nil, nil, nil, { row = agg, key = "lua", label = "≥ 2.5× SQLite" })
+  local _, l2 = goal(("issue 18: load + fold a %s-event stream (`repo:load`), Lua / raw sequential reads"):format(half),
+    lua_agg, get("load.eps", S.read, 0, "raw"), 0.35, nil, nil, nil, { row = agg, key = "lua", label = "≥ 0.35× raw reads" })
+  local _, s1 = goal("issue 18: scan the global log, Lua / SQLite", lua_scan, sq_scan, 2,
+    nil, ceiling("scan.eps", S.read, 0, "raw", "sqlite"), "raw reads + Lua tables / SQLite",
+    { row = scan, key = "lua", label = "≥ 2× SQLite" })
+  local _, s2 = goal("issue 18: scan the global log, Lua / raw sequential reads", lua_scan, get("scan.eps", S.read, 0, "raw"), 0.35,
+    nil, ceiling("scan.eps", S.read, 0, "raw", "raw"), "raw reads + Lua tables / raw",
+    { row = scan, key = "lua", label = "≥ 0.35× raw reads" })
+  local _, c1 = goal(("issue 18: projection catch-up of %s events, Lua / SQLite"):format(count(S.catchup)), lua_cat, sq_cat, 2,
+    nil, nil, nil, { row = cat, key = "lua", label = "≥ 2× SQLite" })
+  local _, a1 = goal("issue 18: 100-event appends, no fsync, Lua / SQLite", lua_a100, sq_a100, 3,
+    nil, ceiling("append100.eps", A100, 0, "layout", "sqlite"), "eventrocks' keys + Lua tables / SQLite",
+    { row = a100, key = "lua", label = "≥ 3× SQLite" })
+  local _, a2 = goal("issue 18: 100-event appends, no fsync, Lua / raw batched puts", lua_a100, get("append100.eps", A100, 0, "raw"), 0.4,
+    nil, ceiling("append100.eps", A100, 0, "layout", "raw"), KEYS_LUA,
+    { row = a100, key = "lua", label = "≥ 0.4× raw batched puts" })
+  issue18 = {
+    { ("load + fold a %s-event stream (eventrocks: `repo:load`; SQLite: its stream load)"):format(half), lua_agg, sq_load,
+      "≥ 2.5× SQLite, ≥ 0.35× raw reads", v(l1) .. ", " .. v(l2) },
+    { ("scan the global log, %s events"):format(count(S.read)), lua_scan, sq_scan, "≥ 2× SQLite, ≥ 0.35× raw reads", v(s1) .. ", " .. v(s2) },
+    { ("projection catch-up, %s events"):format(count(S.catchup)), lua_cat, sq_cat, "≥ 2× SQLite", v(c1) },
+    { ("100-event appends, %s events, no fsync"):format(count(A100)), lua_a100, sq_a100, "≥ 3× SQLite, ≥ 0.4× raw batched puts", v(a1) .. ", " .. v(a2) },
+    { ("probe: 10-event appends round-robin over 1000 streams, %s events, no fsync"):format(count(S.append_rr)),
+      get("append_rr.eps", S.append_rr, 0, "lua"), get("append_rr.eps", S.append_rr, 0, "sqlite"), "(no goal)", "" },
+    { ("probe: the same, %s events, durable"):format(count(S.append_rr_sync)),
+      get("append_rr.eps", S.append_rr_sync, 1, "lua"), get("append_rr.eps", S.append_rr_sync, 1, "sqlite"), "(no goal)", "" },
+  }
+end
+-- The earlier goals (issues before 18); those issue 18 restates (100-event
+-- appends, no fsync, against raw batched puts and SQLite) are above.
 goal("single appends, Lua / raw single puts", get("append1.eps", A1, 0, "lua"), get("append1.eps", A1, 0, "raw"), 0.5,
   nil, ceiling("append1.eps", A1, 0, "layout", "raw"), KEYS_LUA)
-goal("100-event appends, Lua / raw batched puts", get("append100.eps", A100, 0, "lua"), get("append100.eps", A100, 0, "raw"), 0.4,
-  nil, ceiling("append100.eps", A100, 0, "layout", "raw"), KEYS_LUA)
 goal("stream load + fold, Lua / raw sequential reads", get("load.eps", S.read, 0, "lua"), get("load.eps", S.read, 0, "raw"), 0.4,
   nil, ceiling("load.eps", S.read, 0, "raw", "raw"), "raw reads + Lua tables / raw")
 goal("global-log scan, Lua / raw sequential reads", get("scan.eps", S.read, 0, "lua"), get("scan.eps", S.read, 0, "raw"), 0.4,
@@ -451,8 +525,10 @@ for _, d in ipairs({ 0, 1 }) do
   for _, vs in ipairs({ { "pg", "PostgreSQL", 20 }, { "sqlite", "SQLite", 3 } }) do
     goal("single appends" .. tag .. ", Lua / " .. vs[2], get("append1.eps", n1, d, "lua"), get("append1.eps", n1, d, vs[1]), vs[3],
       nil, ceiling("append1.eps", n1, d, "layout", vs[1]), "eventrocks' keys + Lua tables / " .. vs[2])
-    goal("100-event appends" .. tag .. ", Lua / " .. vs[2], get("append100.eps", n100, d, "lua"), get("append100.eps", n100, d, vs[1]), vs[3],
-      nil, ceiling("append100.eps", n100, d, "layout", vs[1]), "eventrocks' keys + Lua tables / " .. vs[2])
+    if not (d == 0 and vs[1] == "sqlite") then -- that one is issue 18's, above
+      goal("100-event appends" .. tag .. ", Lua / " .. vs[2], get("append100.eps", n100, d, "lua"), get("append100.eps", n100, d, vs[1]), vs[3],
+        nil, ceiling("append100.eps", n100, d, "layout", vs[1]), "eventrocks' keys + Lua tables / " .. vs[2])
+    end
   end
 end
 for _, vs in ipairs({ { "pg", "PostgreSQL" }, { "sqlite", "SQLite" } }) do
@@ -498,8 +574,28 @@ local head = {
   "Durability: \"no fsync\" is eventrocks `sync = false`, SQLite `synchronous=NORMAL` (WAL), PostgreSQL `synchronous_commit=off`, raw RocksDB `sync=false`; \"durable\" is `sync = true`, `synchronous=FULL`, `synchronous_commit=on`, `sync=true`.",
   "",
 }
+-- the chart, beside the results file (linked from it when in the same directory)
+local svg_dir, svg_base = SVG:match("^(.-)([^/]*)$")
+local svg_link = svg_dir == OUT:match("^(.-)[^/]*$") and svg_base or SVG
+head[#head + 1] = ("![the rates of the table below, one bar per contender, log scale, with issue 18's goals](%s)"):format(svg_link)
+head[#head + 1] = ""
 local sections = {}
 if main_table then sections[#sections + 1] = main_table .. "\n" end
+do
+  local lines = {
+    "## Issue 18",
+    "",
+    "eventrocks from Lua against SQLite from Lua on the workloads of issue 18 (figures from the table above; the goals' verdicts, with the ratios against raw RocksDB, are under Goals).",
+    "",
+    "| workload | eventrocks (Lua) | SQLite (Lua) | eventrocks / SQLite | goal | verdict |",
+    "|---|---:|---:|---:|---|---|",
+  }
+  for _, r in ipairs(issue18) do
+    lines[#lines + 1] = ("| %s | %s | %s | %s | %s | %s |"):format(r[1], fmt_value(r[2], "events/s"),
+      fmt_value(r[3], "events/s"), ratio(r[2], r[3]), r[4], r[5])
+  end
+  sections[#sections + 1] = table.concat(lines, "\n") .. "\n"
+end
 if js_table then
   local jr = results[js_job] and results[js_job].js
   local body = jr and jr["relay.body_bytes"] and median(jr["relay.body_bytes"])
@@ -534,6 +630,33 @@ local f = assert(io.open(OUT, "w"))
 f:write(text)
 f:close()
 io.stderr:write(("bench: wrote %s\n"):format(OUT))
+
+-- The chart: every rate of the main table, one group per row, one bar per
+-- contender, and the goals drawn on their bars.
+do
+  local chart = require "chart"
+  local data = {
+    title = ("eventrocks benchmark results (%s)"):format(quick and "make bench-quick" or "make bench"),
+    subtitle = ("%s; %s cores; %s; median of %d run%s; higher is better"):format(cpu, cores, date, RUNS, RUNS == 1 and "" or "s"),
+    unit = "events/s", contenders = {}, rows = {}, goals = chart_goals,
+  }
+  for _, c in ipairs(contenders) do
+    if not c.section then data.contenders[#data.contenders + 1] = { key = c.key, name = c.name } end
+  end
+  for _, row in ipairs(rows) do
+    if not row.section and row.unit == "events/s" then
+      local values = {}
+      for _, c in ipairs(data.contenders) do
+        if not row.by or row.by == c.key then values[c.key] = (value(row, c.key)) end
+      end
+      data.rows[#data.rows + 1] = { id = row, label = row.label:gsub("`", ""), values = values }
+    end
+  end
+  local g = assert(io.open(SVG, "w"))
+  g:write(chart.svg(data))
+  g:close()
+  io.stderr:write(("bench: wrote %s\n"):format(SVG))
+end
 if failures > 0 then
   io.stderr:write(("bench: %d contender run%s failed\n"):format(failures, failures == 1 and "" or "s"))
   os.exit(1)

@@ -8,7 +8,7 @@ local common = require "common"
 
 local M = {}
 
-local KNOWN = { append1 = true, append100 = true, read = true, catchup = true }
+local KNOWN = { append1 = true, append100 = true, append_rr = true, read = true, catchup = true }
 local ERO_ONLY = { snapshot = true, latency = true, rss = true }
 
 -- The contract's arguments (common.args).  Exits at once: 0 for the
@@ -142,13 +142,14 @@ function M.count_page(cur, counts, position, decode, quote)
   return got, position, rows
 end
 
--- append1 (N appends of 1 event, event i to order-<i % 1000>) or append100
--- (N/100 appends of 100 events, append j to order-<j % 1000>), each with
+-- append1 (N appends of 1 event, event i to order-<i % 1000>), append100
+-- (N/100 appends of 100 events, append j to order-<j % 1000>) or append_rr
+-- (N/10 appends of 10 events, append j to order-<j % 1000>), each with
 -- its stream's expected version.  `db` gives synchronous(on),
 -- append(stream, expected, datas) -> version | nil, err and
 -- check_appends(n, versions).  Prints the workload's RESULT line.
 function M.appends(workload, N, durable, db)
-  local per = workload == "append1" and 1 or 100
+  local per = workload == "append1" and 1 or workload == "append_rr" and 10 or 100
   db.synchronous(durable)
   local versions, names = {}, {}
   for s = 0, 999 do names[s] = "order-" .. s end
@@ -165,10 +166,15 @@ function M.appends(workload, N, durable, db)
   common.result(workload .. ".eps", calls * per / t)
 end
 
--- The stream of event i in the read set-up: every 2nd to "big", the others
+-- The long stream of the read set-up: named as an aggregate's stream
+-- ("tally", id "big"), as eventrocks' repo:load reads it, with the same
+-- name on every side.
+M.BIG = "tally-big"
+
+-- The stream of event i in the read set-up: every 2nd to M.BIG, the others
 -- round-robin over other-<i % 1000>.
 function M.read_stream_of(i)
-  return i % 2 == 0 and "big" or "other-" .. i % 1000
+  return i % 2 == 0 and M.BIG or "other-" .. i % 1000
 end
 
 -- The stream of event i in the catch-up set-up: the events of append100.
@@ -177,7 +183,7 @@ function M.catchup_stream_of(i)
 end
 
 -- What the read workload must find among events 1..N: the number of events
--- of "big", the sum of their qty, and the sum of every event's qty.
+-- of M.BIG, the sum of their qty, and the sum of every event's qty.
 function M.read_expectations(N)
   local bigs, big_qty, all_qty = 0, 0, 0
   for i = 1, N do

@@ -110,20 +110,20 @@ local function check_appends(n, versions)
     "a refused append left rows behind")
 end
 
-if workload == "append1" or workload == "append100" then
+if workload == "append1" or workload == "append100" or workload == "append_rr" then
   db.check_appends = check_appends
   SQL.appends(workload, N, durable, db)
 
 elseif workload == "read" then
   local versions = SQL.fill(N, SQL.read_stream_of, db)
   local bigs, big_qty, all_qty = SQL.read_expectations(N)
-  assert((versions.big or 0) == bigs)
+  assert((versions[SQL.BIG] or 0) == bigs)
   synchronous(durable)
 
-  -- Timed 1: load the stream "big" in version order and fold it.
+  -- Timed 1: load the stream SQL.BIG ("tally-big") in version order and fold it.
   local t = now()
   local count, qty, last = SQL.fold(exec("SELECT stream_version, event_data FROM events "
-    .. "WHERE stream_id = 'big' AND stream_name = 'big' ORDER BY stream_version"), decode)
+    .. "WHERE stream_id = 'tally-big' AND stream_name = 'tally' ORDER BY stream_version"), decode)
   t = now() - t
   assert(count == bigs and last == bigs and qty == big_qty, "folded the wrong events")
   result("load.eps", count / t)

@@ -553,14 +553,15 @@ static void report(void *ud, const char *problem) {
 
 /* The problems er_check reports for the model's events that were given a
  * time more than a day ahead of now (a mirror or an import may carry one):
- * the first ten one by one, then one line for the rest. */
+ * the first ten one by one, then one line for the rest.  A compacted event's
+ * record is gone, so its time is no longer checked. */
 static uint64_t ahead_problems(void) {
   struct timespec ts;
   int64_t limit;
   uint64_t i, n = 0;
   clock_gettime(CLOCK_REALTIME, &ts);
   limit = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000 + ER_CLOCK_AHEAD_LIMIT;
-  for (i = 0; i < M.n; i++) n += M.ev[i].time > limit;
+  for (i = 0; i < M.n; i++) n += !M.ev[i].compacted && M.ev[i].time > limit;
   return n <= 10 ? n : 11;
 }
 
@@ -1066,8 +1067,11 @@ static void do_compact(void) {
                       (unsigned long long)want);
   for (i = 0; i < M.n; i++)
     if (removed(&M.ev[i])) M.ev[i].compacted = 1;
-  if (er_check(S, report, NULL, NULL, &problems, &err) != ER_OK || problems != 0)
-    FAIL("er_check after a compaction: %llu problems", (unsigned long long)problems);
+  if (er_check(S, report, NULL, NULL, &problems, &err) != ER_OK ||
+      problems != ahead_problems())
+    FAIL("er_check after a compaction: %llu problems, %llu expected (events given times "
+         "more than a day ahead)", (unsigned long long)problems,
+         (unsigned long long)ahead_problems());
   check_versions();
 }
 

@@ -64,7 +64,8 @@ enum { LI_EVENTS, LI_STREAMS, LI_KV };
 typedef struct liter {
   er_iter *it; /* NULL once exhausted or closed */
   int kind;    /* LI_EVENTS, LI_STREAMS (stream, version), LI_KV (key, value) */
-  int raw;     /* LI_EVENTS: data and metadata as raw values (push_event_raw) */
+  int raw;     /* LI_EVENTS: 1: data and metadata as raw values (push_event_raw);
+                  2: lazy event tables (push_event_lazy) */
 } liter;
 
 /* ---- helpers -------------------------------------------------------------- */
@@ -148,7 +149,7 @@ static const char *const APPEND_OPTS[] = {"expected", "subject", NULL};
 static const char *const TXN_APPEND_OPTS[] = {"expected", "time", "restore", "position",
                                               "subject", "forgotten", NULL};
 static const char *const READ_OPTS[] = {"from", "count", "backward", "raw", NULL};
-static const char *const ALL_OPTS[] = {"from", "count", "category", "types", "raw", NULL};
+static const char *const ALL_OPTS[] = {"from", "count", "category", "types", "raw", "_lazy", NULL};
 static const char *const STREAMS_OPTS[] = {"prefix", NULL};
 
 static int raise_corrupt(lua_State *L, uint64_t position) {
@@ -168,7 +169,7 @@ static int raise_corrupt(lua_State *L, uint64_t position) {
  * an empty map at 10, so that each field is set without looking its name
  * up from a C string. */
 enum { F_ID = 1, F_STREAM, F_VERSION, F_POSITION, F_TYPE, F_TIME, F_DATA,
-       F_METADATA, F_MT, F_NO_METADATA, F_SUBJECT, F_FORGOTTEN };
+       F_METADATA, F_MT, F_NO_METADATA, F_LAZY_MT, F_LAZY, F_SUBJECT, F_FORGOTTEN };
 static const char *const field_names[] = {
   "id", "stream", "version", "position", "type", "time", "data", "metadata"
 };
@@ -188,10 +189,129 @@ static void get_reader(lua_State *L, const lstore *ls, reader *r) {
   r->t = lua_gettop(L);
 }
 
+/* ---- lazy events ----------------------------------------------------------
+ * A projection's catch-up hands every event to a handler that often reads
+ * only its type and stream: decoding the data of each (about half the cost
+ * of an event table) is work nobody reads.  A lazy event is the event
+ * table without id, data and metadata, and with the reader's lazy
+ * metatable; its id and stored bytes wait in the reader's weak table
+ * (F_LAZY: event -> string "id(16) data_len(4) data metadata").  The first
+ * access to id, data or metadata, pairs, tostring or a write makes it a
+ * whole event (lazy_materialize): the three fields set, the plain event
+ * metatable back.  Only next() and rawget() see the difference. */
+
+static uint32_t get_le32(const char *p) {
+  const unsigned char *u = (const unsigned char *)p;
+  return (uint32_t)u[0] | (uint32_t)u[1] << 8 | (uint32_t)u[2] << 16 | (uint32_t)u[3] << 24;
+}
+
+static void lazy_materialize(lua_State *L, int t) {
+  reader r;
+  size_t len;
+  const char *p;
+  int top = lua_gettop(L);
+  t = lua_absindex(L, t);
+  luaL_checkstack(L, 6, NULL);
+  r.cache = lua_touserdata(L, lua_upvalueindex(1));
+  lua_getiuservalue(L, lua_upvalueindex(1), 1);
+  r.t = lua_gettop(L);
+  lua_rawgeti(L, r.t, F_LAZY);
+  lua_pushvalue(L, t);
+  lua_rawget(L, -2);
+  p = lua_tolstring(L, -1, &len); /* anchored on the stack */
+  if (p && len >= 20) {
+    char id[37];
+    uint32_t dlen = get_le32(p + 16);
+    if ((size_t)dlen > len - 20) goto corrupt;
+    er_uuid_format((const uint8_t *)p, id);
+    lua_rawgeti(L, r.t, F_ID);
+    lua_pushlstring(L, id, 36);
+    lua_rawset(L, t);
+    if (dlen) {
+      lua_rawgeti(L, r.t, F_DATA);
+      if (!er_decode_cached(L, p + 20, dlen, r.cache, r.t)) goto corrupt;
+      lua_rawset(L, t);
+    }
+    lua_rawgeti(L, r.t, F_METADATA);
+    if (len - 20 - dlen) {
+      if (!er_decode_cached(L, p + 20 + dlen, len - 20 - dlen, r.cache, r.t)) goto corrupt;
+      if (!lua_istable(L, -1)) goto corrupt;
+    } else {
+      lua_createtable(L, 0, 0);
+    }
+    lua_rawset(L, t);
+    lua_rawgeti(L, r.t, F_LAZY); /* weak[t] = nil */
+    lua_pushvalue(L, t);
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+  }
+  lua_rawgeti(L, r.t, F_MT);
+  lua_setmetatable(L, t);
+  lua_settop(L, top);
+  return;
+corrupt:
+  lua_settop(L, top);
+  lua_pushliteral(L, "position");
+  lua_rawget(L, t);
+  raise_corrupt(L, (uint64_t)lua_tointeger(L, -1));
+}
+
+static int lazy_index(lua_State *L) {
+  size_t len;
+  const char *k = lua_tolstring(L, 2, &len);
+  if (lua_type(L, 2) != LUA_TSTRING ||
+      !((len == 4 && memcmp(k, "data", 4) == 0) || (len == 2 && memcmp(k, "id", 2) == 0) ||
+        (len == 8 && memcmp(k, "metadata", 8) == 0)))
+    return 0; /* nil: the other fields are in the table, or absent */
+  lazy_materialize(L, 1);
+  lua_settop(L, 2);
+  lua_rawget(L, 1);
+  return 1;
+}
+
+static int lazy_newindex(lua_State *L) {
+  lazy_materialize(L, 1);
+  lua_settop(L, 3);
+  lua_rawset(L, 1);
+  return 0;
+}
+
+static int lazy_next(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 2);
+  if (lua_next(L, 1)) return 2;
+  lua_pushnil(L);
+  return 1;
+}
+
+static int lazy_pairs(lua_State *L) {
+  lazy_materialize(L, 1);
+  lua_pushcfunction(L, lazy_next);
+  lua_pushvalue(L, 1);
+  lua_pushnil(L);
+  return 3;
+}
+
+static int lazy_tostring(lua_State *L) {
+  lazy_materialize(L, 1);
+  lua_settop(L, 1);
+  luaL_tolstring(L, 1, NULL); /* the plain metatable's __tostring */
+  return 1;
+}
+
+static const luaL_Reg lazy_meta[] = {
+  {"__index", lazy_index},
+  {"__newindex", lazy_newindex},
+  {"__pairs", lazy_pairs},
+  {"__tostring", lazy_tostring},
+  {NULL, NULL}
+};
+
 /* Push a new reader whose events get the metatable at index mt. */
 static void new_reader(lua_State *L, int mt) {
   er_strcache *c = lua_newuserdatauv(L, sizeof *c, 1);
-  int i;
+  int i, ud = lua_gettop(L);
   memset(c, 0, sizeof *c);
   lua_createtable(L, ER_STRCACHE_BASE + ER_STRCACHE_SLOTS, 0);
   for (i = 0; i < F_MT - 1; i++) {
@@ -206,6 +326,21 @@ static void new_reader(lua_State *L, int mt) {
   lua_rawseti(L, -2, F_SUBJECT);
   lua_pushliteral(L, "forgotten");
   lua_rawseti(L, -2, F_FORGOTTEN);
+  lua_createtable(L, 0, 5); /* the lazy events' metatable */
+  lua_pushvalue(L, ud);
+  luaL_setfuncs(L, lazy_meta, 1);
+  if (lua_getfield(L, mt, "__name") == LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_pushliteral(L, EVENT_MT);
+  }
+  lua_setfield(L, -2, "__name");
+  lua_rawseti(L, -2, F_LAZY_MT);
+  lua_createtable(L, 0, 0); /* lazy event -> its bytes, weak keys */
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_rawseti(L, -2, F_LAZY);
   lua_setiuservalue(L, -2, 1);
 }
 
@@ -266,6 +401,58 @@ static int push_event(lua_State *L, const er_event *ev, const reader *r) {
 corrupt:
   lua_settop(L, top);
   return 0;
+}
+
+/* Push the event as a lazy event table (see lazy_materialize): the fields
+ * stream, version, position, type and time now (subject and forgotten too);
+ * id, data and metadata on first access.  Returns 1. */
+static int push_event_lazy(lua_State *L, const er_event *ev, const reader *r) {
+  luaL_Buffer b;
+  uint8_t head[20];
+  luaL_checkstack(L, 6, NULL);
+  lua_createtable(L, 0, 8);
+  lua_rawgeti(L, r->t, F_STREAM);
+  er_push_cached(L, ev->stream, ev->stream_len, r->cache, r->t);
+  lua_rawset(L, -3);
+  lua_rawgeti(L, r->t, F_VERSION);
+  lua_pushinteger(L, (lua_Integer)ev->version);
+  lua_rawset(L, -3);
+  lua_rawgeti(L, r->t, F_POSITION);
+  lua_pushinteger(L, (lua_Integer)ev->position);
+  lua_rawset(L, -3);
+  lua_rawgeti(L, r->t, F_TYPE);
+  er_push_cached(L, ev->type, ev->type_len, r->cache, r->t);
+  lua_rawset(L, -3);
+  lua_rawgeti(L, r->t, F_TIME);
+  lua_pushinteger(L, (lua_Integer)ev->time);
+  lua_rawset(L, -3);
+  if (ev->subject_len) { /* personal data: as push_event */
+    lua_rawgeti(L, r->t, F_SUBJECT);
+    er_push_cached(L, ev->subject, ev->subject_len, r->cache, r->t);
+    lua_rawset(L, -3);
+    if (ev->forgotten) {
+      lua_rawgeti(L, r->t, F_FORGOTTEN);
+      lua_pushboolean(L, 1);
+      lua_rawset(L, -3);
+    }
+  }
+  lua_rawgeti(L, r->t, F_LAZY);
+  lua_pushvalue(L, -2);
+  memcpy(head, ev->id, 16);
+  head[16] = (uint8_t)ev->data_len;
+  head[17] = (uint8_t)(ev->data_len >> 8);
+  head[18] = (uint8_t)(ev->data_len >> 16);
+  head[19] = (uint8_t)(ev->data_len >> 24);
+  luaL_buffinitsize(L, &b, 20 + ev->data_len + ev->metadata_len);
+  luaL_addlstring(&b, (const char *)head, 20);
+  luaL_addlstring(&b, ev->data, ev->data_len);
+  luaL_addlstring(&b, ev->metadata, ev->metadata_len);
+  luaL_pushresult(&b);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+  lua_rawgeti(L, r->t, F_LAZY_MT);
+  lua_setmetatable(L, -2);
+  return 1;
 }
 
 /* Push the event of a raw read as values, no table: id, stream, version,
@@ -1342,7 +1529,8 @@ static int iter_next(lua_State *L) {
       reader r;
       r.cache = lua_touserdata(L, lua_upvalueindex(1));
       r.t = lua_upvalueindex(2);
-      if (li->raw) return push_event_raw(L, &ev, &r);
+      if (li->raw == 1) return push_event_raw(L, &ev, &r);
+      if (li->raw == 2 && ls->upcast_ref == LUA_NOREF) return push_event_lazy(L, &ev, &r);
       if (push_event(L, &ev, &r)) {
         if (ls->upcast_ref != LUA_NOREF) upcast_event(L, ls, -1);
         return 1;
@@ -1517,6 +1705,8 @@ static int store_all(lua_State *L) {
   from = er_opt_integer(L, 2, "from", 1, ER_NO_MAX, 1);
   count = er_opt_integer(L, 2, "count", 0, ER_NO_MAX, -1);
   raw = er_opt_boolean(L, 2, "raw", 0);
+  /* _lazy (projections' catch-up): lazy event tables */
+  if (!raw && er_opt_boolean(L, 2, "_lazy", 0)) raw = 2;
   /* (the strings stay in the options table during the call) */
   f.category = er_opt_string(L, 2, "category", &f.category_len);
   if (!lua_isnoneornil(L, 2) && lua_getfield(L, 2, "types") != LUA_TNIL) { /* 3 */

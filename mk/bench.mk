@@ -1,8 +1,10 @@
 # Benchmarks (bench/README.md): every contender side by side in one run.
 #   make bench         the full run, medians of 3; writes bench/results.md
+#                      and its chart, bench/results.svg (bench/chart.lua)
 #   make bench-quick   reduced sizes, one run each, under a minute; writes
-#                      build/bench-quick.md (CI runs it to keep the harness
-#                      working; it asserts nothing about speed)
+#                      build/bench-quick.md and build/bench-quick.svg (CI
+#                      runs it to keep the harness working; it asserts
+#                      nothing about speed)
 # The JetStream rows need nats-server: bench/run.lua starts one
 # with tools/nats.sh in $(B)/bench-tmp/nats (unless EVENTROCKS_NATS_URL is
 # set) and stops it after; the trap below stops it too when the run is

@@ -151,6 +151,24 @@ describe("projection failures", function()
     assert.equal(2, p:status().skipped)
   end)
 
+  it("a damaged event (the store's 'corruption' error) stops the projection whatever on_error says", function()
+    fill()
+    local core = require "eventrocks.core"
+    for _, policy in ipairs({ "skip", "park", function() return "skip" end }) do
+      local p = t.store:projection("damaged", { on_error = policy, handlers = { N = function(_, ev)
+        if ev.position == 3 then
+          error(setmetatable({ code = "corruption", position = 3,
+            message = "the data of the event at position 3 does not decode" }, core.error_metatable))
+        end
+      end } })
+      local ok, err = pcall(p.run, p)
+      assert.is_false(ok)
+      H.check_err(err, "corruption")
+      assert.equal(0, p:position())
+      assert.equal(0, p:status().dead_letters)
+    end
+  end)
+
   it("refuses an unknown on_error, and reset forgets the failures", function()
     assert.has_error(function() t.store:projection("x", { handlers = handlers(), on_error = "retry" }) end)
     fill()

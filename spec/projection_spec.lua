@@ -164,6 +164,44 @@ describe("catch-up projections", function()
     H.assert_same({ ["product-1"] = { price = 8 }, ["product-2"] = { price = 10 }, product = { price = 1 } }, all)
   end)
 
+  it("hands handlers events whose id, data and metadata decode on first access; pairs, tostring and writes see a whole event",
+    function()
+      local s = t.store
+      assert(s:append("a-1", { { type = "A", data = { n = 1 }, metadata = { who = "me" } }, { type = "A" } }))
+      local plain = H.collect(s:all())
+      local seen = {}
+      local p = s:projection("lazy", { handlers = { A = function(_, ev) seen[#seen + 1] = ev end } })
+      assert.same({ 2, 2 }, { p:run() })
+      local e1, e2 = seen[1], seen[2]
+      -- nothing decoded yet: only what the table itself holds
+      assert.is_nil(rawget(e1, "data"))
+      assert.is_nil(rawget(e1, "id"))
+      assert.equal("a-1", rawget(e1, "stream"))
+      assert.equal(1, rawget(e1, "version"))
+      -- first access: the whole event, equal to what all() gives
+      assert.same({ n = 1 }, e1.data)
+      assert.equal(plain[1].id, rawget(e1, "id"))
+      H.assert_same(plain[1], e1)
+      assert.equal(getmetatable(plain[1]), getmetatable(e1))
+      assert.equal(tostring(plain[1]), tostring(e1))
+      -- pairs shows every field of an untouched one; an absent field is nil
+      local keys = {}
+      for k in pairs(e2) do keys[#keys + 1] = k end
+      table.sort(keys)
+      assert.same({ "id", "metadata", "position", "stream", "time", "type", "version" }, keys)
+      assert.is_nil(e2.data)
+      assert.is_nil(seen[1].subject)
+      -- a write before any read keeps the other fields
+      local e3
+      assert(s:append("a-2", { type = "A", data = { n = 3 } }))
+      p = s:projection("lazy2", { handlers = { A = function(_, ev) if ev.stream == "a-2" then e3 = ev end end } })
+      p:run()
+      e3.data = "mine"
+      assert.equal("mine", e3.data)
+      assert.same({}, e3.metadata)
+      assert.equal(36, #e3.id)
+    end)
+
   it("a run with nothing new returns 0 and the same position; later events are read from the checkpoint on", function()
     local s = t.store
     seed(s)

@@ -344,6 +344,37 @@ static int may_create_in(const char *dir, er_error *err) {
   return ER_OK;
 }
 
+/* Whether the RocksDB database at `path` is what a creation of a store
+ * killed before its first family leaves: RocksDB writes CURRENT and a
+ * manifest with only the 'default' family, then adds ours one by one.  Its
+ * default family must be empty: a database of someone else's data is never
+ * written into. */
+static int interrupted_creation(const char *path, char **names, size_t n) {
+  rocksdb_options_t *o;
+  rocksdb_t *db;
+  char *rerr = NULL;
+  int empty = 0;
+  if (n != 1 || strcmp(names[0], "default") != 0) return 0;
+  o = rocksdb_options_create();
+  db = rocksdb_open_for_read_only(o, path, 0, &rerr);
+  if (db) {
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_iterator_t *it = rocksdb_create_iterator(db, ro);
+    rocksdb_iter_seek_to_first(it);
+    empty = !rocksdb_iter_valid(it);
+    rocksdb_iter_get_error(it, &rerr);
+    rocksdb_iter_destroy(it);
+    rocksdb_readoptions_destroy(ro);
+    rocksdb_close(db);
+  }
+  if (rerr) {
+    empty = 0;
+    rocksdb_free(rerr);
+  }
+  rocksdb_options_destroy(o);
+  return empty;
+}
+
 /* The column families of the existing store at s->path into `*existing`
  * (NULL, 0 for a new store), checked: it must have our 'log' family (else
  * it is not ours, or another process is still creating it), and a
@@ -360,13 +391,29 @@ static int existing_families(er_store *s, char ***existing, size_t *n_existing,
   for (i = 0, j = 0; i < n; i++)
     if (strcmp(names[i], er__cf_names[CF_LOG]) == 0) j = 1;
   if (!j) {
-    rocksdb_list_column_families_destroy(names, n);
+    int interrupted;
     /* a store that another process is creating has its families added
      * one by one, under RocksDB's lock */
-    if (locked_by_other(s->path))
+    if (locked_by_other(s->path)) {
+      rocksdb_list_column_families_destroy(names, n);
       return er__fail(err, ER_LOCKED,
                       "%s: the store is already open for writing (another "
                       "process is creating it)",
+                      s->path);
+    }
+    interrupted = interrupted_creation(s->path, names, n);
+    if (interrupted && !s->read_only) {
+      /* finish the creation: open_db adds our families, check_format
+       * writes the marker */
+      *existing = names;
+      *n_existing = n;
+      return ER_OK;
+    }
+    rocksdb_list_column_families_destroy(names, n);
+    if (interrupted)
+      return er__fail(err, ER_INVALID,
+                      "%s: the creation of this store was interrupted; open "
+                      "it once for writing to finish it",
                       s->path);
     return er__fail(err, ER_INVALID,
                     "%s: not an eventrocks store (no 'log' column family)",

@@ -613,6 +613,52 @@ static void test_plain_rocksdb_not_store(void **state) {
   assert_fails(er_open(f->dir, &opts, &s, &err), ER_INVALID, err);
 }
 
+/* A writer killed while RocksDB creates a new store leaves CURRENT and a
+ * manifest with only the empty 'default' family: the next writable open
+ * finishes the creation; a read-only one says what to do. */
+static void test_interrupted_creation_finished(void **state) {
+  fx *f = *state;
+  rocksdb_options_t *o = rocksdb_options_create();
+  rocksdb_options_set_create_if_missing(o, 1);
+  char *e = NULL;
+  rocksdb_t *db = rocksdb_open(o, f->dir, &e);
+  assert_null(e);
+  rocksdb_close(db);
+
+  er_store *s = NULL;
+  er_options opts;
+  er_options_init(&opts);
+  opts.read_only = 1;
+  er_error err = fresh_err();
+  assert_fails(er_open(f->dir, &opts, &s, &err), ER_INVALID, err);
+  assert_non_null(strstr(err.message, "interrupted"));
+
+  s = tu_open(f->dir);
+  assert_int_equal(ok1(s, "a-1", "A", "1").position, 1);
+  er_close(s);
+  s = tu_open(f->dir);
+  assert_int_equal(version_of(s, "a-1"), 1);
+  er_close(s);
+
+  /* with data in its default family it is someone else's: no family added */
+  tu_rmtree(f->dir);
+  db = rocksdb_open(o, f->dir, &e);
+  assert_null(e);
+  rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+  rocksdb_put(db, wo, "k", 1, "v", 1, &e);
+  assert_null(e);
+  rocksdb_writeoptions_destroy(wo);
+  rocksdb_close(db);
+  err = fresh_err();
+  assert_fails(er_open(f->dir, NULL, &s, &err), ER_INVALID, err);
+  size_t n = 0;
+  char **names = rocksdb_list_column_families(o, f->dir, &n, &e);
+  assert_null(e);
+  assert_int_equal(n, 1);
+  rocksdb_list_column_families_destroy(names, n);
+  rocksdb_options_destroy(o);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Appending                                                                  */
 
@@ -2382,6 +2428,7 @@ int main(int argc, char **argv) {
       WITH_STORE(test_format_marker_on_disk),
       WITH_STORE(test_format_mismatch),
       WITH_DIR(test_plain_rocksdb_not_store),
+      WITH_DIR(test_interrupted_creation_finished),
       WITH_STORE(test_append_versions_positions),
       WITH_STORE(test_append_ids),
       WITH_STORE(test_generated_ids_increase),

@@ -65,42 +65,52 @@ end
 
 --- The read-model value of `key`, including this batch's own writes.
 function View:get(key)
-  check_key(key, "get")
+  if type(key) ~= "string" or key == "" then check_key(key, "get") end
   local v = self._buf[key]
   if v ~= nil then
     if v == DELETED then return nil end
-    return copy(v)
+    if type(v) == "table" then return copy(v) end
+    return v
   end
   return self._get(self._store, "views", self._prefix .. key)
 end
 
---- Write `value` (any storable value; nil deletes) under `key`.  The value
--- is encoded now, so that a value the store cannot hold raises here, in the
--- handler; each key is written once per batch, with its last value.
--- While a handler that may fail without stopping the projection runs
--- (on_error), the first write of each key keeps what the key held, so
--- that its writes can be taken back.
+--- Write `value` (any storable value; nil deletes) under `key`.  A value
+-- the store cannot hold raises here, in the handler: a table is encoded
+-- now (its copy is what later gets of this batch see), a number, string or
+-- boolean (always storable) when the batch is written, so that a key put
+-- once per event is encoded once per batch.  Each key is written once per
+-- batch, with its last value.  While a handler that may fail without
+-- stopping the projection runs (on_error), the first write of each key
+-- keeps what the key held, so that its writes can be taken back.
 local function remember(view, key)
-  if not view._guarded then return end
   local n, jl = view._jn, view._jl
   jl[n + 1], jl[n + 2], jl[n + 3] = key, view._pending[key], view._buf[key]
   view._jn = n + 3
 end
 
+local SCALAR = { number = true, string = true, boolean = true }
+
 function View:put(key, value)
-  check_key(key, "put")
-  check_length(self, key, "put")
+  if type(key) ~= "string" or key == "" then check_key(key, "put") end
+  if #self._prefix + #key > core.MAX_KEY_LEN then check_length(self, key, "put") end
   if value == nil then return self:delete(key) end
+  if SCALAR[type(value)] then
+    if self._guarded then remember(self, key) end
+    self._pending[key] = true -- encoded by flush_view
+    self._buf[key] = value
+    return
+  end
   local bytes = encode(value) -- raises on a value it cannot store
-  remember(self, key)
+  if self._guarded then remember(self, key) end
   self._pending[key] = bytes
   self._buf[key] = copy(value) -- storable values have no cycles
 end
 
 function View:delete(key)
-  check_key(key, "delete")
-  check_length(self, key, "delete")
-  remember(self, key)
+  if type(key) ~= "string" or key == "" then check_key(key, "delete") end
+  if #self._prefix + #key > core.MAX_KEY_LEN then check_length(self, key, "delete") end
+  if self._guarded then remember(self, key) end
   self._pending[key] = false
   self._buf[key] = DELETED
 end
@@ -108,10 +118,12 @@ end
 -- Write the batch's read-model changes, and the failures it recorded
 -- (dead letters, skipped errors), into its transaction.
 local function flush_view(view)
-  local txn, prefix = view._txn, view._prefix
+  local txn, prefix, buf = view._txn, view._prefix, view._buf
   for key, bytes in pairs(view._pending) do
     local ok, err
-    if bytes then
+    if bytes == true then
+      ok, err = txn:put_encoded("views", prefix .. key, encode(buf[key]))
+    elseif bytes then
       ok, err = txn:put_encoded("views", prefix .. key, bytes)
     else
       ok, err = txn:delete("views", prefix .. key)
@@ -316,6 +328,13 @@ local function settle(proj, view, ev, ok, err)
   return true
 end
 
+-- A handler's error that is the store's: an event whose stored bytes do not
+-- decode (lazy events decode on the handler's first access).  It stops
+-- the projection whatever on_error says: it is no handler's failure.
+local function damaged(err)
+  if getmetatable(err) == core.error_metatable and err.code == "corruption" then return err end
+end
+
 -- The one dispatch loop of projections (catch-up batches of every source,
 -- inline projections inside a commit, retries of dead letters): hand each
 -- event the iterator yields to its handler, with the view.  `filter`: the
@@ -338,7 +357,7 @@ local function apply(proj, view, filter, iter, state, init, closer)
       view._event = ev
       if not guarded then
         local ok, err = pcall(h, view, ev)
-        if not ok then return nil, handler_failed(proj, ev, err) end
+        if not ok then return nil, damaged(err) or handler_failed(proj, ev, err) end
       elseif any_parked and parked[ev.stream] then
         view._failures[#view._failures + 1] = { "deadletter", failure_record(ev,
           fmt("projection '%s': parked behind position %d of stream %s", proj.name, parked[ev.stream], ev.stream),
@@ -348,6 +367,7 @@ local function apply(proj, view, filter, iter, state, init, closer)
         if ok and not view._emits then
           if view._jn ~= 0 then view._jn = 0 end
         else
+          if not ok and damaged(err) then return nil, err end
           ok, err = settle(proj, view, ev, ok, err)
           if not ok then return nil, err end
           view._guarded = true
@@ -425,8 +445,10 @@ end
 
 function LogBatch:begin(txn)
   local proj = self.proj
+  -- lazy events: a handler that reads only ev.type and ev.stream costs no
+  -- decoding of data, metadata and id
   return txn, proj.store:all({ from = self.from + 1, count = self.max, category = proj.category,
-    types = not self.upcasting and proj.types or nil })
+    types = not self.upcasting and proj.types or nil, _lazy = true })
 end
 
 function LogBatch:finish(err) return err end
