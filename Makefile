@@ -25,7 +25,7 @@ WERROR ?=
 OPT ?= -O2 -g
 SAN =
 CFLAGS_ALL = $(WARN) $(WERROR) $(OPT) $(SAN) -fPIC -Icore/include $(CPPFLAGS) $(CFLAGS)
-LIBS = -lrocksdb -lxxhash -lpthread
+LIBS = -lrocksdb -lxxhash -lsodium -lpthread
 TEST_LIBS = $(LIBS) -lcmocka
 
 B ?= build

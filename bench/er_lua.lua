@@ -1,6 +1,7 @@
 -- bench/er_lua.lua -- eventrocks from Lua: what users get.  See bench/README.md for the contract.
 -- Workloads: append1, append100, append_rr, read, catchup, snapshot, latency, rss,
--- lifecycle
+-- lifecycle, personal (events of a subject, encrypted, against plain ones in
+-- the same run)
 -- (rss fills the store, then measures a child process that only streams it).
 local er = require "eventrocks"
 local C = require "common"
@@ -382,6 +383,75 @@ elseif workload == "lifecycle" then
   local a3, s3 = side(1000000000)
   result("retention.append_ratio", (a1 + a3) / (a0 + a2))
   result("retention.scan_ratio", (s1 + s3) / (s0 + s2))
+
+elseif workload == "personal" then
+  -- Personal data: 200-byte events (encoded) appended one per call over 1000
+  -- streams, each stream a subject, into a store opened with a key, against
+  -- the same without subject in a plain store; then a scan of each log.
+  -- Two rounds each, alternated, so that neither side gets the cold caches.
+  -- Then forget of one subject among min(N, 100k) (each with its key), and
+  -- the compact after it.
+  local KEY = string.rep("k", 32)
+  local pad = string.rep("x", 48)
+  local function ev(i)
+    local d = payload(i)
+    d.pad = pad
+    return { type = "ItemAdded", data = d }
+  end
+  local n = N // 2
+  local function side(d, keyed)
+    os.execute("rm -rf '" .. d .. "'")
+    local st = assert(er.open(d, keyed and { key = KEY } or nil))
+    local names, subj = {}, {}
+    for k = 0, 999 do names[k] = "order-" .. k; subj[k] = keyed and { subject = "person-" .. k } or nil end
+    local t0 = now()
+    for j = 1, n do
+      local k = j % 1000
+      assert(st:append(names[k], ev(j), subj[k]))
+    end
+    local ta = now() - t0
+    st:_wait_idle()
+    t0 = now()
+    local c = 0
+    for e in st:all() do c = c + (e.data.qty > 0 and 1 or 0) end
+    local ts = now() - t0
+    assert(c == n, "scanned " .. c)
+    st:close()
+    os.execute("rm -rf '" .. d .. "'")
+    return n / ta, n / ts
+  end
+  side(dir .. "/warm", false) -- a warm-up, not counted
+  local ap, sp, ae, se = 0, 0, 0, 0
+  for r = 1, 2 do
+    local a, sc = side(dir .. "/plain" .. r, false)
+    ap, sp = ap + a, sp + sc
+    a, sc = side(dir .. "/enc" .. r, true)
+    ae, se = ae + a, se + sc
+  end
+  result("personal.append_plain.eps", ap / 2)
+  result("personal.append_enc.eps", ae / 2)
+  result("personal.append_ratio", ae / ap)
+  result("personal.scan_plain.eps", sp / 2)
+  result("personal.scan_enc.eps", se / 2)
+  result("personal.scan_ratio", se / sp)
+  -- forget one subject among `subjects`, each with a key and events
+  local subjects = math.min(N, 100000)
+  local d = dir .. "/forget"
+  local st = assert(er.open(d, { key = KEY }))
+  for i = 1, N do
+    local k = i % subjects
+    assert(st:append("person-" .. k, ev(i), { subject = "subject-" .. k }))
+  end
+  st:_wait_idle()
+  local t0 = now()
+  assert(st:forget("subject-" .. (subjects // 2)) == true)
+  result("personal.forget.ms", (now() - t0) * 1000)
+  t0 = now()
+  assert(st:compact())
+  result("personal.compact.ms", (now() - t0) * 1000)
+  assert(st:event(subjects // 2).forgotten)
+  st:close()
+  os.execute("rm -rf '" .. d .. "'")
 
 else
   io.stderr:write("eventrocks.lua: unknown workload '", workload, "'\n")

@@ -71,13 +71,13 @@ local S = quick and {
   append_rr = 20000, append_rr_sync = 1000,
   read = 40000, catchup = 100000, snap_small = 1000, snap_big = 100000,
   latency = 300000, rss = 300000, jetstream = 20000, lifecycle = 100000, ui = 100000,
-  subscribe = 5000, catchup_policy = 100000,
+  subscribe = 5000, catchup_policy = 100000, personal = 20000,
 } or {
   append1 = 100000, append1_sync = 2000, append100 = 100000, append100_sync = 20000,
   append_rr = 100000, append_rr_sync = 5000,
   read = 200000, catchup = 1000000, snap_small = 1000, snap_big = 1000000,
   latency = 10000000, rss = 10000000, jetstream = 1000000, lifecycle = 1000000, ui = 1000000,
-  subscribe = 20000, catchup_policy = 1000000,
+  subscribe = 20000, catchup_policy = 1000000, personal = 200000,
 }
 
 local function count(n)
@@ -169,6 +169,17 @@ job("lifecycle", S.lifecycle, 0, { lua = true }, {
   { metric = "compact.eps", label = ("compaction after hard-deleting 10%% of the streams of %s events"):format(count(S.lifecycle)), unit = "events/s" },
   { metric = "retention.append_ratio", label = "appends with max_count on every stream / without (goal >= 0.9)", unit = "×" },
   { metric = "retention.scan_ratio", label = "log scan with max_count on every stream / without (goal >= 0.9)", unit = "×" } })
+-- Personal data: events of a subject (encrypted) against plain ones, both
+-- in this run; forget of one subject among min(N, 100k), then compact.
+job("personal", S.personal, 0, { lua = true }, {
+  { metric = "personal.append_plain.eps", by = "lua", label = ("append 1 event/call, 200-byte events, no subject, %s events"):format(count(S.personal // 2)), unit = "events/s" },
+  { metric = "personal.append_enc.eps", by = "lua", label = "the same with a subject (encrypted)", unit = "events/s" },
+  { metric = "personal.append_ratio", by = "lua", label = "encrypted appends / plain (goal >= 0.7)", unit = "×" },
+  { metric = "personal.scan_plain.eps", by = "lua", label = ("scan the global log of those %s events, no subject"):format(count(S.personal // 2)), unit = "events/s" },
+  { metric = "personal.scan_enc.eps", by = "lua", label = "the same with a subject (decrypted)", unit = "events/s" },
+  { metric = "personal.scan_ratio", by = "lua", label = "encrypted reads / plain (goal >= 0.7)", unit = "×" },
+  { metric = "personal.forget.ms", by = "lua", label = ("forget one subject among %s (%s events)"):format(count(math.min(S.personal, 100000)), count(S.personal)), unit = "ms" },
+  { metric = "personal.compact.ms", by = "lua", label = "compact after it", unit = "ms" } })
 -- JetStream: one run of bench/jetstream.lua gives the relay and both
 -- consumers; one run of the raw baseline both publish rates.  `by`: the
 -- one contender whose column the row fills.
@@ -529,6 +540,10 @@ goal(("snapshot load, %s-event stream / %s-event stream (time)"):format(count(S.
 goal(("p99 append latency at %s / at 10k"):format(count(S.latency)),
   get(("latency.%s.p99_us"):format(count(S.latency)), S.latency, 0, "lua"), get("latency.10k.p99_us", S.latency, 0, "lua"), 1.5, "max")
 goal(("peak RSS streaming %s events / 64 MiB"):format(count(S.rss)), get("rss.mib", S.rss, 0, "lua"), 64, 1, "max")
+goal("personal data: encrypted appends / plain (200-byte events)", get("personal.append_enc.eps", S.personal, 0, "lua"),
+  get("personal.append_plain.eps", S.personal, 0, "lua"), 0.7)
+goal("personal data: encrypted reads / plain (200-byte events)", get("personal.scan_enc.eps", S.personal, 0, "lua"),
+  get("personal.scan_plain.eps", S.personal, 0, "lua"), 0.7)
 local JS = S.jetstream
 goal("relay to JetStream / raw async publish", get("relay.eps", JS, 0, "js"), get("raw_async_publish.mps", JS, 0, "jsraw"), 0.5,
   nil, over(get("raw_async_publish_msgid.mps", JS, 0, "jsraw"), get("raw_async_publish.mps", JS, 0, "jsraw")),

@@ -49,7 +49,8 @@ local function same(a, b)
   return true
 end
 
-local FIELDS = { "id", "stream", "version", "type", "time", "data", "metadata", "position" }
+local FIELDS = { "id", "stream", "version", "type", "time", "data", "metadata", "position",
+  "subject", "forgotten" }
 
 local function same_event(a, b)
   for _, f in ipairs(FIELDS) do
@@ -78,6 +79,9 @@ local function kept(ev)
     id = ev.id:lower(), stream = ev.stream, version = ev.version, type = ev.type, time = ev.time,
     data = ev.data ~= nil and stored(ev.data) or nil,
     metadata = ev.metadata ~= nil and stored(ev.metadata) or {},
+    -- personal data: the subject and forgotten flag go through export as
+    -- they are (the store of this target has no key: not appended)
+    subject = ev.subject, forgotten = ev.forgotten,
   }
 end
 

@@ -16,7 +16,10 @@
  * iterator left open, which must then answer ER_INVALID); soft and hard
  * deletes, truncations, max_count limits and compactions (removed events
  * vanish from every read, their ids are free again, check accepts the
- * holes).
+ * holes); personal data: the store is opened with a key, the events of
+ * some streams carry a subject (two streams share one), and forgets of a
+ * subject make its events read as forgotten from then on, while later
+ * appends of it read normally (a new key).
  *
  * The model says what each call must answer, from the rules of
  * core/include/eventrocks.h: an append succeeds iff the expectation holds;
@@ -61,6 +64,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static const char *const stream_name[NSTREAMS] = {"a-1", "a-10", "b-1", "c",
                                                   "\xff-\xff"};
 static const size_t stream_len[NSTREAMS] = {3, 4, 3, 1, 3};
+/* the subject of each stream's events (personal data), or NULL */
+static const char *const subject_of[NSTREAMS] = {"alice", "alice", "bob", NULL, NULL};
+#define NSUBJECTS 2
+static const char *const subject_name[NSUBJECTS] = {"alice", "bob"};
+static const uint8_t store_key[ER_KEY_LEN] = "ops-fuzz-master-key-0123456789a";
 #define NTYPES 3
 static const char *const type_name[NTYPES] = {"Created", "Changed", "X"};
 #define NKEYS 4
@@ -86,6 +94,7 @@ typedef struct mevent {
   size_t data_len, meta_len;
   size_t append; /* index in model.ap */
   int compacted; /* removed, and a compaction made it a hole */
+  int forgotten; /* its subject was forgotten after it was appended */
 } mevent;
 
 typedef struct mappend {
@@ -112,6 +121,7 @@ typedef struct model {
   uint8_t kv[NKEYS][MAX_PAYLOAD];
   size_t kv_len[NKEYS];
   int kv_set[NKEYS];
+  int key_live[NSUBJECTS]; /* the subject has a key (appended since its last forget) */
 } model;
 
 static model M;
@@ -303,6 +313,21 @@ static void same_event(const er_event *ev, const mevent *m, const char *what) {
   if (ev->type_len != strlen(type_name[m->type]) ||
       memcmp(ev->type, type_name[m->type], ev->type_len) != 0)
     FAIL("%s: position %llu: wrong type", what, (unsigned long long)m->position);
+  {
+    const char *subj = subject_of[m->stream];
+    size_t sl = subj ? strlen(subj) : 0;
+    if (ev->subject_len != sl || (sl && memcmp(ev->subject, subj, sl) != 0))
+      FAIL("%s: position %llu: wrong subject", what, (unsigned long long)m->position);
+    if (ev->forgotten != m->forgotten)
+      FAIL("%s: position %llu: forgotten %d, model %d", what,
+           (unsigned long long)m->position, ev->forgotten, m->forgotten);
+    if (m->forgotten) {
+      if (ev->data_len || ev->metadata_len)
+        FAIL("%s: position %llu: a forgotten event has data", what,
+             (unsigned long long)m->position);
+      return;
+    }
+  }
   if (ev->data_len != m->data_len ||
       (m->data_len && memcmp(ev->data, m->data, m->data_len) != 0))
     FAIL("%s: position %llu: wrong data", what, (unsigned long long)m->position);
@@ -709,6 +734,8 @@ static void model_write(const batch *b, uint64_t cur) {
   }
   M.nap++;
   M.version[b->stream] = cur + b->n;
+  if (subject_of[b->stream])
+    M.key_live[strcmp(subject_of[b->stream], "alice") == 0 ? 0 : 1] = 1;
   M.life[b->stream].soft = 0; /* an append restarts a soft-deleted stream */
 }
 
@@ -779,6 +806,16 @@ static void check_wrong_version(const er_error *err, int64_t expected, uint64_t 
          (long long)expected, (unsigned long long)actual);
 }
 
+/* The events of `b` carry the subject of its stream. */
+static void set_subjects(batch *b) {
+  size_t i;
+  const char *subj = b->stream >= 0 ? subject_of[b->stream] : NULL;
+  for (i = 0; i < b->n; i++) {
+    b->e[i].subject = subj;
+    b->e[i].subject_len = subj ? strlen(subj) : 0;
+  }
+}
+
 static void do_append(batch *b) {
   er_appended res;
   er_error err;
@@ -798,6 +835,7 @@ static void do_append(batch *b) {
   alt = -1;
   if (want == -2) want = decide(b, cur, &replay_of, &alt);
   for (i = 0; i < b->n; i++) has_id[i] = b->e[i].has_id;
+  set_subjects(b);
   memset(&err, 0, sizeof err);
   rc = er_append(S, sname, slen, b->expected, b->e, b->n, &res, &err);
   TRACE("append %zu events to stream %d (version %llu), expected %lld: %s%s, model %s",
@@ -854,6 +892,7 @@ static void do_txn(in *r, batch *bs, size_t k) {
     int invalid = bs[a].stream < 0 || bs[a].n == 0 || bs[a].expected < ER_STREAM_EXISTS;
     const char *sname = bs[a].stream < 0 ? "x\0y" : stream_name[bs[a].stream];
     size_t slen = bs[a].stream < 0 ? 3 : stream_len[bs[a].stream];
+    set_subjects(&bs[a]);
     rc = er_txn_append_at(t, sname, slen, bs[a].expected, bs[a].e, bs[a].n, bs[a].time,
                           &err);
     if (invalid) {
@@ -1036,16 +1075,39 @@ static void do_compact(void) {
   check_versions();
 }
 
+/* Forget subject `k`: a key is destroyed when one was made since the last
+ * forget; its events appended so far read as forgotten from now on. */
+static void do_forget(int k) {
+  er_error err;
+  int forgotten = -1, rc;
+  size_t i;
+  const char *subj = subject_name[k];
+  rc = er_forget(S, subj, strlen(subj), &forgotten, &err);
+  TRACE("forget %s: %s %d, model %d", subj, code_name(rc), forgotten, M.key_live[k]);
+  if (rc != ER_OK) FAIL("er_forget(%s): %s %s", subj, code_name(rc), err.message);
+  if (forgotten != M.key_live[k])
+    FAIL("er_forget(%s) destroyed %d keys, model %d", subj, forgotten, M.key_live[k]);
+  M.key_live[k] = 0;
+  for (i = 0; i < M.n; i++) {
+    const char *s2 = subject_of[M.ev[i].stream];
+    if (s2 && strcmp(s2, subj) == 0) M.ev[i].forgotten = 1;
+  }
+}
+
 static void open_store(void) {
   er_error err;
-  int rc = er_open(dir, NULL, &S, &err);
+  er_options o;
+  int rc;
+  er_options_init(&o);
+  o.key = store_key;
+  rc = er_open(dir, &o, &S, &err);
   if (rc != ER_OK) FAIL("er_open(%s): %s %s", dir, code_name(rc), err.message);
 }
 
 static void run(in *r) {
   unsigned reopens = 0, compactions = 0;
   while (r->n > 0) {
-    unsigned op = next(r) % 20;
+    unsigned op = next(r) % 21;
     if (trace && (op >= 7 && op <= 13)) TRACE("op %u", op);
     switch (op) {
     case 0: case 1: case 2: case 3: { /* an append */
@@ -1150,6 +1212,9 @@ static void run(in *r) {
       break;
     case 19: /* a compaction costs about as much as an open */
       if (compactions++ < MAX_COMPACTIONS) do_compact();
+      break;
+    case 20: /* personal data: forget a subject */
+      do_forget((int)(next(r) % NSUBJECTS));
       break;
     default: /* 14, 15: plain appends with ER_ANY, to grow the streams */
     {

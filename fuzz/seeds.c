@@ -70,7 +70,43 @@ static void record(const char *name, const char *stream, const char *type,
   free(buf);
 }
 
+/* A sealed record (personal data) under a fixed key and nonce; `key` NULL:
+ * a forgotten one (no payload). */
+static void sealed_record(const char *name, const char *stream, const char *subject,
+                          const char *data, size_t data_len, int forgotten) {
+  static const uint8_t key[32] = "fuzz-seed-key-fuzz-seed-key-0123";
+  static const uint8_t key_id[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+  static const uint8_t nonce[24] = "fuzz-seed-nonce-fuzz-sd";
+  er_new_event e;
+  uint8_t *buf;
+  size_t n;
+  int i;
+  memset(&e, 0, sizeof e);
+  for (i = 0; i < 16; i++) e.id[i] = (uint8_t)(0x02 + 13 * i);
+  e.has_id = 1;
+  e.type = "Registered";
+  e.type_len = 10;
+  e.subject = subject;
+  e.subject_len = strlen(subject);
+  e.forgotten = forgotten;
+  if (!forgotten) {
+    e.data = data;
+    e.data_len = data_len;
+    e.metadata = "\x80";
+    e.metadata_len = 1;
+  }
+  n = er__record_size(strlen(stream), &e);
+  buf = malloc(n);
+  er__record_encode_sealed(buf, stream, strlen(stream), &e, 7, 2,
+                           INT64_C(1764282000000000), 1, 0,
+                           forgotten ? NULL : key, key_id, nonce);
+  put_file("record_decode", name, buf, n);
+  free(buf);
+}
+
 static void records(void) {
+  sealed_record("record-sealed", "user-42", "user-42", "\x81\xa5" "email\xa1" "a", 9, 0);
+  sealed_record("record-forgotten", "user-43", "person-43", NULL, 0, 1);
   static const char big[] = "\x85\xa4name\xa6Kettle\xa5price\xcd\x09\xc4\xa4tags"
                             "\x92\xa3new\xa4sale\xa3ok?\xc3\xa5ratio\xcb\x3f\xf8\x00"
                             "\x00\x00\x00\x00\x00";

@@ -21,6 +21,8 @@
 #include <string.h>
 
 #include "eventrocks.h"
+#include <sodium.h>
+#include <xxhash.h>
 #include "er_aux.h"
 #include "er_value.h"
 
@@ -48,6 +50,7 @@ typedef struct lstore {
   int reader_ref;       /* registry ref of its class's reader (get_reader) */
   int upcast_ref;       /* registry ref of its upcasters (type -> function), or LUA_NOREF */
   lua_Integer n_upcasters; /* their number: a longer chain is a loop */
+  int forget_ref;       /* registry ref of er.open's on_forget, or LUA_NOREF */
 } lstore;
 
 typedef struct ltxn {
@@ -136,11 +139,15 @@ static const char *check_stream(lua_State *L, int arg, size_t *len) {
 /* Options tables (er_aux.h): a misspelt option must never be dropped
  * silently (`{expectd = 0}` would append without its concurrency check). */
 static const char *const OPEN_OPTS[] = {"create", "sync", "read_only",
-                                        "max_event_size", "upcasters", NULL};
-static const char *const APPEND_OPTS[] = {"expected", NULL};
+                                        "max_event_size", "upcasters", "key",
+                                        "on_forget", NULL};
+static const char *const APPEND_OPTS[] = {"expected", "subject", NULL};
 /* restore, position: er_txn_restore, for imports and mirrors of a store
  * with removed events */
-static const char *const TXN_APPEND_OPTS[] = {"expected", "time", "restore", "position", NULL};
+/* subject, forgotten: an import's events of a subject, or forgotten ones
+ * (stored without data, metadata or key) */
+static const char *const TXN_APPEND_OPTS[] = {"expected", "time", "restore", "position",
+                                              "subject", "forgotten", NULL};
 static const char *const READ_OPTS[] = {"from", "count", "backward", "raw", NULL};
 static const char *const ALL_OPTS[] = {"from", "count", "category", "types", "raw", "_lazy", NULL};
 static const char *const STREAMS_OPTS[] = {"prefix", NULL};
@@ -162,7 +169,7 @@ static int raise_corrupt(lua_State *L, uint64_t position) {
  * an empty map at 10, so that each field is set without looking its name
  * up from a C string. */
 enum { F_ID = 1, F_STREAM, F_VERSION, F_POSITION, F_TYPE, F_TIME, F_DATA,
-       F_METADATA, F_MT, F_NO_METADATA, F_LAZY_MT, F_LAZY };
+       F_METADATA, F_MT, F_NO_METADATA, F_LAZY_MT, F_LAZY, F_SUBJECT, F_FORGOTTEN };
 static const char *const field_names[] = {
   "id", "stream", "version", "position", "type", "time", "data", "metadata"
 };
@@ -315,6 +322,10 @@ static void new_reader(lua_State *L, int mt) {
   lua_rawseti(L, -2, F_MT);
   er_push_raw(L, "\x80", 1); /* {} */
   lua_rawseti(L, -2, F_NO_METADATA);
+  lua_pushliteral(L, "subject");
+  lua_rawseti(L, -2, F_SUBJECT);
+  lua_pushliteral(L, "forgotten");
+  lua_rawseti(L, -2, F_FORGOTTEN);
   lua_createtable(L, 0, 5); /* the lazy events' metatable */
   lua_pushvalue(L, ud);
   luaL_setfuncs(L, lazy_meta, 1);
@@ -374,6 +385,16 @@ static int push_event(lua_State *L, const er_event *ev, const reader *r) {
     lua_createtable(L, 0, 0);
   }
   lua_rawset(L, -3);
+  if (ev->subject_len) { /* personal data: its subject; forgotten once erased */
+    lua_rawgeti(L, r->t, F_SUBJECT);
+    er_push_cached(L, ev->subject, ev->subject_len, r->cache, r->t);
+    lua_rawset(L, -3);
+    if (ev->forgotten) {
+      lua_rawgeti(L, r->t, F_FORGOTTEN);
+      lua_pushboolean(L, 1);
+      lua_rawset(L, -3);
+    }
+  }
   lua_rawgeti(L, r->t, F_MT);
   lua_setmetatable(L, -2);
   return 1;
@@ -383,8 +404,8 @@ corrupt:
 }
 
 /* Push the event as a lazy event table (see lazy_materialize): the fields
- * stream, version, position, type and time now; id, data and metadata on
- * first access.  Returns 1. */
+ * stream, version, position, type and time now (subject and forgotten too);
+ * id, data and metadata on first access.  Returns 1. */
 static int push_event_lazy(lua_State *L, const er_event *ev, const reader *r) {
   luaL_Buffer b;
   uint8_t head[20];
@@ -405,6 +426,16 @@ static int push_event_lazy(lua_State *L, const er_event *ev, const reader *r) {
   lua_rawgeti(L, r->t, F_TIME);
   lua_pushinteger(L, (lua_Integer)ev->time);
   lua_rawset(L, -3);
+  if (ev->subject_len) { /* personal data: as push_event */
+    lua_rawgeti(L, r->t, F_SUBJECT);
+    er_push_cached(L, ev->subject, ev->subject_len, r->cache, r->t);
+    lua_rawset(L, -3);
+    if (ev->forgotten) {
+      lua_rawgeti(L, r->t, F_FORGOTTEN);
+      lua_pushboolean(L, 1);
+      lua_rawset(L, -3);
+    }
+  }
   lua_rawgeti(L, r->t, F_LAZY);
   lua_pushvalue(L, -2);
   memcpy(head, ev->id, 16);
@@ -426,12 +457,13 @@ static int push_event_lazy(lua_State *L, const er_event *ev, const reader *r) {
 
 /* Push the event of a raw read as values, no table: id, stream, version,
  * position, type, time, data, metadata, with data and metadata raw values
- * of the bytes stored (er_value.h: nothing decoded, for messages that
- * carry them on), data nil when there is none and metadata an empty map.
- * Returns 8. */
+ * of the bytes read (er_value.h: nothing decoded, for messages that carry
+ * them on; decrypted when sealed), data nil when there is none and
+ * metadata an empty map; then, for an event with a subject only, its
+ * subject and whether it was forgotten.  Returns 8 or 10. */
 static int push_event_raw(lua_State *L, const er_event *ev, const reader *r) {
   char id[37];
-  luaL_checkstack(L, 8, NULL);
+  luaL_checkstack(L, 10, NULL);
   er_uuid_format(ev->id, id);
   lua_pushlstring(L, id, 36);
   er_push_cached(L, ev->stream, ev->stream_len, r->cache, r->t);
@@ -443,7 +475,10 @@ static int push_event_raw(lua_State *L, const er_event *ev, const reader *r) {
   else lua_pushnil(L);
   if (ev->metadata_len) er_push_raw(L, ev->metadata, ev->metadata_len);
   else lua_rawgeti(L, r->t, F_NO_METADATA);
-  return 8;
+  if (!ev->subject_len) return 8;
+  er_push_cached(L, ev->subject, ev->subject_len, r->cache, r->t);
+  lua_pushboolean(L, ev->forgotten);
+  return 10;
 }
 
 /* ---- upcasters ------------------------------------------------------------ */
@@ -562,8 +597,31 @@ static int open_store(lua_State *L) {
   er_error err;
   lstore *ls;
   int rc;
+  uint8_t key[ER_KEY_LEN];
   er_options_init(&o);
   er_check_opts(L, 2, NULL, OPEN_OPTS);
+  if (!lua_isnoneornil(L, 2)) {
+    size_t klen;
+    const char *k;
+    lua_getfield(L, 2, "key");
+    if (!lua_isnil(L, -1)) {
+      if (lua_type(L, -1) != LUA_TSTRING)
+        luaL_argerror(L, 2, lua_pushfstring(L, "key must be a string of %d bytes, got %s",
+                                            ER_KEY_LEN, luaL_typename(L, -1)));
+      k = lua_tolstring(L, -1, &klen);
+      if (klen != ER_KEY_LEN)
+        luaL_argerror(L, 2, lua_pushfstring(L, "key must be %d bytes, got %d", ER_KEY_LEN,
+                                            (int)klen));
+      memcpy(key, k, ER_KEY_LEN);
+      o.key = key;
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, 2, "on_forget");
+    if (!lua_isnil(L, -1) && !lua_isfunction(L, -1))
+      luaL_argerror(L, 2, lua_pushfstring(L, "on_forget must be a function, got %s",
+                                          luaL_typename(L, -1)));
+    lua_pop(L, 1);
+  }
   o.create = er_opt_boolean(L, 2, "create", 1);
   o.sync = er_opt_boolean(L, 2, "sync", 0);
   o.read_only = er_opt_boolean(L, 2, "read_only", 0);
@@ -573,6 +631,7 @@ static int open_store(lua_State *L) {
   ls = lua_newuserdatauv(L, sizeof *ls, 1);
   memset(ls, 0, sizeof *ls);
   ls->hook_ref = ls->hook_err_ref = ls->reader_ref = ls->upcast_ref = LUA_NOREF;
+  ls->forget_ref = LUA_NOREF;
   lua_pushvalue(L, 4);
   lua_setmetatable(L, -2);
   lua_pushvalue(L, 1);
@@ -580,7 +639,14 @@ static int open_store(lua_State *L) {
   lua_rawgetp(L, 4, &reader_key);
   ls->reader_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   set_upcasters(L, ls); /* raises on a bad one: before anything is opened */
+  if (!lua_isnoneornil(L, 2)) {
+    if (lua_getfield(L, 2, "on_forget") == LUA_TFUNCTION)
+      ls->forget_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    else
+      lua_pop(L, 1);
+  }
   rc = er_open(path, &o, &ls->s, &err);
+  sodium_memzero(key, sizeof key);
   if (rc != ER_OK) return push_error(L, &err);
   return 1;
 }
@@ -857,6 +923,35 @@ static int push_append_error(lua_State *L, const er_error *err) {
 
 /* Runs inside every commit of the store: calls the Lua hook function with
  * (txn, events) under lua_pcall, so no error crosses the core's lock. */
+/* The `subject` option at `opts` for the `n` events collected: raises on
+ * a bad one, or on a store opened without a key (its events would be
+ * stored in clear).  The string stays in the options table. */
+static void set_subject(lua_State *L, lstore *ls, int opts, size_t n) {
+  size_t len, i;
+  const char *subject;
+  if (lua_isnoneornil(L, opts)) return;
+  lua_getfield(L, opts, "subject");
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    return;
+  }
+  if (lua_type(L, -1) != LUA_TSTRING)
+    luaL_argerror(L, opts, lua_pushfstring(L, "subject must be a string, got %s",
+                                           luaL_typename(L, -1)));
+  subject = lua_tolstring(L, -1, &len);
+  lua_pop(L, 1);
+  if (len == 0 || len > ER_MAX_SUBJECT_LEN || memchr(subject, 0, len))
+    luaL_argerror(L, opts, lua_pushfstring(L, "subject must be 1 to %d bytes without NUL",
+                                           ER_MAX_SUBJECT_LEN));
+  if (!er_has_key(ls->s))
+    luaL_error(L, "a subject needs a store opened with a key (er.open(path, { key = ... })): "
+                  "its events would be stored in clear");
+  for (i = 0; i < n; i++) {
+    ls->evs[i].subject = subject;
+    ls->evs[i].subject_len = len;
+  }
+}
+
 static int lua_commit_hook(void *ud, er_txn *t, const er_event *evs, size_t n,
                            er_error *err) {
   lstore *ls = ud;
@@ -952,6 +1047,7 @@ static int store_append(lua_State *L) {
   er_check_opts(L, 4, NULL, APPEND_OPTS);
   expected = check_expected(L, 4);
   n = collect_events(L, ls, 3);
+  set_subject(L, ls, 4, n);
   before_commit(L, ls);
   rc = er_append(ls->s, stream, slen, expected, ls->evs, n, &res, &err);
   after_commit(L, ls);
@@ -1028,6 +1124,11 @@ static int txn_append(lua_State *L) {
   /* a value that cannot be stored raises an error value (code, path,
    * index): the Lua modules above report it in their own terms */
   n = collect_events(L, ls, 0);
+  set_subject(L, ls, 4, n);
+  if (er_opt_boolean(L, 4, "forgotten", 0)) {
+    size_t i;
+    for (i = 0; i < n; i++) ls->evs[i].forgotten = 1;
+  }
   if ((restore ? er_txn_restore(lt->t, stream, slen, expected, (uint64_t)position, ls->evs, n,
                                 (int64_t)time_at, &err)
                : er_txn_append_at(lt->t, stream, slen, expected, ls->evs, n, (int64_t)time_at,
@@ -1662,7 +1763,9 @@ static int store_close(lua_State *L) {
   luaL_unref(L, LUA_REGISTRYINDEX, ls->hook_err_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, ls->reader_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, ls->upcast_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, ls->forget_ref);
   ls->hook_ref = ls->hook_err_ref = ls->reader_ref = ls->upcast_ref = LUA_NOREF;
+  ls->forget_ref = LUA_NOREF;
   er_buf_free(L, &ls->kvbuf);
   er_buf_free(L, &ls->buf);
   lalloc(L, ls->evs, ls->evs_cap * sizeof *ls->evs, 0);
@@ -1771,6 +1874,15 @@ static int l_debug_delete(lua_State *L) {
 
 /* store:_debug_get(family, key) -> raw bytes, or nil when absent,
  * or nil, err (tests: corrupting a record needs its bytes) */
+/* core._xxh3_32(bytes) -> the low 32 bits of XXH3-64 (the record
+ * checksum), for specs that forge records */
+static int l_xxh3_32(lua_State *L) {
+  size_t len;
+  const char *b = luaL_checklstring(L, 1, &len);
+  lua_pushinteger(L, (lua_Integer)(uint32_t)XXH3_64bits(b, len));
+  return 1;
+}
+
 static int l_debug_get(lua_State *L) {
   lstore *ls = check_store(L, 1);
   const char *fam = luaL_checkstring(L, 2);
@@ -1953,7 +2065,72 @@ static int store_compact(lua_State *L) {
   return 1;
 }
 
+/* store:forget(subject) -> true when a key was destroyed, false when the
+ * subject had none; then er.open's on_forget(subject), if given. */
+static int store_forget(lua_State *L) {
+  lstore *ls = check_store(L, 1);
+  size_t len;
+  const char *subject = luaL_checklstring(L, 2, &len);
+  int forgotten = 0, rc;
+  er_error err;
+  luaL_argcheck(L, len > 0 && len <= ER_MAX_SUBJECT_LEN && !memchr(subject, 0, len), 2,
+                "subject must be 1 to 1024 bytes without NUL");
+  if (!er_has_key(ls->s))
+    return luaL_error(L, "forget needs a store opened with a key");
+  rc = er_forget(ls->s, subject, len, &forgotten, &err);
+  if (rc != ER_OK) return push_error(L, &err);
+  if (ls->forget_ref != LUA_NOREF) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ls->forget_ref);
+    lua_pushvalue(L, 2);
+    lua_call(L, 1, 0);
+  }
+  lua_pushboolean(L, forgotten);
+  return 1;
+}
+
+/* store:_has_key() -> whether the store was opened with a key */
+static int l_has_key(lua_State *L) {
+  lstore *ls = check_store(L, 1);
+  lua_pushboolean(L, er_has_key(ls->s));
+  return 1;
+}
+
+/* store:_seal(subject, ad, bytes) -> sealed bytes, or nil when the subject
+ * has no key; store:_unseal(subject, ad, sealed) -> bytes, or nil when the
+ * subject was forgotten (raises on bytes that do not open). */
+static int seal_kind(lua_State *L, int open) {
+  lstore *ls = check_store(L, 1);
+  size_t slen, alen, len, olen;
+  const char *subject = luaL_checklstring(L, 2, &slen);
+  const char *ad = luaL_checklstring(L, 3, &alen);
+  const char *bytes = luaL_checklstring(L, 4, &len);
+  void **box;
+  er_error err;
+  int rc;
+  box = lua_newuserdatauv(L, sizeof *box, 0);
+  *box = NULL;
+  luaL_setmetatable(L, MEM_MT);
+  rc = open ? er_unseal(ls->s, subject, slen, ad, alen, bytes, len, box, &olen, &err)
+            : er_seal(ls->s, subject, slen, ad, alen, bytes, len, box, &olen, &err);
+  if (rc == ER_NOT_FOUND) {
+    lua_pushnil(L);
+    return 1;
+  }
+  if (rc != ER_OK) return raise_error(L, &err);
+  lua_pushlstring(L, *box, olen);
+  if (open) sodium_memzero(*box, olen);
+  er_free(*box);
+  *box = NULL;
+  return 1;
+}
+static int l_seal(lua_State *L) { return seal_kind(L, 0); }
+static int l_unseal(lua_State *L) { return seal_kind(L, 1); }
+
 static const luaL_Reg store_methods[] = {
+  {"forget", store_forget},
+  {"_has_key", l_has_key},
+  {"_seal", l_seal},
+  {"_unseal", l_unseal},
   {"append", store_append},
   {"version", store_version},
   {"read", store_read},
@@ -2098,6 +2275,7 @@ static const luaL_Reg functions[] = {
   {"open", l_open},
   {"opener", l_opener},
   {"uuid", l_uuid},
+  {"_xxh3_32", l_xxh3_32},
   {"category", l_category},
   {"decode", l_decode},
   {NULL, NULL}

@@ -1,6 +1,6 @@
 -- eventrocks: an embedded event store for Lua 5.4 with a C core on RocksDB.
 -- Build from a checkout:  luarocks --lua-version=5.4 make rockspec/eventrocks-scm-1.rockspec
--- System packages (Debian): liblua5.4-dev librocksdb-dev libmsgpuck-dev libxxhash-dev,
+-- System packages (Debian): liblua5.4-dev librocksdb-dev libmsgpuck-dev libxxhash-dev libsodium-dev,
 -- lua-system lua-filesystem lua-luv, and for the eventrocks command lua-argparse lua-dkjson
 -- lua-readline (tools/deps.sh base).
 -- The NATS JetStream relay and source are the eventrocks-jetstream rock
@@ -31,6 +31,7 @@ dependencies = {
 external_dependencies = {
   ROCKSDB = { header = "rocksdb/c.h", library = "rocksdb" },
   XXHASH = { header = "xxhash.h", library = "xxhash" },
+  SODIUM = { header = "sodium.h", library = "sodium" },
   MSGPUCK = { header = "msgpuck.h" },
 }
 build = {
@@ -39,8 +40,8 @@ build = {
   install_target = "rock-base",
   variables = {
     CFLAGS = "$(CFLAGS)",
-    CPPFLAGS = "-I$(ROCKSDB_INCDIR) -I$(XXHASH_INCDIR) -I$(MSGPUCK_INCDIR)",
-    LDFLAGS = "-L$(ROCKSDB_LIBDIR) -L$(XXHASH_LIBDIR)",
+    CPPFLAGS = "-I$(ROCKSDB_INCDIR) -I$(XXHASH_INCDIR) -I$(SODIUM_INCDIR) -I$(MSGPUCK_INCDIR)",
+    LDFLAGS = "-L$(ROCKSDB_LIBDIR) -L$(XXHASH_LIBDIR) -L$(SODIUM_LIBDIR)",
     LUA_CFLAGS = "-I$(LUA_INCDIR)",
     LUADIR = "$(LUADIR)",
     LIBDIR = "$(LIBDIR)",

@@ -12,7 +12,7 @@ set -eu
 # the eventrocks rock and its command (lua-system: clock and sleep; luv and
 # LuaFileSystem: eventrocks.sys, and Ctrl-C at the REPL's prompt)
 BASE="make gcc libc6-dev pkg-config lua5.4 liblua5.4-dev librocksdb-dev libmsgpuck-dev uthash-dev
-libxxhash-dev luarocks lua-system lua-filesystem lua-argparse lua-dkjson lua-readline lua-luv"
+libxxhash-dev libsodium-dev luarocks lua-system lua-filesystem lua-argparse lua-dkjson lua-readline lua-luv"
 # the eventrocks-jetstream rock
 JETSTREAM="libnats-dev"
 # the eventrocks-ui rock (the web explorer's HTTP server)

@@ -35,18 +35,20 @@ extern "C" {
 
 #define ER_VERSION_STRING "0.1.0"
 
-/* On-disk format number written into every store this library creates.  A
- * store with another number is refused by er_open with ER_INVALID. */
 /* The newest store format this build reads and writes.  A new store is
  * created at format 1; the first delete, truncation or retention limit
  * moves it to format 2 (an older build would show the removed events). */
-#define ER_FORMAT 2
+#define ER_FORMAT 3
 #define ER_FORMAT_BASE 1
+/* Format 3: the store holds sealed (encrypted) events, its key check and
+ * wrapped subject keys; written with the first append with a subject. */
 
 #define ER_MAX_STREAM_LEN 1024 /* bytes in a stream id (no NUL allowed) */
 #define ER_MAX_TYPE_LEN 1024   /* bytes in an event type (no NUL allowed) */
 #define ER_DEFAULT_MAX_EVENT_SIZE ((size_t)16 << 20) /* data + metadata */
 #define ER_MAX_KEY_LEN 8192 /* bytes in a key of a key-value space */
+#define ER_MAX_SUBJECT_LEN 1024 /* bytes in a subject (no NUL allowed) */
+#define ER_KEY_LEN 32 /* bytes in a store's master key */
 
 /* Result codes.  ER_NOT_FOUND also marks the normal end of an iterator. */
 typedef enum er_code {
@@ -87,6 +89,10 @@ typedef struct er_options {
   int read_only;         /* open without taking the write lock (default 0) */
   int sync;              /* fsync the WAL before an append returns (default 0) */
   size_t max_event_size; /* limit on data + metadata bytes; 0 = default */
+  /* The store's master key (ER_KEY_LEN bytes, copied by er_open) or NULL.
+   * With a key, events appended with a subject are sealed (see "Personal
+   * data" below); a store that holds sealed events opens only with it. */
+  const uint8_t *key;
 } er_options;
 
 typedef struct er_store er_store;
@@ -103,6 +109,15 @@ typedef struct er_new_event {
   size_t data_len;
   const void *metadata; /* opaque; may be NULL when metadata_len is 0 */
   size_t metadata_len;
+  /* The person the event is about, or NULL (subject_len 0): with a
+   * subject, data and metadata are stored encrypted with that subject's
+   * key, which er_forget destroys.  1..ER_MAX_SUBJECT_LEN bytes, no NUL;
+   * only on a store opened with a key. */
+  const char *subject;
+  size_t subject_len;
+  /* With a subject: store the event as forgotten already (no data, no
+   * metadata, no key): what an import of a forgotten event does. */
+  int forgotten;
 } er_new_event;
 
 /* What an append did.  `version`/`position` are those of its last event. */
@@ -127,6 +142,9 @@ typedef struct er_event {
   size_t metadata_len;
   const void *data;
   size_t data_len;
+  const char *subject; /* NULL (subject_len 0) for an event without one */
+  size_t subject_len;
+  int forgotten; /* 1: its subject was forgotten: no data, no metadata */
 } er_event;
 
 /* Filter of er_read_all.  A NULL category and ntypes 0 match everything; a
@@ -188,7 +206,9 @@ int er_uuid_parse(const char *text, size_t len, uint8_t out[16]);
  *   ER_NOT_FOUND no store there and create is 0 or read_only is 1;
  *   ER_INVALID   not an eventrocks store (a directory that holds other files
  *                is never written into: a new store needs an empty or
- *                missing directory), or a format number other than ER_FORMAT;
+ *                missing directory), a format number this build does not
+ *                read, or a store with sealed events (personal data) opened
+ *                without its key or with another one (nothing is written);
  *   ER_IO        the file system refused (path is a file, permissions...);
  *   ER_NOMEM.
  * A writable open sets SIGXFSZ to be ignored when the process left it at
@@ -253,7 +273,7 @@ int er_backup(er_store *s, const char *dir, uint64_t *position, er_error *err);
  * read of the heads), bytes_on_disk is the size of the files in the
  * store's directory; a family's bytes (its table files and memtables) and
  * keys are RocksDB's estimates. */
-#define ER_STATS_FAMILIES 9
+#define ER_STATS_FAMILIES 11
 typedef struct er_family_stats {
   const char *name; /* static storage */
   uint64_t bytes, keys;
@@ -325,6 +345,55 @@ const char *er_path(const er_store *s);
 
 /* 1 when the store was opened read-only. */
 int er_is_read_only(const er_store *s);
+
+/* ------------------------------------------------------------------------ */
+/* Personal data (crypto-shredding)                                           */
+/* ------------------------------------------------------------------------ */
+
+/* A store opened with a master key (er_options.key) seals the events
+ * appended with a subject: their data and metadata are encrypted with
+ * XChaCha20-Poly1305 under a random key of that subject, and the
+ * associated data binds each ciphertext to its event (id, version, stream,
+ * subject): a record moved to another event reads as ER_CORRUPTION.  The
+ * subject keys are stored wrapped (encrypted) by the master key in a
+ * family of their own ("keys"); a key check in the default family makes
+ * er_open refuse (ER_INVALID) a store with sealed events opened without
+ * its key or with another one.  Ids, streams, versions, positions, types,
+ * times and the subject stay in clear.
+ *
+ * Reads decrypt: an event's data and metadata are plaintext in memory of
+ * its iterator.  Once the subject is forgotten, its events read with no
+ * data and no metadata (NULL, 0) and `forgotten` = 1. */
+
+/* Destroy the key of `subject` (1..ER_MAX_SUBJECT_LEN bytes): delete it
+ * durably (a synced write, then a flush of the keys family), wipe it from
+ * memory, and delete the snapshots of every stream that has events of the
+ * subject.  After er_compact no file of the store holds the wrapped key
+ * any more.  `*forgotten` (may be NULL) is 1 when a key was destroyed, 0
+ * when the subject had none (unknown, or forgotten already).  ER_INVALID
+ * on a read-only store or one opened without a key, ER_IO. */
+int er_forget(er_store *s, const char *subject, size_t subject_len,
+              int *forgotten, er_error *err);
+
+/* 1 when the store was opened with a master key. */
+int er_has_key(const er_store *s);
+
+/* Seal `len` bytes of `plain` with the key of `subject`, bound to `ad`
+ * (`ad_len` bytes, may be 0): for values derived from a subject's events
+ * (snapshots).  On ER_OK `*out` (release with er_free) holds `*out_len` =
+ * len + ER_SEAL_OVERHEAD bytes.  ER_NOT_FOUND when the subject has no key
+ * (none was made, or it was forgotten): store nothing then; ER_INVALID
+ * without a master key. */
+#define ER_SEAL_OVERHEAD 48
+int er_seal(er_store *s, const char *subject, size_t subject_len,
+            const void *ad, size_t ad_len, const void *plain, size_t len,
+            void **out, size_t *out_len, er_error *err);
+/* Open what er_seal made: ER_OK with `*out` (release with er_free),
+ * ER_NOT_FOUND when the subject was forgotten, ER_CORRUPTION when the
+ * bytes do not decrypt with its key and `ad`. */
+int er_unseal(er_store *s, const char *subject, size_t subject_len,
+              const void *ad, size_t ad_len, const void *sealed, size_t len,
+              void **out, size_t *out_len, er_error *err);
 
 /* ------------------------------------------------------------------------ */
 /* Writing                                                                    */

@@ -1,6 +1,7 @@
 /* append.c -- appending events: validation, the expected-version check,
  * idempotent retries, and the one WriteBatch that stores an append. */
 #include "internal.h"
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -55,6 +56,18 @@ int er__validate_append(er_store *s, const char *stream, size_t stream_len,
     if ((rc = er__check_type(e, i, err)) != ER_OK) return rc;
     if ((e->data_len && !e->data) || (e->metadata_len && !e->metadata))
       return er__fail(err, ER_INVALID, "event %zu: NULL data", i + 1);
+    if (e->subject_len || e->subject) {
+      if (!s->has_key)
+        return er__fail(err, ER_INVALID,
+                        "event %zu: a subject needs a store opened with a key",
+                        i + 1);
+      if ((rc = er__check_subject(e->subject, e->subject_len, err)) != ER_OK)
+        return rc;
+    }
+    if (e->forgotten && (!e->subject_len || e->data_len || e->metadata_len))
+      return er__fail(err, ER_INVALID,
+                      "event %zu: a forgotten event needs a subject and no data "
+                      "or metadata", i + 1);
     if (e->data_len > s->max_event_size ||
         e->metadata_len > s->max_event_size - e->data_len)
       return er__fail(err, ER_INVALID,
@@ -227,6 +240,13 @@ static int version_before(er_txn *t, size_t a, uint64_t *current,
 
 /* What one commit builds: every record of the commit, kept whole for the
  * commit hook, and the events decoded from them. */
+/* A subject key made by this commit: cached once the commit is written. */
+typedef struct new_key {
+  const char *subject;
+  size_t len;
+  uint8_t key[ER_DATA_KEY_LEN], id[ER_KEY_ID_LEN];
+} new_key;
+
 typedef struct commit_buf {
   uint8_t *records, *skey; /* the records; room for the longest stream key */
   size_t off;              /* bytes of `records` used so far */
@@ -236,6 +256,11 @@ typedef struct commit_buf {
   int64_t now;             /* the store's time for this commit */
   int own_time, given_time; /* some append used the store's time / a given one */
   int holes;                /* a restored append left a hole before it */
+  new_key *keys;            /* subject keys made by this commit */
+  size_t nkeys;
+  const char *subject;      /* the subject of the key in `key`, or NULL */
+  size_t subject_len;
+  uint8_t key[ER_DATA_KEY_LEN], key_id[ER_KEY_ID_LEN];
 } commit_buf;
 
 /* Allocate what the commit of `t` needs; check that no caller-given id
@@ -258,15 +283,50 @@ static int commit_prepare(er_txn *t, commit_buf *b, er_error *err) {
   b->records = malloc(total);
   b->skey = malloc(skey_len);
   b->written = malloc(nevents * sizeof *b->written);
-  if (!b->records || !b->skey || !b->written)
+  b->keys = malloc(nevents * sizeof *b->keys);
+  if (!b->records || !b->skey || !b->written || !b->keys)
     return er__fail(err, ER_NOMEM, "out of memory");
   return ER_OK;
 }
 
 static void commit_buf_free(commit_buf *b) {
+  if (b->keys) sodium_memzero(b->keys, b->nkeys * sizeof *b->keys);
+  sodium_memzero(b->key, sizeof b->key);
+  free(b->keys);
   free(b->records);
   free(b->skey);
   free(b->written);
+}
+
+/* The key of `subject` into b->key: made by this commit already, stored,
+ * or made now (queued into `wb` with the subject's index entry). */
+static int commit_key(er_store *s, commit_buf *b, rocksdb_writebatch_t *wb,
+                      const char *subject, size_t len, er_error *err) {
+  size_t i;
+  int rc;
+  if (b->subject && b->subject_len == len && memcmp(b->subject, subject, len) == 0)
+    return ER_OK;
+  for (i = 0; i < b->nkeys; i++)
+    if (b->keys[i].len == len && memcmp(b->keys[i].subject, subject, len) == 0) {
+      memcpy(b->key, b->keys[i].key, ER_DATA_KEY_LEN);
+      memcpy(b->key_id, b->keys[i].id, ER_KEY_ID_LEN);
+      goto found;
+    }
+  rc = er__key_get(s, subject, len, b->key, b->key_id, err);
+  if (rc == ER_NOT_FOUND) { /* a new subject, or one forgotten: a new key */
+    new_key *k = &b->keys[b->nkeys++];
+    er__key_new(s, subject, len, b->key, b->key_id, wb);
+    k->subject = subject;
+    k->len = len;
+    memcpy(k->key, b->key, ER_DATA_KEY_LEN);
+    memcpy(k->id, b->key_id, ER_KEY_ID_LEN);
+  } else if (rc != ER_OK) {
+    return rc;
+  }
+found:
+  b->subject = subject;
+  b->subject_len = len;
+  return ER_OK;
 }
 
 /* Check append `a` of `t` against its stream's version (an idempotent
@@ -310,7 +370,7 @@ static int commit_append(er_txn *t, size_t a, commit_buf *b, er_error *err) {
     er__hole_encode(hole, b->pos + 1, x->restore_position - 1, x->time ? x->time : b->now);
     rocksdb_writebatch_put_cf(t->wb, s->cf[CF_LOG], (const char *)hkey, 8,
                               (const char *)hole, sizeof hole);
-    er__put_le32(fmt, 2);
+    er__put_le32(fmt, s->format > 2 ? s->format : 2);
     rocksdb_writebatch_put_cf(t->wb, s->cf[CF_DEFAULT], "format", 6,
                               (const char *)fmt, 4);
     b->pos = x->restore_position - 1;
@@ -330,9 +390,47 @@ static int commit_append(er_txn *t, size_t a, commit_buf *b, er_error *err) {
       er__new_id(s, e->id, b->now);
       e->has_id = 1;
     }
-    er__record_encode(rec, x->stream, x->stream_len, e, p, ver, at,
-                      (uint32_t)x->n, (uint32_t)i);
-    if (s->hook) er__record_decode(rec, sz, &b->written[b->nwritten], NULL);
+    if (e->subject_len) {
+      uint8_t nonce[ER_NONCE_LEN];
+      int same = i > 0 && x->events[i - 1].subject_len == e->subject_len &&
+                 memcmp(x->events[i - 1].subject, e->subject, e->subject_len) == 0;
+      if (e->forgotten) {
+        er__record_encode_sealed(rec, x->stream, x->stream_len, e, p, ver, at,
+                                 (uint32_t)x->n, (uint32_t)i, NULL, NULL, NULL);
+      } else {
+        if ((rc = commit_key(s, b, t->wb, e->subject, e->subject_len, err)) != ER_OK) {
+          if (err) err->append_index = a;
+          return rc;
+        }
+        er__seal_nonce(s, nonce);
+        er__record_encode_sealed(rec, x->stream, x->stream_len, e, p, ver, at,
+                                 (uint32_t)x->n, (uint32_t)i, b->key, b->key_id, nonce);
+      }
+      if (!same) { /* the subject's streams: their snapshots go with forget */
+        uint8_t *sk = malloc(e->subject_len + 1 + x->stream_len);
+        if (!sk) return er__fail(err, ER_NOMEM, "out of memory");
+        memcpy(sk, e->subject, e->subject_len);
+        sk[e->subject_len] = 0;
+        memcpy(sk + e->subject_len + 1, x->stream, x->stream_len);
+        rocksdb_writebatch_put_cf(t->wb, s->cf[CF_SUBJECTS], (const char *)sk,
+                                  e->subject_len + 1 + x->stream_len, "", 0);
+        free(sk);
+      }
+    } else {
+      er__record_encode(rec, x->stream, x->stream_len, e, p, ver, at,
+                        (uint32_t)x->n, (uint32_t)i);
+    }
+    if (s->hook) {
+      er_event *w = &b->written[b->nwritten];
+      er__record_decode(rec, sz, w, NULL);
+      w->forgotten = e->forgotten != 0; /* an imported forgotten event */
+      if (e->subject_len && !e->forgotten) { /* the hook sees the plaintext */
+        w->metadata = e->metadata;
+        w->metadata_len = e->metadata_len;
+        w->data = e->data;
+        w->data_len = e->data_len;
+      }
+    }
     b->nwritten++;
     b->off += sz;
     er__put_be64(pos_key, p);
@@ -410,7 +508,10 @@ static void commit_publish(er_txn *t, const commit_buf *b) {
     __atomic_store_n(&s->last_position, b->pos, __ATOMIC_SEQ_CST);
     er__notify_commit(s); /* wait.c: subscribers */
   }
-  if (b->holes) s->format = 2;
+  if (b->holes && s->format < 2) s->format = 2;
+  for (a = 0; a < b->nkeys; a++)
+    er__key_committed(s, b->keys[a].subject, b->keys[a].len, b->keys[a].key,
+                      b->keys[a].id);
   if (b->own_time) s->last_time = b->now;
   for (a = 0; a < t->n_appends; a++) {
     const er__pending *x = &t->appends[a];

@@ -14,12 +14,14 @@
 #include "internal.h"
 
 /* What the copy in `dir` holds: opened as the normal store it is. */
-static int copy_last_position(const char *dir, uint64_t *position, er_error *err) {
+static int copy_last_position(er_store *s, const char *dir, uint64_t *position,
+                              er_error *err) {
   er_options o;
   er_store *copy;
   int rc;
   er_options_init(&o);
   o.create = 0;
+  if (s->has_key) o.key = s->master;
   rc = er_open(dir, &o, &copy, err);
   if (rc != ER_OK) return rc;
   *position = er_last_position(copy);
@@ -47,5 +49,5 @@ int er_backup(er_store *s, const char *dir, uint64_t *position, er_error *err) {
   rocksdb_checkpoint_create(cp, dir, 0, &rerr);
   rocksdb_checkpoint_object_destroy(cp);
   if (rerr) return er__rocks_fail(err, "taking the backup", rerr);
-  return copy_last_position(dir, position, err);
+  return copy_last_position(s, dir, position, err);
 }

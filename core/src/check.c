@@ -1,6 +1,7 @@
 /* check.c -- verifying a store's invariants, and the raw-key tools for
  * tests and repairs. */
 #include "internal.h"
+#include <sodium.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,8 @@ typedef struct checker {
   size_t stream_len;
   uint64_t last;
   int have;
+  uint8_t *plain; /* decrypted payloads of sealed records */
+  size_t plain_cap;
 } checker;
 
 #define AHEAD_SHOWN 10 /* events timed ahead reported one by one */
@@ -151,11 +154,19 @@ static int removed_event(checker *c, const er_event *ev) {
 static void check_record(checker *c, uint64_t pos, const char *v, size_t vlen) {
   size_t ilen = 0, xlen = 0;
   er_event ev;
+  er_record_info info;
   char *idx, *id;
   int unreadable;
-  if (er__record_decode(v, vlen, &ev, NULL) != ER_OK || ev.position != pos) {
+  if (er__record_decode(v, vlen, &ev, &info) != ER_OK || ev.position != pos) {
     problem(c, "log: the record at position %llu is damaged", (unsigned long long)pos);
     return;
+  }
+  if (info.sealed && c->s->has_key) {
+    er_error e;
+    if (er__unseal_event(c->s, &ev, &info, &c->plain, &c->plain_cap, &e) != ER_OK) {
+      problem(c, "log: %s", e.message);
+      return;
+    }
   }
   if (ev.stream_len == 0 || ev.stream_len > ER_MAX_STREAM_LEN) {
     problem(c, "log: the record at position %llu has a bad stream id", (unsigned long long)pos);
@@ -442,6 +453,8 @@ int er_check(er_store *s, er_report_fn report, er_progress_fn progress,
   scan_family(&c, CF_LIFECYCLE, life_entry);
   if (progress) progress(ud, c.total > c.done ? c.total : c.done, c.total > c.done ? c.total : c.done);
   *problems = c.problems;
+  if (c.plain) sodium_memzero(c.plain, c.plain_cap);
+  free(c.plain);
   return ER_OK;
 }
 
@@ -471,6 +484,7 @@ int er_debug_put(er_store *s, const char *fam, const void *key, size_t key_len,
   er__lock(s);
   rocksdb_put_cf(s->db, s->wopts, s->cf[cf], key, key_len, val_len ? val : "", val_len, &rerr);
   er__head_cache_clear(s);
+  er__key_cache_clear(s);
   er__unlock(s);
   return rerr ? er__rocks_fail(err, "writing", rerr) : ER_OK;
 }
@@ -483,6 +497,7 @@ int er_debug_delete(er_store *s, const char *fam, const void *key, size_t key_le
   er__lock(s);
   rocksdb_delete_cf(s->db, s->wopts, s->cf[cf], key, key_len, &rerr);
   er__head_cache_clear(s);
+  er__key_cache_clear(s);
   er__unlock(s);
   return rerr ? er__rocks_fail(err, "deleting", rerr) : ER_OK;
 }

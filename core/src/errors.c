@@ -21,6 +21,7 @@ void er_options_init(er_options *o) {
   o->read_only = 0;
   o->sync = 0;
   o->max_event_size = ER_DEFAULT_MAX_EVENT_SIZE;
+  o->key = NULL;
 }
 
 void er_free(void *p) { free(p); }

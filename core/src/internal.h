@@ -13,6 +13,7 @@
  *   read.c    reading events: a stream, the global log, one position, the
  *             list of streams
  *   kv.c      reading the key-value spaces; the one copy of a stored value
+ *   crypt.c   personal data: master key, subject keys, sealing, forget
  *   lifecycle.c  deleting and truncating streams, retention limits, the
  *             table of streams under such rules, compaction
  *   check.c   verifying a store; raw keys for tests and repairs
@@ -37,6 +38,9 @@
  *   lifecycle      stream id                    deletion, truncation and
  *                                               retention of the stream
  *                                               (lifecycle.c)
+ *   keys       subject                      wrapped subject key (crypt.c)
+ *   subjects   subject, 0x00, stream id     "" (streams with its events)
+ *   default    "keycheck"                   box proving the master key
  *
  * The record is stored twice, under its position and under its stream, so
  * that both hot paths -- loading an aggregate (one stream) and catching up a
@@ -62,6 +66,7 @@ enum {
   CF_DEFAULT, CF_LOG, CF_STREAMS, CF_HEADS, CF_IDS,
   CF_SNAPSHOTS, CF_CHECKPOINTS, CF_VIEWS, /* the er_space families, in order */
   CF_LIFECYCLE,
+  CF_KEYS, CF_SUBJECTS, /* crypt.c: wrapped subject keys; subject -> streams */
   CF_COUNT
 };
 #define CF_OF_SPACE(space) (CF_SNAPSHOTS + (int)(space))
@@ -97,6 +102,14 @@ typedef struct er__life {
 } er__life;
 
 typedef struct er__life_entry er__life_entry;
+typedef struct er__key_entry er__key_entry;
+
+#define ER_DATA_KEY_LEN 32 /* a subject's key */
+#define ER_NONCE_LEN 24    /* XChaCha20-Poly1305 */
+#define ER_TAG_LEN 16
+#define ER_KEY_ID_LEN 8
+#define ER_BOX_OVERHEAD (ER_KEY_ID_LEN + ER_NONCE_LEN + ER_TAG_LEN)
+#define ER_SEAL_AD_MAX (28 + ER_MAX_STREAM_LEN + ER_MAX_SUBJECT_LEN)
 
 typedef struct er_head_slot {
   char *stream; /* malloc'd, NULL when empty */
@@ -146,6 +159,17 @@ struct er_store {
   uint32_t format;    /* the store's format marker */
   int64_t life_now;   /* the latest "now" of max_age: it never goes back */
 
+  /* crypt.c: the master key (has_key), whether the store's key check is
+   * written, the record nonces' prefix and counter (write_lock); the cache
+   * of subject keys, guarded by key_lock */
+  int has_key, key_checked, key_lock_ready;
+  uint8_t master[ER_KEY_LEN];
+  uint8_t nonce_prefix[16];
+  uint64_t nonce_count;
+  pthread_mutex_t key_lock;
+  er__key_entry *keys;
+  size_t n_keys, n_keys_cap;
+
   er_commit_hook hook; /* set before use; called under write_lock */
   void *hook_ud;
 
@@ -178,6 +202,8 @@ struct er_iter {
   /* ITER_STREAM: the lifecycle of the stream when the iterator was made */
   uint64_t min_version; /* versions below are removed */
   int64_t min_time;     /* times below are removed */
+  uint8_t *plain; /* decrypted data and metadata of the current event */
+  size_t plain_cap;
   /* ITER_ALL filter copies */
   char *category;
   size_t category_len;
@@ -225,6 +251,7 @@ void *er__memdup(const void *p, size_t len);
  * invalid type. */
 int er__check_stream(const char *stream, size_t len, er_error *err);
 int er__check_type(const er_new_event *e, size_t index, er_error *err);
+int er__check_subject(const char *subject, size_t len, er_error *err);
 
 /* uuid.c */
 int er__random(uint8_t *buf, size_t len);
@@ -238,15 +265,55 @@ void er__new_id(er_store *s, uint8_t out[16], int64_t now);
 typedef struct er_record_info {
   uint32_t batch_size;  /* events in the append that wrote this record */
   uint32_t batch_index; /* index of this record inside that append */
+  int sealed;           /* the payload is a box (crypt.c) */
+  const uint8_t *box;   /* nonce, ciphertext, tag */
+  size_t box_len;
 } er_record_info;
 
+#define ER_RECORD_SEALED 0x02 /* flags: data and metadata are encrypted */
+
+/* A record's size; with a subject, the sealed form's. */
 size_t er__record_size(size_t stream_len, const er_new_event *ev);
+/* The sealed record of an event with a subject, under `key` (id `key_id`)
+ * and `nonce`; a forgotten one (ev->forgotten: no payload) with key NULL. */
+void er__record_encode_sealed(uint8_t *out, const char *stream,
+                              size_t stream_len, const er_new_event *ev,
+                              uint64_t position, uint64_t version, int64_t time,
+                              uint32_t batch_size, uint32_t batch_index,
+                              const uint8_t *key, const uint8_t *key_id,
+                              const uint8_t *nonce);
 void er__record_encode(uint8_t *out, const char *stream, size_t stream_len,
                        const er_new_event *ev, uint64_t position,
                        uint64_t version, int64_t time, uint32_t batch_size,
                        uint32_t batch_index);
 int er__record_decode(const void *buf, size_t len, er_event *ev,
                       er_record_info *info);
+
+/* crypt.c: the master key checked against the store's key check (at
+ * open) and wiped (at close); a subject's key (ER_NOT_FOUND: forgotten or
+ * never made); a new one queued into `wb` with the key check and format 3
+ * (write_lock held), cached after the commit; the cache emptied (a
+ * read-only handle's refresh); a record nonce (write_lock held); a box
+ * sealed in place; a sealed event's data and metadata decrypted into
+ * `*buf` (grown as needed), or the event marked forgotten. */
+int er__crypt_open(er_store *s, const uint8_t *key, er_error *err);
+void er__crypt_close(er_store *s);
+int er__key_get(er_store *s, const char *subject, size_t len,
+                uint8_t out[ER_DATA_KEY_LEN], uint8_t id[ER_KEY_ID_LEN],
+                er_error *err);
+int er__key_new(er_store *s, const char *subject, size_t len,
+                uint8_t out[ER_DATA_KEY_LEN], uint8_t id[ER_KEY_ID_LEN],
+                rocksdb_writebatch_t *wb);
+void er__key_committed(er_store *s, const char *subject, size_t len,
+                       const uint8_t key[ER_DATA_KEY_LEN],
+                       const uint8_t id[ER_KEY_ID_LEN]);
+void er__key_cache_clear(er_store *s);
+void er__seal_nonce(er_store *s, uint8_t nonce[ER_NONCE_LEN]);
+void er__seal_box(uint8_t *box, size_t plain_len, const uint8_t *key,
+                  const uint8_t id[16], uint64_t version, const char *stream,
+                  size_t stream_len, const char *subject, size_t subject_len);
+int er__unseal_event(er_store *s, er_event *ev, const er_record_info *info,
+                     uint8_t **buf, size_t *cap, er_error *err);
 
 /* Holes: what stays in the log where events were removed. */
 #define ER_HOLE_LEN 32

@@ -3,6 +3,7 @@
  * one step, the prefix iterators (streams, key-value scans), and release.
  * What an iterator returns is read.c's and kv.c's. */
 #include "internal.h"
+#include <sodium.h>
 #include <stdlib.h>
 
 static void iter_register(er_store *s, er_iter *it) {
@@ -80,6 +81,8 @@ void er_iter_free(er_iter *it) {
   free(it->upper);
   free(it->name);
   free(it->category);
+  if (it->plain) sodium_memzero(it->plain, it->plain_cap);
+  free(it->plain);
   for (i = 0; i < it->ntypes; i++) free(it->types[i]);
   free(it->types);
   free(it->type_lens);

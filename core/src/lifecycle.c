@@ -214,7 +214,7 @@ void er__life_restore_queue(er_store *s, const char *stream, size_t len,
   life_encode(v, &l);
   rocksdb_writebatch_put_cf(wb, s->cf[CF_LIFECYCLE], stream, len,
                             (const char *)v, sizeof v);
-  er__put_le32(fmt, 2);
+  er__put_le32(fmt, s->format > 2 ? s->format : 2);
   rocksdb_writebatch_put_cf(wb, s->cf[CF_DEFAULT], "format", 6,
                             (const char *)fmt, 4);
 }
@@ -222,7 +222,7 @@ void er__life_restore_queue(er_store *s, const char *stream, size_t len,
 void er__life_restored(er_store *s, const char *stream, size_t len,
                        uint64_t before, uint64_t version) {
   er__life l;
-  s->format = 2;
+  if (s->format < 2) s->format = 2;
   if (!er__life_get(s, stream, len, &l)) memset(&l, 0, sizeof l);
   if (l.before < before) l.before = before;
   l.head = version;
@@ -307,7 +307,7 @@ static int write_life(er_store *s, const char *stream, size_t len,
   }
   rocksdb_write(s->db, s->wopts, wb, &rerr);
   if (rerr) return er__rocks_fail(err, "writing a lifecycle change", rerr);
-  s->format = 2;
+  if (s->format < 2) s->format = 2;
   pthread_rwlock_wrlock(&s->life_lock);
   rc = table_set(s, stream, len, l);
   pthread_rwlock_unlock(&s->life_lock);

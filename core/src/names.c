@@ -33,3 +33,14 @@ int er__check_type(const er_new_event *e, size_t index, er_error *err) {
                     "event %zu: type must not contain NUL bytes", index + 1);
   return ER_OK;
 }
+
+int er__check_subject(const char *subject, size_t len, er_error *err) {
+  if (!subject || len == 0)
+    return er__fail(err, ER_INVALID, "subject must not be empty");
+  if (len > ER_MAX_SUBJECT_LEN)
+    return er__fail(err, ER_INVALID, "subject is %zu bytes long; the limit is %d",
+                    len, ER_MAX_SUBJECT_LEN);
+  if (memchr(subject, 0, len))
+    return er__fail(err, ER_INVALID, "subject must not contain NUL bytes");
+  return ER_OK;
+}

@@ -131,6 +131,7 @@ static int corrupt(er_error *err, uint64_t position, const char *where) {
 
 int er_iter_next(er_iter *it, er_event *ev, er_error *err) {
   int rc;
+  er_record_info info;
   if (it->kind != ITER_STREAM && it->kind != ITER_ALL)
     return er__fail(err, ER_INVALID, "not an event iterator");
   if (!it->store || !it->it)
@@ -146,7 +147,7 @@ int er_iter_next(er_iter *it, er_event *ev, er_error *err) {
       uint64_t ver = klen == it->name_len + 9
                          ? er__get_be64((const uint8_t *)k + it->name_len + 1)
                          : 0;
-      if (er__record_decode(v, vlen, ev, NULL) != ER_OK || ev->version != ver ||
+      if (er__record_decode(v, vlen, ev, &info) != ER_OK || ev->version != ver ||
           ev->stream_len != it->name_len ||
           memcmp(ev->stream, it->name, it->name_len) != 0) {
         char where[300];
@@ -168,7 +169,7 @@ int er_iter_next(er_iter *it, er_event *ev, er_error *err) {
         if (er__hole_decode(v, vlen, &first, &last, NULL) == ER_OK && first == pos)
           continue;
       }
-      if (er__record_decode(v, vlen, ev, NULL) != ER_OK || ev->position != pos) {
+      if (er__record_decode(v, vlen, ev, &info) != ER_OK || ev->position != pos) {
         char where[64];
         snprintf(where, sizeof where, "at position %llu",
                  (unsigned long long)pos);
@@ -180,6 +181,9 @@ int er_iter_next(er_iter *it, er_event *ev, er_error *err) {
           er__life_removes(it->store, &l, ev->version, ev->time))
         continue;
     }
+    if (info.sealed &&
+        (rc = er__unseal_event(it->store, ev, &info, &it->plain, &it->plain_cap, err)) != ER_OK)
+      return rc;
     if (it->remaining != ER_UNLIMITED) it->remaining--;
     return ER_OK;
   }
@@ -210,6 +214,7 @@ int er_iter_next_stream(er_iter *it, const char **stream, size_t *stream_len,
 
 int er_event_at(er_store *s, uint64_t position, er_event *ev, void **mem,
                 er_error *err) {
+  er_record_info info;
   er__life l;
   uint8_t key[8];
   size_t len;
@@ -229,13 +234,32 @@ int er_event_at(er_store *s, uint64_t position, er_event *ev, void **mem,
     return er__fail(err, ER_NOT_FOUND, "the event at position %llu was removed",
                     (unsigned long long)position);
   }
-  if (er__record_decode(*mem, len, ev, NULL) != ER_OK || ev->position != position) {
+  if (er__record_decode(*mem, len, ev, &info) != ER_OK || ev->position != position) {
     char where[64];
     er_free(*mem);
     *mem = NULL;
     snprintf(where, sizeof where, "at position %llu",
              (unsigned long long)position);
     return corrupt(err, position, where);
+  }
+  if (info.sealed) {
+    /* one block for the caller: the record, then the plaintext */
+    size_t plain = info.box_len - ER_BOX_OVERHEAD, cap = plain;
+    uint8_t *block = realloc(*mem, len + (plain ? plain : 1)), *buf;
+    if (!block) {
+      er_free(*mem);
+      *mem = NULL;
+      return er__fail(err, ER_NOMEM, "out of memory");
+    }
+    *mem = block;
+    er__record_decode(block, len, ev, &info); /* pointers into the new block */
+    buf = block + len;
+    rc = er__unseal_event(s, ev, &info, &buf, &cap, err);
+    if (rc != ER_OK) {
+      er_free(*mem);
+      *mem = NULL;
+    }
+    return rc;
   }
   return ER_OK;
 }

@@ -15,7 +15,7 @@
 
 const char *const er__cf_names[CF_COUNT] = {
   "default", "log", "streams", "heads", "ids", "snapshots", "checkpoints",
-  "views", "lifecycle"
+  "views", "lifecycle", "keys", "subjects"
 };
 
 static const char format_key[] = "format";
@@ -87,6 +87,7 @@ static void store_free(er_store *s) {
   er__head_cache_clear(s);
   free(s->heads);
   er__life_free(s);
+  er__crypt_close(s);
   pthread_rwlock_destroy(&s->life_lock);
   pthread_mutex_destroy(&s->write_lock);
   pthread_mutex_destroy(&s->iter_lock);
@@ -597,6 +598,7 @@ int er_open(const char *path, const er_options *opts, er_store **out,
   rocksdb_writeoptions_set_sync(s->wopts, s->sync);
 
   if ((rc = open_db(s, err)) != ER_OK || (rc = check_format(s, err)) != ER_OK ||
+      (rc = er__crypt_open(s, opts->key, err)) != ER_OK ||
       (rc = load_counters(s, err)) != ER_OK ||
       (rc = er__life_load(s, err)) != ER_OK) {
     store_free(s);
@@ -636,6 +638,7 @@ int er_refresh(er_store *s, er_error *err) {
   er__lock(s);
   rc = load_counters(s, err);
   if (rc == ER_OK) rc = er__life_load(s, err);
+  er__key_cache_clear(s); /* keys made or forgotten by the writer */
   er__unlock(s);
   return rc;
 }

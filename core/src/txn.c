@@ -76,7 +76,8 @@ static int txn_add(er_txn *t, const char *stream, size_t stream_len,
   }
   /* one block: the event structs, then the stream id and every payload */
   for (i = 0; i < n; i++)
-    bytes += events[i].type_len + events[i].data_len + events[i].metadata_len;
+    bytes += events[i].type_len + events[i].data_len + events[i].metadata_len +
+             events[i].subject_len;
   if (n > ((size_t)-1 - bytes) / sizeof *copies)
     return er__fail(err, ER_NOMEM, "out of memory");
   block = malloc(n * sizeof *copies + bytes);
@@ -102,6 +103,9 @@ static int txn_add(er_txn *t, const char *stream, size_t stream_len,
       memcpy(p, events[i].metadata, events[i].metadata_len);
     c->metadata = p;
     p += events[i].metadata_len;
+    if (events[i].subject_len) memcpy(p, events[i].subject, events[i].subject_len);
+    c->subject = events[i].subject_len ? p : NULL;
+    p += events[i].subject_len;
   }
   x->expected = expected;
   x->time = time;

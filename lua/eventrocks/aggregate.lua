@@ -161,13 +161,16 @@ local function check_spec(name, spec)
       end
     end
   end
+  if spec.subject ~= nil and type(spec.subject) ~= "function" then
+    error(("aggregate '%s': spec.subject must be a function(id) -> the subject of its events"):format(name), 3)
+  end
   local apply, upcast = {}, {}
   for k, f in pairs(spec.apply) do apply[k] = f end
   for k, f in pairs(spec.upcast or {}) do upcast[k] = f end
   return {
     name = name, apply = apply, upcast = next(upcast) and upcast or nil,
     init = spec.init or function() return {} end,
-    snapshot_every = every, schema = spec.schema or 1,
+    snapshot_every = every, schema = spec.schema or 1, subject = spec.subject,
   }
 end
 
@@ -305,6 +308,32 @@ local function usable_snapshot(snap, spec, max_version)
     and (max_version == nil or snap.version <= max_version)
 end
 
+-- Personal data: the subject of the aggregate `id`'s events (spec.subject),
+-- or nil.
+local function subject_of(spec, id)
+  if not spec.subject then return nil end
+  local subject = spec.subject(id)
+  if subject ~= nil and type(subject) ~= "string" then
+    error(("aggregate '%s': subject(%s) must return a string or nil, got %s"):format(
+      spec.name, pretty.compact(id), type(subject)), 3)
+  end
+  return subject
+end
+
+-- The state held by a snapshot: sealed with the key of the subject for an
+-- aggregate with one (its state is personal data too); nil when it cannot
+-- be read (the subject was forgotten, or the store has no key).
+local function snapshot_state(store, snap, subject, stream)
+  if snap.sealed == nil then
+    if subject then return nil end -- made before the aggregate had a subject
+    return snap.state, true
+  end
+  if not subject or type(snap.sealed) ~= "string" or not store:_has_key() then return nil end
+  local bytes = store:_unseal(subject, stream, snap.sealed)
+  if not bytes then return nil end
+  return core.decode(bytes), true
+end
+
 --- Load the aggregate `id`: the newest usable snapshot plus the events after
 -- it.  opts.version = n: the state as of version n (time travel);
 -- opts.time = t: the state as of time t (microseconds; snapshots unused).
@@ -327,7 +356,8 @@ function Repo:load(id, opts)
   if max_time == nil and max_version ~= 0 then
     local snap = self.store:_get("snapshots", stream)
     if usable_snapshot(snap, spec, max_version) then
-      agg.state, agg.version = snap.state, snap.version
+      local state, ok = snapshot_state(self.store, snap, subject_of(spec, id), stream)
+      if ok then agg.state, agg.version = state, snap.version end
     end
   end
   -- the stream's version before the read: when the read ends below it, the
@@ -413,13 +443,23 @@ function Repo:save(agg)
   local txn, err = self.store:_txn()
   if not txn then return nil, err end
   local ok
-  ok, err = txn:append(agg.stream, queue, { expected = p.base })
+  local subject = subject_of(spec, agg.id)
+  ok, err = txn:append(agg.stream, queue, { expected = p.base, subject = subject })
   if not ok then txn:close() return nil, err end
   local new_version = p.base + #queue
   local every = spec.snapshot_every
   if every and new_version // every > p.base // every then
-    local put_ok, perr = pcall(txn.put, txn, "snapshots", agg.stream,
-      { version = new_version, schema = spec.schema, state = agg.state })
+    local snap = { version = new_version, schema = spec.schema, state = agg.state }
+    if subject then
+      -- sealed with the subject's key (forget drops it); a subject whose key
+      -- this very save makes has none yet: its first snapshot comes later
+      local enc_ok, bytes = pcall(core.encode, agg.state, "state")
+      local sealed = enc_ok and self.store:_seal(subject, agg.stream, bytes)
+      snap = sealed and { version = new_version, schema = spec.schema, sealed = sealed }
+      if not enc_ok then snap = { version = new_version, schema = spec.schema, state = agg.state } end
+    end
+    local put_ok, perr = true, nil
+    if snap then put_ok, perr = pcall(txn.put, txn, "snapshots", agg.stream, snap) end
     if not put_ok then
       txn:close()
       -- an error value naming the place: the state is the culprit

@@ -65,8 +65,34 @@ end
 -- such failures pass, so they are retried a few times.
 --
 -- Only commands that write create a store (`create`); the others never do.
+-- The store's key (personal data: doc/personal-data.md) comes from the file
+-- named by $EVENTROCKS_KEY_FILE, never from the command line, where `ps`
+-- shows it to every user: 32 bytes, or 64 hex digits (a final newline is
+-- fine).  nil when the variable is not set.
+local function load_key()
+  local file = os.getenv("EVENTROCKS_KEY_FILE")
+  if not file or file == "" then return nil end
+  local f, err = io.open(file, "rb")
+  if not f then error({ exit = 1, message = "EVENTROCKS_KEY_FILE: " .. tostring(err) }, 0) end
+  local text = f:read("a") or ""
+  f:close()
+  if #text ~= 32 then
+    local hex = text:gsub("%s+$", "")
+    if #hex == 64 and hex:find("^%x+$") then
+      text = hex:gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end)
+    end
+  end
+  if #text ~= 32 then
+    error({ exit = 1, message = fmt("EVENTROCKS_KEY_FILE: %s must hold the store's key: 32 bytes, "
+      .. "or 64 hex digits", pretty.safe(file)) }, 0)
+  end
+  return text
+end
+M.load_key = load_key
+
 local function try_open(dir, writable, create)
   local opts = writable and { create = create or false } or { read_only = true, create = false }
+  opts.key = load_key()
   local store, err
   for attempt = 1, writable and 1 or 5 do
     store, err = er.open(dir, opts)
@@ -316,10 +342,11 @@ function commands.export(args)
   end
   local total = store:last_position()
   local bar = progress("exporting", total)
-  local n = 0
+  local n, personal = 0, 0
   for ev in store:all({ from = args.from }) do
     out:write(jsonl.encode_event(ev), "\n")
     n = n + 1
+    if ev.subject and not ev.forgotten then personal = personal + 1 end
     if n % 1024 == 0 then bar.step(n) end
   end
   if n > 0 then bar.done(n) end
@@ -329,7 +356,15 @@ function commands.export(args)
   else
     out:flush()
   end
-  if args.file and args.file ~= "-" then stderr:write(fmt("exported %d events to %s\n", n, safe(args.file))) end
+  if args.file and args.file ~= "-" then
+    stderr:write(fmt("exported %d events to %s\n", n, safe(args.file)))
+    if personal > 0 then
+      -- the store holds them encrypted; the export cannot (its reader has no key)
+      stderr:write(fmt("warning: %s holds the personal data of %d events in plaintext, with their "
+        .. "subjects (an import into a store opened with a key encrypts them again): keep it as "
+        .. "safe as the key, and delete it when done\n", safe(args.file), personal))
+    end
+  end
 end
 
 -- The file to import: FILE, or standard input for "-".  A directory or an
@@ -392,6 +427,11 @@ function commands.import(args)
     for i, ev in ipairs(group) do
       events[i] = { id = ev.id, type = ev.type, data = ev.data, metadata = ev.metadata }
     end
+    if first.subject and not store:_has_key() then
+      close()
+      fail(fmt("line %d: an event of subject %s (personal data) needs a store opened with a key: "
+        .. "set EVENTROCKS_KEY_FILE", lines[1], safe(first.subject)))
+    end
     -- restore (lines of an export, which carry positions): a stream whose
     -- first versions were removed at the source starts at the same version
     -- here, and positions past this store's end are kept (the holes of the
@@ -399,7 +439,7 @@ function commands.import(args)
     -- streams.
     local called, ok, err = pcall(txn.append, txn, first.stream, events,
       { expected = first.version - 1, time = first.time, restore = first.position ~= nil,
-        position = first.position })
+        position = first.position, subject = first.subject, forgotten = first.forgotten })
     if not called then
       -- a value the store refuses (e.g. nested too deep): name its line
       txn:close()
@@ -451,6 +491,7 @@ function commands.import(args)
       end
       local last = group[#group]
       if last and (last.stream ~= ev.stream or last.time ~= ev.time
+        or last.subject ~= ev.subject or last.forgotten ~= ev.forgotten
         or ev.version ~= last.version + 1
         or (ev.position and last.position and ev.position ~= last.position + 1)) then
         flush()
@@ -554,6 +595,22 @@ function commands.truncate(args)
   return 0
 end
 
+-- Personal data: destroy a subject's key (the store is opened with the
+-- key of $EVENTROCKS_KEY_FILE).
+function commands.forget(args)
+  local store <close> = open_writer(args, "forget")
+  if not store:_has_key() then
+    fail("forget needs the store's key: set EVENTROCKS_KEY_FILE to the file that holds it")
+  end
+  local forgotten, err = store:forget(args.subject)
+  if forgotten == nil then fail(tostring(err)) end
+  stdout:write(safe(forgotten
+    and fmt("%s forgotten: its events read without data from now on (eventrocks compact removes "
+      .. "its key from the store's files)", args.subject)
+    or fmt("%s: no key to destroy (unknown, or forgotten already)", args.subject)), "\n")
+  return 0
+end
+
 function commands.compact(args)
   local store <close> = open_writer(args, "compact")
   local before = store:stats().bytes_on_disk
@@ -628,10 +685,10 @@ end
 
 function commands.repl(args)
   local dir = store_dir(args)
-  local store, err = er.open(dir, { read_only = args.read_only or false })
+  local store, err = er.open(dir, { read_only = args.read_only or false, key = load_key() })
   if not store and err.code == "locked" then
     stderr:write(fmt("%s is open for writing elsewhere: opening it read-only\n", safe(dir)))
-    store, err = er.open(dir, { read_only = true, create = false })
+    store, err = er.open(dir, { read_only = true, create = false, key = load_key() })
   end
   if not store then fail(tostring(err)) end
   local repl = require "eventrocks.repl"
@@ -733,6 +790,9 @@ local function parser()
   c = p:command("truncate", "Remove the events of a stream before a version.")
   c:argument("stream", "The stream id.")
   c:argument("version", "The first version to keep."):convert(natural("version", 1))
+  c = p:command("forget", "Destroy a subject's key: its events read without data from then on "
+    .. "(personal data; the key comes from $EVENTROCKS_KEY_FILE).")
+  c:argument("subject", "The subject (e.g. a user id).")
   c = p:command("compact", "Remove the bytes of deleted, truncated and expired events from the store's files.")
   c = p:command("backup", "Copy the store, consistently, into a new directory (hard links where it can).")
   c:argument("dir", "The new directory (must not exist).")

@@ -402,7 +402,7 @@ function Relay:_batch(cp)
   local category, wanted, subject_fn = self.category, self.wanted, self.subject_fn
   local event_mt = pretty.event_metatable
   local headers, hdr_cache = self.headers, self.hdr_cache
-  for id, stream, version, position, ty, time, data, metadata in
+  for id, stream, version, position, ty, time, data, metadata, person, forgotten in
       store:all({ from = cp + 1, count = self.batch, raw = true }) do
     -- a hole (deleted, truncated or expired events) is stepped over; a
     -- gap that no removal explains is waited for
@@ -412,6 +412,7 @@ function Relay:_batch(cp)
       local body, subject = event_body(id, stream, version, position, ty, time, data, metadata), nil
       if subject_fn or jsonl then
         local ev = setmetatable(decode(body), event_mt)
+        ev.subject, ev.forgotten = person, forgotten or nil
         if jsonl then body = jsonl.encode_event(ev) end
         subject = subject_fn and self:subject(ev) or self:_default_subject(stream, ty)
       else
@@ -426,6 +427,10 @@ function Relay:_batch(cp)
       headers["Eventrocks-Position"] = position
       headers["Eventrocks-Type"] = hdr_cache[ty] or self:_header_value(ty)
       headers["Eventrocks-Time"] = time
+      -- personal data: the body is decrypted (consumers have no key); the
+      -- subject lets them purge its copies once it is forgotten
+      headers["Eventrocks-Subject"] = person and (hdr_cache[person] or self:_header_value(person))
+      headers["Eventrocks-Forgotten"] = forgotten and "true" or nil
       local ok, err = pub:publish(subject, body, headers)
       if not ok then
         self:_settle(false) -- what the previous batch got through stays done

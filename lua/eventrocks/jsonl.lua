@@ -288,11 +288,15 @@ function M.decode_value(s)
 end
 
 --- One event as a JSON line (no newline).
+-- Personal data: an event of a subject carries it ("subject"), in
+-- plaintext like its data; a forgotten one "forgotten": true and no data.
 function M.encode_event(ev)
   return json.encode(setmetatable({
     position = ev.position, id = ev.id, stream = to_tree(ev.stream), version = ev.version,
     type = to_tree(ev.type), time = ev.time, data = to_tree(ev.data), metadata = to_tree(ev.metadata),
-  }, OBJECT), { keyorder = { "position", "stream", "version", "type", "time", "id", "data", "metadata" } })
+    subject = ev.subject ~= nil and to_tree(ev.subject) or nil, forgotten = ev.forgotten or nil,
+  }, OBJECT), { keyorder = { "position", "stream", "version", "type", "time", "id", "subject",
+    "forgotten", "data", "metadata" } })
 end
 
 -- The value of a field that may be a tag ({"$base64": ...} for a name that
@@ -319,9 +323,9 @@ local function field(t, name, kind, line)
 end
 
 local FIELDS = { position = true, stream = true, version = true, type = true, time = true,
-  id = true, data = true, metadata = true }
+  id = true, data = true, metadata = true, subject = true, forgotten = true }
 local UUID = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
-local MAX_NAME = { stream = core.MAX_STREAM_LEN, type = core.MAX_TYPE_LEN } -- bytes
+local MAX_NAME = { stream = core.MAX_STREAM_LEN, type = core.MAX_TYPE_LEN, subject = 1024 } -- bytes
 -- Times: microseconds since the epoch, from 1 (0 tells the store "now") to
 -- the last microsecond of year 9999 (9999-12-31T23:59:59.999999Z), the
 -- last that ISO 8601 dates in four digits and the readable outputs show.
@@ -380,6 +384,18 @@ function M.decode_event(s, line)
     ev.metadata = v
   end
   if ev.version < 1 then error(fmt("line %d: version must be >= 1", line), 0) end
+  if t.subject ~= nil and t.subject ~= json.null then ev.subject = name(t, "subject", line) end
+  if t.forgotten ~= nil and t.forgotten ~= json.null then
+    if type(t.forgotten) ~= "boolean" then error(fmt("line %d: forgotten must be a boolean", line), 0) end
+    if t.forgotten then
+      if not ev.subject then error(fmt("line %d: a forgotten event needs its subject", line), 0) end
+      if ev.metadata and next(ev.metadata) == nil then ev.metadata = nil end -- {}: none
+      if ev.data ~= nil or ev.metadata ~= nil then
+        error(fmt("line %d: a forgotten event has no data or metadata", line), 0)
+      end
+      ev.forgotten = true
+    end
+  end
   return ev
 end
 

@@ -275,12 +275,26 @@ local category_of = core.category -- the core's rule
 
 -- What a failure leaves behind: the event (a dead letter keeps all of it,
 -- to be applied by retry), the error and when.
+-- An event of a subject (personal data) keeps no data or metadata here:
+-- they would be stored in clear; retry reads the event again (and finds it
+-- forgotten when its subject was).
 local function failure_record(ev, message, parked_behind)
+  local personal = ev.subject ~= nil
   return {
     position = ev.position, stream = ev.stream, type = ev.type, version = ev.version, id = ev.id,
-    time = ev.time, data = ev.data, metadata = ev.metadata, error = message,
+    time = ev.time, data = not personal and ev.data or nil, metadata = not personal and ev.metadata or nil,
+    subject = ev.subject, error = message,
     at = math.floor(system.gettime() * 1000000), parked_behind = parked_behind,
   }
+end
+
+-- The data, metadata and forgotten flag of a dead letter's event: kept in
+-- the letter, or read again for an event of a subject.
+local function letter_payload(proj, letter)
+  if letter.subject == nil then return letter.data, letter.metadata or {}, nil end
+  local ev = proj.store:event(letter.position)
+  if type(ev) == "table" and ev.id == letter.id then return ev.data, ev.metadata, ev.forgotten end
+  return nil, {}, true
 end
 
 -- The action on_error chooses for a failed handler: "stop", "skip" or
@@ -624,9 +638,10 @@ function Proj:retry(position)
   local applied, handlers = 0, self.handlers
   for _, letter in ipairs(letters) do
     if not view._parked[letter.stream] then
+      local data, metadata, forgotten = letter_payload(self, letter)
       local ev = setmetatable({ id = letter.id, stream = letter.stream, version = letter.version,
-        position = letter.position, type = letter.type, time = letter.time, data = letter.data,
-        metadata = letter.metadata or {} }, pretty.event_metatable)
+        position = letter.position, type = letter.type, time = letter.time, data = data,
+        metadata = metadata, subject = letter.subject, forgotten = forgotten }, pretty.event_metatable)
       local h = handlers[ev.type]
       local ok, err = true, nil
       if h then
