@@ -73,6 +73,15 @@ end
 -- events of type "T" that no projection handles.
 M.TMP_STREAMS = 4
 
+-- Personal data: the streams "pd-<round>-<k>" of events of type "P" (no
+-- projection handles them) appended with the subject
+-- "person-<round>-<k>-<generation>", and forgets of those subjects (a
+-- forgotten subject is never appended to again: the next generation takes
+-- its place).  The store's key, the same for every round and mode:
+M.KEY = "eventrocks crash harness key 32B"
+assert(#M.KEY == 32)
+M.PD_STREAMS = 3
+
 -- The complete ack lines of a file, parsed.
 function M.read_acks(path)
   local acks = {}

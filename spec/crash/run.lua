@@ -22,7 +22,9 @@
 --      absent (each event names its append and its size); every delete,
 --      truncation and backup that returned holds (a hard-deleted stream has
 --      no event left, a truncated one nothing below its version, a backup
---      opens at its position and passes check);
+--      opens at its position and passes check; each subject's events all
+--      forgotten or none, every acknowledged forget whole, every
+--      acknowledged append of personal data present);
 --      every acknowledged append present with its ids, versions and
 --      positions; each account's snapshot exactly the one its last
 --      snapshotting save wrote, and equal to the state its events give;
@@ -67,9 +69,18 @@ local function tail(path, n)
   return table.concat(lines, "\n")
 end
 
+-- The store's key in a file, for the command line (EVENTROCKS_KEY_FILE).
+local KEY_FILE = os.tmpname()
+do
+  local f = assert(io.open(KEY_FILE, "wb"))
+  f:write(C.KEY)
+  f:close()
+end
+
 -- `eventrocks --store dir check`: true, or false and its output.
 local function cli_check(dir)
-  local p = assert(io.popen(fmt("%s bin/eventrocks --store %s check 2>&1", LUA, shquote(dir)), "r"))
+  local p = assert(io.popen(fmt("EVENTROCKS_KEY_FILE=%s %s bin/eventrocks --store %s check 2>&1",
+    shquote(KEY_FILE), LUA, shquote(dir)), "r"))
   local out = p:read("a")
   local ok = p:close()
   if ok and out:find("no problems", 1, true) then return true end
@@ -86,19 +97,36 @@ local checked_backups = {}
 -- Everything checked after a crash; raises with the first broken promise.
 -- Returns the number of events and of acknowledged appends checked.
 local function verify(dir, acklog, sync, round)
-  local store <close> = assert(er.open(dir, { sync = sync }))
+  local store <close> = assert(er.open(dir, { sync = sync, key = C.KEY }))
   local last = store:last_position()
 
   -- the log: increasing positions (holes are check's to explain: only the
   -- tmp streams' events are ever removed); every event names its append.
   -- `log` holds the events of the plain streams and accounts (which nothing
   -- removes) in order, `at` every event by position, `tmp` the tmp streams'.
-  local log, at, streams, tmp = {}, {}, {}, {}
+  -- `pd` holds per subject the number of its events and of those forgotten.
+  local log, at, streams, tmp, pd = {}, {}, {}, {}, {}
   local n, prev = 0, 0
   for ev in store:all() do
     n = n + 1
     if ev.position <= prev then fail("log: position %d follows %d", ev.position, prev) end
     prev = ev.position
+    if ev.type == "P" then
+      local subject = ev.subject
+      if type(subject) ~= "string" then fail("position %d: personal data without its subject", ev.position) end
+      local p = pd[subject] or { n = 0, forgotten = 0 }
+      pd[subject] = p
+      p.n = p.n + 1
+      if ev.forgotten then
+        p.forgotten = p.forgotten + 1
+        if ev.data ~= nil or next(ev.metadata) ~= nil then
+          fail("position %d: forgotten, yet its data or metadata reads back", ev.position)
+        end
+      elseif type(ev.data) ~= "table" or ev.data.secret ~= subject or type(ev.metadata.batch) ~= "string" then
+        fail("position %d: the data of %s does not read back", ev.position, subject)
+      end
+      goto next_event
+    end
     local m = ev.metadata
     if type(m.batch) ~= "string" or math.type(m.n) ~= "integer" or math.type(m.i) ~= "integer" then
       fail("position %d: metadata does not name its append", ev.position)
@@ -126,13 +154,14 @@ local function verify(dir, acklog, sync, round)
       end
       s[#s + 1] = rec
     end
+    ::next_event::
   end
   if prev > last then fail("last_position is %d but the log reaches %d", last, prev) end
 
   -- every stream: its head and its index agree with the log
   local nstreams = 0
   for stream, v in store:streams() do
-    if not stream:match("^tmp%-") then
+    if not stream:match("^tmp%-") and not stream:match("^pd%-") then
       nstreams = nstreams + 1
       local s = streams[stream]
       if not s or #s ~= v then fail("stream %s: head says version %d, the log has %d events", stream, v, s and #s or 0) end
@@ -202,10 +231,33 @@ local function verify(dir, acklog, sync, round)
       end
     end
   end
+  -- personal data: a forget is whole or absent (a subject's events all
+  -- forgotten or none), one that returned is whole, and every append that
+  -- returned is there
+  local appended = {}
+  for _, o in ipairs(ops) do
+    if o.kind == "pd" then appended[o.target] = (appended[o.target] or 0) + o.arg
+    elseif o.kind == "forget" then
+      local p = pd[o.target]
+      if p and p.forgotten ~= p.n then
+        fail("%s: forgotten, yet %d of its %d events read back", o.target, p.n - p.forgotten, p.n)
+      end
+    end
+  end
+  for subject, p in pairs(pd) do
+    if p.forgotten ~= 0 and p.forgotten ~= p.n then
+      fail("%s: %d of its %d events forgotten (a forget is whole or absent)", subject, p.forgotten, p.n)
+    end
+  end
+  for subject, k in pairs(appended) do
+    if not pd[subject] or pd[subject].n < k then
+      fail("%s: %d events acknowledged, %d in the log", subject, k, pd[subject] and pd[subject].n or 0)
+    end
+  end
   for _, o in ipairs(ops) do
     if o.kind == "backup" and not checked_backups[o.target] then
       checked_backups[o.target] = true -- checked once, then removed
-      local copy = assert(er.open(o.target, { create = false }))
+      local copy = assert(er.open(o.target, { create = false, key = C.KEY }))
       local cl = copy:last_position()
       local problems = copy:_check()
       copy:close()
@@ -401,6 +453,7 @@ for i, mode in ipairs(modes) do
   local s, f = run_mode(mode, ROUNDS, SEED + i)
   successes, failures = successes + s, failures + f
 end
+os.remove(KEY_FILE)
 print(fmt("%d success%s / %d failure%s / 0 errors / 0 pending : %.2f seconds", successes,
   successes == 1 and "" or "es", failures, failures == 1 and "" or "s", system.monotime() - t0))
 os.exit(failures == 0 and 0 or 1)

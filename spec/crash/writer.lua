@@ -8,7 +8,8 @@
 -- and then, a snapshot in the same write) to acct-N, runs of the catch-up
 -- projection "counts", now and then one large append, and the lifecycle
 -- of this round's tmp streams (deletes, truncations, limits, compactions and
--- backups into BACKUPDIR).  Every event
+-- backups into BACKUPDIR), and personal data (appends with a subject and
+-- forgets of subjects; the store has a key, common.lua's).  Every event
 -- carries metadata { batch = <round>:<k>, n = <events in its append>,
 -- i = <its index> } so that the driver can tell whole appends from partial
 -- ones.  After each append returns, one line naming it (see common.lua) is
@@ -25,7 +26,7 @@ assert(dir and sync and acklog and round and seed and backup_dir,
 math.randomseed(tonumber(seed))
 
 local ack = assert(io.open(acklog, "a"))
-local store = assert(er.open(dir, { sync = sync == "1" }))
+local store = assert(er.open(dir, { sync = sync == "1", key = C.KEY }))
 store:projection("heads", C.heads_spec) -- catches up first, then runs in every commit
 local counts = store:projection("counts", C.counts_spec)
 local accounts = store:repository(C.account(er))
@@ -159,9 +160,36 @@ local function lifecycle()
   end
 end
 
+-- Personal data: 1 to 3 events of a subject to its pd stream (logged as
+-- op "pd" with the subject and the count once the append returned), or a
+-- forget of the subject (op "forget" once it returned; the stream goes on
+-- with the subject's next generation).
+local generation = {}
+local function personal()
+  local k = math.random(C.PD_STREAMS)
+  generation[k] = generation[k] or 1
+  local subject = ("person-%s-%d-%d"):format(round, k, generation[k])
+  if math.random() < 0.8 then
+    local n, batch = math.random(3), next_batch()
+    local events = {}
+    for i = 1, n do
+      events[i] = { type = "P", data = { secret = subject, pad = pad() }, metadata = { batch = batch, n = n, i = i } }
+    end
+    local v, err = store:append("pd-" .. round .. "-" .. k, events, { subject = subject })
+    if not v then error("append of " .. subject .. " failed: " .. tostring(err)) end
+    op("pd", subject, n)
+  else
+    local ok, err = store:forget(subject)
+    if ok == nil then error("forget of " .. subject .. " failed: " .. tostring(err)) end
+    op("forget", subject, 0)
+    generation[k] = generation[k] + 1
+  end
+end
+
 while true do
   local r = math.random()
   if r < 0.06 then lifecycle()
+  elseif r < 0.1 then personal()
   elseif r < 0.5 then append(math.random(1, 8))
   elseif r < 0.85 then deposit()
   elseif r < 0.997 then
