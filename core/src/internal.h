@@ -178,6 +178,11 @@ struct er_store {
   pthread_mutex_t wait_lock;
   pthread_cond_t committed;
   int sleepers; /* atomic: commits skip the lock when nobody waits */
+  /* A read-only handle's inotify instance with its watch on the store's
+   * directory, kept between waits (closing one costs the kernel an RCU
+   * grace period, 10-20 ms); -1 when none is kept.  Atomic: a waiter takes
+   * it, and puts it back when the slot is still empty. */
+  int watch_fd;
 
   /* Guarded by iter_lock: live iterators, destroyed by er_close. */
   pthread_mutex_t iter_lock;

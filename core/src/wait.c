@@ -30,9 +30,11 @@ void er__wait_init(er_store *s) {
   pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
   pthread_cond_init(&s->committed, &a);
   pthread_condattr_destroy(&a);
+  s->watch_fd = -1;
 }
 
 void er__wait_destroy(er_store *s) {
+  if (s->watch_fd >= 0) close(s->watch_fd);
   pthread_cond_destroy(&s->committed);
   pthread_mutex_destroy(&s->wait_lock);
 }
@@ -86,17 +88,37 @@ static void drain(int fd) {
   while (read(fd, buf, sizeof buf) > 0) {}
 }
 
-/* A read-only handle: catch up at every change of the directory.  The
- * watch is set before the first catch-up, so a change made after it wakes
- * the poll. */
-static int wait_reader(er_store *s, uint64_t after, int timeout_ms,
-                       uint64_t *last, er_error *err) {
-  int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
-  int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC), rc = ER_OK;
+/* An inotify instance watching the store's directory: the one the handle
+ * keeps, else a new one; -1 when inotify is unavailable. */
+static int take_watch(er_store *s) {
+  int fd = __atomic_exchange_n(&s->watch_fd, -1, __ATOMIC_ACQ_REL);
+  if (fd >= 0) return fd;
+  fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
   if (fd >= 0 && inotify_add_watch(fd, s->path, IN_MODIFY | IN_CREATE | IN_MOVED_TO) < 0) {
     close(fd);
     fd = -1;
   }
+  return fd;
+}
+
+/* Keep `fd` for the next wait, or close it when another waiter's is kept. */
+static void put_watch(er_store *s, int fd) {
+  int none = -1;
+  if (fd < 0) return;
+  if (!__atomic_compare_exchange_n(&s->watch_fd, &none, fd, 0, __ATOMIC_ACQ_REL,
+                                   __ATOMIC_ACQUIRE))
+    close(fd);
+}
+
+/* A read-only handle: catch up at every change of the directory.  The
+ * watch is set before the first catch-up, so a change made after it wakes
+ * the poll; what a kept watch queued since its last wait is dropped before
+ * the catch-up, which sees those changes anyway. */
+static int wait_reader(er_store *s, uint64_t after, int timeout_ms,
+                       uint64_t *last, er_error *err) {
+  int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+  int fd = take_watch(s), rc = ER_OK;
+  if (fd >= 0) drain(fd);
   for (;;) {
     int64_t left;
     int slice;
@@ -120,7 +142,7 @@ static int wait_reader(er_store *s, uint64_t after, int timeout_ms,
       nanosleep(&ts, NULL);
     }
   }
-  if (fd >= 0) close(fd);
+  put_watch(s, fd);
   return rc;
 }
 

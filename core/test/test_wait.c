@@ -19,7 +19,11 @@
 
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
 
 #define TU_STORE_FIXTURE /* fx, fx_setup, fx_teardown */
 #include "test_util.h"
@@ -195,6 +199,53 @@ static void test_read_only_follows(void **state) {
   er_close(ro);
 }
 
+/* The inotify instances this process holds (/proc/self/fd). */
+static int count_inotify(void) {
+  DIR *d = opendir("/proc/self/fd");
+  struct dirent *e;
+  int n = 0;
+  if (!d) return -1;
+  while ((e = readdir(d)) != NULL) {
+    char path[300], target[64];
+    ssize_t len;
+    if (e->d_name[0] == '.') continue;
+    snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
+    len = readlink(path, target, sizeof target - 1);
+    if (len <= 0) continue;
+    target[len] = 0;
+    if (strcmp(target, "anon_inode:inotify") == 0) n++;
+  }
+  closedir(d);
+  return n;
+}
+
+/* A read-only handle keeps its watch between waits (closing an inotify
+ * instance waits for the kernel's RCU grace period: 10-20 ms a wait, which
+ * was most of a follower's latency), and closes it with the handle. */
+static void test_read_only_keeps_its_watch(void **state) {
+  fx *f = *state;
+  er_store *ro = tu_open_ro(f->dir);
+  int before = count_inotify();
+  assert_true(before >= 0);
+  for (int i = 0; i < 3; i++) {
+    er_error err = fresh_err();
+    uint64_t last = 0;
+    ok1(f->s, "a-1", "Made", NULL);
+    assert_int_equal(er_wait_position(ro, (uint64_t)i, 5000, &last, &err), ER_OK);
+    assert_int_equal(last, (uint64_t)i + 1);
+    assert_int_equal(count_inotify(), before + 1);
+  }
+  {
+    er_error err = fresh_err();
+    uint64_t last = 0;
+    assert_int_equal(er_wait_position(ro, 3, 20, &last, &err), ER_OK); /* a timeout */
+    assert_int_equal(last, 3);
+    assert_int_equal(count_inotify(), before + 1);
+  }
+  er_close(ro);
+  assert_int_equal(count_inotify(), before);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_timeout, fx_setup, fx_teardown),
@@ -202,6 +253,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_woken_by_commits, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_broadcast, fx_setup, fx_teardown),
       cmocka_unit_test_setup_teardown(test_read_only_follows, fx_setup, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_read_only_keeps_its_watch, fx_setup, fx_teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
