@@ -344,18 +344,10 @@ static void new_reader(lua_State *L, int mt) {
   lua_setiuservalue(L, -2, 1);
 }
 
-/* Push the event as a table with exactly the fields doc/api.md lists, using
- * the reader `r`.  Returns 0 with nothing pushed when its data or metadata
- * do not decode. */
-static int push_event(lua_State *L, const er_event *ev, const reader *r) {
-  char id[37];
-  int top = lua_gettop(L);
-  luaL_checkstack(L, 5, NULL);
-  lua_createtable(L, 0, 8);
-  er_uuid_format(ev->id, id);
-  lua_rawgeti(L, r->t, F_ID);
-  lua_pushlstring(L, id, 36);
-  lua_rawset(L, -3);
+/* Set the fields every event table has right away, in the table on top of
+ * the stack: stream, version, position, type, time, and for personal data
+ * its subject (and forgotten once erased). */
+static void set_plain_fields(lua_State *L, const er_event *ev, const reader *r) {
   lua_rawgeti(L, r->t, F_STREAM);
   er_push_cached(L, ev->stream, ev->stream_len, r->cache, r->t);
   lua_rawset(L, -3);
@@ -371,6 +363,31 @@ static int push_event(lua_State *L, const er_event *ev, const reader *r) {
   lua_rawgeti(L, r->t, F_TIME);
   lua_pushinteger(L, (lua_Integer)ev->time);
   lua_rawset(L, -3);
+  if (ev->subject_len) {
+    lua_rawgeti(L, r->t, F_SUBJECT);
+    er_push_cached(L, ev->subject, ev->subject_len, r->cache, r->t);
+    lua_rawset(L, -3);
+    if (ev->forgotten) {
+      lua_rawgeti(L, r->t, F_FORGOTTEN);
+      lua_pushboolean(L, 1);
+      lua_rawset(L, -3);
+    }
+  }
+}
+
+/* Push the event as a table with exactly the fields doc/api.md lists, using
+ * the reader `r`.  Returns 0 with nothing pushed when its data or metadata
+ * do not decode. */
+static int push_event(lua_State *L, const er_event *ev, const reader *r) {
+  char id[37];
+  int top = lua_gettop(L);
+  luaL_checkstack(L, 5, NULL);
+  lua_createtable(L, 0, 8);
+  er_uuid_format(ev->id, id);
+  lua_rawgeti(L, r->t, F_ID);
+  lua_pushlstring(L, id, 36);
+  lua_rawset(L, -3);
+  set_plain_fields(L, ev, r);
   if (ev->data_len) {
     lua_rawgeti(L, r->t, F_DATA);
     if (!er_decode_cached(L, ev->data, ev->data_len, r->cache, r->t)) goto corrupt;
@@ -385,16 +402,6 @@ static int push_event(lua_State *L, const er_event *ev, const reader *r) {
     lua_createtable(L, 0, 0);
   }
   lua_rawset(L, -3);
-  if (ev->subject_len) { /* personal data: its subject; forgotten once erased */
-    lua_rawgeti(L, r->t, F_SUBJECT);
-    er_push_cached(L, ev->subject, ev->subject_len, r->cache, r->t);
-    lua_rawset(L, -3);
-    if (ev->forgotten) {
-      lua_rawgeti(L, r->t, F_FORGOTTEN);
-      lua_pushboolean(L, 1);
-      lua_rawset(L, -3);
-    }
-  }
   lua_rawgeti(L, r->t, F_MT);
   lua_setmetatable(L, -2);
   return 1;
@@ -411,31 +418,7 @@ static int push_event_lazy(lua_State *L, const er_event *ev, const reader *r) {
   uint8_t head[20];
   luaL_checkstack(L, 6, NULL);
   lua_createtable(L, 0, 8);
-  lua_rawgeti(L, r->t, F_STREAM);
-  er_push_cached(L, ev->stream, ev->stream_len, r->cache, r->t);
-  lua_rawset(L, -3);
-  lua_rawgeti(L, r->t, F_VERSION);
-  lua_pushinteger(L, (lua_Integer)ev->version);
-  lua_rawset(L, -3);
-  lua_rawgeti(L, r->t, F_POSITION);
-  lua_pushinteger(L, (lua_Integer)ev->position);
-  lua_rawset(L, -3);
-  lua_rawgeti(L, r->t, F_TYPE);
-  er_push_cached(L, ev->type, ev->type_len, r->cache, r->t);
-  lua_rawset(L, -3);
-  lua_rawgeti(L, r->t, F_TIME);
-  lua_pushinteger(L, (lua_Integer)ev->time);
-  lua_rawset(L, -3);
-  if (ev->subject_len) { /* personal data: as push_event */
-    lua_rawgeti(L, r->t, F_SUBJECT);
-    er_push_cached(L, ev->subject, ev->subject_len, r->cache, r->t);
-    lua_rawset(L, -3);
-    if (ev->forgotten) {
-      lua_rawgeti(L, r->t, F_FORGOTTEN);
-      lua_pushboolean(L, 1);
-      lua_rawset(L, -3);
-    }
-  }
+  set_plain_fields(L, ev, r);
   lua_rawgeti(L, r->t, F_LAZY);
   lua_pushvalue(L, -2);
   memcpy(head, ev->id, 16);
