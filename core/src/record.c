@@ -35,17 +35,16 @@ size_t er__record_size(size_t stream_len, const er_new_event *ev) {
          (ev->subject_len ? ev->subject_len + ER_BOX_OVERHEAD : 0);
 }
 
-void er__record_encode_sealed(uint8_t *out, const char *stream,
-                              size_t stream_len, const er_new_event *ev,
-                              uint64_t position, uint64_t version, int64_t time,
-                              uint32_t batch_size, uint32_t batch_index,
-                              const uint8_t *key, const uint8_t *key_id,
-                              const uint8_t *nonce) {
-  size_t total = er__record_size(stream_len, ev);
+/* The header of a record (flags, the subject's length, id, position,
+ * version, time, batch and lengths; the checksum is written last), then its
+ * stream and type.  Returns where the rest of the record goes. */
+static uint8_t *put_head(uint8_t *out, uint8_t flags, const char *stream,
+                         size_t stream_len, const er_new_event *ev, uint64_t position,
+                         uint64_t version, int64_t time, uint32_t batch_size,
+                         uint32_t batch_index) {
   uint8_t *p = out + ER_RECORD_HEADER;
-  assert(ev->subject_len > 0 && ev->subject_len <= ER_MAX_SUBJECT_LEN);
   out[0] = RECORD_FORMAT;
-  out[1] = ER_RECORD_SEALED;
+  out[1] = flags;
   out[2] = (uint8_t)ev->subject_len;
   out[3] = (uint8_t)(ev->subject_len >> 8);
   memcpy(out + 8, ev->id, 16);
@@ -62,6 +61,20 @@ void er__record_encode_sealed(uint8_t *out, const char *stream,
   p += stream_len;
   memcpy(p, ev->type, ev->type_len);
   p += ev->type_len;
+  return p;
+}
+
+void er__record_encode_sealed(uint8_t *out, const char *stream,
+                              size_t stream_len, const er_new_event *ev,
+                              uint64_t position, uint64_t version, int64_t time,
+                              uint32_t batch_size, uint32_t batch_index,
+                              const uint8_t *key, const uint8_t *key_id,
+                              const uint8_t *nonce) {
+  size_t total = er__record_size(stream_len, ev);
+  uint8_t *p;
+  assert(ev->subject_len > 0 && ev->subject_len <= ER_MAX_SUBJECT_LEN);
+  p = put_head(out, ER_RECORD_SEALED, stream, stream_len, ev, position, version, time,
+               batch_size, batch_index);
   memcpy(p, ev->subject, ev->subject_len);
   p += ev->subject_len;
   if (key) {
@@ -81,24 +94,8 @@ void er__record_encode(uint8_t *out, const char *stream, size_t stream_len,
                        uint64_t version, int64_t time, uint32_t batch_size,
                        uint32_t batch_index) {
   size_t total = er__record_size(stream_len, ev);
-  uint8_t *p = out + ER_RECORD_HEADER;
-  out[0] = RECORD_FORMAT;
-  out[1] = 0;
-  out[2] = out[3] = 0;
-  memcpy(out + 8, ev->id, 16);
-  er__put_le64(out + 24, position);
-  er__put_le64(out + 32, version);
-  er__put_le64(out + 40, (uint64_t)time);
-  er__put_le32(out + 48, batch_size);
-  er__put_le32(out + 52, batch_index);
-  er__put_le32(out + 56, (uint32_t)stream_len);
-  er__put_le32(out + 60, (uint32_t)ev->type_len);
-  er__put_le32(out + 64, (uint32_t)ev->metadata_len);
-  er__put_le32(out + 68, (uint32_t)ev->data_len);
-  memcpy(p, stream, stream_len);
-  p += stream_len;
-  memcpy(p, ev->type, ev->type_len);
-  p += ev->type_len;
+  uint8_t *p = put_head(out, 0, stream, stream_len, ev, position, version, time,
+                        batch_size, batch_index);
   if (ev->metadata_len) memcpy(p, ev->metadata, ev->metadata_len);
   p += ev->metadata_len;
   if (ev->data_len) memcpy(p, ev->data, ev->data_len);
