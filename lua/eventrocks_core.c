@@ -179,6 +179,14 @@ typedef struct reader {
   int t; /* stack index of the anchors table */
 } reader;
 
+/* The reader's userdata: the decoder's string cache, and how many lazy
+ * events it made and how many of them were then decoded (projections
+ * choose lazy or eager events by that share: store:_lazy_counts). */
+typedef struct reader_ud {
+  er_strcache cache; /* first: the userdata's address is the cache's */
+  lua_Integer lazy_made, lazy_read;
+} reader_ud;
+
 /* Push the reader of the store's class and its table (two slots; the
  * caller pops them or returns above them) and fill `r`. */
 static void get_reader(lua_State *L, const lstore *ls, reader *r) {
@@ -223,6 +231,7 @@ static void lazy_materialize(lua_State *L, int t) {
     char id[37];
     uint32_t dlen = get_le32(p + 16);
     if ((size_t)dlen > len - 20) goto corrupt;
+    ((reader_ud *)r.cache)->lazy_read++;
     er_uuid_format((const uint8_t *)p, id);
     lua_rawgeti(L, r.t, F_ID);
     lua_pushlstring(L, id, 36);
@@ -310,7 +319,7 @@ static const luaL_Reg lazy_meta[] = {
 
 /* Push a new reader whose events get the metatable at index mt. */
 static void new_reader(lua_State *L, int mt) {
-  er_strcache *c = lua_newuserdatauv(L, sizeof *c, 1);
+  reader_ud *c = lua_newuserdatauv(L, sizeof *c, 1);
   int i, ud = lua_gettop(L);
   memset(c, 0, sizeof *c);
   lua_createtable(L, ER_STRCACHE_BASE + ER_STRCACHE_SLOTS, 0);
@@ -435,6 +444,7 @@ static int push_event_lazy(lua_State *L, const er_event *ev, const reader *r) {
   lua_pop(L, 1);
   lua_rawgeti(L, r->t, F_LAZY_MT);
   lua_setmetatable(L, -2);
+  ((reader_ud *)r->cache)->lazy_made++;
   return 1;
 }
 
@@ -2107,6 +2117,18 @@ static int seal_kind(lua_State *L, int open) {
   return 1;
 }
 static int l_seal(lua_State *L) { return seal_kind(L, 0); }
+
+/* store:_lazy_counts() -> how many lazy events the reader of this store's
+ * class has made, and how many of them were decoded on access (running
+ * totals, shared by the stores of the class: callers take differences). */
+static int store_lazy_counts(lua_State *L) {
+  lstore *ls = check_store(L, 1);
+  reader r;
+  get_reader(L, ls, &r);
+  lua_pushinteger(L, ((reader_ud *)r.cache)->lazy_made);
+  lua_pushinteger(L, ((reader_ud *)r.cache)->lazy_read);
+  return 2;
+}
 static int l_unseal(lua_State *L) { return seal_kind(L, 1); }
 
 static const luaL_Reg store_methods[] = {
@@ -2114,6 +2136,7 @@ static const luaL_Reg store_methods[] = {
   {"_has_key", l_has_key},
   {"_seal", l_seal},
   {"_unseal", l_unseal},
+  {"_lazy_counts", store_lazy_counts},
   {"append", store_append},
   {"version", store_version},
   {"read", store_read},

@@ -202,6 +202,50 @@ describe("catch-up projections", function()
       assert.equal(36, #e3.id)
     end)
 
+  it("hands lazy events while handlers leave most data unread, and eager ones after a batch whose handlers decoded most",
+    function()
+      local s = t.store
+      local evs = {}
+      for i = 1, 50 do evs[i] = { type = "A", data = { n = i } } end
+      for k = 1, 40 do assert(s:append("a-" .. k, evs)) end -- 2000 events
+      -- whether each batch's first event came decoded (eager) or not (lazy)
+      local function kinds(name, reads_data)
+        local out, first = {}, true
+        local p = s:projection(name, { handlers = { A = function(_, ev)
+          if first then out[#out + 1] = rawget(ev, "data") and "eager" or "lazy" end
+          first = false
+          if reads_data then assert(ev.data.n >= 1) end
+        end } })
+        assert.equal(2000, p:run({ batch = 50, progress = function() first = true end }))
+        return out
+      end
+      local made0, read0 = s:_lazy_counts()
+      local only_stream = kinds("stream-only", false)
+      assert.equal(40, #only_stream)
+      for i = 1, 40 do assert.equal("lazy", only_stream[i]) end
+      -- reading data: the first batch is lazy, then eager; every 32nd
+      -- eager batch tries lazy again (and goes back to eager)
+      local data = kinds("data", true)
+      assert.equal(40, #data)
+      local expected = {}
+      for i = 1, 40 do expected[i] = (i == 1 or i == 34) and "lazy" or "eager" end
+      assert.same(expected, data)
+      -- what the reader counted: every lazy event made, the decoded ones
+      local made, read = s:_lazy_counts()
+      assert.equal(40 * 50 + 2 * 50, made - made0)
+      assert.equal(2 * 50, read - read0)
+    end)
+
+  it("a handler's error is the handler's; an error between handlers (the iterator's) goes on as it is", function()
+    local s = t.store
+    assert(s:append("a-1", { { type = "A" }, { type = "A" } }))
+    local p = s:projection("closes", { handlers = { A = function() s:close() end } })
+    local ok, err = pcall(p.run, p)
+    assert.is_false(ok)
+    assert.matches("closed store", tostring(err))
+    assert.not_matches("handler for", tostring(err))
+  end)
+
   it("a run with nothing new returns 0 and the same position; later events are read from the checkpoint on", function()
     local s = t.store
     seed(s)
