@@ -66,6 +66,9 @@ typedef struct liter {
   int kind;    /* LI_EVENTS, LI_STREAMS (stream, version), LI_KV (key, value) */
   int raw;     /* LI_EVENTS: 1: data and metadata as raw values (push_event_raw);
                   2: lazy event tables (push_event_lazy) */
+  int in_handler; /* iter_each is in a handler's call */
+  struct lazy_arena *arena; /* raw == 2: where its lazy events' bytes go
+                               (the arena of the metatable in user value 2) */
 } liter;
 
 /* ---- helpers -------------------------------------------------------------- */
@@ -169,14 +172,15 @@ static int raise_corrupt(lua_State *L, uint64_t position) {
  * an empty map at 10, so that each field is set without looking its name
  * up from a C string. */
 enum { F_ID = 1, F_STREAM, F_VERSION, F_POSITION, F_TYPE, F_TIME, F_DATA,
-       F_METADATA, F_MT, F_NO_METADATA, F_LAZY_MT, F_LAZY, F_SUBJECT, F_FORGOTTEN };
+       F_METADATA, F_MT, F_NO_METADATA, F_SUBJECT, F_FORGOTTEN };
 static const char *const field_names[] = {
   "id", "stream", "version", "position", "type", "time", "data", "metadata"
 };
 
 typedef struct reader {
   er_strcache *cache;
-  int t; /* stack index of the anchors table */
+  int ud; /* stack index of the reader's userdata (the cache's) */
+  int t;  /* stack index of the anchors table */
 } reader;
 
 /* The reader's userdata: the decoder's string cache, and how many lazy
@@ -193,6 +197,7 @@ static void get_reader(lua_State *L, const lstore *ls, reader *r) {
   luaL_checkstack(L, 2, NULL);
   lua_rawgeti(L, LUA_REGISTRYINDEX, ls->reader_ref);
   r->cache = lua_touserdata(L, -1);
+  r->ud = lua_gettop(L);
   lua_getiuservalue(L, -1, 1);
   r->t = lua_gettop(L);
 }
@@ -201,59 +206,95 @@ static void get_reader(lua_State *L, const lstore *ls, reader *r) {
  * A projection's catch-up hands every event to a handler that often reads
  * only its type and stream: decoding the data of each (about half the cost
  * of an event table) is work nobody reads.  A lazy event is the event
- * table without id, data and metadata, and with the reader's lazy
- * metatable; its id and stored bytes wait in the reader's weak table
- * (F_LAZY: event -> string "id(16) data_len(4) data metadata").  The first
+ * table without id, data and metadata, whose metatable is its arena's: the
+ * iterator copies the stored bytes of its lazy events into an arena (one C
+ * buffer for up to ARENA_EVENTS events or ARENA_BYTES bytes, then a new
+ * one), indexed by position, and the arena is an upvalue of the metatable,
+ * so that it lives as long as one of its events still waits.  The first
  * access to id, data or metadata, pairs, tostring or a write makes it a
  * whole event (lazy_materialize): the three fields set, the plain event
- * metatable back.  Only next() and rawget() see the difference. */
+ * metatable back.  Only next(), rawget() and rawset() see the difference.
+ * (No Lua string or table entry per event: keeping the bytes costs a copy.) */
 
-static uint32_t get_le32(const char *p) {
-  const unsigned char *u = (const unsigned char *)p;
-  return (uint32_t)u[0] | (uint32_t)u[1] << 8 | (uint32_t)u[2] << 16 | (uint32_t)u[3] << 24;
+#define ARENA_MT "eventrocks.lazy_arena"
+enum { ARENA_EVENTS = 4096, ARENA_BYTES = 1 << 20 };
+
+typedef struct lazy_slot {
+  uint64_t position;
+  size_t off;          /* in bytes: id (16), data, metadata */
+  uint32_t dlen, mlen;
+} lazy_slot;
+
+typedef struct lazy_arena {
+  char *bytes;
+  size_t len, cap;
+  lazy_slot *slots; /* by position, ascending (the iterator's order) */
+  size_t n, cap_slots;
+} lazy_arena;
+
+static int arena_gc(lua_State *L) {
+  lazy_arena *a = luaL_checkudata(L, 1, ARENA_MT);
+  if (a->bytes) sodium_memzero(a->bytes, a->len); /* personal data's plaintext too */
+  free(a->bytes);
+  free(a->slots);
+  memset(a, 0, sizeof *a);
+  return 0;
 }
 
+/* The slot of the lazy event at `position`, or NULL. */
+static const lazy_slot *arena_find(const lazy_arena *a, uint64_t position) {
+  size_t lo = 0, hi = a->n;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (a->slots[mid].position < position) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo < a->n && a->slots[lo].position == position ? &a->slots[lo] : NULL;
+}
+
+/* Upvalues of the lazy metamethods: 1 the reader's userdata, 2 the arena. */
 static void lazy_materialize(lua_State *L, int t) {
   reader r;
-  size_t len;
-  const char *p;
+  lazy_arena *a = lua_touserdata(L, lua_upvalueindex(2));
+  const lazy_slot *sl;
   int top = lua_gettop(L);
+  lua_Integer position;
   t = lua_absindex(L, t);
   luaL_checkstack(L, 6, NULL);
   r.cache = lua_touserdata(L, lua_upvalueindex(1));
+  r.ud = lua_upvalueindex(1);
   lua_getiuservalue(L, lua_upvalueindex(1), 1);
   r.t = lua_gettop(L);
-  lua_rawgeti(L, r.t, F_LAZY);
-  lua_pushvalue(L, t);
-  lua_rawget(L, -2);
-  p = lua_tolstring(L, -1, &len); /* anchored on the stack */
-  if (p && len >= 20) {
+  lua_rawgeti(L, r.t, F_POSITION);
+  lua_rawget(L, t);
+  position = lua_tointeger(L, -1);
+  sl = a->bytes ? arena_find(a, (uint64_t)position) : NULL;
+  if (!sl) {
+    lua_settop(L, top);
+    luaL_error(L, "this event's stored bytes are gone (its position was changed with rawset)");
+    return;
+  }
+  {
+    const char *p = a->bytes + sl->off;
     char id[37];
-    uint32_t dlen = get_le32(p + 16);
-    if ((size_t)dlen > len - 20) goto corrupt;
     ((reader_ud *)r.cache)->lazy_read++;
     er_uuid_format((const uint8_t *)p, id);
     lua_rawgeti(L, r.t, F_ID);
     lua_pushlstring(L, id, 36);
     lua_rawset(L, t);
-    if (dlen) {
+    if (sl->dlen) {
       lua_rawgeti(L, r.t, F_DATA);
-      if (!er_decode_cached(L, p + 20, dlen, r.cache, r.t)) goto corrupt;
+      if (!er_decode_cached(L, p + 16, sl->dlen, r.cache, r.t)) goto corrupt;
       lua_rawset(L, t);
     }
     lua_rawgeti(L, r.t, F_METADATA);
-    if (len - 20 - dlen) {
-      if (!er_decode_cached(L, p + 20 + dlen, len - 20 - dlen, r.cache, r.t)) goto corrupt;
+    if (sl->mlen) {
+      if (!er_decode_cached(L, p + 16 + sl->dlen, sl->mlen, r.cache, r.t)) goto corrupt;
       if (!lua_istable(L, -1)) goto corrupt;
     } else {
       lua_createtable(L, 0, 0);
     }
     lua_rawset(L, t);
-    lua_rawgeti(L, r.t, F_LAZY); /* weak[t] = nil */
-    lua_pushvalue(L, t);
-    lua_pushnil(L);
-    lua_rawset(L, -3);
-    lua_pop(L, 1);
   }
   lua_rawgeti(L, r.t, F_MT);
   lua_setmetatable(L, t);
@@ -261,9 +302,7 @@ static void lazy_materialize(lua_State *L, int t) {
   return;
 corrupt:
   lua_settop(L, top);
-  lua_pushliteral(L, "position");
-  lua_rawget(L, t);
-  raise_corrupt(L, (uint64_t)lua_tointeger(L, -1));
+  raise_corrupt(L, (uint64_t)position);
 }
 
 static int lazy_index(lua_State *L) {
@@ -317,10 +356,71 @@ static const luaL_Reg lazy_meta[] = {
   {NULL, NULL}
 };
 
+/* A new arena for the lazy events of the iterator at `iter`, with its
+ * metatable as the iterator's user value 2; returns the arena. */
+static lazy_arena *new_arena(lua_State *L, int iter, const reader *r) {
+  lazy_arena *a;
+  liter *li = lua_touserdata(L, iter);
+  luaL_checkstack(L, 4, NULL);
+  lua_createtable(L, 0, 5); /* the metatable */
+  lua_pushvalue(L, r->ud);
+  a = lua_newuserdatauv(L, sizeof *a, 0);
+  memset(a, 0, sizeof *a);
+  luaL_setmetatable(L, ARENA_MT);
+  luaL_setfuncs(L, lazy_meta, 2);
+  lua_rawgeti(L, r->t, F_MT);
+  if (lua_getfield(L, -1, "__name") == LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_pushliteral(L, EVENT_MT);
+  }
+  lua_setfield(L, -3, "__name");
+  lua_pop(L, 1);
+  lua_setiuservalue(L, iter, 2);
+  li->arena = a;
+  return a;
+}
+
+/* Copy the event's id, data and metadata into the arena; 0 when they do
+ * not fit (the arena is full, or they are too large for any). */
+static int arena_add(lazy_arena *a, const er_event *ev) {
+  size_t need = 16 + ev->data_len + ev->metadata_len;
+  if (a->n == ARENA_EVENTS || (a->len && a->len + need > ARENA_BYTES)) return 0;
+  if (a->len + need > a->cap) {
+    size_t cap = a->cap ? a->cap : 64 << 10;
+    char *p;
+    while (cap < a->len + need) cap *= 2;
+    p = malloc(cap);
+    if (!p) return 0;
+    if (a->len) memcpy(p, a->bytes, a->len);
+    if (a->bytes) sodium_memzero(a->bytes, a->len);
+    free(a->bytes);
+    a->bytes = p;
+    a->cap = cap;
+  }
+  if (a->n == a->cap_slots) {
+    size_t cap = a->cap_slots ? a->cap_slots * 2 : 256;
+    lazy_slot *sl = realloc(a->slots, cap * sizeof *sl);
+    if (!sl) return 0;
+    a->slots = sl;
+    a->cap_slots = cap;
+  }
+  memcpy(a->bytes + a->len, ev->id, 16);
+  if (ev->data_len) memcpy(a->bytes + a->len + 16, ev->data, ev->data_len);
+  if (ev->metadata_len)
+    memcpy(a->bytes + a->len + 16 + ev->data_len, ev->metadata, ev->metadata_len);
+  a->slots[a->n].position = ev->position;
+  a->slots[a->n].off = a->len;
+  a->slots[a->n].dlen = (uint32_t)ev->data_len;
+  a->slots[a->n].mlen = (uint32_t)ev->metadata_len;
+  a->n++;
+  a->len += need;
+  return 1;
+}
+
 /* Push a new reader whose events get the metatable at index mt. */
 static void new_reader(lua_State *L, int mt) {
   reader_ud *c = lua_newuserdatauv(L, sizeof *c, 1);
-  int i, ud = lua_gettop(L);
+  int i;
   memset(c, 0, sizeof *c);
   lua_createtable(L, ER_STRCACHE_BASE + ER_STRCACHE_SLOTS, 0);
   for (i = 0; i < F_MT - 1; i++) {
@@ -335,21 +435,6 @@ static void new_reader(lua_State *L, int mt) {
   lua_rawseti(L, -2, F_SUBJECT);
   lua_pushliteral(L, "forgotten");
   lua_rawseti(L, -2, F_FORGOTTEN);
-  lua_createtable(L, 0, 5); /* the lazy events' metatable */
-  lua_pushvalue(L, ud);
-  luaL_setfuncs(L, lazy_meta, 1);
-  if (lua_getfield(L, mt, "__name") == LUA_TNIL) {
-    lua_pop(L, 1);
-    lua_pushliteral(L, EVENT_MT);
-  }
-  lua_setfield(L, -2, "__name");
-  lua_rawseti(L, -2, F_LAZY_MT);
-  lua_createtable(L, 0, 0); /* lazy event -> its bytes, weak keys */
-  lua_createtable(L, 0, 1);
-  lua_pushliteral(L, "k");
-  lua_setfield(L, -2, "__mode");
-  lua_setmetatable(L, -2);
-  lua_rawseti(L, -2, F_LAZY);
   lua_setiuservalue(L, -2, 1);
 }
 
@@ -419,30 +504,22 @@ corrupt:
   return 0;
 }
 
-/* Push the event as a lazy event table (see lazy_materialize): the fields
- * stream, version, position, type and time now (subject and forgotten too);
- * id, data and metadata on first access.  Returns 1. */
-static int push_event_lazy(lua_State *L, const er_event *ev, const reader *r) {
-  luaL_Buffer b;
-  uint8_t head[20];
+/* Push the event as a lazy event table (see lazy_materialize) of the
+ * iterator at `iter`: the fields stream, version, position, type and time
+ * now (subject and forgotten too); id, data and metadata on first access.
+ * Returns 0 with nothing pushed when its data or metadata do not decode
+ * (an event too large for an arena is pushed whole). */
+static int push_event_lazy(lua_State *L, const er_event *ev, const reader *r, int iter) {
+  liter *li = lua_touserdata(L, iter);
+  lazy_arena *a = li->arena;
+  if (!a || !arena_add(a, ev)) {
+    a = new_arena(L, iter, r);
+    if (!arena_add(a, ev)) return push_event(L, ev, r);
+  }
   luaL_checkstack(L, 6, NULL);
   lua_createtable(L, 0, 8);
   set_plain_fields(L, ev, r);
-  lua_rawgeti(L, r->t, F_LAZY);
-  lua_pushvalue(L, -2);
-  memcpy(head, ev->id, 16);
-  head[16] = (uint8_t)ev->data_len;
-  head[17] = (uint8_t)(ev->data_len >> 8);
-  head[18] = (uint8_t)(ev->data_len >> 16);
-  head[19] = (uint8_t)(ev->data_len >> 24);
-  luaL_buffinitsize(L, &b, 20 + ev->data_len + ev->metadata_len);
-  luaL_addlstring(&b, (const char *)head, 20);
-  luaL_addlstring(&b, ev->data, ev->data_len);
-  luaL_addlstring(&b, ev->metadata, ev->metadata_len);
-  luaL_pushresult(&b);
-  lua_rawset(L, -3);
-  lua_pop(L, 1);
-  lua_rawgeti(L, r->t, F_LAZY_MT);
+  lua_getiuservalue(L, iter, 2);
   lua_setmetatable(L, -2);
   ((reader_ud *)r->cache)->lazy_made++;
   return 1;
@@ -1439,10 +1516,12 @@ static int store_event(lua_State *L) {
 
 /* The iterator userdata for `store` (at index 1), closed state. */
 static liter *new_iter(lua_State *L, int kind) {
-  liter *li = lua_newuserdatauv(L, sizeof *li, 1);
+  liter *li = lua_newuserdatauv(L, sizeof *li, 2);
   li->it = NULL;
+  li->arena = NULL;
   li->kind = kind;
   li->raw = 0;
+  li->in_handler = 0;
   luaL_setmetatable(L, ITER_MT);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);
@@ -1521,10 +1600,12 @@ static int iter_next(lua_State *L) {
     if (rc == ER_OK) {
       reader r;
       r.cache = lua_touserdata(L, lua_upvalueindex(1));
+      r.ud = lua_upvalueindex(1);
       r.t = lua_upvalueindex(2);
       if (li->raw == 1) return push_event_raw(L, &ev, &r);
-      if (li->raw == 2 && ls->upcast_ref == LUA_NOREF) return push_event_lazy(L, &ev, &r);
-      if (push_event(L, &ev, &r)) {
+      if (li->raw == 2 && ls->upcast_ref == LUA_NOREF) {
+        if (push_event_lazy(L, &ev, &r, 1)) return 1;
+      } else if (push_event(L, &ev, &r)) {
         if (ls->upcast_ref != LUA_NOREF) upcast_event(L, ls, -1);
         return 1;
       }
@@ -1786,7 +1867,83 @@ static int iter_tostring(lua_State *L) {
 }
 
 
+/* iter:_each(handlers, view) -> count, last position: the loop of a
+ * projection's catch-up, for an iterator of events or lazy events
+ * (store:all, with _lazy or not) when the core has filtered them already
+ * and no upcaster runs.
+ * Each event goes to handlers[event.type], when there is one, as
+ * handler(view, event), with view._event set to it first.  The iterator's
+ * next event is read after the handler returns; an error, the handler's or
+ * the iterator's, propagates (the caller's pcall tells them apart with
+ * iter:_in_handler()).  Returns the number of events read and the last
+ * one's position (0 when none). */
+static int iter_each(lua_State *L) {
+  liter *li = luaL_checkudata(L, 1, ITER_MT);
+  lua_Integer n = 0, last = 0;
+  reader r;
+  lstore *ls;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  lua_settop(L, 3);
+  if (li->kind != LI_EVENTS || li->raw == 1)
+    return luaL_error(L, "_each: not an iterator of event tables");
+  li->in_handler = 0;
+  if (!li->it) goto done;
+  ls = iter_store(L);
+  if (ls->upcast_ref != LUA_NOREF) return luaL_error(L, "_each: the store has upcasters");
+  get_reader(L, ls, &r); /* 4, 5 */
+  lua_pushliteral(L, "_event"); /* 6 */
+  for (;;) {
+    er_event ev;
+    er_error err;
+    int rc = er_iter_next(li->it, &ev, &err);
+    if (rc != ER_OK) {
+      iter_close(L);
+      if (rc == ER_NOT_FOUND) break;
+      return raise_error(L, &err);
+    }
+    n++;
+    last = (lua_Integer)ev.position;
+    if (!(li->raw == 2 ? push_event_lazy(L, &ev, &r, 1) : push_event(L, &ev, &r))) { /* 7 */
+      iter_close(L);
+      return raise_corrupt(L, ev.position);
+    }
+    er_push_cached(L, ev.type, ev.type_len, r.cache, r.t);
+    if (lua_rawget(L, 2) == LUA_TFUNCTION) {          /* 8 */
+      lua_pushvalue(L, 6);
+      lua_pushvalue(L, 7);
+      lua_rawset(L, 3);                               /* view._event = event */
+      lua_pushvalue(L, 3);
+      lua_pushvalue(L, 7);
+      li->in_handler = 1;
+      lua_call(L, 2, 0);
+      li->in_handler = 0;
+      /* the handler may have closed the store or this iterator */
+      if (!li->it) break;
+      if (!ls->s) {
+        iter_close(L);
+        return luaL_error(L, "attempt to use a closed store");
+      }
+    }
+    lua_settop(L, 6);
+  }
+done:
+  lua_pushinteger(L, n);
+  lua_pushinteger(L, last);
+  return 2;
+}
+
+/* iter:_in_handler() -> whether the last iter:_each stopped inside a
+ * handler (its error is the handler's) rather than between handlers. */
+static int iter_in_handler(lua_State *L) {
+  liter *li = luaL_checkudata(L, 1, ITER_MT);
+  lua_pushboolean(L, li->in_handler);
+  return 1;
+}
+
 static const luaL_Reg iter_meta[] = {
+  {"_each", iter_each},
+  {"_in_handler", iter_in_handler},
   {"__gc", iter_close},
   {"__close", iter_close},
   {"__tostring", iter_tostring},
@@ -2277,8 +2434,103 @@ static const luaL_Reg txn_meta[] = {
   {NULL, NULL}
 };
 
+/* ---- write-back buffers (a projection's view) -----------------------------
+ * A projection's handler reads and writes its read model through a view
+ * that buffers the batch's writes in two Lua tables: `values` (key -> the
+ * value a later get sees, or the `deleted` marker) and `pending` (key ->
+ * true for a value encoded at flush, or the bytes, or false to delete).
+ * get and put run per event; these are their common cases in C, each
+ * handing every other case to the module's own function (`slow_get`,
+ * `slow_put`, called as (view, key[, value])): a key written earlier in the
+ * batch read back as a number, string or boolean, and such a value put
+ * while the view keeps no journal (view[guarded_key] not true). */
+
+enum { WB_VALUES = 1, WB_PENDING, WB_DELETED, WB_SLOW_GET, WB_SLOW_PUT, WB_ROOM, WB_GUARDED };
+
+static void wb_check_key(lua_State *L, const char *fname, int check_room) {
+  size_t len;
+  lua_Integer room;
+  if (lua_type(L, 2) != LUA_TSTRING || (lua_tolstring(L, 2, &len), len == 0))
+    luaL_error(L, "bad argument #1 to '%s' (key must be a non-empty string)", fname);
+  room = lua_tointeger(L, lua_upvalueindex(WB_ROOM));
+  if (check_room && (lua_Integer)len > room)
+    luaL_error(L, "bad argument #1 to '%s' (key is %d bytes: with the projection's name the "
+               "stored key would be %d bytes, over the limit of %d)", fname, (int)len,
+               (int)(ER_MAX_KEY_LEN - room + (lua_Integer)len), (int)ER_MAX_KEY_LEN);
+}
+
+static int wb_slow(lua_State *L, int which, int nresults) {
+  lua_pushvalue(L, lua_upvalueindex(which));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, nresults);
+  return nresults;
+}
+
+static int wb_get(lua_State *L) {
+  lua_settop(L, 2);
+  wb_check_key(L, "get", 0);
+  lua_pushvalue(L, 2);
+  switch (lua_rawget(L, lua_upvalueindex(WB_VALUES))) {
+  case LUA_TNUMBER: case LUA_TSTRING: case LUA_TBOOLEAN:
+    return 1;
+  case LUA_TTABLE:
+    if (lua_rawequal(L, -1, lua_upvalueindex(WB_DELETED))) {
+      lua_pushnil(L);
+      return 1;
+    }
+    break;
+  default:
+    break;
+  }
+  lua_settop(L, 2);
+  return wb_slow(L, WB_SLOW_GET, 1);
+}
+
+static int wb_put(lua_State *L) {
+  int t;
+  lua_settop(L, 3);
+  wb_check_key(L, "put", 1);
+  t = lua_type(L, 3);
+  if ((t == LUA_TNUMBER || t == LUA_TSTRING || t == LUA_TBOOLEAN) && lua_type(L, 1) == LUA_TTABLE) {
+    lua_pushvalue(L, lua_upvalueindex(WB_GUARDED));
+    if (lua_rawget(L, 1) == LUA_TNIL || !lua_toboolean(L, -1)) {
+      lua_pushvalue(L, 2);
+      lua_pushboolean(L, 1);
+      lua_rawset(L, lua_upvalueindex(WB_PENDING));
+      lua_pushvalue(L, 2);
+      lua_pushvalue(L, 3);
+      lua_rawset(L, lua_upvalueindex(WB_VALUES));
+      return 0;
+    }
+    lua_settop(L, 3);
+  }
+  return wb_slow(L, WB_SLOW_PUT, 0);
+}
+
+/* core._write_back(values, pending, deleted, slow_get, slow_put, room,
+ * guarded_key) -> get, put: the common cases above over these tables;
+ * `room` is the longest key a put takes. */
+static int l_write_back(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  luaL_checktype(L, 4, LUA_TFUNCTION);
+  luaL_checktype(L, 5, LUA_TFUNCTION);
+  luaL_checkinteger(L, 6);
+  luaL_checktype(L, 7, LUA_TSTRING);
+  lua_settop(L, 7);
+  lua_pushvalue(L, 1); lua_pushvalue(L, 2); lua_pushvalue(L, 3); lua_pushvalue(L, 4);
+  lua_pushvalue(L, 5); lua_pushvalue(L, 6); lua_pushvalue(L, 7);
+  lua_pushcclosure(L, wb_get, 7);
+  lua_pushvalue(L, 1); lua_pushvalue(L, 2); lua_pushvalue(L, 3); lua_pushvalue(L, 4);
+  lua_pushvalue(L, 5); lua_pushvalue(L, 6); lua_pushvalue(L, 7);
+  lua_pushcclosure(L, wb_put, 7);
+  return 2;
+}
+
 static const luaL_Reg functions[] = {
   {"open", l_open},
+  {"_write_back", l_write_back},
   {"opener", l_opener},
   {"uuid", l_uuid},
   {"_xxh3_32", l_xxh3_32},
@@ -2317,6 +2569,11 @@ int luaopen_eventrocks_core(lua_State *L) {
   lua_setfield(L, -2, "__mode");
   lua_setmetatable(L, -2);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &classes_key);
+
+  luaL_newmetatable(L, ARENA_MT);
+  lua_pushcfunction(L, arena_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
 
   luaL_newmetatable(L, ITER_MT);
   luaL_setfuncs(L, iter_meta, 0);

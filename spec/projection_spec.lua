@@ -236,6 +236,37 @@ describe("catch-up projections", function()
       assert.equal(2 * 50, read - read0)
     end)
 
+  it("lazy events kept past their batch still decode: many per batch, large ones, after the store is closed", function()
+    local s = t.store
+    local big = string.rep("x", 1500000) -- over an arena's size: an arena of its own
+    local evs = {}
+    for i = 1, 5000 do evs[i] = { type = "A", data = { n = i }, metadata = { m = i } } end
+    assert(s:append("a-1", evs))
+    assert(s:append("a-2", { type = "A", data = { n = 5001, big = big } }))
+    local kept = {}
+    local p = s:projection("keeper", { handlers = { A = function(_, ev) kept[#kept + 1] = ev end } })
+    assert.equal(5001, p:run({ batch = 10000 }))
+    collectgarbage()
+    collectgarbage()
+    s:close()
+    assert.is_nil(rawget(kept[1], "data"))
+    for i = 5001, 1, -1 do
+      local ev = kept[i]
+      assert.equal(i, ev.data.n)
+      assert.equal(36, #ev.id)
+    end
+    for i = 1, 5000 do assert.equal(i, kept[i].metadata.m) end
+    assert.equal(big, kept[5001].data.big)
+    -- a lazy event whose position was changed with rawset cannot find its bytes
+    s = er.open(t.dir)
+    t.handles[#t.handles + 1] = s
+    local one
+    p = s:projection("one", { handlers = { A = function(_, ev) one = one or ev end } })
+    p:run()
+    rawset(one, "position", 99999)
+    H.raises_with(function() return one.data end, "stored bytes are gone")
+  end)
+
   it("a handler's error is the handler's; an error between handlers (the iterator's) goes on as it is", function()
     local s = t.store
     assert(s:append("a-1", { { type = "A" }, { type = "A" } }))

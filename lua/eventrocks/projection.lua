@@ -131,7 +131,8 @@ local function flush_view(view)
     end
     if not ok then return nil, err end
   end
-  view._pending = {}
+  local pending = view._pending -- (cleared in place: the view's get and put hold it)
+  for key in next, pending do pending[key] = nil end
   for _, f in ipairs(view._failures) do
     local ok, err = checkpoints.put_item(txn, f[1], view._name, checkpoints.position_item(f[2].position), f[2])
     if not ok then return nil, err end
@@ -214,14 +215,18 @@ function View:_undo_event()
 end
 
 local function new_view(proj, txn, inline)
-  return setmetatable({
+  local buf, pending, room = {}, {}, core.MAX_KEY_LEN - #proj.prefix
+  local view = setmetatable({
     _store = proj.store, _get = proj.store._get, -- (looked up once: handlers call get per event)
-    _prefix = proj.prefix, _txn = txn, _buf = {}, _pending = {},
+    _prefix = proj.prefix, _txn = txn, _buf = buf, _pending = pending,
     _inline = inline, _name = proj.name, _failures = {}, _jl = {}, _jn = 0,
-    _room = core.MAX_KEY_LEN - #proj.prefix, -- the longest key a handler may use
-    -- (get and put in the view itself: handlers call them per event)
-    get = View.get, put = View.put,
+    _room = room, -- the longest key a handler may use
   }, View)
+  -- get and put in the view itself (handlers call them per event), their
+  -- common cases in C: a scalar read back from the batch's buffer, a
+  -- scalar put while no journal is kept; View.get and View.put do the rest
+  view.get, view.put = core._write_back(buf, pending, DELETED, View.get, View.put, room, "_guarded")
+  return view
 end
 
 -- ---------------------------------------------------------------------------
@@ -352,8 +357,14 @@ end
 -- rather than one per event: `current` is the event whose handler runs, so
 -- that an error raised there is the handler's, and one raised between
 -- handlers (by the iterator) goes on as it is.
-local function apply_stopping(proj, view, filter, iter, state, init, closer)
+local function apply_stopping(proj, view, filter, iter, state, init, closer, each)
   local handlers, wanted, category = proj.handlers, proj.wanted, proj.category
+  if each then
+    local ok, n, last = pcall(closer._each, closer, handlers, view)
+    if ok then return n, last ~= 0 and last or nil end
+    if not closer:_in_handler() then error(n, 0) end
+    return nil, damaged(n) or handler_failed(proj, view._event, n)
+  end
   local n, last, current = 0, nil, nil
   local ok, err = pcall(function()
     for ev in iter, state, init, closer do
@@ -371,8 +382,8 @@ local function apply_stopping(proj, view, filter, iter, state, init, closer)
   return nil, damaged(err) or handler_failed(proj, current, err)
 end
 
-local function apply(proj, view, filter, iter, state, init, closer)
-  if proj.on_error == "stop" then return apply_stopping(proj, view, filter, iter, state, init, closer) end
+local function apply(proj, view, filter, iter, state, init, closer, each)
+  if proj.on_error == "stop" then return apply_stopping(proj, view, filter, iter, state, init, closer, each) end
   local handlers, wanted, category = proj.handlers, proj.wanted, proj.category
   local parked = view._parked
   -- (the view journals for the whole loop, view:_begin_event() once, and a
@@ -486,6 +497,7 @@ function LogBatch:begin(txn)
   local proj = self.proj
   local lazy = (proj._eager_batches or REPROBE) >= REPROBE
   if lazy then self.lazy_made, self.lazy_read = proj.store:_lazy_counts() end
+  self.each = not self.upcasting
   return txn, proj.store:all({ from = self.from + 1, count = self.max, category = proj.category,
     types = not self.upcasting and proj.types or nil, _lazy = lazy })
 end
@@ -533,7 +545,7 @@ local function run_batch(proj, max)
   local view_txn, iter, state, init, closer = b:begin(txn)
   local view = new_view(proj, view_txn, false)
   if proj.on_error ~= "stop" then view._parked = parked_streams(proj) end
-  local n, pos = apply(proj, view, not b.filtered, iter, state, init, closer)
+  local n, pos = apply(proj, view, not b.filtered, iter, state, init, closer, b.each)
   if not n then
     txn:close()
     error(b:finish(pos), 0)
