@@ -230,11 +230,12 @@ typedef struct lazy_arena {
   size_t len, cap;
   lazy_slot *slots; /* by position, ascending (the iterator's order) */
   size_t n, cap_slots;
+  int personal; /* it holds the plaintext of an event with a subject: wiped */
 } lazy_arena;
 
 static int arena_gc(lua_State *L) {
   lazy_arena *a = luaL_checkudata(L, 1, ARENA_MT);
-  if (a->bytes) sodium_memzero(a->bytes, a->len); /* personal data's plaintext too */
+  if (a->bytes && a->personal) sodium_memzero(a->bytes, a->len); /* plaintext of personal data */
   free(a->bytes);
   free(a->slots);
   memset(a, 0, sizeof *a);
@@ -386,13 +387,13 @@ static int arena_add(lazy_arena *a, const er_event *ev) {
   size_t need = 16 + ev->data_len + ev->metadata_len;
   if (a->n == ARENA_EVENTS || (a->len && a->len + need > ARENA_BYTES)) return 0;
   if (a->len + need > a->cap) {
-    size_t cap = a->cap ? a->cap : 64 << 10;
+    size_t cap = a->cap ? a->cap : 256 << 10;
     char *p;
     while (cap < a->len + need) cap *= 2;
     p = malloc(cap);
     if (!p) return 0;
     if (a->len) memcpy(p, a->bytes, a->len);
-    if (a->bytes) sodium_memzero(a->bytes, a->len);
+    if (a->bytes && a->personal) sodium_memzero(a->bytes, a->len);
     free(a->bytes);
     a->bytes = p;
     a->cap = cap;
@@ -408,6 +409,7 @@ static int arena_add(lazy_arena *a, const er_event *ev) {
   if (ev->data_len) memcpy(a->bytes + a->len + 16, ev->data, ev->data_len);
   if (ev->metadata_len)
     memcpy(a->bytes + a->len + 16 + ev->data_len, ev->metadata, ev->metadata_len);
+  if (ev->subject_len) a->personal = 1;
   a->slots[a->n].position = ev->position;
   a->slots[a->n].off = a->len;
   a->slots[a->n].dlen = (uint32_t)ev->data_len;
