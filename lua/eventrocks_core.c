@@ -1869,32 +1869,53 @@ static int iter_tostring(lua_State *L) {
 }
 
 
-/* iter:_each(handlers, view) -> count, last position: the loop of a
- * projection's catch-up, for an iterator of events or lazy events
- * (store:all, with _lazy or not) when the core has filtered them already
- * and no upcaster runs.
- * Each event goes to handlers[event.type], when there is one, as
- * handler(view, event), with view._event set to it first.  The iterator's
- * next event is read after the handler returns; an error, the handler's or
- * the iterator's, propagates (the caller's pcall tells them apart with
- * iter:_in_handler()).  Returns the number of events read and the last
- * one's position (0 when none). */
+/* iter:_each(handlers, view[, parked]) -> count, last position[, event,
+ * what, error]: the loop of a projection's catch-up, for an iterator of
+ * events or lazy events (store:all, with _lazy or not) when the core has
+ * filtered them already and no upcaster runs.  Each event goes to
+ * handlers[event.type], when there is one, as handler(view, event), with
+ * view._event set to it first.  Returns the number of events read and the
+ * last one's position (0 when none).
+ *
+ * Without `parked` (on_error stops) an error, the handler's or the
+ * iterator's, propagates: the caller's pcall tells them apart with
+ * iter:_in_handler().  With `parked` (the streams with a dead letter: the
+ * handlers may fail without stopping the projection) each handler runs
+ * under pcall, and the loop stops at an event the caller must settle,
+ * returning it after the count (which includes it) with what happened:
+ * "parked" (its stream is in `parked`: the handler was not called),
+ * "failed" (and the error), or "emits" (the handler queued events:
+ * view._emits); otherwise the view's journal length view._jn goes back to
+ * 0 after each handler.  Call it again to go on. */
 static int iter_each(lua_State *L) {
+  /* stack: 1 iterator, 2 handlers, 3 view, 4 parked, 5-6 the reader, 7-9
+   * the view's field names, 10 the event, 11 its handler (then the error) */
+  enum { HANDLERS = 2, VIEW, PARKED, K_EVENT = 7, K_EMITS, K_JN, EV, FN };
   liter *li = luaL_checkudata(L, 1, ITER_MT);
   lua_Integer n = 0, last = 0;
   reader r;
   lstore *ls;
-  luaL_checktype(L, 2, LUA_TTABLE);
-  luaL_checktype(L, 3, LUA_TTABLE);
-  lua_settop(L, 3);
+  int guarded, any_parked = 0, nret = 2;
+  luaL_checktype(L, HANDLERS, LUA_TTABLE);
+  luaL_checktype(L, VIEW, LUA_TTABLE);
+  guarded = !lua_isnoneornil(L, PARKED);
+  if (guarded) {
+    luaL_checktype(L, PARKED, LUA_TTABLE);
+    lua_settop(L, PARKED);
+    lua_pushnil(L);
+    any_parked = lua_next(L, PARKED) != 0;
+  }
+  lua_settop(L, PARKED);
   if (li->kind != LI_EVENTS || li->raw == 1)
     return luaL_error(L, "_each: not an iterator of event tables");
   li->in_handler = 0;
   if (!li->it) goto done;
   ls = iter_store(L);
   if (ls->upcast_ref != LUA_NOREF) return luaL_error(L, "_each: the store has upcasters");
-  get_reader(L, ls, &r); /* 4, 5 */
-  lua_pushliteral(L, "_event"); /* 6 */
+  get_reader(L, ls, &r); /* 5, 6 */
+  lua_pushliteral(L, "_event");
+  lua_pushliteral(L, "_emits");
+  lua_pushliteral(L, "_jn");
   for (;;) {
     er_event ev;
     er_error err;
@@ -1906,20 +1927,52 @@ static int iter_each(lua_State *L) {
     }
     n++;
     last = (lua_Integer)ev.position;
-    if (!(li->raw == 2 ? push_event_lazy(L, &ev, &r, 1) : push_event(L, &ev, &r))) { /* 7 */
+    if (!(li->raw == 2 ? push_event_lazy(L, &ev, &r, 1) : push_event(L, &ev, &r))) {
       iter_close(L);
       return raise_corrupt(L, ev.position);
     }
     er_push_cached(L, ev.type, ev.type_len, r.cache, r.t);
-    if (lua_rawget(L, 2) == LUA_TFUNCTION) {          /* 8 */
-      lua_pushvalue(L, 6);
-      lua_pushvalue(L, 7);
-      lua_rawset(L, 3);                               /* view._event = event */
-      lua_pushvalue(L, 3);
-      lua_pushvalue(L, 7);
+    if (lua_rawget(L, HANDLERS) == LUA_TFUNCTION) {
+      if (any_parked) {
+        lua_rawgeti(L, r.t, F_STREAM);
+        lua_rawget(L, EV);
+        if (lua_rawget(L, PARKED) != LUA_TNIL) {
+          lua_settop(L, EV);
+          lua_pushliteral(L, "parked");
+          nret = 4;
+          goto stop;
+        }
+        lua_pop(L, 1);
+      }
+      lua_pushvalue(L, K_EVENT);
+      lua_pushvalue(L, EV);
+      lua_rawset(L, VIEW);                            /* view._event = event */
+      lua_pushvalue(L, VIEW);
+      lua_pushvalue(L, EV);
       li->in_handler = 1;
-      lua_call(L, 2, 0);
+      if (!guarded) {
+        lua_call(L, 2, 0);
+      } else if (lua_pcall(L, 2, 0, 0) != LUA_OK) {   /* the error at FN */
+        li->in_handler = 0;
+        lua_pushliteral(L, "failed");
+        lua_insert(L, FN);
+        nret = 5;
+        goto stop;
+      }
       li->in_handler = 0;
+      if (guarded) {
+        lua_pushvalue(L, K_EMITS);
+        if (lua_rawget(L, VIEW) != LUA_TNIL) {
+          lua_settop(L, EV);
+          lua_pushliteral(L, "emits");
+          nret = 4;
+          goto stop;
+        }
+        lua_pop(L, 1);
+        lua_pushvalue(L, K_JN);
+        lua_pushinteger(L, 0);
+        lua_rawset(L, VIEW);                          /* view._jn = 0 */
+      }
       /* the handler may have closed the store or this iterator */
       if (!li->it) break;
       if (!ls->s) {
@@ -1927,12 +1980,18 @@ static int iter_each(lua_State *L) {
         return luaL_error(L, "attempt to use a closed store");
       }
     }
-    lua_settop(L, 6);
+    lua_settop(L, K_JN);
   }
 done:
   lua_pushinteger(L, n);
   lua_pushinteger(L, last);
   return 2;
+stop: /* the event at EV, what at EV + 1, the error at EV + 2 when failed */
+  lua_pushinteger(L, n);
+  lua_insert(L, EV);
+  lua_pushinteger(L, last);
+  lua_insert(L, EV + 1);
+  return nret;
 }
 
 /* iter:_in_handler() -> whether the last iter:_each stopped inside a
@@ -2444,10 +2503,14 @@ static const luaL_Reg txn_meta[] = {
  * get and put run per event; these are their common cases in C, each
  * handing every other case to the module's own function (`slow_get`,
  * `slow_put`, called as (view, key[, value])): a key written earlier in the
- * batch read back as a number, string or boolean, and such a value put
- * while the view keeps no journal (view[guarded_key] not true). */
+ * batch read back as a number, string or boolean, and such a value put.
+ * While a handler that may fail without stopping the projection runs
+ * (view[guarded_key] true), a put first journals what the key held, for
+ * its undo: the key, its pending mark and its value appended to the array
+ * `journal`, whose length is view[length_key]. */
 
-enum { WB_VALUES = 1, WB_PENDING, WB_DELETED, WB_SLOW_GET, WB_SLOW_PUT, WB_ROOM, WB_GUARDED };
+enum { WB_VALUES = 1, WB_PENDING, WB_DELETED, WB_SLOW_GET, WB_SLOW_PUT, WB_ROOM, WB_GUARDED,
+       WB_JOURNAL, WB_JN, WB_NUPVALUES = WB_JN };
 
 static void wb_check_key(lua_State *L, const char *fname, int check_room) {
   size_t len;
@@ -2495,24 +2558,45 @@ static int wb_put(lua_State *L) {
   t = lua_type(L, 3);
   if ((t == LUA_TNUMBER || t == LUA_TSTRING || t == LUA_TBOOLEAN) && lua_type(L, 1) == LUA_TTABLE) {
     lua_pushvalue(L, lua_upvalueindex(WB_GUARDED));
-    if (lua_rawget(L, 1) == LUA_TNIL || !lua_toboolean(L, -1)) {
+    if (lua_rawget(L, 1) != LUA_TNIL && lua_toboolean(L, -1)) {
+      lua_Integer jn;
+      int isnum;
+      lua_pushvalue(L, lua_upvalueindex(WB_JN));
+      lua_rawget(L, 1);
+      jn = lua_tointegerx(L, -1, &isnum);
+      if (!isnum) {
+        lua_settop(L, 3);
+        return wb_slow(L, WB_SLOW_PUT, 0);
+      }
       lua_pushvalue(L, 2);
-      lua_pushboolean(L, 1);
-      lua_rawset(L, lua_upvalueindex(WB_PENDING));
+      lua_rawseti(L, lua_upvalueindex(WB_JOURNAL), jn + 1);
       lua_pushvalue(L, 2);
-      lua_pushvalue(L, 3);
-      lua_rawset(L, lua_upvalueindex(WB_VALUES));
-      return 0;
+      lua_rawget(L, lua_upvalueindex(WB_PENDING));
+      lua_rawseti(L, lua_upvalueindex(WB_JOURNAL), jn + 2);
+      lua_pushvalue(L, 2);
+      lua_rawget(L, lua_upvalueindex(WB_VALUES));
+      lua_rawseti(L, lua_upvalueindex(WB_JOURNAL), jn + 3);
+      lua_pushvalue(L, lua_upvalueindex(WB_JN));
+      lua_pushinteger(L, jn + 3);
+      lua_rawset(L, 1);
     }
     lua_settop(L, 3);
+    lua_pushvalue(L, 2);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, lua_upvalueindex(WB_PENDING));
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, 3);
+    lua_rawset(L, lua_upvalueindex(WB_VALUES));
+    return 0;
   }
   return wb_slow(L, WB_SLOW_PUT, 0);
 }
 
 /* core._write_back(values, pending, deleted, slow_get, slow_put, room,
- * guarded_key) -> get, put: the common cases above over these tables;
- * `room` is the longest key a put takes. */
+ * guarded_key, journal, length_key) -> get, put: the common cases above
+ * over these tables; `room` is the longest key a put takes. */
 static int l_write_back(lua_State *L) {
+  int i;
   luaL_checktype(L, 1, LUA_TTABLE);
   luaL_checktype(L, 2, LUA_TTABLE);
   luaL_checktype(L, 3, LUA_TTABLE);
@@ -2520,13 +2604,13 @@ static int l_write_back(lua_State *L) {
   luaL_checktype(L, 5, LUA_TFUNCTION);
   luaL_checkinteger(L, 6);
   luaL_checktype(L, 7, LUA_TSTRING);
-  lua_settop(L, 7);
-  lua_pushvalue(L, 1); lua_pushvalue(L, 2); lua_pushvalue(L, 3); lua_pushvalue(L, 4);
-  lua_pushvalue(L, 5); lua_pushvalue(L, 6); lua_pushvalue(L, 7);
-  lua_pushcclosure(L, wb_get, 7);
-  lua_pushvalue(L, 1); lua_pushvalue(L, 2); lua_pushvalue(L, 3); lua_pushvalue(L, 4);
-  lua_pushvalue(L, 5); lua_pushvalue(L, 6); lua_pushvalue(L, 7);
-  lua_pushcclosure(L, wb_put, 7);
+  luaL_checktype(L, 8, LUA_TTABLE);
+  luaL_checktype(L, 9, LUA_TSTRING);
+  lua_settop(L, WB_NUPVALUES);
+  for (i = 1; i <= WB_NUPVALUES; i++) lua_pushvalue(L, i);
+  lua_pushcclosure(L, wb_get, WB_NUPVALUES);
+  for (i = 1; i <= WB_NUPVALUES; i++) lua_pushvalue(L, i);
+  lua_pushcclosure(L, wb_put, WB_NUPVALUES);
   return 2;
 }
 

@@ -215,17 +215,19 @@ function View:_undo_event()
 end
 
 local function new_view(proj, txn, inline)
-  local buf, pending, room = {}, {}, core.MAX_KEY_LEN - #proj.prefix
+  local buf, pending, journal, room = {}, {}, {}, core.MAX_KEY_LEN - #proj.prefix
   local view = setmetatable({
     _store = proj.store, _get = proj.store._get, -- (looked up once: handlers call get per event)
     _prefix = proj.prefix, _txn = txn, _buf = buf, _pending = pending,
-    _inline = inline, _name = proj.name, _failures = {}, _jl = {}, _jn = 0,
+    _inline = inline, _name = proj.name, _failures = {}, _jl = journal, _jn = 0,
     _room = room, -- the longest key a handler may use
   }, View)
   -- get and put in the view itself (handlers call them per event), their
   -- common cases in C: a scalar read back from the batch's buffer, a
-  -- scalar put while no journal is kept; View.get and View.put do the rest
-  view.get, view.put = core._write_back(buf, pending, DELETED, View.get, View.put, room, "_guarded")
+  -- scalar put (journaled while _guarded, as remember does); View.get and
+  -- View.put do the rest
+  view.get, view.put = core._write_back(buf, pending, DELETED, View.get, View.put, room, "_guarded",
+    journal, "_jn")
   return view
 end
 
@@ -382,8 +384,43 @@ local function apply_stopping(proj, view, filter, iter, state, init, closer, eac
   return nil, damaged(err) or handler_failed(proj, current, err)
 end
 
+-- The parked dead letter of an event of a parked stream.
+local function park_behind(proj, view, ev, parked)
+  view._failures[#view._failures + 1] = { "deadletter", failure_record(ev,
+    fmt("projection '%s': parked behind position %d of stream %s", proj.name, parked[ev.stream], ev.stream),
+    parked[ev.stream]) }
+end
+
+-- The same loop when on_error does not stop, run by the iterator
+-- (iter:_each with `parked`): it hands back each event to settle.
+local function apply_guarded_each(proj, view, closer)
+  local handlers = proj.handlers
+  local parked = view._parked or {}
+  view._parked = parked -- (settle parks into it)
+  local n, last = 0, nil
+  view._guarded = true
+  while true do
+    local got, at, ev, what, err = closer:_each(handlers, view, parked)
+    n = n + got
+    if at ~= 0 then last = at end
+    if ev == nil then break end
+    if what == "parked" then
+      park_behind(proj, view, ev, parked)
+    else
+      if what == "failed" and damaged(err) then return nil, err end
+      local ok
+      ok, err = settle(proj, view, ev, what ~= "failed", err)
+      if not ok then return nil, err end
+      view._guarded = true
+    end
+  end
+  view._guarded = false
+  return n, last
+end
+
 local function apply(proj, view, filter, iter, state, init, closer, each)
   if proj.on_error == "stop" then return apply_stopping(proj, view, filter, iter, state, init, closer, each) end
+  if each then return apply_guarded_each(proj, view, closer) end
   local handlers, wanted, category = proj.handlers, proj.wanted, proj.category
   local parked = view._parked
   -- (the view journals for the whole loop, view:_begin_event() once, and a
@@ -396,9 +433,7 @@ local function apply(proj, view, filter, iter, state, init, closer, each)
     if h and (not filter or (wanted[ev.type] and (category == nil or category_of(ev.stream) == category))) then
       view._event = ev
       if any_parked and parked[ev.stream] then
-        view._failures[#view._failures + 1] = { "deadletter", failure_record(ev,
-          fmt("projection '%s': parked behind position %d of stream %s", proj.name, parked[ev.stream], ev.stream),
-          parked[ev.stream]) }
+        park_behind(proj, view, ev, parked)
       else -- guarded_call, its common case inline
         local ok, err = pcall(h, view, ev)
         if ok and not view._emits then
