@@ -67,6 +67,7 @@ typedef struct liter {
   int raw;     /* LI_EVENTS: 1: data and metadata as raw values (push_event_raw);
                   2: lazy event tables (push_event_lazy) */
   int in_handler; /* iter_each is in a handler's call */
+  lua_Integer each_n, each_last; /* iter_each: events read, the last position */
   struct lazy_arena *arena; /* raw == 2: where its lazy events' bytes go
                                (the arena of the metatable in user value 2) */
 } liter;
@@ -1887,111 +1888,145 @@ static int iter_tostring(lua_State *L) {
  * "failed" (and the error), or "emits" (the handler queued events:
  * view._emits); otherwise the view's journal length view._jn goes back to
  * 0 after each handler.  Call it again to go on. */
+/* The stack of iter_each: 1 iterator, 2 handlers, 3 view, 4 parked, 5-6
+ * the reader, 7-9 the view's field names, 10 the event, 11 its handler
+ * (then the error).  Handlers may yield (a projection run by a coroutine
+ * scheduler): the loop goes on in each_k, with its counts in the iterator
+ * and the options in the continuation's context. */
+enum { EACH_HANDLERS = 2, EACH_VIEW, EACH_PARKED, EACH_K_EVENT = 7, EACH_K_EMITS, EACH_K_JN,
+       EACH_EV, EACH_FN };
+enum { EACH_GUARDED = 1, EACH_ANY_PARKED = 2 };
+
+/* Return the counts, then the event at EACH_EV and what follows it (nret
+ * values in all). */
+static int each_return(lua_State *L, const liter *li, int nret) {
+  lua_pushinteger(L, li->each_n);
+  lua_pushinteger(L, li->each_last);
+  if (nret == 2) return 2;
+  lua_insert(L, EACH_EV);
+  lua_insert(L, EACH_EV);
+  return nret;
+}
+
+/* After the handler of the event at EACH_EV returned, or failed (guarded:
+ * the error on top).  Returns how many values iter_each returns, or -1 to
+ * go on with the next event. */
+static int each_after(lua_State *L, liter *li, lua_KContext ctx, int failed) {
+  lstore *ls;
+  li->in_handler = 0;
+  if (failed) {
+    lua_pushliteral(L, "failed");
+    lua_insert(L, -2);
+    return each_return(L, li, 5);
+  }
+  if (ctx & EACH_GUARDED) {
+    lua_pushvalue(L, EACH_K_EMITS);
+    if (lua_rawget(L, EACH_VIEW) != LUA_TNIL) {
+      lua_settop(L, EACH_EV);
+      lua_pushliteral(L, "emits");
+      return each_return(L, li, 4);
+    }
+    lua_pop(L, 1);
+    lua_pushvalue(L, EACH_K_JN);
+    lua_pushinteger(L, 0);
+    lua_rawset(L, EACH_VIEW); /* view._jn = 0 */
+  }
+  /* the handler may have closed this iterator or the store */
+  if (!li->it) return each_return(L, li, 2);
+  lua_getiuservalue(L, 1, 1);
+  ls = lua_touserdata(L, -1);
+  if (!ls || !ls->s) {
+    iter_close(L);
+    return luaL_error(L, "attempt to use a closed store");
+  }
+  lua_settop(L, EACH_K_JN);
+  return -1;
+}
+
+static int each_loop(lua_State *L, lua_KContext ctx);
+
+static int each_k(lua_State *L, int status, lua_KContext ctx) {
+  liter *li = lua_touserdata(L, 1);
+  int nret = each_after(L, li, ctx, status != LUA_OK && status != LUA_YIELD);
+  return nret >= 0 ? nret : each_loop(L, ctx);
+}
+
+static int each_loop(lua_State *L, lua_KContext ctx) {
+  liter *li = lua_touserdata(L, 1);
+  reader r;
+  r.cache = lua_touserdata(L, 5);
+  r.ud = 5;
+  r.t = 6;
+  while (li->it) {
+    er_event ev;
+    er_error err;
+    int rc = er_iter_next(li->it, &ev, &err), nret, failed = 0;
+    if (rc != ER_OK) {
+      iter_close(L);
+      if (rc == ER_NOT_FOUND) break;
+      return raise_error(L, &err);
+    }
+    li->each_n++;
+    li->each_last = (lua_Integer)ev.position;
+    if (!(li->raw == 2 ? push_event_lazy(L, &ev, &r, 1) : push_event(L, &ev, &r))) {
+      iter_close(L);
+      return raise_corrupt(L, ev.position);
+    }
+    er_push_cached(L, ev.type, ev.type_len, r.cache, r.t);
+    if (lua_rawget(L, EACH_HANDLERS) != LUA_TFUNCTION) {
+      lua_settop(L, EACH_K_JN);
+      continue;
+    }
+    if (ctx & EACH_ANY_PARKED) {
+      lua_rawgeti(L, r.t, F_STREAM);
+      lua_rawget(L, EACH_EV);
+      if (lua_rawget(L, EACH_PARKED) != LUA_TNIL) {
+        lua_settop(L, EACH_EV);
+        lua_pushliteral(L, "parked");
+        return each_return(L, li, 4);
+      }
+      lua_pop(L, 1);
+    }
+    lua_pushvalue(L, EACH_K_EVENT);
+    lua_pushvalue(L, EACH_EV);
+    lua_rawset(L, EACH_VIEW); /* view._event = event */
+    lua_pushvalue(L, EACH_VIEW);
+    lua_pushvalue(L, EACH_EV);
+    li->in_handler = 1;
+    if (ctx & EACH_GUARDED) failed = lua_pcallk(L, 2, 0, 0, ctx, each_k) != LUA_OK;
+    else lua_callk(L, 2, 0, ctx, each_k);
+    nret = each_after(L, li, ctx, failed);
+    if (nret >= 0) return nret;
+  }
+  return each_return(L, li, 2);
+}
+
 static int iter_each(lua_State *L) {
-  /* stack: 1 iterator, 2 handlers, 3 view, 4 parked, 5-6 the reader, 7-9
-   * the view's field names, 10 the event, 11 its handler (then the error) */
-  enum { HANDLERS = 2, VIEW, PARKED, K_EVENT = 7, K_EMITS, K_JN, EV, FN };
   liter *li = luaL_checkudata(L, 1, ITER_MT);
-  lua_Integer n = 0, last = 0;
   reader r;
   lstore *ls;
-  int guarded, any_parked = 0, nret = 2;
-  luaL_checktype(L, HANDLERS, LUA_TTABLE);
-  luaL_checktype(L, VIEW, LUA_TTABLE);
-  guarded = !lua_isnoneornil(L, PARKED);
-  if (guarded) {
-    luaL_checktype(L, PARKED, LUA_TTABLE);
-    lua_settop(L, PARKED);
+  lua_KContext ctx = 0;
+  luaL_checktype(L, EACH_HANDLERS, LUA_TTABLE);
+  luaL_checktype(L, EACH_VIEW, LUA_TTABLE);
+  if (!lua_isnoneornil(L, EACH_PARKED)) {
+    luaL_checktype(L, EACH_PARKED, LUA_TTABLE);
+    lua_settop(L, EACH_PARKED);
     lua_pushnil(L);
-    any_parked = lua_next(L, PARKED) != 0;
+    ctx = EACH_GUARDED | (lua_next(L, EACH_PARKED) != 0 ? EACH_ANY_PARKED : 0);
   }
-  lua_settop(L, PARKED);
+  lua_settop(L, EACH_PARKED);
   if (li->kind != LI_EVENTS || li->raw == 1)
     return luaL_error(L, "_each: not an iterator of event tables");
   li->in_handler = 0;
-  if (!li->it) goto done;
+  li->each_n = li->each_last = 0;
+  if (!li->it) return each_return(L, li, 2);
   ls = iter_store(L);
   if (ls->upcast_ref != LUA_NOREF) return luaL_error(L, "_each: the store has upcasters");
   get_reader(L, ls, &r); /* 5, 6 */
   lua_pushliteral(L, "_event");
   lua_pushliteral(L, "_emits");
   lua_pushliteral(L, "_jn");
-  for (;;) {
-    er_event ev;
-    er_error err;
-    int rc = er_iter_next(li->it, &ev, &err);
-    if (rc != ER_OK) {
-      iter_close(L);
-      if (rc == ER_NOT_FOUND) break;
-      return raise_error(L, &err);
-    }
-    n++;
-    last = (lua_Integer)ev.position;
-    if (!(li->raw == 2 ? push_event_lazy(L, &ev, &r, 1) : push_event(L, &ev, &r))) {
-      iter_close(L);
-      return raise_corrupt(L, ev.position);
-    }
-    er_push_cached(L, ev.type, ev.type_len, r.cache, r.t);
-    if (lua_rawget(L, HANDLERS) == LUA_TFUNCTION) {
-      if (any_parked) {
-        lua_rawgeti(L, r.t, F_STREAM);
-        lua_rawget(L, EV);
-        if (lua_rawget(L, PARKED) != LUA_TNIL) {
-          lua_settop(L, EV);
-          lua_pushliteral(L, "parked");
-          nret = 4;
-          goto stop;
-        }
-        lua_pop(L, 1);
-      }
-      lua_pushvalue(L, K_EVENT);
-      lua_pushvalue(L, EV);
-      lua_rawset(L, VIEW);                            /* view._event = event */
-      lua_pushvalue(L, VIEW);
-      lua_pushvalue(L, EV);
-      li->in_handler = 1;
-      if (!guarded) {
-        lua_call(L, 2, 0);
-      } else if (lua_pcall(L, 2, 0, 0) != LUA_OK) {   /* the error at FN */
-        li->in_handler = 0;
-        lua_pushliteral(L, "failed");
-        lua_insert(L, FN);
-        nret = 5;
-        goto stop;
-      }
-      li->in_handler = 0;
-      if (guarded) {
-        lua_pushvalue(L, K_EMITS);
-        if (lua_rawget(L, VIEW) != LUA_TNIL) {
-          lua_settop(L, EV);
-          lua_pushliteral(L, "emits");
-          nret = 4;
-          goto stop;
-        }
-        lua_pop(L, 1);
-        lua_pushvalue(L, K_JN);
-        lua_pushinteger(L, 0);
-        lua_rawset(L, VIEW);                          /* view._jn = 0 */
-      }
-      /* the handler may have closed the store or this iterator */
-      if (!li->it) break;
-      if (!ls->s) {
-        iter_close(L);
-        return luaL_error(L, "attempt to use a closed store");
-      }
-    }
-    lua_settop(L, K_JN);
-  }
-done:
-  lua_pushinteger(L, n);
-  lua_pushinteger(L, last);
-  return 2;
-stop: /* the event at EV, what at EV + 1, the error at EV + 2 when failed */
-  lua_pushinteger(L, n);
-  lua_insert(L, EV);
-  lua_pushinteger(L, last);
-  lua_insert(L, EV + 1);
-  return nret;
+  return each_loop(L, ctx);
 }
 
 /* iter:_in_handler() -> whether the last iter:_each stopped inside a

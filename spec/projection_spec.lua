@@ -267,6 +267,31 @@ describe("catch-up projections", function()
     H.raises_with(function() return one.data end, "stored bytes are gone")
   end)
 
+  it("a handler may yield (a projection run by a coroutine scheduler), whatever on_error says", function()
+    local s = t.store
+    local evs = {}
+    for i = 1, 30 do evs[i] = { type = "A", data = { n = i } } end
+    assert(s:append("a-1", evs))
+    for _, policy in ipairs({ "stop", "skip", "park" }) do
+      local p = s:projection("yielder-" .. policy, { on_error = policy, handlers = { A = function(view, ev)
+        local got = coroutine.yield(ev.position)
+        if ev.data.n == 7 and policy ~= "stop" then error("bad seven") end
+        view:put("sum", (view:get("sum") or 0) + got)
+      end } })
+      local co = coroutine.wrap(function() return "done", p:run({ batch = 8 }) end)
+      local yields, what, n = 0, co()
+      while what ~= "done" do
+        yields = yields + 1
+        assert.equal(yields, what) -- the position the handler yielded
+        what, n = co(10)
+      end
+      -- (park: the stream's events after the failed one are parked behind it)
+      assert.equal(policy == "park" and 7 or 30, yields)
+      assert.equal(30, n)
+      assert.equal(({ stop = 300, skip = 290, park = 60 })[policy], p:get("sum"))
+    end
+  end)
+
   it("a handler's error is the handler's; an error between handlers (the iterator's) goes on as it is", function()
     local s = t.store
     assert(s:append("a-1", { { type = "A" }, { type = "A" } }))
