@@ -215,10 +215,13 @@ static void get_reader(lua_State *L, const lstore *ls, reader *r) {
  * access to id, data or metadata, pairs, tostring or a write makes it a
  * whole event (lazy_materialize): the three fields set, the plain event
  * metatable back.  Only next(), rawget() and rawset() see the difference.
- * (No Lua string or table entry per event: keeping the bytes costs a copy.) */
+ * (No Lua string or table entry per event: keeping the bytes costs a copy.)
+ * The arena's buffers are userdata (its user values 1 and 2), grown by
+ * doubling from ARENA_FIRST bytes: the collector counts them, so that
+ * arenas do not pile up outside its sight while their events wait. */
 
 #define ARENA_MT "eventrocks.lazy_arena"
-enum { ARENA_EVENTS = 4096, ARENA_BYTES = 1 << 20 };
+enum { ARENA_EVENTS = 4096, ARENA_BYTES = 1 << 20, ARENA_FIRST = 4096, ARENA_FIRST_SLOTS = 64 };
 
 typedef struct lazy_slot {
   uint64_t position;
@@ -227,18 +230,17 @@ typedef struct lazy_slot {
 } lazy_slot;
 
 typedef struct lazy_arena {
-  char *bytes;
+  char *bytes;       /* user value 1's */
   size_t len, cap;
-  lazy_slot *slots; /* by position, ascending (the iterator's order) */
+  lazy_slot *slots;  /* user value 2's; by position, ascending (the iterator's order) */
   size_t n, cap_slots;
   int personal; /* it holds the plaintext of an event with a subject: wiped */
 } lazy_arena;
 
+/* (The buffers an arena refers to stay alive while it is finalized.) */
 static int arena_gc(lua_State *L) {
   lazy_arena *a = luaL_checkudata(L, 1, ARENA_MT);
   if (a->bytes && a->personal) sodium_memzero(a->bytes, a->len); /* plaintext of personal data */
-  free(a->bytes);
-  free(a->slots);
   memset(a, 0, sizeof *a);
   return 0;
 }
@@ -363,12 +365,14 @@ static const luaL_Reg lazy_meta[] = {
 static lazy_arena *new_arena(lua_State *L, int iter, const reader *r) {
   lazy_arena *a;
   liter *li = lua_touserdata(L, iter);
-  luaL_checkstack(L, 4, NULL);
+  luaL_checkstack(L, 5, NULL);
   lua_createtable(L, 0, 5); /* the metatable */
   lua_pushvalue(L, r->ud);
-  a = lua_newuserdatauv(L, sizeof *a, 0);
+  a = lua_newuserdatauv(L, sizeof *a, 2);
   memset(a, 0, sizeof *a);
   luaL_setmetatable(L, ARENA_MT);
+  lua_pushvalue(L, -1);
+  lua_setiuservalue(L, iter, 3); /* where arena_grow finds it */
   luaL_setfuncs(L, lazy_meta, 2);
   lua_rawgeti(L, r->t, F_MT);
   if (lua_getfield(L, -1, "__name") == LUA_TNIL) {
@@ -382,30 +386,47 @@ static lazy_arena *new_arena(lua_State *L, int iter, const reader *r) {
   return a;
 }
 
-/* Copy the event's id, data and metadata into the arena; 0 when they do
- * not fit (the arena is full, or they are too large for any). */
-static int arena_add(lazy_arena *a, const er_event *ev) {
+/* Whether the event's id, data and metadata go into the arena (else a
+ * new arena is due): not past ARENA_EVENTS events or ARENA_BYTES bytes,
+ * unless it is the first. */
+static int arena_takes(const lazy_arena *a, const er_event *ev) {
   size_t need = 16 + ev->data_len + ev->metadata_len;
-  if (a->n == ARENA_EVENTS || (a->len && a->len + need > ARENA_BYTES)) return 0;
+  return a->n < ARENA_EVENTS && (a->n == 0 || a->len + need <= ARENA_BYTES);
+}
+
+/* Make room in the arena of the iterator at `iter` for `need` more bytes
+ * and one more slot: larger buffers, as new userdata (copied; the old ones
+ * wiped when they held personal data). */
+static void arena_grow(lua_State *L, lazy_arena *a, int iter, size_t need) {
+  luaL_checkstack(L, 3, NULL);
+  lua_getiuservalue(L, iter, 3);
   if (a->len + need > a->cap) {
-    size_t cap = a->cap ? a->cap : 256 << 10;
+    size_t cap = a->cap ? a->cap : ARENA_FIRST;
     char *p;
     while (cap < a->len + need) cap *= 2;
-    p = malloc(cap);
-    if (!p) return 0;
+    p = lua_newuserdatauv(L, cap, 0);
     if (a->len) memcpy(p, a->bytes, a->len);
     if (a->bytes && a->personal) sodium_memzero(a->bytes, a->len);
-    free(a->bytes);
+    lua_setiuservalue(L, -2, 1);
     a->bytes = p;
     a->cap = cap;
   }
   if (a->n == a->cap_slots) {
-    size_t cap = a->cap_slots ? a->cap_slots * 2 : 256;
-    lazy_slot *sl = realloc(a->slots, cap * sizeof *sl);
-    if (!sl) return 0;
+    size_t cap = a->cap_slots ? a->cap_slots * 2 : ARENA_FIRST_SLOTS;
+    lazy_slot *sl = lua_newuserdatauv(L, cap * sizeof *sl, 0);
+    if (a->n) memcpy(sl, a->slots, a->n * sizeof *sl);
+    lua_setiuservalue(L, -2, 2);
     a->slots = sl;
     a->cap_slots = cap;
   }
+  lua_pop(L, 1);
+}
+
+/* Copy the event's id, data and metadata into the arena (arena_takes) of
+ * the iterator at `iter`. */
+static void arena_add(lua_State *L, lazy_arena *a, int iter, const er_event *ev) {
+  size_t need = 16 + ev->data_len + ev->metadata_len;
+  if (a->len + need > a->cap || a->n == a->cap_slots) arena_grow(L, a, iter, need);
   memcpy(a->bytes + a->len, ev->id, 16);
   if (ev->data_len) memcpy(a->bytes + a->len + 16, ev->data, ev->data_len);
   if (ev->metadata_len)
@@ -417,7 +438,6 @@ static int arena_add(lazy_arena *a, const er_event *ev) {
   a->slots[a->n].mlen = (uint32_t)ev->metadata_len;
   a->n++;
   a->len += need;
-  return 1;
 }
 
 /* Push a new reader whose events get the metatable at index mt. */
@@ -509,16 +529,13 @@ corrupt:
 
 /* Push the event as a lazy event table (see lazy_materialize) of the
  * iterator at `iter`: the fields stream, version, position, type and time
- * now (subject and forgotten too); id, data and metadata on first access.
- * Returns 0 with nothing pushed when its data or metadata do not decode
- * (an event too large for an arena is pushed whole). */
+ * now (subject and forgotten too); id, data and metadata on first access,
+ * from its bytes in the iterator's arena.  Returns 1. */
 static int push_event_lazy(lua_State *L, const er_event *ev, const reader *r, int iter) {
   liter *li = lua_touserdata(L, iter);
   lazy_arena *a = li->arena;
-  if (!a || !arena_add(a, ev)) {
-    a = new_arena(L, iter, r);
-    if (!arena_add(a, ev)) return push_event(L, ev, r);
-  }
+  if (!a || !arena_takes(a, ev)) a = new_arena(L, iter, r);
+  arena_add(L, a, iter, ev);
   luaL_checkstack(L, 6, NULL);
   lua_createtable(L, 0, 8);
   set_plain_fields(L, ev, r);
@@ -1519,7 +1536,7 @@ static int store_event(lua_State *L) {
 
 /* The iterator userdata for `store` (at index 1), closed state. */
 static liter *new_iter(lua_State *L, int kind) {
-  liter *li = lua_newuserdatauv(L, sizeof *li, 2);
+  liter *li = lua_newuserdatauv(L, sizeof *li, 3);
   li->it = NULL;
   li->arena = NULL;
   li->kind = kind;

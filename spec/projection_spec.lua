@@ -267,6 +267,26 @@ describe("catch-up projections", function()
     H.raises_with(function() return one.data end, "stored bytes are gone")
   end)
 
+  it("the collector counts the bytes lazy events wait with, and frees them with the events", function()
+    local s = t.store
+    assert(s:append("a-1", { type = "A", data = { big = string.rep("y", 1500000) } }))
+    local kept
+    local p = s:projection("held", { handlers = { A = function(_, ev) kept = ev end } })
+    collectgarbage()
+    collectgarbage()
+    local before = collectgarbage("count")
+    assert.equal(1, p:run())
+    collectgarbage()
+    collectgarbage()
+    local holding = collectgarbage("count")
+    assert.is_nil(rawget(kept, "data"))
+    assert.is_true(holding - before > 1400, ("the heap grew by %.0f KiB only"):format(holding - before))
+    kept = nil
+    collectgarbage()
+    collectgarbage()
+    assert.is_true(collectgarbage("count") < holding - 1400)
+  end)
+
   it("a handler may yield (a projection run by a coroutine scheduler), whatever on_error says", function()
     local s = t.store
     local evs = {}
