@@ -69,7 +69,7 @@ typedef struct liter {
   int in_handler; /* iter_each is in a handler's call */
   lua_Integer each_n, each_last; /* iter_each: events read, the last position */
   struct lazy_arena *arena; /* raw == 2: where its lazy events' bytes go
-                               (the arena of the metatable in user value 2) */
+                               (user value 3; their metatable is user value 2) */
 } liter;
 
 /* ---- helpers -------------------------------------------------------------- */
@@ -208,7 +208,7 @@ static void get_reader(lua_State *L, const lstore *ls, reader *r) {
  * only its type and stream: decoding the data of each (about half the cost
  * of an event table) is work nobody reads.  A lazy event is the event
  * table without id, data and metadata, whose metatable is its arena's: the
- * iterator copies the stored bytes of its lazy events into an arena (one C
+ * iterator copies the stored bytes of its lazy events into an arena (one
  * buffer for up to ARENA_EVENTS events or ARENA_BYTES bytes, then a new
  * one), indexed by position, and the arena is an upvalue of the metatable,
  * so that it lives as long as one of its events still waits.  The first
