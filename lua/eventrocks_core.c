@@ -1925,6 +1925,13 @@ static int each_return(lua_State *L, const liter *li, int nret) {
   return nret;
 }
 
+/* Hand the event at EACH_EV back to the caller with `what` happened. */
+static int each_hand_back(lua_State *L, const liter *li, const char *what) {
+  lua_settop(L, EACH_EV);
+  lua_pushstring(L, what);
+  return each_return(L, li, 4);
+}
+
 /* After the handler of the event at EACH_EV returned, or failed (guarded:
  * the error on top).  Returns how many values iter_each returns, or -1 to
  * go on with the next event. */
@@ -1938,11 +1945,7 @@ static int each_after(lua_State *L, liter *li, lua_KContext ctx, int failed) {
   }
   if (ctx & EACH_GUARDED) {
     lua_pushvalue(L, EACH_K_EMITS);
-    if (lua_rawget(L, EACH_VIEW) != LUA_TNIL) {
-      lua_settop(L, EACH_EV);
-      lua_pushliteral(L, "emits");
-      return each_return(L, li, 4);
-    }
+    if (lua_rawget(L, EACH_VIEW) != LUA_TNIL) return each_hand_back(L, li, "emits");
     lua_pop(L, 1);
     lua_pushvalue(L, EACH_K_JN);
     lua_pushinteger(L, 0);
@@ -1997,11 +2000,7 @@ static int each_loop(lua_State *L, lua_KContext ctx) {
     if (ctx & EACH_ANY_PARKED) {
       lua_rawgeti(L, r.t, F_STREAM);
       lua_rawget(L, EACH_EV);
-      if (lua_rawget(L, EACH_PARKED) != LUA_TNIL) {
-        lua_settop(L, EACH_EV);
-        lua_pushliteral(L, "parked");
-        return each_return(L, li, 4);
-      }
+      if (lua_rawget(L, EACH_PARKED) != LUA_TNIL) return each_hand_back(L, li, "parked");
       lua_pop(L, 1);
     }
     lua_pushvalue(L, EACH_K_EVENT);
