@@ -521,7 +521,7 @@ static void check_list(const char *prefix, size_t plen) {
     if (rc != ER_OK) FAIL("er_list_streams: %s, stream %d missing", code_name(rc), want);
     if (len != stream_len[want] || memcmp(name, stream_name[want], len) != 0 ||
         v != M.version[want])
-      FAIL("er_list_streams: got another stream or version than stream %d", want);
+      FAIL("er_list_streams: got another stream or version than stream %d (got %.*s v%llu)", want, (int)len, name, (unsigned long long)v);
     prev = want;
   }
   er_iter_free(it);

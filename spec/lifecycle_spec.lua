@@ -74,6 +74,31 @@ describe("store:delete (soft)", function()
     assert.equal(0, (problems(t.store)))
   end)
 
+  -- Found by `fuzz ops` (2026-12-06): the retry wrote the restart to disk,
+  -- so the deleted stream came back after a reopen.
+  it("stays deleted when a retry of an append from before the delete is replayed, across a reopen", function()
+    local evs = {
+      { type = "Placed", id = "5a0c3c52-1f7e-4c1e-9d3a-000000000001" },
+      { type = "Paid", id = "5a0c3c52-1f7e-4c1e-9d3a-000000000002" },
+    }
+    local _, first = t.store:append("order-3", evs)
+    assert(t.store:delete("order-3"))
+    local v, p = t.store:append("order-3", evs) -- the earlier answer: nothing written
+    assert.equal(2, v)
+    assert.equal(first, p)
+    assert.equal(7, t.store:last_position())
+    assert.same({ "order-1@3", "order-2@2" }, streams(t.store))
+    assert.same({}, versions(t.store, "order-3"))
+    t.store:close()
+    t.store = assert(H.open(t, t.dir))
+    assert.same({ "order-1@3", "order-2@2" }, streams(t.store))
+    assert.same({}, versions(t.store, "order-3"))
+    -- a new append still restarts it
+    assert.equal(3, (t.store:append("order-3", H.ev("Reopened"))))
+    assert.same({ "order-1@3", "order-2@2", "order-3@3" }, streams(t.store))
+    assert.equal(0, (problems(t.store)))
+  end)
+
   it("checks the expected version and changes nothing on a mismatch", function()
     local _, err = t.store:delete("order-1", { expected = 2 })
     H.check_err(err, "wrong_expected_version")

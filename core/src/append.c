@@ -343,7 +343,7 @@ static int commit_append(er_txn *t, size_t a, commit_buf *b, er_error *err) {
   assert(er__locked(s) && t->state == TXN_COMMITTING);
   memset(&x->result, 0, sizeof x->result);
   rc = version_before(t, a, &current, err);
-  if (rc == ER_OK) rc = er__life_check_append(s, x->stream, x->stream_len, t->wb, err);
+  if (rc == ER_OK) rc = er__life_check_append(s, x->stream, x->stream_len, err);
   if (rc == ER_OK) {
     for (i = 0; i < x->n && !x->events[i].has_id; i++) {}
     if (i < x->n)
@@ -363,6 +363,7 @@ static int commit_append(er_txn *t, size_t a, commit_buf *b, er_error *err) {
     return rc;
   }
   if (replay) return ER_OK;
+  er__life_restart_queue(s, x->stream, x->stream_len, t->wb);
   if (x->restore && x->restore_position > b->pos + 1) {
     /* the positions between were removed at the source: a hole */
     uint8_t hkey[8], hole[ER_HOLE_LEN], fmt[4];

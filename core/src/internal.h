@@ -482,8 +482,17 @@ static inline int er__life_removes(er_store *s, const er__life *l,
                                    uint64_t version, int64_t time) {
   return er__life_removes_at(l, version, time, l->max_age ? er__life_now(s) : 0);
 }
+/* An append to `stream` (write_lock held): ER_STREAM_DELETED after a hard
+ * delete, else ER_OK; it writes nothing. */
 int er__life_check_append(er_store *s, const char *stream, size_t len,
-                          rocksdb_writebatch_t *wb, er_error *err);
+                          er_error *err);
+/* An append that writes events to a soft-deleted `stream` restarts it: its
+ * lifecycle value without the soft flag queued into `wb` (write_lock held);
+ * nothing when the stream is not soft-deleted.  Only once the append is
+ * known to write: an idempotent retry or a failed expectation restarts
+ * nothing. */
+void er__life_restart_queue(er_store *s, const char *stream, size_t len,
+                            rocksdb_writebatch_t *wb);
 void er__life_committed(er_store *s, const char *stream, size_t len,
                         uint64_t version);
 /* A restored append (er_txn_restore) that starts `stream` at version

@@ -175,21 +175,25 @@ int64_t er__life_now(er_store *s) {
 }
 
 int er__life_check_append(er_store *s, const char *stream, size_t len,
-                          rocksdb_writebatch_t *wb, er_error *err) {
+                          er_error *err) {
   er__life l;
   assert(er__locked(s));
-  if (!er__life_get(s, stream, len, &l)) return ER_OK;
-  if (l.flags & ER_LIFE_HARD)
+  if (er__life_get(s, stream, len, &l) && (l.flags & ER_LIFE_HARD))
     return er__fail(err, ER_STREAM_DELETED, "stream '%.*s' was deleted",
                     (int)(len > 200 ? 200 : len), stream);
-  if (l.flags & ER_LIFE_SOFT) {
-    uint8_t v[LIFE_LEN];
-    l.flags &= (uint8_t)~ER_LIFE_SOFT;
-    life_encode(v, &l);
-    rocksdb_writebatch_put_cf(wb, s->cf[CF_LIFECYCLE], stream, len,
-                              (const char *)v, sizeof v);
-  }
   return ER_OK;
+}
+
+void er__life_restart_queue(er_store *s, const char *stream, size_t len,
+                            rocksdb_writebatch_t *wb) {
+  er__life l;
+  uint8_t v[LIFE_LEN];
+  assert(er__locked(s));
+  if (!er__life_get(s, stream, len, &l) || !(l.flags & ER_LIFE_SOFT)) return;
+  l.flags &= (uint8_t)~ER_LIFE_SOFT;
+  life_encode(v, &l);
+  rocksdb_writebatch_put_cf(wb, s->cf[CF_LIFECYCLE], stream, len,
+                            (const char *)v, sizeof v);
 }
 
 void er__life_committed(er_store *s, const char *stream, size_t len,
