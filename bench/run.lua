@@ -205,7 +205,7 @@ job("ui", S.ui, 0, { ui = true }, {
   { metric = "ui.stream_first.ms", section = "ui", unit = "ms",
     label = ("web explorer: stream page (first events) of a %s-event stream"):format(count(S.ui)) },
   { metric = "ui.streams.ms", section = "ui", unit = "ms",
-    label = ("web explorer: streams page of a %s-stream store (counts them all)"):format(count(S.ui // 10)) } })
+    label = ("web explorer: streams page of a %s-stream store (counts up to 100k)"):format(count(S.ui // 10)) } })
 
 -- ---------------------------------------------------------------------------
 -- Running

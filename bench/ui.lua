@@ -3,8 +3,8 @@
 -- millisecond).  See bench/README.md for the contract.
 -- Workload: ui N -- one stream of N events and N/10 streams of one event;
 -- prints the median time of 5 renders of the stream page (its latest
--- events, and its first) and of the streams page (which counts every
--- stream), after one warm-up render each.
+-- events, and its first) and of the streams page (which counts the
+-- streams up to eventrocks.ui.COUNT_LIMIT, 100k), after one warm-up render each.
 local er = require "eventrocks"
 local ui = require "eventrocks.ui"
 local C = require "common"

@@ -381,3 +381,48 @@ describe("eventrocks ui", function()
     end
   end)
 end)
+
+-- ---------------------------------------------------------------------------
+-- The pages as functions of a store, in this process (no server).
+describe("eventrocks.ui streams page", function()
+  local ui = require "eventrocks.ui"
+  local t, saved = {}, {}
+  before_each(function()
+    H.setup(t)
+    for i = 1, 30 do assert(t.store:append(("s-%02d"):format(i), H.evs(2, "X"))) end
+    saved.page, saved.limit = ui.PAGE, ui.COUNT_LIMIT
+    ui.PAGE, ui.COUNT_LIMIT = 5, 10
+  end)
+  after_each(function()
+    ui.PAGE, ui.COUNT_LIMIT = saved.page, saved.limit
+    H.teardown(t)
+  end)
+  local function get(query)
+    local status, _, body = ui.new(t.store):handle({ path = "/streams", query = query, headers = {} })
+    assert.equal(200, status)
+    local names = {}
+    for name in body:gmatch('href="/stream%?id=(s%-%d+)"') do names[#names + 1] = name end
+    return body, names
+  end
+
+  it("stops counting past its limit, and still pages on to the last stream", function()
+    local body, names = get({})
+    assert.matches("more than 10 streams; showing 1 to 5", body)
+    assert.same({ "s-01", "s-02", "s-03", "s-04", "s-05" }, names)
+    assert.matches("next ›", body)
+    assert.not_matches("last »", body)
+    assert.matches('<p class="count">page 1</p>', body)
+    body, names = get({ page = "4" }) -- past the limit: counted up to its own last row
+    assert.matches("more than 20 streams; showing 16 to 20", body)
+    assert.same({ "s-16", "s-17", "s-18", "s-19", "s-20" }, names)
+    body, names = get({ page = "6" }) -- the end is in sight: an exact count again
+    assert.matches('<span id="stream%-count">30</span> streams, 60 events', body)
+    assert.same({ "s-26", "s-27", "s-28", "s-29", "s-30" }, names)
+    assert.matches("page 6 of 6", body)
+    assert.not_matches("next ›", body)
+    ui.COUNT_LIMIT = 100 -- under the limit: the whole count, and a last page
+    body = get({ prefix = "s-1" })
+    assert.matches('<span id="stream%-count">10</span> streams, 20 events', body)
+    assert.matches("last »", body)
+  end)
+end)

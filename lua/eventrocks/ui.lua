@@ -27,6 +27,7 @@ local fmt, concat, mtype = string.format, table.concat, math.type
 M.PAGE = 50          -- rows a page
 M.LINK_WINDOW = 20000 -- events searched each way for causation and correlation
 M.EXACT_CHART = 20000 -- up to this many events the chart counts them all
+M.COUNT_LIMIT = 100000 -- the streams page counts matching streams up to this many
 
 -- ---------------------------------------------------------------------------
 -- Escaping
@@ -238,24 +239,30 @@ function App:streams(q)
   else
     category = nil
   end
-  local rows, n, events = {}, 0, 0
+  -- Counting stops past COUNT_LIMIT streams (and past the page asked for):
+  -- a page costs at most that many steps whatever the size of the store.
+  local rows, n, events, more = {}, 0, 0, false
   local first, last = (page - 1) * size + 1, page * size
+  local stop = math.max(M.COUNT_LIMIT, last)
   if scan then
     for stream, version in self.store:streams({ prefix = scan ~= "" and scan or nil }) do
       if not category or core.category(stream) == category then
+        if n >= stop then more = true break end
         n = n + 1
         events = events + version
         if n >= first and n <= last then rows[#rows + 1] = { stream, version } end
       end
     end
   end
+  local counted = more and fmt("more than %d streams", n)
+    or fmt('<span id="stream-count">%d</span> streams, %d events (versions added up)', n, events)
   local out = { "<h1>Streams</h1>",
     '<form method="get" action="/streams" class="filter">',
     '<label>prefix <input name="prefix" value="', text(prefix or ""), '"></label> ',
     '<label>category <input name="category" value="', text(category or ""), '"></label> ',
     '<button type="submit">filter</button></form>',
-    fmt('<p class="count"><span id="stream-count">%d</span> streams, %d events (versions added up)%s</p>',
-      n, events, n > 0 and fmt("; showing %d to %d", math.min(first, n), math.min(last, n)) or ""),
+    fmt('<p class="count">%s%s</p>', counted,
+      n > 0 and fmt("; showing %d to %d", math.min(first, n), math.min(last, n)) or ""),
     '<table class="streams"><thead><tr><th>stream</th><th>category</th><th>version</th></tr></thead><tbody>' }
   for _, r in ipairs(rows) do
     local cat = core.category(r[1])
@@ -268,9 +275,9 @@ function App:streams(q)
   out[#out + 1] = pager({
     page > 1 and { "« first", "/streams", params(1) } or false,
     page > 1 and { "‹ previous", "/streams", params(page - 1) } or false,
-    page < pages and { "next ›", "/streams", params(page + 1) } or false,
-    page < pages and { "last »", "/streams", params(pages) } or false,
-  }) .. fmt('<p class="count">page %d of %d</p>', page, pages)
+    (more or page < pages) and { "next ›", "/streams", params(page + 1) } or false,
+    not more and page < pages and { "last »", "/streams", params(pages) } or false,
+  }) .. (more and fmt('<p class="count">page %d</p>', page) or fmt('<p class="count">page %d of %d</p>', page, pages))
   return self:page("Streams", "/streams", concat(out))
 end
 
