@@ -57,6 +57,48 @@ describe("projection failures", function()
     assert.is_nil(p:dead_letters()())
   end)
 
+  it("skip counts every skipped event but keeps only the newest records, also from a store without the count", function()
+    local projection = require "eventrocks.projection"
+    local checkpoints = require "eventrocks.checkpoints"
+    local keep = projection.KEEP_SKIPPED
+    projection.KEEP_SKIPPED = 3
+    finally(function() projection.KEEP_SKIPPED = keep end)
+    local function add(from, to)
+      for n = from, to do assert(t.store:append("x-" .. n, { type = "N", data = { n = n, bad = n % 2 == 0 } })) end
+    end
+    local function kept(name)
+      local out = {}
+      for item, rec in checkpoints.each_item(t.store, "skipped", name) do
+        if item ~= "" then out[#out + 1] = rec.position end
+      end
+      return out
+    end
+    add(1, 20) -- 10 bad: 2, 4, ..., 20
+    local p = t.store:projection("p", { handlers = handlers(), on_error = "skip" })
+    assert(p:run({ batch = 4 }))
+    local st = p:status()
+    assert.equal(10, st.skipped)
+    assert.truthy(st.last_error:find("bad event 20", 1, true), st.last_error)
+    assert.same({ 16, 18, 20 }, kept("p"))
+    -- a store written before the count: its records are counted once, then trimmed
+    local txn = assert(t.store:_txn())
+    assert(checkpoints.put_item(txn, "skipped", "p", "", nil))
+    for _, pos in ipairs({ 2, 4, 6, 8 }) do
+      assert(checkpoints.put_item(txn, "skipped", "p", checkpoints.position_item(pos),
+        { position = pos, error = "old " .. pos, at = pos }))
+    end
+    assert(txn:commit())
+    txn:close()
+    assert.equal(7, p:status().skipped) -- the records, counted
+    add(21, 22)
+    assert(p:run())
+    assert.equal(8, p:status().skipped)
+    assert.same({ 18, 20, 22 }, kept("p"))
+    assert(p:reset())
+    assert.equal(0, p:status().skipped)
+    assert.same({}, kept("p"))
+  end)
+
   it("a failing handler's writes are taken back to what the batch held, however often it wrote a key", function()
     for i = 1, 4 do assert(t.store:append("k-1", { type = "K", data = { n = i } })) end
     local p = t.store:projection("undo", { on_error = "skip", handlers = { K = function(view, ev)

@@ -21,12 +21,18 @@ local fmt = string.format
 
 local DEFAULT_BATCH = 500
 local DEFAULT_INTERVAL = 100 -- ms: follow mode asks stop() at least this often
+-- Skipped failures: each one is counted, and the newest KEEP_SKIPPED are
+-- kept (message, position, event), so that a projection skipping for
+-- years neither grows without end nor counts its records for a status.
+M.KEEP_SKIPPED = 1000
+local COUNT_ITEM = "" -- the item key of the count (before every position)
 
 local registry = setmetatable({}, { __mode = "k" }) -- store -> { by_name = {}, inline = {} }
 
 local DELETED = setmetatable({}, { __name = "deleted" })
 
 local failures_of -- (below)
+local count_skipped -- (below)
 local wait_for_news -- (below)
 
 local SPEC_KEYS = options.known { "handlers", "category", "types", "inline", "source", "on_error" }
@@ -116,6 +122,44 @@ function View:delete(key)
   self._buf[key] = DELETED
 end
 
+-- The number of events projection `name` skipped, and how many skipped
+-- records it keeps: a store from before the count has only its records.
+-- Returns count, kept; or nil, err.
+local function skipped_count(store, name)
+  local n, err = checkpoints.get_item(store, "skipped", name, COUNT_ITEM)
+  if err then return nil, err end
+  if mtype(n) == "integer" then return n, math.min(n, M.KEEP_SKIPPED) end
+  local kept = 0
+  for item in checkpoints.each_item(store, "skipped", name) do
+    if item ~= COUNT_ITEM then kept = kept + 1 end
+  end
+  return kept, kept
+end
+
+-- A batch recorded `k` more skipped failures (already queued in `txn`):
+-- queue the new count, and the removal of the oldest records beyond
+-- KEEP_SKIPPED.
+function count_skipped(store, txn, name, k)
+  local n, kept = skipped_count(store, name)
+  if not n then return nil, kept end
+  local ok, err = checkpoints.put_item(txn, "skipped", name, COUNT_ITEM, n + k)
+  if not ok then return nil, err end
+  local drop = kept + k - M.KEEP_SKIPPED
+  if drop <= 0 then return true end
+  local old = {}
+  for item in checkpoints.each_item(store, "skipped", name) do
+    if item ~= COUNT_ITEM then
+      old[#old + 1] = item
+      if #old >= drop then break end
+    end
+  end
+  for _, item in ipairs(old) do
+    ok, err = checkpoints.put_item(txn, "skipped", name, item, nil)
+    if not ok then return nil, err end
+  end
+  return true
+end
+
 -- Write the batch's read-model changes, and the failures it recorded
 -- (dead letters, skipped errors), into its transaction.
 local function flush_view(view)
@@ -133,11 +177,14 @@ local function flush_view(view)
   end
   local pending = view._pending -- (cleared in place: the view's get and put hold it)
   for key in next, pending do pending[key] = nil end
+  local skipped = 0
   for _, f in ipairs(view._failures) do
     local ok, err = checkpoints.put_item(txn, f[1], view._name, checkpoints.position_item(f[2].position), f[2])
     if not ok then return nil, err end
+    if f[1] == "skipped" then skipped = skipped + 1 end
   end
   view._failures = {}
+  if skipped > 0 then return count_skipped(view._store, txn, view._name, skipped) end
   return true
 end
 
@@ -676,14 +723,15 @@ end
 function failures_of(store, name)
   local counts, newest, last_error = { deadletter = 0, skipped = 0 }, -1, nil
   for kind in pairs(counts) do
-    for _, rec in checkpoints.each_item(store, kind, name) do
-      counts[kind] = counts[kind] + 1
+    for item, rec in checkpoints.each_item(store, kind, name) do
+      if item ~= COUNT_ITEM then counts[kind] = counts[kind] + 1 end
       if type(rec) == "table" and math.type(rec.at) == "integer" and rec.at > newest and not rec.parked_behind then
         newest, last_error = rec.at, rec.error
       end
     end
   end
-  return counts.deadletter, counts.skipped, last_error
+  local skipped = skipped_count(store, name)
+  return counts.deadletter, skipped or counts.skipped, last_error
 end
 
 --- Iterate the dead letters: `for position, message in proj:dead_letters() do`,
