@@ -14,7 +14,7 @@
  * category and type filters), of one position, of the stream list by
  * prefix; a second writable open (ER_LOCKED); close and reopen (with an
  * iterator left open, which must then answer ER_INVALID); soft and hard
- * deletes, truncations, max_count limits and compactions (removed events
+ * deletes, truncations, max_count and max_age limits and compactions (removed events
  * vanish from every read, their ids are free again, check accepts the
  * holes); personal data: the store is opened with a key, the events of
  * some streams carry a subject (two streams share one), and forgets of a
@@ -104,10 +104,17 @@ typedef struct mappend {
 } mappend;
 
 /* A stream's lifecycle (er_delete_stream, er_truncate, er_set_stream_meta
- * with max_count; max_age is not modelled: it depends on the clock). */
+ * with max_count and max_age).  The only max_age is a day (AGE): the events
+ * the store times are younger for as long as a run lasts, and the times a
+ * transaction may give are 1970 (older) or 2096 (younger), so the model
+ * needs no clock.  Once a stream had a max_age, its 1970 events are removed
+ * for good, even after the limit is lifted (the store keeps what it removed
+ * as a time floor). */
+#define AGE 86400
 typedef struct mlife {
   int soft, hard;
-  uint64_t before, hidden_before, max_count;
+  uint64_t before, hidden_before, max_count, max_age;
+  int aged; /* it had a max_age: events older than a day are removed */
 } mlife;
 
 typedef struct model {
@@ -190,11 +197,22 @@ static int expected_ok(int64_t e, uint64_t actual) {
   return e >= 0 && (uint64_t)e == actual;
 }
 
+static int64_t now_micros(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Whether event `m` is removed by its stream's age limit. */
+static int aged_out(const mevent *m) {
+  return M.life[m->stream].aged && m->time < now_micros() - (int64_t)AGE * 1000000;
+}
+
 /* Whether event `m` is removed by its stream's lifecycle. */
 static int removed(const mevent *m) {
   const mlife *l = &M.life[m->stream];
   return l->hard || m->version < l->before ||
-         (l->max_count && m->version + l->max_count <= M.version[m->stream]);
+         (l->max_count && m->version + l->max_count <= M.version[m->stream]) || aged_out(m);
 }
 
 /* The first version a read of stream `s` shows. */
@@ -391,6 +409,13 @@ static void check_stream(int s, uint64_t from, uint64_t count, int backward) {
   if (!backward && v < lo) v = lo;
   for (;;) {
     int more = count == ER_UNLIMITED || got < count;
+    /* the versions the age limit removed, anywhere in the stream */
+    while (v >= 1 && v >= lo && v <= last) {
+      for (i = 0; i < M.n; i++)
+        if (M.ev[i].stream == s && M.ev[i].version == v) break;
+      if (i == M.n || !aged_out(&M.ev[i])) break;
+      v = backward ? v - 1 : v + 1;
+    }
     if (backward) more = more && v >= 1 && v >= lo;
     else more = more && v <= last;
     rc = er_iter_next(it, &ev, &err);
@@ -725,6 +750,7 @@ static void model_write(const batch *b, uint64_t cur) {
     m->type = b->type[i];
     m->version = cur + 1 + i;
     m->position = M.n + 1;
+    m->time = b->time ? b->time : now_micros(); /* learn reads the store's */
     m->data_len = b->e[i].data_len;
     if (m->data_len) memcpy(m->data, b->e[i].data, m->data_len);
     m->meta_len = b->e[i].metadata_len;
@@ -1030,10 +1056,12 @@ static void do_lifecycle(in *r, int kind) {
     if (rc == ER_OK && before > l->before) l->before = before;
   } else {
     er_stream_meta m = {next(r) % 4, 0}, got;
+    if (next(r) % 3 == 0) m.max_age = AGE;
     rc = er_set_stream_meta(S, stream_name[s], stream_len[s], &m, &err);
     want = l->hard ? ER_STREAM_DELETED : ER_OK;
-    TRACE("max_count %llu on stream %d (version %llu): %s, model %s",
-          (unsigned long long)m.max_count, s, (unsigned long long)v, code_name(rc), code_name(want));
+    TRACE("max_count %llu, max_age %llu on stream %d (version %llu): %s, model %s",
+          (unsigned long long)m.max_count, (unsigned long long)m.max_age, s,
+          (unsigned long long)v, code_name(rc), code_name(want));
     if (rc != want) FAIL("set_stream_meta of stream %d: %s (%s), model %s", s, code_name(rc),
                          err.message, code_name(want));
     if (rc == ER_OK) {
@@ -1041,11 +1069,14 @@ static void do_lifecycle(in *r, int kind) {
       if (l->max_count && v >= l->max_count && v - l->max_count + 1 > l->before)
         l->before = v - l->max_count + 1;
       l->max_count = m.max_count;
+      l->max_age = m.max_age;
+      if (m.max_age) l->aged = 1;
     }
     if (er_get_stream_meta(S, stream_name[s], stream_len[s], &got, &err) != ER_OK ||
-        got.max_count != l->max_count || got.max_age != 0)
-      FAIL("er_get_stream_meta of stream %d: %llu, model %llu", s,
-           (unsigned long long)got.max_count, (unsigned long long)l->max_count);
+        got.max_count != l->max_count || got.max_age != l->max_age)
+      FAIL("er_get_stream_meta of stream %d: %llu %llu, model %llu %llu", s,
+           (unsigned long long)got.max_count, (unsigned long long)got.max_age,
+           (unsigned long long)l->max_count, (unsigned long long)l->max_age);
   }
   if (rc != ER_OK && (err.message[0] == 0 || err.code != rc))
     FAIL("a failed lifecycle call without its error (code %d)", err.code);

@@ -136,23 +136,23 @@ local function skipped_count(store, name)
   return kept, kept
 end
 
--- A batch recorded `k` more skipped failures (already queued in `txn`):
--- queue the new count, and the removal of the oldest records beyond
--- KEEP_SKIPPED.
-function count_skipped(store, txn, name, k)
+-- A batch recorded more skipped failures (`items`, their item keys, oldest
+-- first, already queued in `txn`): queue the new count, and the removal of
+-- the oldest records beyond KEEP_SKIPPED (the batch's own too, when it
+-- skipped more than that).
+function count_skipped(store, txn, name, items)
   local n, kept = skipped_count(store, name)
   if not n then return nil, kept end
-  local ok, err = checkpoints.put_item(txn, "skipped", name, COUNT_ITEM, n + k)
+  local ok, err = checkpoints.put_item(txn, "skipped", name, COUNT_ITEM, n + #items)
   if not ok then return nil, err end
-  local drop = kept + k - M.KEEP_SKIPPED
+  local drop = kept + #items - M.KEEP_SKIPPED
   if drop <= 0 then return true end
   local old = {}
   for item in checkpoints.each_item(store, "skipped", name) do
-    if item ~= COUNT_ITEM then
-      old[#old + 1] = item
-      if #old >= drop then break end
-    end
+    if #old >= drop then break end
+    if item ~= COUNT_ITEM then old[#old + 1] = item end
   end
+  for i = 1, drop - #old do old[#old + 1] = items[i] end
   for _, item in ipairs(old) do
     ok, err = checkpoints.put_item(txn, "skipped", name, item, nil)
     if not ok then return nil, err end
@@ -177,14 +177,15 @@ local function flush_view(view)
   end
   local pending = view._pending -- (cleared in place: the view's get and put hold it)
   for key in next, pending do pending[key] = nil end
-  local skipped = 0
+  local skipped = {}
   for _, f in ipairs(view._failures) do
-    local ok, err = checkpoints.put_item(txn, f[1], view._name, checkpoints.position_item(f[2].position), f[2])
+    local item = checkpoints.position_item(f[2].position)
+    local ok, err = checkpoints.put_item(txn, f[1], view._name, item, f[2])
     if not ok then return nil, err end
-    if f[1] == "skipped" then skipped = skipped + 1 end
+    if f[1] == "skipped" then skipped[#skipped + 1] = item end
   end
   view._failures = {}
-  if skipped > 0 then return count_skipped(view._store, txn, view._name, skipped) end
+  if #skipped > 0 then return count_skipped(view._store, txn, view._name, skipped) end
   return true
 end
 
