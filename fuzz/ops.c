@@ -802,6 +802,9 @@ static void learn(uint64_t from, uint64_t to, const int64_t *given,
       if (ev.time > newest) newest = ev.time; /* given times never move it */
     }
     m->time = ev.time;
+    TRACE("  position %llu: stream %d version %llu id %02x%02x%02x%02x..%02x%02x%s",
+          (unsigned long long)p, m->stream, (unsigned long long)m->version, ev.id[0], ev.id[1],
+          ev.id[2], ev.id[3], ev.id[14], ev.id[15], has_id[k] ? " (given)" : "");
     /* the store's own clock: given times (imports, mirrors) never move it */
     if (!given[k] && ev.time > newest) newest = ev.time;
     same_event(&ev, m, "the event just written");

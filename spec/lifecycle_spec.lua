@@ -344,6 +344,22 @@ describe("store:compact", function()
     H.check_err(err, "duplicate_event")
   end)
 
+  -- Found by `fuzz ops` (2026-12-07): the id's entry was put back for the
+  -- reusing event although that event was removed by the same compaction.
+  it("frees an id whose first event and whose reusing event are removed by one compaction", function()
+    local id = er.uuid()
+    assert(t.store:append("a-1", H.ev("E", nil, nil, id)))
+    assert(t.store:append("a-1", H.ev("E")))
+    assert(t.store:truncate("a-1", 2)) -- version 1 removed: its id is free again
+    assert(t.store:append("a-1", H.ev("E", nil, nil, id))) -- version 3 reuses it
+    assert(t.store:append("a-1", H.ev("E")))
+    assert(t.store:truncate("a-1", 4)) -- removes versions 1 to 3: both holders of the id
+    assert.equal(3, t.store:compact())
+    assert.equal(0, (problems(t.store)))
+    assert(t.store:append("b-1", H.ev("E", nil, nil, id))) -- free
+    assert.equal(0, (problems(t.store)))
+  end)
+
   it("keeps the newest position when the newest events are removed", function()
     assert(t.store:append("a-1", H.evs(2, "E")))
     assert(t.store:append("b-1", H.evs(2, "E")))

@@ -466,10 +466,23 @@ static int queue_removal(er_store *s, compact_batch *b, const er_event *ev,
   return ER_OK;
 }
 
+/* Whether `p` is one of the n positions `pos` (ascending). */
+static int among(const uint64_t *pos, size_t n, uint64_t p) {
+  size_t lo = 0, hi = n;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (pos[mid] == p) return 1;
+    if (pos[mid] < p) lo = mid + 1;
+    else hi = mid;
+  }
+  return 0;
+}
+
 /* Write a batch of removals.  An id that an append reused meanwhile (the
  * id of a removed event is free again) keeps its new entry: the batch is
  * written under the write lock, after checking each id still points at
- * the removed position. */
+ * the removed position, or at another that this batch does not remove
+ * (`pos` ascending: the log's order). */
 static int write_removals(er_store *s, compact_batch *b, const uint64_t *pos,
                           const uint8_t (*ids)[16], size_t n, er_error *err) {
   char *rerr = NULL;
@@ -485,8 +498,10 @@ static int write_removals(er_store *s, compact_batch *b, const uint64_t *pos,
       rc = er__rocks_fail(err, "reading the id index", rerr);
       break;
     }
-    if (v && len == 8 && er__get_le64((const uint8_t *)v) != pos[i]) {
-      /* reused: put back the entry that the batch deletes */
+    if (v && len == 8 && er__get_le64((const uint8_t *)v) != pos[i] &&
+        !among(pos, n, er__get_le64((const uint8_t *)v))) {
+      /* reused by an event that stays: put back the entry that the batch
+       * deletes */
       rocksdb_writebatch_put_cf(b->wb, s->cf[CF_IDS], (const char *)ids[i], 16,
                                 v, len);
     }
