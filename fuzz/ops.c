@@ -14,12 +14,12 @@
  * category and type filters), of one position, of the stream list by
  * prefix; a second writable open (ER_LOCKED); close and reopen (with an
  * iterator left open, which must then answer ER_INVALID); soft and hard
- * deletes, truncations, max_count and max_age limits and compactions (removed events
- * vanish from every read, their ids are free again, check accepts the
- * holes); personal data: the store is opened with a key, the events of
- * some streams carry a subject (two streams share one), and forgets of a
- * subject make its events read as forgotten from then on, while later
- * appends of it read normally (a new key).
+ * deletes, truncations, max_count and max_age limits and compactions
+ * (removed events vanish from every read, their ids are free again, check
+ * accepts the holes); personal data: the store is opened with a key, the
+ * events of some streams carry a subject (two streams share one), and
+ * forgets of a subject make its events read as forgotten from then on,
+ * while later appends of it read normally (a new key).
  *
  * The model says what each call must answer, from the rules of
  * core/include/eventrocks.h: an append succeeds iff the expectation holds;
@@ -546,7 +546,8 @@ static void check_list(const char *prefix, size_t plen) {
     if (rc != ER_OK) FAIL("er_list_streams: %s, stream %d missing", code_name(rc), want);
     if (len != stream_len[want] || memcmp(name, stream_name[want], len) != 0 ||
         v != M.version[want])
-      FAIL("er_list_streams: got another stream or version than stream %d (got %.*s v%llu)", want, (int)len, name, (unsigned long long)v);
+      FAIL("er_list_streams: got another stream or version than stream %d (%.*s at %llu)",
+           want, (int)len, name, (unsigned long long)v);
     prev = want;
   }
   er_iter_free(it);
@@ -1216,10 +1217,10 @@ static void run(in *r) {
       int rc;
       if (reopens++ >= MAX_REOPENS) break;
       if (next(r) % 2) {
+        size_t i, shown = 0; /* whether any event is left to read */
+        for (i = 0; i < M.n && !shown; i++) shown = !removed(&M.ev[i]);
         rc = er_read_all(S, 0, ER_UNLIMITED, NULL, &it, &err);
         if (rc != ER_OK) FAIL("er_read_all: %s", code_name(rc));
-        size_t i, shown = 0;
-        for (i = 0; i < M.n && !shown; i++) shown = !removed(&M.ev[i]);
         rc = er_iter_next(it, &ev, &err);
         if (rc != (shown ? ER_OK : ER_NOT_FOUND))
           FAIL("er_iter_next before the close: %s, model %s", code_name(rc),
