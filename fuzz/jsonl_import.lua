@@ -75,10 +75,14 @@ end
 -- What the store keeps of `ev`, as read back (id in lowercase, metadata {}
 -- when none).
 local function kept(ev)
+  -- (not `x and stored(x) or nil`: that reads a stored `false` as nil)
+  local data, metadata = nil, {}
+  if ev.data ~= nil then data = stored(ev.data) end
+  if ev.metadata ~= nil then metadata = stored(ev.metadata) end
   return {
     id = ev.id:lower(), stream = ev.stream, version = ev.version, type = ev.type, time = ev.time,
-    data = ev.data ~= nil and stored(ev.data) or nil,
-    metadata = ev.metadata ~= nil and stored(ev.metadata) or {},
+    data = data,
+    metadata = metadata,
     -- personal data: the subject and forgotten flag go through export as
     -- they are (the store of this target has no key: not appended)
     subject = ev.subject, forgotten = ev.forgotten,
