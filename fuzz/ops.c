@@ -388,13 +388,21 @@ static void check_at(uint64_t pos) {
   er_free(mem);
 }
 
+/* The model's event of stream `s` at version `v`, or NULL. */
+static const mevent *model_event(int s, uint64_t v) {
+  size_t i;
+  for (i = 0; i < M.n; i++)
+    if (M.ev[i].stream == s && M.ev[i].version == v) return &M.ev[i];
+  return NULL;
+}
+
 /* The events of stream `s` the model expects from er_read_stream. */
 static void check_stream(int s, uint64_t from, uint64_t count, int backward) {
   er_iter *it = NULL;
   er_error err;
   er_event ev;
   uint64_t v, got = 0, last = M.version[s];
-  size_t i;
+  const mevent *m;
   uint64_t lo = first_shown(s);
   int rc = er_read_stream(S, stream_name[s], stream_len[s], from, count, backward,
                           &it, &err);
@@ -410,12 +418,8 @@ static void check_stream(int s, uint64_t from, uint64_t count, int backward) {
   for (;;) {
     int more = count == ER_UNLIMITED || got < count;
     /* the versions the age limit removed, anywhere in the stream */
-    while (v >= 1 && v >= lo && v <= last) {
-      for (i = 0; i < M.n; i++)
-        if (M.ev[i].stream == s && M.ev[i].version == v) break;
-      if (i == M.n || !aged_out(&M.ev[i])) break;
+    while (v >= 1 && v >= lo && v <= last && (m = model_event(s, v)) != NULL && aged_out(m))
       v = backward ? v - 1 : v + 1;
-    }
     if (backward) more = more && v >= 1 && v >= lo;
     else more = more && v <= last;
     rc = er_iter_next(it, &ev, &err);
@@ -431,11 +435,9 @@ static void check_stream(int s, uint64_t from, uint64_t count, int backward) {
            (unsigned long long)from, (unsigned long long)count,
            backward ? "backward" : "forward", code_name(rc),
            rc == ER_NOT_FOUND ? "(too early)" : err.message, (unsigned long long)v);
-    /* the model's event of stream s at version v */
-    for (i = 0; i < M.n; i++)
-      if (M.ev[i].stream == s && M.ev[i].version == v) break;
-    if (i == M.n) FAIL("model: no version %llu of stream %d", (unsigned long long)v, s);
-    same_event(&ev, &M.ev[i], "er_read_stream");
+    if ((m = model_event(s, v)) == NULL)
+      FAIL("model: no version %llu of stream %d", (unsigned long long)v, s);
+    same_event(&ev, m, "er_read_stream");
     got++;
     v = backward ? v - 1 : v + 1;
   }

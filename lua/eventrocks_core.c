@@ -1936,7 +1936,6 @@ static int each_hand_back(lua_State *L, const liter *li, const char *what) {
  * the error on top).  Returns how many values iter_each returns, or -1 to
  * go on with the next event. */
 static int each_after(lua_State *L, liter *li, lua_KContext ctx, int failed) {
-  lstore *ls;
   li->in_handler = 0;
   if (failed) {
     lua_pushliteral(L, "failed");
@@ -1953,12 +1952,7 @@ static int each_after(lua_State *L, liter *li, lua_KContext ctx, int failed) {
   }
   /* the handler may have closed this iterator or the store */
   if (!li->it) return each_return(L, li, 2);
-  lua_getiuservalue(L, 1, 1);
-  ls = lua_touserdata(L, -1);
-  if (!ls || !ls->s) {
-    iter_close(L);
-    return luaL_error(L, "attempt to use a closed store");
-  }
+  iter_store(L); /* raises when the store was closed */
   lua_settop(L, EACH_K_JN);
   return -1;
 }
